@@ -1,0 +1,151 @@
+//! [`InMemoryReadStore`]: read models in a map, with TTL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::read_store::{validate_document, Document, Filter, Query, ReadStore, ReadStoreCapabilities};
+use crate::stream::validate_id;
+
+struct Entry {
+    data: Value,
+    expires: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|t| t > now)
+    }
+}
+
+/// A read store in process memory. Clones share the same data.
+#[derive(Clone, Default)]
+pub struct InMemoryReadStore {
+    docs: Arc<RwLock<HashMap<String, Entry>>>,
+}
+
+impl std::fmt::Debug for InMemoryReadStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryReadStore").finish_non_exhaustive()
+    }
+}
+
+const CAPS: ReadStoreCapabilities = ReadStoreCapabilities {
+    ttl: true,
+    max_document_bytes: 16 * 1024 * 1024,
+};
+
+fn poisoned() -> Error {
+    Error::backend(false, "in-memory read store lock poisoned")
+}
+
+impl InMemoryReadStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn insert(&self, id: &str, data: Value, ttl: Option<Duration>) -> Result<()> {
+        validate_document(id, &data, CAPS.max_document_bytes)?;
+        let expires = ttl.map(|t| Instant::now() + t);
+        self.docs
+            .write()
+            .map_err(|_| poisoned())?
+            .insert(id.to_owned(), Entry { data, expires });
+        Ok(())
+    }
+
+    fn live_docs(&self) -> Result<Vec<Document>> {
+        let now = Instant::now();
+        let docs = self.docs.read().map_err(|_| poisoned())?;
+        Ok(docs
+            .iter()
+            .filter(|(_, e)| e.live(now))
+            .map(|(id, e)| Document {
+                id: id.clone(),
+                data: e.data.clone(),
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl ReadStore for InMemoryReadStore {
+    fn capabilities(&self) -> ReadStoreCapabilities {
+        CAPS
+    }
+
+    async fn save(&self, id: &str, data: Value) -> Result<()> {
+        self.insert(id, data, None)
+    }
+
+    async fn save_with_ttl(&self, id: &str, data: Value, ttl: Duration) -> Result<()> {
+        if ttl.is_zero() {
+            return Err(Error::InvalidInput("a TTL must be longer than zero".into()));
+        }
+        self.insert(id, data, Some(ttl))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Value>> {
+        validate_id("read model id", id)?;
+        let docs = self.docs.read().map_err(|_| poisoned())?;
+        Ok(docs.get(id).filter(|e| e.live(Instant::now())).map(|e| e.data.clone()))
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool> {
+        validate_id("read model id", id)?;
+        let removed = self.docs.write().map_err(|_| poisoned())?.remove(id);
+        Ok(removed.is_some_and(|e| e.live(Instant::now())))
+    }
+
+    async fn query(&self, query: &Query) -> Result<Vec<Document>> {
+        query.validate()?;
+        Ok(query.apply(self.live_docs()?))
+    }
+
+    async fn count(&self, filters: &[Filter]) -> Result<u64> {
+        let query = Query {
+            filters: filters.to_vec(),
+            ..Query::default()
+        };
+        query.validate()?;
+        Ok(self
+            .live_docs()?
+            .iter()
+            .filter(|d| filters.iter().all(|f| f.matches(&d.data)))
+            .count() as u64)
+    }
+
+    async fn save_many(&self, docs: Vec<Document>) -> Result<()> {
+        for d in &docs {
+            validate_document(&d.id, &d.data, CAPS.max_document_bytes)?;
+        }
+        let mut map = self.docs.write().map_err(|_| poisoned())?;
+        for d in docs {
+            map.insert(
+                d.id,
+                Entry {
+                    data: d.data,
+                    expires: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn delete_many(&self, ids: &[String]) -> Result<u64> {
+        for id in ids {
+            validate_id("read model id", id)?;
+        }
+        let now = Instant::now();
+        let mut map = self.docs.write().map_err(|_| poisoned())?;
+        Ok(ids
+            .iter()
+            .filter(|id| map.remove(id.as_str()).is_some_and(|e| e.live(now)))
+            .count() as u64)
+    }
+}

@@ -1,0 +1,360 @@
+//! The [`ReadStore`] trait for read models (projections): JSON documents by id, with queries
+//! (filters, sort, pagination), counts, batches and optional TTL.
+
+use std::cmp::Ordering;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::stream::validate_id;
+
+/// A read model as stored: its id and JSON body (an object).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// The read model's id.
+    pub id: String,
+    /// The body; always a JSON object.
+    pub data: Value,
+}
+
+/// A comparison in a [`Filter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Equal.
+    Eq,
+    /// Not equal (also true when the field is missing).
+    Ne,
+    /// Greater than.
+    Gt,
+    /// Greater than or equal.
+    Gte,
+    /// Less than.
+    Lt,
+    /// Less than or equal.
+    Lte,
+    /// Equal to one of the values of an array.
+    In,
+    /// A string that starts with the given string.
+    Prefix,
+    /// The field exists (value `true`) or does not (value `false`).
+    Exists,
+}
+
+/// One condition on a field; `field` is a dotted path into the document (`address.city`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    /// The dotted field path.
+    pub field: String,
+    /// The comparison.
+    pub op: Op,
+    /// The value compared with.
+    pub value: Value,
+}
+
+impl Filter {
+    /// A filter.
+    pub fn new(field: impl Into<String>, op: Op, value: impl Into<Value>) -> Self {
+        Self {
+            field: field.into(),
+            op,
+            value: value.into(),
+        }
+    }
+
+    /// `field == value`.
+    pub fn eq(field: impl Into<String>, value: impl Into<Value>) -> Self {
+        Self::new(field, Op::Eq, value)
+    }
+
+    /// Whether `doc` satisfies this filter (the in-memory semantics every backend matches).
+    pub fn matches(&self, doc: &Value) -> bool {
+        let field = lookup(doc, &self.field);
+        match self.op {
+            Op::Exists => field.is_some() == self.value.as_bool().unwrap_or(true),
+            Op::Ne => field.is_none_or(|v| compare(v, &self.value) != Some(Ordering::Equal)),
+            Op::In => match (&self.value, field) {
+                (Value::Array(options), Some(v)) => options.iter().any(|o| compare(v, o) == Some(Ordering::Equal)),
+                _ => false,
+            },
+            Op::Prefix => match (field, &self.value) {
+                (Some(Value::String(s)), Value::String(p)) => s.starts_with(p.as_str()),
+                _ => false,
+            },
+            op => match field.and_then(|v| compare(v, &self.value)) {
+                Some(ord) => match op {
+                    Op::Eq => ord == Ordering::Equal,
+                    Op::Gt => ord == Ordering::Greater,
+                    Op::Gte => ord != Ordering::Less,
+                    Op::Lt => ord == Ordering::Less,
+                    Op::Lte => ord != Ordering::Greater,
+                    _ => false,
+                },
+                None => false,
+            },
+        }
+    }
+}
+
+/// Sort direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Smallest first.
+    Asc,
+    /// Largest first.
+    Desc,
+}
+
+/// One sort key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sort {
+    /// The dotted field path.
+    pub field: String,
+    /// The direction.
+    pub direction: Direction,
+}
+
+/// What [`ReadStore::query`] returns: all filters must hold (AND); then sort, skip, limit.
+/// Documents tie-break on id, so pagination is stable.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Query {
+    /// Conditions, all of which must hold.
+    pub filters: Vec<Filter>,
+    /// Sort keys, most significant first.
+    pub sort: Vec<Sort>,
+    /// Documents to skip.
+    pub offset: u64,
+    /// Most documents to return.
+    pub limit: Option<u64>,
+}
+
+impl Query {
+    /// Every document.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Adds a filter.
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filters.push(filter);
+        self
+    }
+
+    /// Adds an ascending sort key.
+    pub fn sort_asc(mut self, field: impl Into<String>) -> Self {
+        self.sort.push(Sort {
+            field: field.into(),
+            direction: Direction::Asc,
+        });
+        self
+    }
+
+    /// Adds a descending sort key.
+    pub fn sort_desc(mut self, field: impl Into<String>) -> Self {
+        self.sort.push(Sort {
+            field: field.into(),
+            direction: Direction::Desc,
+        });
+        self
+    }
+
+    /// Skips `offset` documents and returns at most `limit`.
+    pub fn page(mut self, offset: u64, limit: u64) -> Self {
+        self.offset = offset;
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Checks field paths and operand shapes.
+    pub fn validate(&self) -> Result<()> {
+        for f in &self.filters {
+            validate_field_path(&f.field)?;
+            if f.op == Op::In && !f.value.is_array() {
+                return Err(Error::InvalidInput(format!("filter {} In needs an array", f.field)));
+            }
+        }
+        for s in &self.sort {
+            validate_field_path(&s.field)?;
+        }
+        Ok(())
+    }
+
+    /// Applies this query to documents in memory (used by the in-memory store and by backends
+    /// for what their server cannot do).
+    pub fn apply(&self, docs: impl IntoIterator<Item = Document>) -> Vec<Document> {
+        let mut out: Vec<Document> = docs
+            .into_iter()
+            .filter(|d| self.filters.iter().all(|f| f.matches(&d.data)))
+            .collect();
+        self.sort_documents(&mut out);
+        let offset = usize::try_from(self.offset).unwrap_or(usize::MAX);
+        let limit = self
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        out.into_iter().skip(offset).take(limit).collect()
+    }
+
+    /// Sorts by the query's keys, then by id.
+    pub fn sort_documents(&self, docs: &mut [Document]) {
+        docs.sort_by(|a, b| {
+            for key in &self.sort {
+                let ord = total_order(lookup(&a.data, &key.field), lookup(&b.data, &key.field));
+                let ord = if key.direction == Direction::Desc {
+                    ord.reverse()
+                } else {
+                    ord
+                };
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+            }
+            a.id.cmp(&b.id)
+        });
+    }
+}
+
+/// The value at a dotted path.
+pub fn lookup<'v>(doc: &'v Value, path: &str) -> Option<&'v Value> {
+    path.split('.')
+        .try_fold(doc, |v, key| v.get(key))
+        .filter(|v| !v.is_null())
+}
+
+/// Compares two JSON values of the same kind (numbers numerically, strings bytewise, booleans);
+/// `None` for different kinds.
+pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
+        (Value::Null, Value::Null) => Some(Ordering::Equal),
+        _ => None,
+    }
+}
+
+fn kind_rank(v: Option<&Value>) -> u8 {
+    match v {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(_)) => 1,
+        Some(Value::String(_)) => 2,
+        Some(Value::Object(_)) => 3,
+        Some(Value::Array(_)) => 4,
+        Some(Value::Bool(_)) => 5,
+    }
+}
+
+/// A total order over optional JSON values for sorting: missing/null, numbers, strings, objects,
+/// arrays, booleans (MongoDB's order).
+pub fn total_order(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    kind_rank(a).cmp(&kind_rank(b)).then_with(|| match (a, b) {
+        (Some(x), Some(y)) => compare(x, y).unwrap_or(Ordering::Equal),
+        _ => Ordering::Equal,
+    })
+}
+
+/// Checks a dotted field path: non-empty segments, no `$`, no control characters.
+pub fn validate_field_path(path: &str) -> Result<()> {
+    if path.is_empty() || path.split('.').any(str::is_empty) {
+        return Err(Error::InvalidInput(format!("field path {path:?} has an empty segment")));
+    }
+    if path.starts_with('$') || path.contains(".$") || path.chars().any(char::is_control) {
+        return Err(Error::InvalidInput(format!("field path {path:?} is not allowed")));
+    }
+    Ok(())
+}
+
+/// Checks a read model before it is written: a valid id, an object body whose keys are not
+/// empty, do not start with `$` and contain no `.`, and a size within `max_bytes`.
+pub fn validate_document(id: &str, data: &Value, max_bytes: usize) -> Result<usize> {
+    validate_id("read model id", id)?;
+    let Value::Object(map) = data else {
+        return Err(Error::InvalidInput(format!("read model {id} must be a JSON object")));
+    };
+    fn check_keys(map: &serde_json::Map<String, Value>) -> Result<()> {
+        for (k, v) in map {
+            if k.is_empty() || k.starts_with('$') || k.contains('.') || k.contains('\0') {
+                return Err(Error::InvalidInput(format!("field name {k:?} is not allowed")));
+            }
+            if let Value::Object(inner) = v {
+                check_keys(inner)?;
+            }
+        }
+        Ok(())
+    }
+    check_keys(map)?;
+    let size = serde_json::to_vec(data)
+        .map_err(|e| Error::serialization("read model", e))?
+        .len();
+    if size > max_bytes {
+        return Err(Error::InvalidInput(format!(
+            "read model {id} is {size} bytes, over the limit of {max_bytes}"
+        )));
+    }
+    Ok(size)
+}
+
+/// What a read store can do beyond the basics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadStoreCapabilities {
+    /// Whether documents can expire ([`ReadStore::save_with_ttl`]).
+    pub ttl: bool,
+    /// Largest accepted document, in bytes of JSON.
+    pub max_document_bytes: usize,
+}
+
+/// Stores read models of one kind (one collection / key space).
+#[async_trait]
+pub trait ReadStore: Send + Sync {
+    /// What this store can do.
+    fn capabilities(&self) -> ReadStoreCapabilities;
+
+    /// Inserts or replaces a document.
+    async fn save(&self, id: &str, data: Value) -> Result<()>;
+
+    /// Inserts or replaces a document that expires after `ttl`; [`Error::Unsupported`] where
+    /// [`ReadStoreCapabilities::ttl`] is false.
+    async fn save_with_ttl(&self, id: &str, data: Value, ttl: Duration) -> Result<()>;
+
+    /// A document by id.
+    async fn get(&self, id: &str) -> Result<Option<Value>>;
+
+    /// Deletes a document; returns whether it existed.
+    async fn delete(&self, id: &str) -> Result<bool>;
+
+    /// Documents matching the query.
+    async fn query(&self, query: &Query) -> Result<Vec<Document>>;
+
+    /// How many documents match all `filters`.
+    async fn count(&self, filters: &[Filter]) -> Result<u64>;
+
+    /// Inserts or replaces many documents; all are validated before any is written.
+    async fn save_many(&self, docs: Vec<Document>) -> Result<()>;
+
+    /// Deletes many documents; returns how many existed.
+    async fn delete_many(&self, ids: &[String]) -> Result<u64>;
+}
+
+/// Typed access to any [`ReadStore`].
+#[async_trait]
+pub trait ReadStoreExt: ReadStore {
+    /// Saves a serializable read model.
+    async fn save_model<T: Serialize + Sync>(&self, id: &str, model: &T) -> Result<()> {
+        let data = serde_json::to_value(model).map_err(|e| Error::serialization("read model", e))?;
+        self.save(id, data).await
+    }
+
+    /// Loads a read model.
+    async fn load_model<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>> {
+        match self.get(id).await? {
+            Some(v) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(|e| Error::serialization(format!("read model {id}"), e)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl<T: ReadStore + ?Sized> ReadStoreExt for T {}

@@ -1,0 +1,773 @@
+//! Event store cases: contract items 1–6, 8, 9 and the read helpers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use tokio::sync::Barrier;
+use uuid::Uuid;
+
+use super::support::{ev, evs, fresh_stream, payload_n, unique, Counter, CounterEvent};
+use super::Fixture;
+use crate::codec::{Codec, EventCodec};
+use crate::error::Error;
+use crate::event::{ContentType, EventFilter, Metadata, NewEvent, Position, RecordedEvent, Timestamp};
+use crate::event_store::{EventStore, EventStoreExt};
+use crate::repository::Repository;
+use crate::stream::{ExpectedVersion, StreamId};
+
+fn assert_conflict(result: crate::Result<crate::AppendResult>, actual_version: u64, what: &str) {
+    match result {
+        Err(Error::Conflict { actual, .. }) => {
+            assert_eq!(actual, actual_version, "{what}: conflict must carry the actual version")
+        }
+        other => panic!("{what}: expected a conflict, got {other:?}"),
+    }
+}
+
+async fn versions(store: &dyn EventStore, stream: &StreamId) -> Vec<u64> {
+    store
+        .read_stream(stream, 1, usize::MAX)
+        .await
+        .expect("read stream")
+        .iter()
+        .map(|e| e.version)
+        .collect()
+}
+
+/// Contract 1: a wrong expected version fails with `Conflict` carrying the actual version,
+/// including versions ahead of the head and inside an earlier batch; nothing is written.
+pub async fn append_with_wrong_expected_version_conflicts(f: Fixture) {
+    let store = f.events.as_ref();
+    let s = fresh_stream("C1");
+    assert_conflict(
+        store.append(&s, ExpectedVersion::StreamExists, evs("E", 1, 1)).await,
+        0,
+        "StreamExists on a new stream",
+    );
+    assert_conflict(
+        store.append(&s, ExpectedVersion::Exact(3), evs("E", 1, 1)).await,
+        0,
+        "Exact(3) on a new stream",
+    );
+    let r = store
+        .append(&s, ExpectedVersion::NoStream, evs("E", 1, 3))
+        .await
+        .expect("first batch");
+    assert_eq!(r.version, 3);
+    assert_conflict(
+        store.append(&s, ExpectedVersion::NoStream, evs("E", 9, 1)).await,
+        3,
+        "NoStream on an existing stream",
+    );
+    assert_conflict(
+        store.append(&s, ExpectedVersion::Exact(2), evs("E", 9, 1)).await,
+        3,
+        "inside the earlier batch",
+    );
+    assert_conflict(
+        store.append(&s, ExpectedVersion::Exact(1), evs("E", 9, 2)).await,
+        3,
+        "start of the earlier batch",
+    );
+    assert_conflict(
+        store.append(&s, ExpectedVersion::Exact(4), evs("E", 9, 1)).await,
+        3,
+        "ahead of the head",
+    );
+    assert_conflict(
+        store.append(&s, ExpectedVersion::Exact(100), evs("E", 9, 1)).await,
+        3,
+        "far ahead of the head",
+    );
+    assert_eq!(
+        versions(store, &s).await,
+        vec![1, 2, 3],
+        "conflicting appends wrote nothing"
+    );
+    assert_eq!(store.stream_version(&s).await.expect("version"), 3);
+    let r = store
+        .append(&s, ExpectedVersion::Exact(3), evs("E", 4, 2))
+        .await
+        .expect("exact head");
+    assert_eq!(r.version, 5);
+    let r = store
+        .append(&s, ExpectedVersion::StreamExists, evs("E", 6, 1))
+        .await
+        .expect("stream exists");
+    assert_eq!(r.version, 6);
+    let r = store
+        .append(&s, ExpectedVersion::Any, evs("E", 7, 1))
+        .await
+        .expect("any");
+    assert_eq!(r.version, 7);
+    let payloads: Vec<u64> = store
+        .read_stream(&s, 1, 100)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| payload_n(&e.payload))
+        .collect();
+    assert_eq!(payloads, vec![1, 2, 3, 4, 5, 6, 7]);
+}
+
+const WRITERS: usize = 16;
+const ROUNDS: u64 = 200;
+
+/// Contract 2: writers racing with the same expected version — exactly one wins each round,
+/// the losers see the winner's version, and no version is duplicated or skipped. Then writers
+/// with `Any` race freely and still produce a dense stream.
+pub async fn concurrent_writers_never_duplicate_or_skip_versions(f: Fixture) {
+    let s = fresh_stream("C2");
+    let start = Arc::new(Barrier::new(WRITERS));
+    let end = Arc::new(Barrier::new(WRITERS));
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let (store, s, start, end) = (Arc::clone(&f.events), s.clone(), Arc::clone(&start), Arc::clone(&end));
+        tasks.push(tokio::spawn(async move {
+            let mut wins = Vec::new();
+            for round in 0..ROUNDS {
+                start.wait().await;
+                match store
+                    .append(&s, ExpectedVersion::from_loaded(round), vec![ev("Won", writer as u64)])
+                    .await
+                {
+                    Ok(r) => {
+                        assert_eq!(r.version, round + 1, "writer {writer} round {round}");
+                        wins.push(round);
+                    }
+                    Err(Error::Conflict { actual, .. }) => {
+                        assert_eq!(
+                            actual,
+                            round + 1,
+                            "writer {writer} round {round}: loser must see the winner"
+                        );
+                    }
+                    Err(e) => panic!("writer {writer} round {round}: {e}"),
+                }
+                end.wait().await;
+            }
+            wins
+        }));
+    }
+    let mut winners: BTreeMap<u64, usize> = BTreeMap::new();
+    for t in tasks {
+        for round in t.await.expect("writer task") {
+            *winners.entry(round).or_default() += 1;
+        }
+    }
+    assert_eq!(winners.len() as u64, ROUNDS, "every round has a winner");
+    assert!(
+        winners.values().all(|&n| n == 1),
+        "exactly one winner per round: {winners:?}"
+    );
+    assert_eq!(versions(f.events.as_ref(), &s).await, (1..=ROUNDS).collect::<Vec<_>>());
+
+    // Free-for-all with `Any`: the stream stays dense and holds every event exactly once.
+    let s = fresh_stream("C2");
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS as u64 {
+        let (store, s) = (Arc::clone(&f.events), s.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                store
+                    .append(&s, ExpectedVersion::Any, vec![ev("Any", writer * 1000 + i)])
+                    .await
+                    .expect("append any");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer task");
+    }
+    let events = f.events.read_stream(&s, 1, usize::MAX).await.expect("read");
+    assert_eq!(
+        events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        (1..=WRITERS as u64 * 25).collect::<Vec<_>>()
+    );
+    let distinct: HashSet<u64> = events.iter().map(|e| payload_n(&e.payload)).collect();
+    assert_eq!(distinct.len(), WRITERS * 25, "no event lost or duplicated");
+}
+
+/// Contract 3: readers never see half a batch, and a failed batch leaves nothing.
+pub async fn batch_append_is_all_or_nothing(f: Fixture) {
+    const BATCH: u64 = 10;
+    const BATCHES: u64 = 30;
+    let s = fresh_stream("C3");
+    let writer = {
+        let (store, s) = (Arc::clone(&f.events), s.clone());
+        tokio::spawn(async move {
+            for b in 0..BATCHES {
+                store
+                    .append(
+                        &s,
+                        ExpectedVersion::Exact(b * BATCH),
+                        evs("Batch", b * BATCH + 1, BATCH),
+                    )
+                    .await
+                    .expect("batch");
+            }
+        })
+    };
+    let mut observed = 0;
+    loop {
+        let seen = f.events.read_stream(&s, 1, usize::MAX).await.expect("read");
+        assert_eq!(
+            seen.len() as u64 % BATCH,
+            0,
+            "a reader saw half a batch: {} events",
+            seen.len()
+        );
+        let all = f
+            .events
+            .read_all(
+                Position::START,
+                100_000,
+                &EventFilter::aggregate_types([s.aggregate_type()]),
+            )
+            .await
+            .expect("read all");
+        assert_eq!(
+            all.events.len() as u64 % BATCH,
+            0,
+            "read_all saw half a batch: {} events",
+            all.events.len()
+        );
+        observed += 1;
+        if seen.len() as u64 == BATCH * BATCHES {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    writer.await.expect("writer");
+    assert!(observed > 0);
+
+    // A batch refused for its last event writes none of its events.
+    let caps = f.events.capabilities();
+    let mut bad = evs("Batch", 1000, 3);
+    bad.push(NewEvent::new(
+        "Batch",
+        ContentType::Json,
+        vec![b' '; caps.max_event_bytes + 1],
+    ));
+    let err = f
+        .events
+        .append(&s, ExpectedVersion::Any, bad)
+        .await
+        .expect_err("oversized batch");
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    // A batch refused for its version writes nothing either.
+    let err = f
+        .events
+        .append(&s, ExpectedVersion::Exact(1), evs("Batch", 2000, 5))
+        .await
+        .expect_err("stale batch");
+    assert!(err.is_conflict(), "{err}");
+    let after = f.events.read_stream(&s, 1, usize::MAX).await.expect("read");
+    assert_eq!(after.len() as u64, BATCH * BATCHES);
+    assert!(
+        after.iter().all(|e| payload_n(&e.payload) < 1000),
+        "nothing of the failed batches"
+    );
+}
+
+/// Contract 4: appending the same event ids again (a retry after a lost reply) succeeds with
+/// the original result and writes nothing new, even with a now-stale expected version.
+pub async fn retried_append_is_idempotent(f: Fixture) {
+    let store = f.events.as_ref();
+    let s = fresh_stream("C4");
+    let batch = evs("Idem", 1, 3);
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .expect("first");
+    let again = store
+        .append(&s, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .expect("retry");
+    assert_eq!(again.version, first.version, "retry returns the original version");
+    assert_eq!(again.position, first.position, "retry returns the original position");
+    store
+        .append(&s, ExpectedVersion::Exact(3), evs("Idem", 4, 1))
+        .await
+        .expect("next");
+    let late = store
+        .append(&s, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .expect("late retry");
+    assert_eq!(late.version, 3);
+    let single = vec![ev("Idem", 5)];
+    let one = store
+        .append(&s, ExpectedVersion::Any, single.clone())
+        .await
+        .expect("single");
+    let one_again = store
+        .append(&s, ExpectedVersion::Any, single)
+        .await
+        .expect("single retry");
+    assert_eq!(one, one_again);
+    let events = store.read_stream(&s, 1, 100).await.expect("read");
+    assert_eq!(events.len(), 5, "no duplicates");
+    let ids: HashSet<Uuid> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), 5);
+    for (e, original) in events.iter().zip(&batch) {
+        assert_eq!(e.event_id, original.event_id);
+    }
+    let all = store
+        .read_all(
+            Position::START,
+            100_000,
+            &EventFilter::aggregate_types([s.aggregate_type()]),
+        )
+        .await
+        .expect("read all");
+    assert_eq!(all.events.len(), 5, "the global log has no duplicates either");
+    // Ids that match a commit only partly are not a retry: refused, nothing written.
+    let mixed = vec![batch[2].clone(), ev("Idem", 99)];
+    assert!(
+        store.append(&s, ExpectedVersion::Any, mixed).await.is_err(),
+        "partial retry must fail"
+    );
+    assert_eq!(store.stream_version(&s).await.expect("version"), 5);
+}
+
+/// Contract 5: reads return events in version order with every envelope field intact, in both
+/// codecs; unknown types and corrupt payloads decode to `Serialization`, never a panic.
+pub async fn read_returns_every_envelope_field_in_order(f: Fixture) {
+    let store = f.events.as_ref();
+    let s = StreamId::new(Counter::TYPE_FOR_TESTS, unique("c5-")).expect("stream");
+    let before = Timestamp::now();
+    let mut sent = Vec::new();
+    for (i, ct) in [
+        ContentType::Json,
+        ContentType::MessagePack,
+        ContentType::Json,
+        ContentType::MessagePack,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let codec = EventCodec::new(ct);
+        let event = if i % 2 == 0 {
+            CounterEvent::Added { by: i as i64 - 7 }
+        } else {
+            CounterEvent::Renamed(format!("ü-{i}"))
+        };
+        let metadata = Metadata::correlated(format!("corr-{i}"))
+            .with_causation(format!("cause-{i}"))
+            .with("user", "ana")
+            .with("n", i as u64)
+            .with("nested", serde_json::json!({"a": [1, 2]}));
+        sent.push((
+            codec.encode(&event, metadata).expect("encode").with_schema_version(1),
+            event,
+        ));
+    }
+    sent.push((
+        EventCodec::default()
+            .encode(&CounterEvent::Reset, Metadata::default())
+            .expect("encode"),
+        CounterEvent::Reset,
+    ));
+    let batch: Vec<NewEvent> = sent.iter().map(|(e, _)| e.clone()).collect();
+    store
+        .append(&s, ExpectedVersion::NoStream, batch[..2].to_vec())
+        .await
+        .expect("append");
+    store
+        .append(&s, ExpectedVersion::Exact(2), batch[2..].to_vec())
+        .await
+        .expect("append");
+    let after = Timestamp(Timestamp::now().0 + 1);
+    let read = store.read_stream(&s, 1, 100).await.expect("read");
+    assert_eq!(read.len(), sent.len());
+    let mut last_position = Position::default();
+    for (i, (got, (want, event))) in read.iter().zip(&sent).enumerate() {
+        assert_eq!(got.version, i as u64 + 1, "version order");
+        assert_eq!(got.event_id, want.event_id);
+        assert_eq!(got.stream, s);
+        assert_eq!(got.aggregate_type(), Counter::TYPE_FOR_TESTS);
+        assert_eq!(got.event_type, want.event_type);
+        assert_eq!(got.schema_version, want.schema_version);
+        assert_eq!(got.content_type, want.content_type);
+        assert_eq!(got.payload, want.payload, "payload bytes intact");
+        assert_eq!(got.metadata, want.metadata, "metadata intact");
+        assert!(
+            got.recorded_at.0 + 1000 >= before.0 && got.recorded_at.0 <= after.0 + 1000,
+            "recorded_at {:?} outside the append window",
+            got.recorded_at
+        );
+        assert!(got.position > last_position, "positions increase in version order");
+        last_position = got.position;
+        let decoded: CounterEvent = EventCodec::default().decode(got).expect("decode");
+        assert_eq!(&decoded, event);
+    }
+    let tail = store.read_stream(&s, 4, 100).await.expect("read from 4");
+    assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), vec![4, 5]);
+    let limited = store.read_stream(&s, 2, 2).await.expect("read limited");
+    assert_eq!(limited.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2, 3]);
+    assert!(store
+        .read_stream(&fresh_stream("C5"), 1, 10)
+        .await
+        .expect("unknown stream")
+        .is_empty());
+
+    // Unknown event types and corrupt payloads, in both codecs: Serialization, not a panic.
+    let bad = StreamId::new(Counter::TYPE_FOR_TESTS, unique("c5bad-")).expect("stream");
+    let mut garbage = vec![NewEvent::json("NoSuchEvent", &serde_json::json!({"x": 1})).expect("json")];
+    for ct in [ContentType::Json, ContentType::MessagePack] {
+        garbage.push(NewEvent::new("Added", ct, vec![0xc1, 0xff, b'{', 0x00]));
+        garbage.push(NewEvent::new(
+            "Added",
+            ct,
+            ct.encode(&serde_json::json!({"by": "not a number"})).expect("encode"),
+        ));
+    }
+    store
+        .append(&bad, ExpectedVersion::NoStream, garbage)
+        .await
+        .expect("store accepts opaque bytes");
+    for recorded in store.read_stream(&bad, 1, 10).await.expect("read") {
+        let err = EventCodec::default()
+            .decode::<CounterEvent>(&recorded)
+            .expect_err("must not decode");
+        assert!(matches!(err, Error::Serialization { .. }), "{err}");
+    }
+    let repo = Repository::<RenamedCounter>::new(Arc::clone(&f.events));
+    let err = repo.load(bad.id()).await.expect_err("load of a corrupt stream");
+    assert!(matches!(err, Error::Serialization { .. }), "{err}");
+}
+
+/// [`Counter`] under the aggregate type the corruption case writes to.
+#[derive(Debug, Default)]
+struct RenamedCounter(Counter);
+
+impl Counter {
+    const TYPE_FOR_TESTS: &'static str = "CounterC5";
+}
+
+impl crate::Aggregate for RenamedCounter {
+    const TYPE: &'static str = Counter::TYPE_FOR_TESTS;
+    type Event = CounterEvent;
+    fn apply(&mut self, event: &CounterEvent) {
+        self.0.apply(event);
+    }
+}
+
+/// Contract 6: positions strictly increase in commit order, and a catch-up reader following
+/// `read_all` from its last position sees every event exactly once while writers append.
+pub async fn catch_up_reader_sees_every_event_once(f: Fixture) {
+    const WRITERS_6: u64 = 4;
+    const COMMITS: u64 = 40;
+    let aggregate_type = unique("C6");
+    let filter = EventFilter::aggregate_types([aggregate_type.clone()]);
+    let partitions = f.events.capabilities().partitions;
+    let mut writers = Vec::new();
+    for w in 0..WRITERS_6 {
+        let (store, aggregate_type) = (Arc::clone(&f.events), aggregate_type.clone());
+        writers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for c in 0..COMMITS {
+                let s = StreamId::new(&aggregate_type, format!("w{w}-s{}", c % 3)).expect("stream");
+                let batch = evs("Caught", w * 10_000 + c * 10, 1 + c % 3);
+                ids.extend(batch.iter().map(|e| e.event_id));
+                store.append(&s, ExpectedVersion::Any, batch).await.expect("append");
+                if c % 7 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            ids
+        }));
+    }
+    let expected_total: u64 = WRITERS_6 * (0..COMMITS).map(|c| 1 + c % 3).sum::<u64>();
+    let seen_total = Arc::new(AtomicU64::new(0));
+    let writers_done = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for p in 0..partitions {
+        let (store, filter, seen_total, writers_done) =
+            (Arc::clone(&f.events), filter.clone(), Arc::clone(&seen_total), Arc::clone(&writers_done));
+        readers.push(tokio::spawn(async move {
+            let mut seen: Vec<RecordedEvent> = Vec::new();
+            let mut from = Position::start_of(p);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+            let mut quiet_since = tokio::time::Instant::now();
+            // Readers stop once every partition together has seen all events, or when nothing
+            // new arrived for a while after the writers finished, or at the deadline; the
+            // caller's checks then say what was missed.
+            while seen_total.load(Ordering::SeqCst) < expected_total && tokio::time::Instant::now() < deadline {
+                if writers_done.load(Ordering::SeqCst) && quiet_since.elapsed() > Duration::from_secs(3) {
+                    break;
+                }
+                let page = store.read_all(from, 7, &filter).await.expect("read_all");
+                assert!(page.next >= from, "next position never goes back");
+                assert_eq!(page.next.partition, p);
+                let mut last = seen.last().map(|e| e.position);
+                for e in &page.events {
+                    assert!(
+                        Some(e.position) > last,
+                        "positions must strictly increase: {} after {last:?}",
+                        e.position
+                    );
+                    last = Some(e.position);
+                }
+                if page.events.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                } else {
+                    quiet_since = tokio::time::Instant::now();
+                }
+                seen_total.fetch_add(page.events.len() as u64, Ordering::SeqCst);
+                seen.extend(page.events);
+                from = page.next;
+            }
+            seen
+        }));
+    }
+    let mut written = HashSet::new();
+    for w in writers {
+        written.extend(w.await.expect("writer"));
+    }
+    writers_done.store(true, Ordering::SeqCst);
+    assert_eq!(written.len() as u64, expected_total);
+    let mut seen_ids = Vec::new();
+    for r in readers {
+        seen_ids.extend(r.await.expect("reader").into_iter().map(|e| e.event_id));
+    }
+    let distinct: HashSet<Uuid> = seen_ids.iter().copied().collect();
+    assert_eq!(distinct.len(), seen_ids.len(), "the reader saw an event twice");
+    assert_eq!(distinct.len(), written.len(), "the reader must see every event");
+    assert_eq!(distinct, written, "the reader must see exactly the written events");
+    // Reading again from the start finds nothing new: no event appears late.
+    let mut again = 0;
+    for p in 0..partitions {
+        let mut from = Position::start_of(p);
+        loop {
+            let page = f.events.read_all(from, 1000, &filter).await.expect("read_all");
+            again += page.events.len() as u64;
+            if page.next == from {
+                break;
+            }
+            from = page.next;
+        }
+    }
+    assert_eq!(again, expected_total, "a second full read sees the same events");
+
+    // Per stream, global positions follow version order.
+    let s = StreamId::new(&aggregate_type, "w0-s0").expect("stream");
+    let events = f.events.read_stream(&s, 1, usize::MAX).await.expect("read");
+    for w in events.windows(2) {
+        assert!(w[1].position > w[0].position && w[1].version == w[0].version + 1);
+    }
+}
+
+/// Contract 8: truncate-before removes old events but keeps the version; delete leaves a
+/// tombstone that refuses appends and reads.
+pub async fn truncate_and_delete_behave_as_documented(f: Fixture) {
+    let store = f.events.as_ref();
+    let s = fresh_stream("C8");
+    store
+        .append(&s, ExpectedVersion::NoStream, evs("T", 1, 4))
+        .await
+        .expect("append");
+    store
+        .append(&s, ExpectedVersion::Exact(4), evs("T", 5, 6))
+        .await
+        .expect("append");
+    let removed = store.truncate_before(&s, 6).await.expect("truncate");
+    assert_eq!(removed, 5);
+    assert_eq!(versions(store, &s).await, vec![6, 7, 8, 9, 10]);
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        10,
+        "truncation keeps the version"
+    );
+    assert_conflict(
+        store.append(&s, ExpectedVersion::NoStream, evs("T", 0, 1)).await,
+        10,
+        "truncated stream still exists",
+    );
+    store
+        .append(&s, ExpectedVersion::Exact(10), evs("T", 11, 1))
+        .await
+        .expect("append after truncate");
+    assert_eq!(
+        store.truncate_before(&s, 3).await.expect("truncate again"),
+        0,
+        "nothing below 6 left"
+    );
+    let all = store
+        .read_all(
+            Position::START,
+            100_000,
+            &EventFilter::aggregate_types([s.aggregate_type()]),
+        )
+        .await
+        .expect("read all");
+    assert_eq!(
+        all.events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![6, 7, 8, 9, 10, 11],
+        "read_all skips truncated events"
+    );
+
+    let err = store
+        .delete_stream(&s, ExpectedVersion::Exact(3))
+        .await
+        .expect_err("stale delete");
+    assert!(matches!(err, Error::Conflict { actual: 11, .. }), "{err}");
+    store
+        .delete_stream(&s, ExpectedVersion::Exact(11))
+        .await
+        .expect("delete");
+    assert!(
+        matches!(
+            store.append(&s, ExpectedVersion::Any, evs("T", 12, 1)).await,
+            Err(Error::StreamDeleted { .. })
+        ),
+        "deleted stream refuses appends"
+    );
+    assert!(matches!(
+        store.append(&s, ExpectedVersion::NoStream, evs("T", 12, 1)).await,
+        Err(Error::StreamDeleted { .. })
+    ));
+    assert!(matches!(
+        store.read_stream(&s, 1, 10).await,
+        Err(Error::StreamDeleted { .. })
+    ));
+    assert!(matches!(
+        store.stream_version(&s).await,
+        Err(Error::StreamDeleted { .. })
+    ));
+    let all = store
+        .read_all(
+            Position::START,
+            100_000,
+            &EventFilter::aggregate_types([s.aggregate_type()]),
+        )
+        .await
+        .expect("read all");
+    assert!(all.events.is_empty(), "read_all skips deleted streams");
+    let other = fresh_stream("C8");
+    store
+        .append(&other, ExpectedVersion::NoStream, evs("T", 1, 1))
+        .await
+        .expect("other streams unaffected");
+}
+
+/// Contract 9: bad input gets `InvalidInput` and writes nothing.
+pub async fn bad_input_is_rejected_and_writes_nothing(f: Fixture) {
+    let store = f.events.as_ref();
+    for (ty, id) in [("", "x"), ("Bad Type", "x"), ("T", ""), ("T", "a\nb")] {
+        assert!(
+            matches!(StreamId::new(ty, id), Err(Error::InvalidInput(_))),
+            "stream id {ty:?}/{id:?}"
+        );
+    }
+    let s = fresh_stream("C9");
+    let caps = store.capabilities();
+    let mut cases: Vec<(&str, Vec<NewEvent>)> = vec![
+        ("empty batch", vec![]),
+        (
+            "oversized payload",
+            vec![NewEvent::new(
+                "E",
+                ContentType::Json,
+                vec![b'1'; caps.max_event_bytes + 1],
+            )],
+        ),
+        ("empty event type", vec![ev("", 1)]),
+        ("invalid event type", vec![ev("has space", 1)]),
+        ("nil event id", vec![ev("E", 1).with_id(Uuid::nil())]),
+        ("schema version 0", vec![ev("E", 1).with_schema_version(0)]),
+    ];
+    let dup = ev("E", 1);
+    cases.push(("duplicate ids in one batch", vec![dup.clone(), dup]));
+    for (what, batch) in cases {
+        match store.append(&s, ExpectedVersion::Any, batch).await {
+            Err(Error::InvalidInput(_)) => {}
+            other => panic!("{what}: expected InvalidInput, got {other:?}"),
+        }
+    }
+    assert_eq!(store.stream_version(&s).await.expect("version"), 0, "nothing written");
+    let all = store
+        .read_all(
+            Position::START,
+            100_000,
+            &EventFilter::aggregate_types([s.aggregate_type()]),
+        )
+        .await
+        .expect("read all");
+    assert!(all.events.is_empty(), "nothing in the global log");
+    let bad_partition = Position {
+        partition: caps.partitions,
+        offset: 1,
+    };
+    assert!(matches!(
+        store.read_all(bad_partition, 10, &EventFilter::all()).await,
+        Err(Error::InvalidInput(_))
+    ));
+    let repo = Repository::<Counter>::new(Arc::clone(&f.events));
+    assert!(matches!(repo.load("").await, Err(Error::InvalidInput(_))));
+    assert!(matches!(repo.load(&unique("missing-")).await, Err(Error::NotFound(_))));
+}
+
+/// The seed's `GetEventsByType`: events of one type since a time, oldest first.
+pub async fn events_by_type_since_a_time(f: Fixture) {
+    let store = f.events.as_ref();
+    let wanted = unique("Wanted");
+    let other = unique("Other");
+    let since = Timestamp::now();
+    let a = fresh_stream("C10");
+    let b = fresh_stream("C10");
+    store
+        .append(&a, ExpectedVersion::Any, vec![ev(&wanted, 1), ev(&other, 2)])
+        .await
+        .expect("append");
+    store
+        .append(&b, ExpectedVersion::Any, vec![ev(&wanted, 3)])
+        .await
+        .expect("append");
+    store
+        .append(&a, ExpectedVersion::Any, vec![ev(&wanted, 4)])
+        .await
+        .expect("append");
+    let found = store.events_by_type(&wanted, since, 100).await.expect("by type");
+    assert_eq!(
+        found.iter().map(|e| payload_n(&e.payload)).collect::<Vec<_>>(),
+        vec![1, 3, 4]
+    );
+    assert!(found.iter().all(|e| e.event_type == wanted));
+    let first_two = store.events_by_type(&wanted, since, 2).await.expect("limited");
+    assert_eq!(first_two.len(), 2);
+    let future = Timestamp(Timestamp::now().0 + 60_000);
+    assert!(store
+        .events_by_type(&wanted, future, 100)
+        .await
+        .expect("future")
+        .is_empty());
+    let filtered = store
+        .read_all(Position::START, 100_000, &EventFilter::event_types([other.clone()]))
+        .await
+        .expect("read all");
+    assert_eq!(filtered.events.len(), 1, "read_all filters by event type");
+}
+
+/// Long streams read as a `Stream`, a page at a time, in order.
+pub async fn long_stream_reads_in_pages(f: Fixture) {
+    let s = fresh_stream("C11");
+    for b in 0..12 {
+        f.events
+            .append(&s, ExpectedVersion::Exact(b * 100), evs("Long", b * 100 + 1, 100))
+            .await
+            .expect("append");
+    }
+    let all: Vec<RecordedEvent> = f.events.stream_events(&s, 1, 128).try_collect().await.expect("stream");
+    assert_eq!(all.len(), 1200);
+    assert!(all
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.version == i as u64 + 1 && payload_n(&e.payload) == i as u64 + 1));
+    let tail: Vec<RecordedEvent> = f.events.stream_events(&s, 1150, 7).try_collect().await.expect("stream");
+    assert_eq!(tail.first().map(|e| e.version), Some(1150));
+    assert_eq!(tail.len(), 51);
+}
