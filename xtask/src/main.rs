@@ -1,0 +1,88 @@
+//! cqrsx developer tasks.
+//!
+//! - `cargo xtask test` — fmt, clippy, unit tests and the conformance suite on every backend,
+//!   starting (or installing) the servers it needs.
+//! - `cargo xtask bench` — benchmarks, each beside a raw-driver baseline measured in the same run.
+
+mod bench;
+mod cmd;
+mod providers;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "cqrsx developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// A backend of the test and bench matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The in-memory backend in cqrsx-core (and everything that needs no server).
+    Memory,
+    /// Redis, standalone and a 3-node cluster.
+    Redis,
+    /// MongoDB (or a MongoDB-wire server such as FerretDB).
+    Mongo,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Redis => "redis",
+            Backend::Mongo => "mongo",
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Format check, clippy, unit tests and the conformance suite on the chosen backends.
+    Test {
+        /// Backends to test (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values = ["memory", "redis", "mongo"])]
+        backend: Vec<Backend>,
+        /// Skip the fmt and clippy steps.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Benchmarks with same-run baselines; writes target/bench/*.json and target/bench/report.md.
+    Bench {
+        /// Backends to benchmark (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values = ["memory", "redis", "mongo"])]
+        backend: Vec<Backend>,
+        /// Fewer iterations, for a smoke run.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            cmd::say(&format!("xtask: cannot start a runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Test { backend, no_lint } => test::run(&backend, !no_lint).await,
+            Command::Bench { backend, quick } => bench::run(&backend, quick).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            cmd::say(&format!("xtask: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
