@@ -1,0 +1,215 @@
+//! `cargo xtask bench`: every figure beside a baseline measured in the same run.
+//!
+//! A row's ratio is always "ours relative to the baseline, higher is better": baseline time per
+//! operation divided by ours. 0.8 means we take 25% longer than the raw driver doing the same
+//! writes; above 1 means faster than the baseline (e.g. a snapshot load against a raw read of
+//! every event).
+
+mod codec;
+mod store;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::cmd::{self, say, Result};
+use crate::Backend;
+
+/// Iteration counts.
+#[derive(Clone, Copy)]
+pub struct Scale {
+    /// Events per append row.
+    pub append_events: usize,
+    /// Events of the large aggregate.
+    pub large_aggregate: usize,
+    /// Repetitions of latency measurements.
+    pub repeats: usize,
+    /// Codec iterations.
+    pub codec_iterations: usize,
+}
+
+impl Scale {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                append_events: 1_600,
+                large_aggregate: 10_000,
+                repeats: 3,
+                codec_iterations: 2_000,
+            }
+        } else {
+            Self {
+                append_events: 9_600,
+                large_aggregate: 10_000,
+                repeats: 10,
+                codec_iterations: 20_000,
+            }
+        }
+    }
+}
+
+/// A measurement: `ops` operations in `elapsed`.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Measure {
+    /// Operations (events, loads, encodes) done.
+    pub ops: u64,
+    /// Wall time in seconds.
+    pub secs: f64,
+}
+
+impl Measure {
+    fn per_op_us(&self) -> f64 {
+        self.secs * 1e6 / self.ops.max(1) as f64
+    }
+
+    fn per_sec(&self) -> f64 {
+        self.ops as f64 / self.secs.max(1e-12)
+    }
+}
+
+/// Times an async block that performs `ops` operations.
+pub async fn time<F: Future<Output = Result<()>>>(ops: u64, work: F) -> Result<Measure> {
+    let start = Instant::now();
+    work.await?;
+    Ok(Measure {
+        ops,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// One line of the report.
+#[derive(Debug, Serialize)]
+pub struct BenchRow {
+    /// Backend (memory, redis, redis-cluster, mongo, codec, snapshot).
+    pub backend: String,
+    /// What is measured.
+    pub case: String,
+    /// Our figure.
+    pub ours: Measure,
+    /// What the baseline does.
+    pub baseline_name: String,
+    /// The baseline's figure.
+    pub baseline: Measure,
+    /// Extra facts (bytes, round trips).
+    pub note: String,
+}
+
+impl BenchRow {
+    /// A row; `note` may be empty.
+    pub fn new(backend: &str, case: impl Into<String>, ours: Measure, baseline_name: &str, baseline: Measure) -> Self {
+        Self {
+            backend: backend.into(),
+            case: case.into(),
+            ours,
+            baseline_name: baseline_name.into(),
+            baseline,
+            note: String::new(),
+        }
+    }
+
+    /// Adds a note.
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        self.note = note.into();
+        self
+    }
+
+    fn ratio(&self) -> f64 {
+        self.baseline.per_op_us() / self.ours.per_op_us().max(1e-12)
+    }
+
+    fn print(&self) {
+        say(&format!(
+            "{:<10} {:<46} {:>12.1} µs/op {:>12.0}/s | {:<28} {:>10.1} µs/op | ratio {:>5.2}  {}",
+            self.backend,
+            self.case,
+            self.ours.per_op_us(),
+            self.ours.per_sec(),
+            self.baseline_name,
+            self.baseline.per_op_us(),
+            self.ratio(),
+            self.note
+        ));
+    }
+}
+
+/// Runs the benchmarks of the chosen backends and writes the report.
+pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
+    if cfg!(debug_assertions) {
+        // Numbers from a debug build mean nothing: run the same command from a release build.
+        let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
+        let mut command = cmd::cargo();
+        command.args(["run", "--quiet", "--release", "--package", "xtask", "--", "bench", "--backend"]);
+        command.arg(names.join(","));
+        if quick {
+            command.arg("--quick");
+        }
+        return cmd::run(&mut command);
+    }
+    let scale = Scale::new(quick);
+    let out_dir = cmd::root().join("target").join("bench");
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let mut all = Vec::new();
+    let mut groups: Vec<(&str, Vec<BenchRow>)> = Vec::new();
+    if backends.contains(&Backend::Memory) {
+        say("=== codec ===");
+        groups.push(("codec", codec::rows(scale)?));
+        say("=== memory ===");
+        groups.push(("memory", store::memory_rows(scale).await?));
+    }
+    for (name, rows) in groups {
+        let json = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+        let path = out_dir.join(format!("{name}.json"));
+        std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        all.extend(rows);
+    }
+    let report = markdown(&all);
+    let path = out_dir.join("report.md");
+    std::fs::write(&path, &report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    say(&format!("\n{report}"));
+    say(&format!("wrote {} and {}/*.json", path.display(), out_dir.display()));
+    Ok(())
+}
+
+fn markdown(rows: &[BenchRow]) -> String {
+    let mut md = String::from(
+        "| backend | case | ours µs/op | ours ops/s | baseline | baseline µs/op | ratio | note |\n\
+         |---|---|---:|---:|---|---:|---:|---|\n",
+    );
+    for r in rows {
+        md.push_str(&format!(
+            "| {} | {} | {:.1} | {:.0} | {} | {:.1} | {:.2} | {} |\n",
+            r.backend,
+            r.case,
+            r.ours.per_op_us(),
+            r.ours.per_sec(),
+            r.baseline_name,
+            r.baseline.per_op_us(),
+            r.ratio(),
+            r.note
+        ));
+    }
+    md
+}
+
+/// Prints and keeps a row.
+pub fn keep(rows: &mut Vec<BenchRow>, row: BenchRow) {
+    row.print();
+    rows.push(row);
+}
+
+/// The median of several measurements of the same work.
+pub fn median(mut measures: Vec<Measure>) -> Measure {
+    measures.sort_by(|a, b| a.per_op_us().total_cmp(&b.per_op_us()));
+    measures.get(measures.len() / 2).copied().unwrap_or(Measure {
+        ops: 1,
+        secs: Duration::ZERO.as_secs_f64(),
+    })
+}
+
+/// The snapshot strategy of the "with snapshots" load rows.
+pub fn snapshot_strategy(
+    store: std::sync::Arc<dyn cqrsx_core::SnapshotStore>,
+) -> std::sync::Arc<dyn cqrsx_core::SnapshotStrategy<cqrsx_core::testkit::Counter>> {
+    std::sync::Arc::new(cqrsx_core::testkit::BasicSnapshots::new(store, 1))
+}

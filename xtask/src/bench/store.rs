@@ -1,0 +1,319 @@
+//! Event store rows, shared by every backend: appends, aggregate loads, `read_all`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use cqrsx_core::testkit::{Counter, CounterEvent};
+use cqrsx_core::{
+    AggregateRoot, ContentType, EventCodec, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
+    Repository, SnapshotStrategy, StreamId,
+};
+use futures::future::try_join_all;
+
+use super::{keep, median, time, BenchRow, Measure, Scale};
+use crate::cmd::Result;
+
+/// The raw-driver baseline of a backend: the minimum work that stores the same bytes.
+#[async_trait]
+pub trait RawBaseline: Send + Sync {
+    /// A short description for the report ("XADD", "insert_many", …).
+    fn name(&self, batch: usize) -> String;
+    /// Writes one batch of payloads under `key` (one call per batch, pipelined where ours batches).
+    async fn write(&self, key: &str, batch: Vec<Vec<u8>>) -> Result<()>;
+    /// Reads every record under `key`, returning how many there were.
+    async fn read(&self, key: &str) -> Result<usize>;
+}
+
+/// Everything one backend's store rows need.
+pub struct Subject {
+    /// Name in the report.
+    pub backend: String,
+    /// The event store under test.
+    pub events: Arc<dyn EventStore>,
+    /// The snapshot strategy for the "with snapshots" loads.
+    pub snapshots: Arc<dyn SnapshotStrategy<Counter>>,
+    /// The baseline.
+    pub baseline: Arc<dyn RawBaseline>,
+    /// A unique prefix for stream ids and baseline keys.
+    pub run_id: String,
+}
+
+fn sample_events(count: usize) -> Result<Vec<NewEvent>> {
+    let codec = EventCodec::new(ContentType::Json);
+    (0..count)
+        .map(|i| {
+            let event = if i % 10 == 9 {
+                CounterEvent::Renamed(format!("counter renamed for the {i}th time, with some text"))
+            } else {
+                CounterEvent::Added { by: i as i64 }
+            };
+            codec
+                .encode(&event, Metadata::correlated(format!("req-{i}")))
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// Append rows: batch 1/10/100 × 1/16 writers, each writer on its own stream, against the
+/// baseline writing the same payload bytes.
+pub async fn append_rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>) -> Result<()> {
+    for writers in [1usize, 16] {
+        for batch in [1usize, 10, 100] {
+            let per_writer = (scale.append_events / writers / batch).max(1);
+            let total = (per_writer * batch * writers) as u64;
+            let template = sample_events(batch)?;
+            let payloads: Vec<Vec<u8>> = template.iter().map(|e| e.payload.clone()).collect();
+
+            let ours = time(total, async {
+                let tasks = (0..writers).map(|w| {
+                    let store = Arc::clone(&subject.events);
+                    let template = template.clone();
+                    let stream = StreamId::new("BenchAppend", format!("{}-{writers}-{batch}-{w}", subject.run_id));
+                    async move {
+                        let stream = stream.map_err(|e| e.to_string())?;
+                        for round in 0..per_writer {
+                            let expected = ExpectedVersion::Exact((round * batch) as u64);
+                            let events = template
+                                .iter()
+                                .cloned()
+                                .map(|e| e.with_id(cqrsx_core::Uuid::now_v7()))
+                                .collect();
+                            store
+                                .append(&stream, expected, events)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                        }
+                        Ok::<_, String>(())
+                    }
+                });
+                try_join_all(tasks).await.map(|_| ())
+            })
+            .await?;
+
+            let base = time(total, async {
+                let tasks = (0..writers).map(|w| {
+                    let raw = Arc::clone(&subject.baseline);
+                    let payloads = payloads.clone();
+                    let key = format!("raw-{}-{writers}-{batch}-{w}", subject.run_id);
+                    async move {
+                        for _ in 0..per_writer {
+                            raw.write(&key, payloads.clone()).await?;
+                        }
+                        Ok::<_, String>(())
+                    }
+                });
+                try_join_all(tasks).await.map(|_| ())
+            })
+            .await?;
+            keep(
+                rows,
+                BenchRow::new(
+                    &subject.backend,
+                    format!("append batch {batch}, {writers} writer(s) (per event)"),
+                    ours,
+                    &subject.baseline.name(batch),
+                    base,
+                )
+                .note(format!("{total} events")),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn seed_aggregate(subject: &Subject, id: &str, events: usize) -> Result<()> {
+    let repo = Repository::<Counter>::new(Arc::clone(&subject.events));
+    let mut root: AggregateRoot<Counter> = repo.create(id).map_err(|e| e.to_string())?;
+    let mut written = 0;
+    while written < events {
+        let n = (events - written).min(500);
+        for i in 0..n {
+            root.record(CounterEvent::Added {
+                by: (written + i) as i64,
+            });
+        }
+        repo.save(&mut root).await.map_err(|e| e.to_string())?;
+        written += n;
+    }
+    Ok(())
+}
+
+/// Load rows: 100 and N-event aggregates, by full replay and through snapshots, against a raw
+/// read of the same number of records.
+pub async fn load_rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>) -> Result<()> {
+    for size in [100usize, scale.large_aggregate] {
+        let id = format!("{}-load-{size}", subject.run_id);
+        seed_aggregate(subject, &id, size).await?;
+        let key = format!("raw-{}-load-{size}", subject.run_id);
+        let payloads: Vec<Vec<u8>> = sample_events(100)?.into_iter().map(|e| e.payload).collect();
+        for chunk in 0..size / 100 {
+            let _ = chunk;
+            subject.baseline.write(&key, payloads.clone()).await?;
+        }
+
+        let plain = Repository::<Counter>::new(Arc::clone(&subject.events));
+        let snap =
+            Repository::<Counter>::new(Arc::clone(&subject.events)).with_snapshots(Arc::clone(&subject.snapshots));
+        // Take the snapshot once, at the head.
+        let mut root = snap.load(&id).await.map_err(|e| e.to_string())?;
+        root.record(CounterEvent::Reset);
+        snap.save(&mut root).await.map_err(|e| e.to_string())?;
+
+        let mut base = Vec::new();
+        let mut replay = Vec::new();
+        let mut snapped = Vec::new();
+        let mut replayed_with_snapshot = 0;
+        for _ in 0..scale.repeats {
+            base.push(
+                time(1, async {
+                    let n = subject.baseline.read(&key).await?;
+                    if n < size {
+                        return Err(format!("baseline read {n} of {size} records"));
+                    }
+                    Ok(())
+                })
+                .await?,
+            );
+            replay.push(
+                time(1, async {
+                    plain.load(&id).await.map(|_| ()).map_err(|e| e.to_string())
+                })
+                .await?,
+            );
+            snapped.push(
+                time(1, async {
+                    let (_, info) = snap.load_with_info(&id).await.map_err(|e| e.to_string())?;
+                    replayed_with_snapshot = info.events_replayed;
+                    Ok(())
+                })
+                .await?,
+            );
+        }
+        let base = median(base);
+        let name = format!("raw read of {size} records");
+        keep(
+            rows,
+            BenchRow::new(
+                &subject.backend,
+                format!("load {size}-event aggregate, replay"),
+                median(replay),
+                &name,
+                base,
+            ),
+        );
+        keep(
+            rows,
+            BenchRow::new(
+                &subject.backend,
+                format!("load {size}-event aggregate, snapshot"),
+                median(snapped),
+                &name,
+                base,
+            )
+            .note(format!("{replayed_with_snapshot} events replayed after the snapshot")),
+        );
+    }
+    Ok(())
+}
+
+/// `read_all` row: every event of the run in pages of 1,000, against a raw read of as many.
+pub async fn read_all_rows(subject: &Subject, rows: &mut Vec<BenchRow>) -> Result<()> {
+    let filter = EventFilter::aggregate_types(["BenchAppend"]);
+    let mut total = 0u64;
+    let ours = {
+        let start = std::time::Instant::now();
+        for partition in 0..subject.events.capabilities().partitions {
+            let mut from = Position::start_of(partition);
+            loop {
+                let page = subject
+                    .events
+                    .read_all(from, 1_000, &filter)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                total += page.events.len() as u64;
+                if page.events.is_empty() {
+                    break;
+                }
+                from = page.next;
+            }
+        }
+        Measure {
+            ops: total,
+            secs: start.elapsed().as_secs_f64(),
+        }
+    };
+    let key = format!("raw-{}-1-100-0", subject.run_id);
+    let mut base_total = 0u64;
+    let base = {
+        let start = std::time::Instant::now();
+        base_total += subject.baseline.read(&key).await? as u64;
+        Measure {
+            ops: base_total,
+            secs: start.elapsed().as_secs_f64(),
+        }
+    };
+    keep(
+        rows,
+        BenchRow::new(
+            &subject.backend,
+            "read_all, pages of 1000 (per event)",
+            ours,
+            "raw read (per record)",
+            base,
+        )
+        .note(format!("{total} events")),
+    );
+    Ok(())
+}
+
+/// Every store row of one backend.
+pub async fn store_rows(subject: &Subject, scale: Scale) -> Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    append_rows(subject, scale, &mut rows).await?;
+    load_rows(subject, scale, &mut rows).await?;
+    read_all_rows(subject, &mut rows).await?;
+    Ok(rows)
+}
+
+/// The in-memory baseline: a mutex-guarded map of byte vectors.
+#[derive(Default)]
+struct MemoryBaseline(Mutex<HashMap<String, Vec<Vec<u8>>>>);
+
+#[async_trait]
+impl RawBaseline for MemoryBaseline {
+    fn name(&self, batch: usize) -> String {
+        format!("Mutex<Vec> push ×{batch}")
+    }
+
+    async fn write(&self, key: &str, batch: Vec<Vec<u8>>) -> Result<()> {
+        let mut map = self.0.lock().map_err(|_| "poisoned")?;
+        map.entry(key.to_string()).or_default().extend(batch);
+        Ok(())
+    }
+
+    async fn read(&self, key: &str) -> Result<usize> {
+        let copy: Vec<Vec<u8>> = self
+            .0
+            .lock()
+            .map_err(|_| "poisoned")?
+            .get(key)
+            .cloned()
+            .unwrap_or_default();
+        Ok(copy.len())
+    }
+}
+
+/// The in-memory backend's rows.
+pub async fn memory_rows(scale: Scale) -> Result<Vec<BenchRow>> {
+    let events = Arc::new(cqrsx_core::memory::InMemoryEventStore::new());
+    let snapshots = Arc::new(cqrsx_core::memory::InMemorySnapshotStore::new());
+    let subject = Subject {
+        backend: "memory".into(),
+        events,
+        snapshots: super::snapshot_strategy(snapshots),
+        baseline: Arc::new(MemoryBaseline::default()),
+        run_id: format!("b{}", cqrsx_core::Uuid::now_v7().simple()),
+    };
+    store_rows(&subject, scale).await
+}
