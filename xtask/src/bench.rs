@@ -139,7 +139,16 @@ pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
         // Numbers from a debug build mean nothing: run the same command from a release build.
         let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
         let mut command = cmd::cargo();
-        command.args(["run", "--quiet", "--release", "--package", "xtask", "--", "bench", "--backend"]);
+        command.args([
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            "xtask",
+            "--",
+            "bench",
+            "--backend",
+        ]);
         command.arg(names.join(","));
         if quick {
             command.arg("--quick");

@@ -74,7 +74,9 @@ async fn main() -> cqrsx_core::Result<()> {
 
     // A second writer holding the old version loses, with the actual version in the error.
     let mut stale = users.create("user-123")?;
-    stale.record(UserEvent::UserEmailUpdated { email: "late@example.com".into() });
+    stale.record(UserEvent::UserEmailUpdated {
+        email: "late@example.com".into(),
+    });
     match users.save(&mut stale).await {
         Err(e) => say(format!("stale writer refused: {e}")),
         Ok(_) => say("stale writer was accepted (this must not happen)".into()),
@@ -94,11 +96,7 @@ async fn main() -> cqrsx_core::Result<()> {
     for (recorded, event) in users.history("user-123").await? {
         say(format!(
             "  v{} @{} {} {:?} correlation={:?}",
-            recorded.version,
-            recorded.position,
-            recorded.event_type,
-            event,
-            recorded.metadata.correlation_id
+            recorded.version, recorded.position, recorded.event_type, event, recorded.metadata.correlation_id
         ));
     }
     Ok(())

@@ -232,7 +232,7 @@ pub async fn read_all_rows(subject: &Subject, rows: &mut Vec<BenchRow>) -> Resul
                     .await
                     .map_err(|e| e.to_string())?;
                 total += page.events.len() as u64;
-                if page.events.is_empty() {
+                if page.next == from {
                     break;
                 }
                 from = page.next;

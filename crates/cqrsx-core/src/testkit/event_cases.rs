@@ -27,6 +27,28 @@ fn assert_conflict(result: crate::Result<crate::AppendResult>, actual_version: u
     }
 }
 
+/// Every event of an aggregate type in the global log, over every partition, in pages.
+struct AllOf {
+    events: Vec<RecordedEvent>,
+}
+
+async fn all_of_aggregate_type(store: &dyn EventStore, aggregate_type: &str) -> AllOf {
+    let filter = EventFilter::aggregate_types([aggregate_type]);
+    let mut events = Vec::new();
+    for p in 0..store.capabilities().partitions {
+        let mut from = Position::start_of(p);
+        loop {
+            let page = store.read_all(from, 500, &filter).await.expect("read all");
+            events.extend(page.events);
+            if page.next == from {
+                break;
+            }
+            from = page.next;
+        }
+    }
+    AllOf { events }
+}
+
 async fn versions(store: &dyn EventStore, stream: &StreamId) -> Vec<u64> {
     store
         .read_stream(stream, 1, usize::MAX)
@@ -220,15 +242,7 @@ pub async fn batch_append_is_all_or_nothing(f: Fixture) {
             "a reader saw half a batch: {} events",
             seen.len()
         );
-        let all = f
-            .events
-            .read_all(
-                Position::START,
-                100_000,
-                &EventFilter::aggregate_types([s.aggregate_type()]),
-            )
-            .await
-            .expect("read all");
+        let all = all_of_aggregate_type(&*f.events, s.aggregate_type()).await;
         assert_eq!(
             all.events.len() as u64 % BATCH,
             0,
@@ -315,14 +329,7 @@ pub async fn retried_append_is_idempotent(f: Fixture) {
     for (e, original) in events.iter().zip(&batch) {
         assert_eq!(e.event_id, original.event_id);
     }
-    let all = store
-        .read_all(
-            Position::START,
-            100_000,
-            &EventFilter::aggregate_types([s.aggregate_type()]),
-        )
-        .await
-        .expect("read all");
+    let all = all_of_aggregate_type(store, s.aggregate_type()).await;
     assert_eq!(all.events.len(), 5, "the global log has no duplicates either");
     // Ids that match a commit only partly are not a retry: refused, nothing written.
     let mixed = vec![batch[2].clone(), ev("Idem", 99)];
@@ -486,8 +493,12 @@ pub async fn catch_up_reader_sees_every_event_once(f: Fixture) {
     let writers_done = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     for p in 0..partitions {
-        let (store, filter, seen_total, writers_done) =
-            (Arc::clone(&f.events), filter.clone(), Arc::clone(&seen_total), Arc::clone(&writers_done));
+        let (store, filter, seen_total, writers_done) = (
+            Arc::clone(&f.events),
+            filter.clone(),
+            Arc::clone(&seen_total),
+            Arc::clone(&writers_done),
+        );
         readers.push(tokio::spawn(async move {
             let mut seen: Vec<RecordedEvent> = Vec::new();
             let mut from = Position::start_of(p);
@@ -596,14 +607,7 @@ pub async fn truncate_and_delete_behave_as_documented(f: Fixture) {
         0,
         "nothing below 6 left"
     );
-    let all = store
-        .read_all(
-            Position::START,
-            100_000,
-            &EventFilter::aggregate_types([s.aggregate_type()]),
-        )
-        .await
-        .expect("read all");
+    let all = all_of_aggregate_type(store, s.aggregate_type()).await;
     assert_eq!(
         all.events.iter().map(|e| e.version).collect::<Vec<_>>(),
         vec![6, 7, 8, 9, 10, 11],
@@ -638,14 +642,7 @@ pub async fn truncate_and_delete_behave_as_documented(f: Fixture) {
         store.stream_version(&s).await,
         Err(Error::StreamDeleted { .. })
     ));
-    let all = store
-        .read_all(
-            Position::START,
-            100_000,
-            &EventFilter::aggregate_types([s.aggregate_type()]),
-        )
-        .await
-        .expect("read all");
+    let all = all_of_aggregate_type(store, s.aggregate_type()).await;
     assert!(all.events.is_empty(), "read_all skips deleted streams");
     let other = fresh_stream("C8");
     store
@@ -689,14 +686,7 @@ pub async fn bad_input_is_rejected_and_writes_nothing(f: Fixture) {
         }
     }
     assert_eq!(store.stream_version(&s).await.expect("version"), 0, "nothing written");
-    let all = store
-        .read_all(
-            Position::START,
-            100_000,
-            &EventFilter::aggregate_types([s.aggregate_type()]),
-        )
-        .await
-        .expect("read all");
+    let all = all_of_aggregate_type(store, s.aggregate_type()).await;
     assert!(all.events.is_empty(), "nothing in the global log");
     let bad_partition = Position {
         partition: caps.partitions,
