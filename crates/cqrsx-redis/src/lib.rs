@@ -1,1 +1,48 @@
-//! placeholder
+//! Redis backend for cqrsx, on [fred](https://docs.rs/fred): event store, snapshot store and
+//! read store, standalone or on Redis Cluster.
+//!
+//! ```no_run
+//! use cqrsx_core::{Aggregate, EventStore};
+//! use cqrsx_redis::{RedisClientManager, RedisConfig, RedisEventStore};
+//!
+//! # async fn demo() -> cqrsx_core::Result<()> {
+//! let client = RedisClientManager::connect(RedisConfig::from_env()?).await?;
+//! let events = RedisEventStore::new(client.clone());
+//! println!("{:?}", client.metrics());
+//! # Ok(()) }
+//! ```
+//!
+//! Layout: a stream's events live in a Redis Stream (`{prefix:p}:s:<Type/id>`, entry ids
+//! `<version>-0`), next to a metadata hash (version, tombstone) and an event-id hash for
+//! idempotent retries; each append also adds a reference to its partition's log
+//! (`{prefix:p}:log`, entry ids `<position>-0`, dense). All keys of one stream and its
+//! partition share the hash tag `{prefix:p}`, so an append never crosses Cluster slots.
+
+mod client;
+mod config;
+mod error;
+mod event_store;
+mod keys;
+mod read_store;
+mod snapshot_store;
+
+use std::sync::Arc;
+
+pub use client::{DurabilityReport, RedisClientManager, RedisMetrics};
+pub use config::RedisConfig;
+pub use error::ProtocolError;
+pub use event_store::RedisEventStore;
+pub use read_store::{RedisReadStore, MAX_DOCUMENT_BYTES};
+pub use snapshot_store::{RedisSnapshotStore, MAX_SNAPSHOT_BYTES};
+
+use cqrsx_core::{Aggregate, Repository};
+
+/// The core generic repository over the Redis stores.
+pub type RedisRepository<A> = Repository<A>;
+
+/// A repository over a [`RedisEventStore`] on this client, writing payloads in the config's
+/// content type. Add snapshots with [`Repository::with_snapshots`] (for example a
+/// `cqrsx_snapshot::SnapshotManager` over a [`RedisSnapshotStore`]).
+pub fn repository<A: Aggregate>(client: &RedisClientManager) -> RedisRepository<A> {
+    Repository::new(Arc::new(RedisEventStore::new(client.clone()))).with_content_type(client.config().content_type)
+}

@@ -1,0 +1,150 @@
+//! Key layout. Every key of one stream, and the log of the stream's partition, share one hash
+//! tag `{prefix:partition}`, so every script call touches a single Cluster slot by construction.
+
+/// The keys of one store configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: String,
+    partitions: u32,
+}
+
+/// The keys one append touches.
+pub(crate) struct StreamKeys {
+    pub(crate) partition: u32,
+    pub(crate) events: String,
+    pub(crate) meta: String,
+    pub(crate) ids: String,
+    pub(crate) log: String,
+    pub(crate) seq: String,
+    pub(crate) type_index_prefix: String,
+}
+
+impl StreamKeys {
+    /// The keys, in the order the append script takes them.
+    pub(crate) fn append_keys(&self) -> Vec<String> {
+        vec![
+            self.events.clone(),
+            self.meta.clone(),
+            self.ids.clone(),
+            self.log.clone(),
+            self.seq.clone(),
+        ]
+    }
+}
+
+/// FNV-1a: stable across processes and versions, unlike `DefaultHasher`.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in bytes {
+        hash ^= u32::from(*b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str, partitions: u32) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            partitions: partitions.max(1),
+        }
+    }
+
+    pub(crate) fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The partition a stream belongs to.
+    pub(crate) fn partition_of(&self, stream_key: &str) -> u32 {
+        fnv1a(stream_key.as_bytes()) % self.partitions
+    }
+
+    /// `{prefix:p}:` — the start of every key of partition `p`.
+    pub(crate) fn partition_prefix(&self, partition: u32) -> String {
+        format!("{{{}:{partition}}}:", self.prefix)
+    }
+
+    pub(crate) fn log(&self, partition: u32) -> String {
+        format!("{}log", self.partition_prefix(partition))
+    }
+
+    pub(crate) fn type_index(&self, partition: u32, event_type: &str) -> String {
+        format!("{}t:{event_type}", self.partition_prefix(partition))
+    }
+
+    pub(crate) fn stream(&self, stream_key: &str) -> StreamKeys {
+        let partition = self.partition_of(stream_key);
+        let p = self.partition_prefix(partition);
+        StreamKeys {
+            partition,
+            events: format!("{p}s:{stream_key}"),
+            meta: format!("{p}m:{stream_key}"),
+            ids: format!("{p}i:{stream_key}"),
+            log: format!("{p}log"),
+            seq: format!("{p}seq"),
+            type_index_prefix: format!("{p}t:"),
+        }
+    }
+
+    /// Snapshot keys of a stream: a sorted set of versions, and one hash per snapshot.
+    pub(crate) fn snapshot_index(&self, stream_key: &str) -> String {
+        let p = self.partition_prefix(self.partition_of(stream_key));
+        format!("{p}snap:{stream_key}")
+    }
+
+    /// The hash tag of one read-model collection.
+    pub(crate) fn read_model(&self, collection: &str) -> String {
+        format!("{{{}:rm:{collection}}}:", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Cluster hash slot of a key (CRC16/XMODEM of the hash tag), as Redis computes it.
+    fn slot(key: &str) -> u16 {
+        let bytes = key.as_bytes();
+        let hashed = match key.find('{') {
+            Some(open) => match key[open + 1..].find('}') {
+                Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+                _ => bytes,
+            },
+            None => bytes,
+        };
+        let mut crc: u16 = 0;
+        for b in hashed {
+            crc ^= u16::from(*b) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc % 16384
+    }
+
+    #[test]
+    fn every_key_of_an_append_shares_one_slot() {
+        let keys = Keys::new("app", 16);
+        for id in ["Order/1", "User/{weird}", "A/b:c", "Order/ünïcode"] {
+            let sk = keys.stream(id);
+            let mut all = sk.append_keys();
+            all.push(format!("{}X", sk.type_index_prefix));
+            all.push(keys.snapshot_index(id));
+            let first = slot(&all[0]);
+            for k in &all {
+                assert_eq!(slot(k), first, "{k} is in another slot than {}", all[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn partitions_spread_over_slots() {
+        let keys = Keys::new("app", 16);
+        let slots: std::collections::HashSet<u16> = (0..16).map(|p| slot(&keys.log(p))).collect();
+        assert!(slots.len() > 8, "partitions should land in different slots");
+    }
+}

@@ -1,0 +1,128 @@
+//! [`RedisSnapshotStore`]: snapshots of a stream keyed by version, under the stream's hash tag.
+
+use async_trait::async_trait;
+use cqrsx_core::{validate_snapshot, Result, SnapshotInfo, SnapshotRecord, SnapshotStore, StreamId, Timestamp};
+use fred::types::scripts::Script;
+use fred::types::Value;
+use tracing::instrument;
+
+use crate::client::RedisClientManager;
+use crate::error::protocol;
+use crate::event_store::{array, bytes, int, text};
+use crate::keys::Keys;
+
+/// Snapshots larger than this are refused (Redis allows 512 MB values; a snapshot that large
+/// would stall the server while loading).
+pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
+
+/// The Redis snapshot store.
+///
+/// Each snapshot is a hash keyed by its version, indexed by a sorted set, so saving an older
+/// version never hides a newer one: `latest` always answers with the highest version.
+pub struct RedisSnapshotStore {
+    client: RedisClientManager,
+    keys: Keys,
+    script: Script,
+}
+
+impl std::fmt::Debug for RedisSnapshotStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSnapshotStore")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSnapshotStore {
+    /// A snapshot store over this client.
+    pub fn new(client: RedisClientManager) -> Self {
+        let keys = Keys::new(&client.config().key_prefix, client.config().partitions);
+        Self {
+            client,
+            keys,
+            script: Script::from_lua(include_str!("lua/snapshot.lua")),
+        }
+    }
+
+    async fn call(&self, stream: &StreamId, args: Vec<Value>) -> Result<Value> {
+        let key = self.keys.snapshot_index(stream.key());
+        let client = self.client.client();
+        self.client
+            .track(self.script.evalsha_with_reload(client, vec![key], args))
+            .await
+    }
+}
+
+fn field<T>(items: &[Value], i: usize, parse: impl Fn(&Value) -> Option<T>) -> Result<T> {
+    items
+        .get(i)
+        .and_then(parse)
+        .ok_or_else(|| protocol(format!("snapshot field {i}")))
+}
+
+#[async_trait]
+impl SnapshotStore for RedisSnapshotStore {
+    #[instrument(skip(self, snapshot), fields(stream = %snapshot.stream, version = snapshot.version))]
+    async fn save(&self, snapshot: SnapshotRecord) -> Result<()> {
+        validate_snapshot(&snapshot, MAX_SNAPSHOT_BYTES)?;
+        let args: Vec<Value> = vec![
+            "save".into(),
+            (snapshot.version as i64).into(),
+            snapshot.content_type.as_str().into(),
+            i64::from(snapshot.schema_version).into(),
+            Value::Bytes(snapshot.payload.into()),
+            (snapshot.created_at.as_millis() as i64).into(),
+        ];
+        self.call(&snapshot.stream, args).await?;
+        Ok(())
+    }
+
+    #[instrument(skip(self), fields(stream = %stream))]
+    async fn latest(&self, stream: &StreamId, max_version: Option<u64>) -> Result<Option<SnapshotRecord>> {
+        let max: Value = match max_version {
+            Some(v) => (v.min(i64::MAX as u64) as i64).into(),
+            None => "+inf".into(),
+        };
+        let items = array(self.call(stream, vec!["latest".into(), max]).await?)?;
+        if items.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(SnapshotRecord {
+            stream: stream.clone(),
+            version: field(&items, 0, int)?,
+            content_type: field(&items, 1, text)?,
+            schema_version: field(&items, 2, |v| int(v).and_then(|n| u32::try_from(n).ok()))?,
+            payload: field(&items, 3, bytes)?,
+            created_at: Timestamp(field(&items, 4, int)?),
+        }))
+    }
+
+    #[instrument(skip(self), fields(stream = %stream))]
+    async fn list(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
+        let items = array(self.call(stream, vec!["list".into()]).await?)?;
+        items
+            .chunks(5)
+            .map(|c| {
+                Ok(SnapshotInfo {
+                    version: field(c, 0, int)?,
+                    content_type: field(c, 1, text)?,
+                    schema_version: field(c, 2, |v| int(v).and_then(|n| u32::try_from(n).ok()))?,
+                    size: field(c, 3, int)?,
+                    created_at: Timestamp(field(c, 4, int)?),
+                })
+            })
+            .collect()
+    }
+
+    #[instrument(skip(self), fields(stream = %stream))]
+    async fn prune(&self, stream: &StreamId, keep: usize) -> Result<u64> {
+        let reply = self.call(stream, vec!["prune".into(), (keep as i64).into()]).await?;
+        int(&reply).ok_or_else(|| protocol("prune count"))
+    }
+
+    #[instrument(skip(self), fields(stream = %stream))]
+    async fn delete_all(&self, stream: &StreamId) -> Result<u64> {
+        let reply = self.call(stream, vec!["clear".into()]).await?;
+        int(&reply).ok_or_else(|| protocol("clear count"))
+    }
+}

@@ -1,0 +1,17 @@
+//! The core conformance suite on a standalone Redis and on a 3-node Redis Cluster.
+
+mod common;
+
+mod standalone {
+    async fn fixture() -> cqrsx_core::testkit::Fixture {
+        super::common::fixture_for(super::common::standalone_config()).await
+    }
+    cqrsx_core::conformance_tests!(fixture);
+}
+
+mod cluster {
+    async fn fixture() -> cqrsx_core::testkit::Fixture {
+        super::common::fixture_for(super::common::cluster_config()).await
+    }
+    cqrsx_core::conformance_tests!(fixture);
+}
