@@ -92,6 +92,15 @@ impl RedisEventStore {
         self.keys.partition_of(stream.key())
     }
 
+    /// Every key an append to `stream` touches (for operators and tests). They share one hash
+    /// tag, so on a Cluster they are in one slot.
+    pub fn stream_keys(&self, stream: &StreamId) -> Vec<String> {
+        let keys = self.keys.stream(stream.key());
+        let mut all = keys.append_keys();
+        all.push(format!("{}<event type>", keys.type_index_prefix));
+        all
+    }
+
     async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<Value>) -> Result<Value> {
         let client = self.client.client();
         self.client.track(script.evalsha_with_reload(client, keys, args)).await
