@@ -6,6 +6,7 @@
 //! every event).
 
 mod codec;
+mod redis;
 mod store;
 
 use std::future::Future;
@@ -165,6 +166,20 @@ pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
         groups.push(("codec", codec::rows(scale)?));
         say("=== memory ===");
         groups.push(("memory", store::memory_rows(scale).await?));
+    }
+    let mut servers = Vec::new();
+    if backends.contains(&Backend::Redis) {
+        say("=== redis ===");
+        let server = crate::providers::redis_standalone().await?;
+        say(&format!("redis: {}", server.provider));
+        let url = server
+            .env
+            .iter()
+            .find(|(k, _)| k == "CQRSX_TEST_REDIS_URL")
+            .map(|(_, v)| v.clone())
+            .ok_or("the redis provider gave no URL")?;
+        groups.push(("redis", redis::rows(&url, scale).await?));
+        servers.push(server);
     }
     for (name, rows) in groups {
         let json = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;

@@ -19,8 +19,9 @@ use crate::cmd::Result;
 pub trait RawBaseline: Send + Sync {
     /// A short description for the report ("XADD", "insert_many", …).
     fn name(&self, batch: usize) -> String;
-    /// Writes one batch of payloads under `key` (one call per batch, pipelined where ours batches).
-    async fn write(&self, key: &str, batch: Vec<Vec<u8>>) -> Result<()>;
+    /// Writes one batch of events under `key` the plain way (one call per batch, pipelined
+    /// where ours batches), storing the same bytes: id, type, content type, payload, metadata.
+    async fn write(&self, key: &str, batch: &[NewEvent]) -> Result<()>;
     /// Reads every record under `key`, returning how many there were.
     async fn read(&self, key: &str) -> Result<usize>;
 }
@@ -63,7 +64,6 @@ pub async fn append_rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRo
             let per_writer = (scale.append_events / writers / batch).max(1);
             let total = (per_writer * batch * writers) as u64;
             let template = sample_events(batch)?;
-            let payloads: Vec<Vec<u8>> = template.iter().map(|e| e.payload.clone()).collect();
 
             let ours = time(total, async {
                 let tasks = (0..writers).map(|w| {
@@ -94,11 +94,11 @@ pub async fn append_rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRo
             let base = time(total, async {
                 let tasks = (0..writers).map(|w| {
                     let raw = Arc::clone(&subject.baseline);
-                    let payloads = payloads.clone();
+                    let template = template.clone();
                     let key = format!("raw-{}-{writers}-{batch}-{w}", subject.run_id);
                     async move {
                         for _ in 0..per_writer {
-                            raw.write(&key, payloads.clone()).await?;
+                            raw.write(&key, &template).await?;
                         }
                         Ok::<_, String>(())
                     }
@@ -146,10 +146,9 @@ pub async fn load_rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>
         let id = format!("{}-load-{size}", subject.run_id);
         seed_aggregate(subject, &id, size).await?;
         let key = format!("raw-{}-load-{size}", subject.run_id);
-        let payloads: Vec<Vec<u8>> = sample_events(100)?.into_iter().map(|e| e.payload).collect();
-        for chunk in 0..size / 100 {
-            let _ = chunk;
-            subject.baseline.write(&key, payloads.clone()).await?;
+        let hundred = sample_events(100)?;
+        for _ in 0..size / 100 {
+            subject.baseline.write(&key, &hundred).await?;
         }
 
         let plain = Repository::<Counter>::new(Arc::clone(&subject.events));
@@ -286,9 +285,11 @@ impl RawBaseline for MemoryBaseline {
         format!("Mutex<Vec> push ×{batch}")
     }
 
-    async fn write(&self, key: &str, batch: Vec<Vec<u8>>) -> Result<()> {
+    async fn write(&self, key: &str, batch: &[NewEvent]) -> Result<()> {
         let mut map = self.0.lock().map_err(|_| "poisoned")?;
-        map.entry(key.to_string()).or_default().extend(batch);
+        map.entry(key.to_string())
+            .or_default()
+            .extend(batch.iter().map(|e| e.payload.clone()));
         Ok(())
     }
 
