@@ -1,12 +1,13 @@
-//! Example 01: the seed's User aggregate — create, change email, save, load, show the history —
-//! on the in-memory store.
+//! Example 01: the seed's User aggregate — create, change email, save, load, show the history.
 //!
-//! `cargo run -p example-basic-event-sourcing`
+//! `cargo run -p example-basic-event-sourcing` runs on the in-memory store;
+//! `cargo run -p example-basic-event-sourcing --features redis -- --backend redis` (with
+//! `CQRSX_REDIS_URL`) and `--features mongo -- --backend mongo` (with `CQRSX_MONGO_URI`) run the
+//! same flow on a server.
 
 use std::sync::Arc;
 
-use cqrsx_core::memory::InMemoryEventStore;
-use cqrsx_core::{Aggregate, EventStore, Metadata, Repository};
+use cqrsx_core::{Aggregate, Metadata, Repository};
 use serde::{Deserialize, Serialize};
 
 /// A user as the write side sees it.
@@ -44,16 +45,24 @@ impl Aggregate for User {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> cqrsx_core::Result<()> {
-    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
-    let users = Repository::<User>::new(Arc::clone(&store));
+    let stores = cqrsx_example_backend::connect("users").await?;
+    let users = Repository::<User>::new(Arc::clone(&stores.events)).with_content_type(stores.content_type);
     let out = std::io::stdout();
     let say = |line: String| {
         use std::io::Write;
         let _ = writeln!(out.lock(), "{line}");
     };
+    say(format!("backend: {}", stores.name));
+    // A server keeps the streams of earlier runs: give this run's user its own id there.
+    let id = if stores.name == "in-memory" {
+        "user-123".to_string()
+    } else {
+        format!("user-{}", cqrsx_core::Uuid::now_v7().simple())
+    };
+    let id = id.as_str();
 
     // Create the user and save: one append, expected version "no stream".
-    let mut user = users.create("user-123")?;
+    let mut user = users.create(id)?;
     user.record_with(
         UserEvent::UserCreated {
             email: "user@example.com".into(),
@@ -62,10 +71,10 @@ async fn main() -> cqrsx_core::Result<()> {
         Metadata::correlated("signup-42"),
     );
     let saved = users.save(&mut user).await?.map(|r| r.version);
-    say(format!("created user-123, stream version {saved:?}"));
+    say(format!("created {id}, stream version {saved:?}"));
 
     // Load, change the email, save: the expected version is the loaded one.
-    let mut user = users.load("user-123").await?;
+    let mut user = users.load(id).await?;
     user.record(UserEvent::UserEmailUpdated {
         email: "newemail@example.com".into(),
     });
@@ -73,7 +82,7 @@ async fn main() -> cqrsx_core::Result<()> {
     say(format!("changed email, stream version {}", user.version()));
 
     // A second writer holding the old version loses, with the actual version in the error.
-    let mut stale = users.create("user-123")?;
+    let mut stale = users.create(id)?;
     stale.record(UserEvent::UserEmailUpdated {
         email: "late@example.com".into(),
     });
@@ -82,10 +91,10 @@ async fn main() -> cqrsx_core::Result<()> {
         Ok(_) => say("stale writer was accepted (this must not happen)".into()),
     }
 
-    let loaded = users.load("user-123").await?;
+    let loaded = users.load(id).await?;
     let state = loaded.state();
     say(format!(
-        "loaded user-123 at version {}: {} <{}>, email changed {} time(s)",
+        "loaded {id} at version {}: {} <{}>, email changed {} time(s)",
         loaded.version(),
         state.name,
         state.email,
@@ -93,7 +102,7 @@ async fn main() -> cqrsx_core::Result<()> {
     ));
 
     say("history:".into());
-    for (recorded, event) in users.history("user-123").await? {
+    for (recorded, event) in users.history(id).await? {
         say(format!(
             "  v{} @{} {} {:?} correlation={:?}",
             recorded.version, recorded.position, recorded.event_type, event, recorded.metadata.correlation_id

@@ -2,12 +2,12 @@
 //! splits it into `first_name` and `last_name`. A V1 event already in the store is read back as
 //! V2 through an upcaster registered at start-up.
 //!
-//! `cargo run -p example-event-versioning`
+//! `cargo run -p example-event-versioning` runs on the in-memory store; add
+//! `--features redis -- --backend redis` or `--features mongo -- --backend mongo` for a server.
 
 use std::io::Write;
 use std::sync::Arc;
 
-use cqrsx_core::memory::InMemoryEventStore;
 use cqrsx_core::{Aggregate, EventRegistry, EventStore, ExpectedVersion, NewEvent, Repository, StreamId};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -52,10 +52,19 @@ fn split_name(mut v1: Value) -> Result<Value, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> cqrsx_core::Result<()> {
     let mut out = std::io::stdout().lock();
-    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let stores = cqrsx_example_backend::connect("users").await?;
+    let store: Arc<dyn EventStore> = Arc::clone(&stores.events);
+
+    let _ = writeln!(out, "backend: {}", stores.name);
+    // A server keeps the streams of earlier runs: give this run's user its own id there.
+    let id = if stores.name == "in-memory" {
+        "user-7".to_string()
+    } else {
+        format!("user-{}", cqrsx_core::Uuid::now_v7().simple())
+    };
 
     // Yesterday's code wrote a V1 event.
-    let stream = StreamId::new("User", "user-7")?;
+    let stream = StreamId::new("User", id.as_str())?;
     let v1 = NewEvent::json("UserRegistered", &json!({ "name": "Ada Lovelace" }))?.with_schema_version(1);
     store.append(&stream, ExpectedVersion::NoStream, vec![v1]).await?;
     let _ = writeln!(out, "stored UserRegistered v1: {{\"name\": \"Ada Lovelace\"}}");
@@ -67,7 +76,7 @@ async fn main() -> cqrsx_core::Result<()> {
         .build()?;
     let users = Repository::<User>::new(Arc::clone(&store)).with_registry(Arc::new(registry))?;
 
-    let user = users.load("user-7").await?;
+    let user = users.load(&id).await?;
     let _ = writeln!(
         out,
         "loaded through the upcaster: first_name={:?} last_name={:?}",

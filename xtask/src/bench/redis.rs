@@ -7,7 +7,7 @@ use cqrsx_core::NewEvent;
 use cqrsx_redis::{RedisClientManager, RedisConfig, RedisEventStore, RedisSnapshotStore};
 use fred::prelude::*;
 
-use super::store::{RawBaseline, Subject, store_rows};
+use super::store::{store_rows, RawBaseline, Subject};
 use super::{BenchRow, Scale};
 use crate::cmd::Result;
 

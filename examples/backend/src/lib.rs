@@ -1,0 +1,97 @@
+//! The stores an example runs on, chosen with `--backend memory|redis|mongo` or the
+//! `CQRSX_EXAMPLE_BACKEND` variable (default: memory). Redis and MongoDB are compiled in with the
+//! example's `redis` / `mongo` features and configured from the environment
+//! (`CQRSX_REDIS_URL`, `CQRSX_MONGO_URI`, …).
+
+use std::sync::Arc;
+
+use cqrsx_core::{ContentType, Error, EventStore, ReadStore, Result, SnapshotStore};
+
+/// The stores of one backend.
+pub struct Stores {
+    /// Which backend answered.
+    pub name: &'static str,
+    /// The event store.
+    pub events: Arc<dyn EventStore>,
+    /// The snapshot store.
+    pub snapshots: Arc<dyn SnapshotStore>,
+    /// A read store for collection `collection`.
+    pub reads: Arc<dyn ReadStore>,
+    /// The payload encoding the backend's config asks for.
+    pub content_type: ContentType,
+}
+
+/// The backend named by `--backend NAME` in the arguments or `CQRSX_EXAMPLE_BACKEND`.
+pub fn requested() -> String {
+    let args: Vec<String> = std::env::args().collect();
+    let from_args = args
+        .iter()
+        .position(|a| a == "--backend")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--backend=").map(str::to_string))
+        });
+    from_args
+        .or_else(|| std::env::var("CQRSX_EXAMPLE_BACKEND").ok())
+        .unwrap_or_else(|| "memory".into())
+}
+
+/// Connects the requested backend; `collection` names the read-model collection.
+pub async fn connect(collection: &str) -> Result<Stores> {
+    match requested().as_str() {
+        "memory" => Ok(Stores {
+            name: "in-memory",
+            events: Arc::new(cqrsx_core::memory::InMemoryEventStore::new()),
+            snapshots: Arc::new(cqrsx_core::memory::InMemorySnapshotStore::new()),
+            reads: Arc::new(cqrsx_core::memory::InMemoryReadStore::new()),
+            content_type: ContentType::Json,
+        }),
+        "redis" => redis(collection).await,
+        "mongo" => mongo(collection).await,
+        other => Err(Error::Config(format!(
+            "unknown backend {other:?}: use memory, redis or mongo"
+        ))),
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn redis(collection: &str) -> Result<Stores> {
+    use cqrsx_redis::{RedisClientManager, RedisConfig, RedisEventStore, RedisReadStore, RedisSnapshotStore};
+    let client = RedisClientManager::connect(RedisConfig::from_env()?).await?;
+    Ok(Stores {
+        name: "redis",
+        events: Arc::new(RedisEventStore::new(client.clone())),
+        snapshots: Arc::new(RedisSnapshotStore::new(client.clone())),
+        reads: Arc::new(RedisReadStore::new(client.clone(), collection)?),
+        content_type: client.config().content_type,
+    })
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis(_collection: &str) -> Result<Stores> {
+    Err(Error::Config(
+        "this example was built without Redis: add `--features redis`".into(),
+    ))
+}
+
+#[cfg(feature = "mongo")]
+async fn mongo(collection: &str) -> Result<Stores> {
+    use cqrsx_mongo::{MongoClientManager, MongoConfig, MongoEventStore, MongoReadStore, MongoSnapshotStore};
+    let client = MongoClientManager::connect(MongoConfig::from_env()?).await?;
+    client.initialize_event_sourcing_schema().await?;
+    Ok(Stores {
+        name: "mongo",
+        events: Arc::new(MongoEventStore::new(client.clone())),
+        snapshots: Arc::new(MongoSnapshotStore::new(client.clone())),
+        reads: Arc::new(MongoReadStore::new(client.clone(), collection)?),
+        content_type: client.config().content_type,
+    })
+}
+
+#[cfg(not(feature = "mongo"))]
+async fn mongo(_collection: &str) -> Result<Stores> {
+    Err(Error::Config(
+        "this example was built without MongoDB: add `--features mongo`".into(),
+    ))
+}
