@@ -1,1 +1,45 @@
-//! placeholder
+//! MongoDB backend for cqrsx, on the official `mongodb` driver: event store, snapshot store and
+//! read store. Works on MongoDB and on MongoDB-wire servers without transactions or change
+//! streams (FerretDB); it uses neither.
+//!
+//! ```no_run
+//! use cqrsx_mongo::{MongoClientManager, MongoConfig, MongoEventStore};
+//!
+//! # async fn demo() -> cqrsx_core::Result<()> {
+//! let client = MongoClientManager::connect(MongoConfig::from_env()?).await?;
+//! client.initialize_event_sourcing_schema().await?;
+//! let events = MongoEventStore::new(client.clone());
+//! # Ok(()) }
+//! ```
+//!
+//! Layout: the commits collection holds one document per append (`_id` = its first global
+//! position, `stream`, `v0`..`v1`, `ids`, `types`, `ts`, `events`), the counters collection the
+//! last reserved position, the snapshots collection one document per (stream, version).
+
+mod client;
+mod config;
+mod error;
+mod event_store;
+mod payload;
+mod read_store;
+mod snapshot_store;
+
+use std::sync::Arc;
+
+pub use client::{MongoClientManager, MongoMetrics, ServerCapabilities, TimeoutError};
+pub use config::MongoConfig;
+pub use event_store::{CounterContention, MAX_COMMIT_BYTES, MongoEventStore};
+pub use read_store::{MAX_DOCUMENT_BYTES, MongoReadStore};
+pub use snapshot_store::{MAX_SNAPSHOT_BYTES, MongoSnapshotStore};
+
+use cqrsx_core::{Aggregate, Repository};
+
+/// The core generic repository over the MongoDB stores.
+pub type MongoRepository<A> = Repository<A>;
+
+/// A repository over a [`MongoEventStore`] on this client, writing payloads in the config's
+/// content type. Add snapshots with [`Repository::with_snapshots`] (for example a
+/// `cqrsx_snapshot::SnapshotManager` over a [`MongoSnapshotStore`]).
+pub fn repository<A: Aggregate>(client: &MongoClientManager) -> MongoRepository<A> {
+    Repository::new(Arc::new(MongoEventStore::new(client.clone()))).with_content_type(client.config().content_type)
+}

@@ -1,0 +1,298 @@
+//! [`MongoClientManager`]: the driver's pool, health, metrics, server capabilities and the
+//! idempotent schema set-up.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cqrsx_core::{Error, Result};
+use mongodb::bson::{Document, doc};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Database, IndexModel};
+
+use crate::config::MongoConfig;
+use crate::error::{backend, command_code};
+
+const LATENCY_WINDOW: usize = 4096;
+/// "NamespaceExists": the collection is already there.
+const NAMESPACE_EXISTS: i32 = 48;
+/// "NotImplemented" (FerretDB for TTL indexes).
+const NOT_IMPLEMENTED: i32 = 238;
+/// "IndexOptionsConflict" / "IndexKeySpecsConflict": an index of that name exists differently.
+const INDEX_CONFLICTS: [i32; 2] = [85, 86];
+
+#[derive(Default)]
+struct Counters {
+    operations: AtomicU64,
+    errors: AtomicU64,
+    latencies_us: Mutex<VecDeque<u64>>,
+}
+
+/// A point-in-time view of the client's metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MongoMetrics {
+    /// Store operations issued.
+    pub operations: u64,
+    /// Operations that failed.
+    pub errors: u64,
+    /// Median latency over the recent window.
+    pub p50: Duration,
+    /// 95th percentile latency.
+    pub p95: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
+}
+
+/// What the server can do, detected at connect time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerCapabilities {
+    /// Multi-document transactions (a replica set or sharded cluster).
+    pub transactions: bool,
+    /// Change streams (same requirement).
+    pub change_streams: bool,
+    /// TTL indexes (FerretDB 1.x has none; expiry is then enforced on read only).
+    pub ttl_indexes: bool,
+    /// The server's version string.
+    pub version: String,
+    /// Set when the server is FerretDB, with its version.
+    pub ferretdb: Option<String>,
+}
+
+/// The MongoDB connection every store shares. Cheap to clone.
+#[derive(Clone)]
+pub struct MongoClientManager {
+    client: Client,
+    database: Database,
+    config: Arc<MongoConfig>,
+    capabilities: Arc<ServerCapabilities>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for MongoClientManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoClientManager")
+            .field("config", &self.config)
+            .field("capabilities", &self.capabilities)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MongoClientManager {
+    /// Connects, pings and detects the server's capabilities.
+    pub async fn connect(config: MongoConfig) -> Result<Self> {
+        config.validate()?;
+        let mut options = ClientOptions::parse(&config.uri).await.map_err(backend)?;
+        options.max_pool_size = Some(config.max_pool_size);
+        options.connect_timeout = Some(config.connect_timeout);
+        options.server_selection_timeout = Some(config.server_selection_timeout);
+        options.app_name.get_or_insert_with(|| "cqrsx".into());
+        let client = Client::with_options(options).map_err(backend)?;
+        let database = client.database(&config.database);
+        let mut manager = Self {
+            client,
+            database,
+            config: Arc::new(config),
+            capabilities: Arc::new(ServerCapabilities::default()),
+            counters: Arc::new(Counters::default()),
+        };
+        manager.ping().await?;
+        manager.capabilities = Arc::new(manager.detect().await?);
+        tracing::info!(capabilities = ?manager.capabilities, "connected to MongoDB");
+        Ok(manager)
+    }
+
+    async fn detect(&self) -> Result<ServerCapabilities> {
+        let admin = self.client.database("admin");
+        let hello = self.track(admin.run_command(doc! { "hello": 1 })).await?;
+        let build = self.track(admin.run_command(doc! { "buildInfo": 1 })).await?;
+        let replicated = hello.get_str("setName").is_ok() || hello.get_str("msg").is_ok_and(|m| m == "isdbgrid");
+        let ferretdb = build.get_str("ferretdbVersion").ok().map(str::to_string);
+        Ok(ServerCapabilities {
+            transactions: replicated,
+            change_streams: replicated,
+            ttl_indexes: ferretdb.is_none(),
+            version: build.get_str("version").unwrap_or_default().to_string(),
+            ferretdb,
+        })
+    }
+
+    /// The config this manager was built from.
+    pub fn config(&self) -> &MongoConfig {
+        &self.config
+    }
+
+    /// What the server supports.
+    pub fn capabilities(&self) -> &ServerCapabilities {
+        &self.capabilities
+    }
+
+    /// The database every cqrsx collection lives in.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// The driver client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Round-trips a ping.
+    pub async fn ping(&self) -> Result<Duration> {
+        let started = Instant::now();
+        self.track(self.database.run_command(doc! { "ping": 1 })).await?;
+        Ok(started.elapsed())
+    }
+
+    /// Current metrics.
+    pub fn metrics(&self) -> MongoMetrics {
+        let mut sorted: Vec<u64> = self
+            .counters
+            .latencies_us
+            .lock()
+            .map(|l| l.iter().copied().collect())
+            .unwrap_or_default();
+        sorted.sort_unstable();
+        let pct = |p: f64| {
+            if sorted.is_empty() {
+                return Duration::ZERO;
+            }
+            let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+            Duration::from_micros(sorted[idx.min(sorted.len() - 1)])
+        };
+        MongoMetrics {
+            operations: self.counters.operations.load(Ordering::Relaxed),
+            errors: self.counters.errors.load(Ordering::Relaxed),
+            p50: pct(0.5),
+            p95: pct(0.95),
+            p99: pct(0.99),
+        }
+    }
+
+    /// Runs one driver call under the socket timeout, recording latency and outcome.
+    pub(crate) async fn track<T>(
+        &self,
+        call: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T> {
+        self.track_raw(call).await.map_err(|e| match e {
+            Tracked::Driver(e) => backend(e),
+            Tracked::Timeout(t) => Error::backend(true, TimeoutError(t)),
+        })
+    }
+
+    /// Like [`Self::track`], but keeps the driver error for callers that inspect it (duplicate
+    /// keys).
+    pub(crate) async fn track_raw<T>(
+        &self,
+        call: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> std::result::Result<T, Tracked> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.config.socket_timeout, call.into_future()).await;
+        self.counters.operations.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut window) = self.counters.latencies_us.lock() {
+            if window.len() == LATENCY_WINDOW {
+                window.pop_front();
+            }
+            window.push_back(started.elapsed().as_micros() as u64);
+        }
+        let result = match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Tracked::Driver(e)),
+            Err(_) => Err(Tracked::Timeout(self.config.socket_timeout)),
+        };
+        if result.is_err() {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Creates the commits, counters and snapshots collections and every index they need.
+    /// Idempotent and safe to run from many processes at once.
+    pub async fn initialize_event_sourcing_schema(&self) -> Result<()> {
+        let events = self.config.events_collection();
+        let counters = self.config.counters_collection();
+        let snapshots = self.config.snapshots_collection();
+        for name in [&events, &counters, &snapshots] {
+            self.create_collection(name).await?;
+        }
+        let unique = |name: &str| IndexOptions::builder().name(name.to_string()).unique(true).build();
+        let plain = |name: &str| IndexOptions::builder().name(name.to_string()).build();
+        self.create_indexes(
+            &events,
+            vec![
+                // Racing writers of one stream collide here: every commit starts right after the
+                // head its writer read.
+                IndexModel::builder()
+                    .keys(doc! { "stream": 1, "v0": 1 })
+                    .options(unique("stream_v0"))
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "stream": 1, "ids": 1 })
+                    .options(plain("stream_ids"))
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "types": 1, "ts": 1 })
+                    .options(plain("types_time"))
+                    .build(),
+            ],
+        )
+        .await?;
+        self.create_indexes(
+            &snapshots,
+            vec![IndexModel::builder()
+                .keys(doc! { "s": 1, "v": 1 })
+                .options(unique("stream_version"))
+                .build()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn create_collection(&self, name: &str) -> Result<()> {
+        match self.track_raw(self.database.create_collection(name)).await {
+            Ok(()) => Ok(()),
+            Err(Tracked::Driver(e)) if command_code(&e) == Some(NAMESPACE_EXISTS) => Ok(()),
+            Err(e) => Err(e.into_error()),
+        }
+    }
+
+    pub(crate) async fn create_indexes(&self, collection: &str, indexes: Vec<IndexModel>) -> Result<()> {
+        let coll = self.database.collection::<Document>(collection);
+        for index in indexes {
+            match self.track_raw(coll.create_index(index.clone())).await {
+                Ok(_) => {}
+                Err(Tracked::Driver(e)) if command_code(&e) == Some(NOT_IMPLEMENTED) => {
+                    tracing::warn!(collection, index = ?index.keys, error = %e, "server cannot build this index");
+                }
+                Err(Tracked::Driver(e)) if command_code(&e).is_some_and(|c| INDEX_CONFLICTS.contains(&c)) => {
+                    return Err(Error::Config(format!(
+                        "collection {collection} has an index that conflicts with cqrsx's {:?}: {e}",
+                        index.keys
+                    )));
+                }
+                Err(e) => return Err(e.into_error()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A failed tracked call, before conversion.
+pub(crate) enum Tracked {
+    Driver(mongodb::error::Error),
+    Timeout(Duration),
+}
+
+impl Tracked {
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            Tracked::Driver(e) => backend(e),
+            Tracked::Timeout(t) => Error::backend(true, TimeoutError(t)),
+        }
+    }
+}
+
+/// An operation that outlived the socket timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("MongoDB operation timed out after {0:?}")]
+pub struct TimeoutError(Duration);

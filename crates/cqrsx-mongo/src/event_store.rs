@@ -1,0 +1,763 @@
+//! [`MongoEventStore`]: one document per commit, a counter for global positions, and readers
+//! that close gaps left by slow or failed writers with fillers.
+
+use std::future::IntoFuture;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cqrsx_core::{
+    AllPage, AppendResult, Error, EventFilter, EventStore, EventStoreCapabilities, ExpectedVersion, NewEvent, Position,
+    RecordedEvent, Result, StreamId, Timestamp, validate_append, validate_position,
+};
+use futures::TryStreamExt;
+use mongodb::Collection;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::options::ReturnDocument;
+use tracing::instrument;
+
+use crate::client::{MongoClientManager, Tracked};
+use crate::error::{corrupt, is_duplicate_key};
+use crate::payload::{event_doc, recorded};
+
+/// The counter document holding the last reserved global position.
+const POSITION_COUNTER: &str = "global_position";
+/// Commits are refused above this size, before the write: the server's limit is 16 MiB per
+/// document, and the envelope fields need some room.
+pub const MAX_COMMIT_BYTES: usize = 16 * 1024 * 1024 - 16 * 1024;
+/// Commits fetched per `read_all` query.
+const READ_BATCH: i64 = 256;
+/// How often a reader waiting on a gap looks again.
+const GAP_POLL: Duration = Duration::from_millis(5);
+/// A commit's events sit at positions `commit << EVENT_BITS | index`, so a commit needs one
+/// counter value however many events it holds, and its `_id` alone keeps commits apart.
+const EVENT_BITS: u32 = 16;
+/// How often a writer whose reserved positions were closed by a reader re-reserves.
+const MAX_RESERVATIONS: usize = 8;
+/// How often an `Any` / `StreamExists` append re-reads a head that moved under it.
+const MAX_APPEND_ROUNDS: usize = 64;
+
+/// The MongoDB event store.
+///
+/// A commit (the events of one append) is one document, so a batch is atomic without
+/// transactions. Its `_id` is the first of `n` global positions reserved from a counter
+/// document. A unique index on `(stream, v0)` makes racing writers of a stream collide: each
+/// commit starts right after the head its writer read, so a writer with a stale head always
+/// meets the commit that moved the head. A reader of the global log that meets a gap (positions
+/// reserved but not yet written) waits up to `gap_timeout`, then inserts fillers at those
+/// positions; a late writer then hits a duplicate `_id`, reserves new positions and retries, so
+/// no reader ever skips a commit.
+pub struct MongoEventStore {
+    client: MongoClientManager,
+    commits: Collection<Document>,
+    counters: Collection<Document>,
+    caps: EventStoreCapabilities,
+    gap_timeout: Duration,
+    insert_delay: Option<Duration>,
+}
+
+impl std::fmt::Debug for MongoEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoEventStore")
+            .field("commits", &self.commits.name())
+            .field("caps", &self.caps)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a writer learns about a stream before it writes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Head {
+    version: u64,
+    deleted: bool,
+}
+
+fn i64_of(d: &Document, key: &str) -> Result<i64> {
+    match d.get(key) {
+        Some(Bson::Int64(v)) => Ok(*v),
+        Some(Bson::Int32(v)) => Ok(i64::from(*v)),
+        Some(Bson::Double(v)) if v.fract() == 0.0 => Ok(*v as i64),
+        _ => Err(corrupt(format!("commit field {key} is missing or not a number"))),
+    }
+}
+
+fn u64_of(d: &Document, key: &str) -> Result<u64> {
+    u64::try_from(i64_of(d, key)?).map_err(|_| corrupt(format!("commit field {key} is negative")))
+}
+
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The global offset of event `index` of the commit at `commit`.
+fn offset_of(commit: u64, index: u64) -> u64 {
+    (commit << EVENT_BITS) | index
+}
+
+/// The commit and event index an offset points at; offsets before the first commit point at
+/// its start.
+fn split(offset: u64) -> (u64, u64) {
+    let commit = offset >> EVENT_BITS;
+    if commit == 0 {
+        (1, 0)
+    } else {
+        (commit, offset & ((1 << EVENT_BITS) - 1))
+    }
+}
+
+impl MongoEventStore {
+    /// An event store over this client's database and configured collection names. Call
+    /// [`MongoClientManager::initialize_event_sourcing_schema`] once before first use.
+    pub fn new(client: MongoClientManager) -> Self {
+        let config = client.config();
+        let commits = client.database().collection(&config.events_collection());
+        let counters = client.database().collection(&config.counters_collection());
+        let caps = EventStoreCapabilities {
+            partitions: 1,
+            max_event_bytes: MAX_COMMIT_BYTES,
+            transactions: client.capabilities().transactions,
+            ..EventStoreCapabilities::default()
+        };
+        Self {
+            gap_timeout: config.gap_timeout,
+            client,
+            commits,
+            counters,
+            caps,
+            insert_delay: None,
+        }
+    }
+
+    /// Makes every append pause between reserving its positions and inserting its commit — a
+    /// stalled writer, for tests of the gap handling. Not for production use.
+    #[doc(hidden)]
+    pub fn with_insert_delay(mut self, delay: Duration) -> Self {
+        self.insert_delay = Some(delay);
+        self
+    }
+
+    async fn head(&self, stream: &StreamId) -> Result<Head> {
+        let found = self
+            .client
+            .track(
+                self.commits
+                    .find_one(doc! { "stream": stream.key() })
+                    .sort(doc! { "v0": -1 })
+                    .projection(doc! { "v1": 1, "deleted": 1 })
+                    .into_future(),
+            )
+            .await?;
+        match found {
+            None => Ok(Head::default()),
+            Some(d) => Ok(Head {
+                version: u64_of(&d, "v1")?,
+                deleted: d.get_bool("deleted").unwrap_or(false),
+            }),
+        }
+    }
+
+    /// Reserves the next commit position.
+    async fn reserve(&self) -> Result<u64> {
+        for _ in 0..3 {
+            let result = self
+                .client
+                .track_raw(
+                    self.counters
+                        .find_one_and_update(doc! { "_id": POSITION_COUNTER }, doc! { "$inc": { "n": 1_i64 } })
+                        .upsert(true)
+                        .return_document(ReturnDocument::After)
+                        .into_future(),
+                )
+                .await;
+            match result {
+                Ok(Some(d)) => return u64_of(&d, "n"),
+                Ok(None) => return Err(corrupt("the position counter upsert returned nothing")),
+                // Two first-ever upserts can race on the counter's _id; the loser retries.
+                Err(Tracked::Driver(e)) if is_duplicate_key(&e) => continue,
+                Err(e) => return Err(e.into_error()),
+            }
+        }
+        Err(Error::backend(true, CounterContention))
+    }
+
+    /// Moves the counter past every position in use. Needed where `$inc` is not atomic under
+    /// concurrency (FerretDB 1.x loses increments): the counter can then fall behind positions
+    /// already taken, and a writer that keeps colliding brings it forward.
+    async fn heal_counter(&self) -> Result<()> {
+        let top = self
+            .client
+            .track(
+                self.commits
+                    .find_one(doc! {})
+                    .sort(doc! { "_id": -1 })
+                    .projection(doc! { "_id": 1 })
+                    .into_future(),
+            )
+            .await?;
+        if let Some(top) = top {
+            let top = i64_of(&top, "_id")?;
+            self.client
+                .track(
+                    self.counters
+                        .update_one(doc! { "_id": POSITION_COUNTER }, doc! { "$max": { "n": top } })
+                        .upsert(true)
+                        .into_future(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Closes positions `first..=last` with fillers, where no commit has landed. A duplicate
+    /// key means the position is taken by a real commit, which is what the reader waited for.
+    async fn fill(&self, first: u64, last: u64) -> Result<()> {
+        if last < first {
+            return Ok(());
+        }
+        let fillers: Vec<Document> = (first..=last)
+            .map(|p| doc! { "_id": as_i64(p), "filler": true })
+            .collect();
+        match self
+            .client
+            .track_raw(self.commits.insert_many(fillers).ordered(false).into_future())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(Tracked::Driver(e)) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(e.into_error()),
+        }
+    }
+
+    /// Releases a reserved position a writer will not use, so readers need not wait for it.
+    async fn release(&self, position: u64) {
+        if let Err(e) = self.fill(position, position).await {
+            tracing::warn!(error = %e, position, "could not release a reserved position; readers will fill it");
+        }
+    }
+
+    /// The commit a retry of `ids` would repeat, if the stream already holds any of them.
+    async fn existing_ids(&self, stream: &StreamId, ids: &[String]) -> Result<Option<Document>> {
+        self.client
+            .track(
+                self.commits
+                    .find_one(doc! { "stream": stream.key(), "ids": { "$in": ids } })
+                    .projection(doc! { "ids": 1, "v1": 1 })
+                    .into_future(),
+            )
+            .await
+    }
+
+    fn conflict(stream: &StreamId, expected: ExpectedVersion, actual: u64) -> Error {
+        Error::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual,
+        }
+    }
+
+    /// The result of an earlier commit with exactly these ids, or a conflict.
+    fn repeat_or_conflict(
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        head: Head,
+        earlier: &Document,
+        ids: &[String],
+    ) -> Result<AppendResult> {
+        let earlier_ids: Vec<&str> = earlier
+            .get_array("ids")
+            .map(|a| a.iter().filter_map(Bson::as_str).collect())
+            .unwrap_or_default();
+        if earlier_ids == ids.iter().map(String::as_str).collect::<Vec<_>>() {
+            let n = earlier_ids.len() as u64;
+            return Ok(AppendResult {
+                version: u64_of(earlier, "v1")?,
+                position: Position {
+                    partition: 0,
+                    offset: offset_of(u64_of(earlier, "_id")?, n.saturating_sub(1)),
+                },
+            });
+        }
+        // Ids that match an earlier commit only in part: not a retry of it.
+        Err(Self::conflict(stream, expected, head.version))
+    }
+
+    /// Reserves a position for `commit` and inserts it, reserving again when a reader closed
+    /// the reserved position first.
+    async fn insert_commit(&self, commit: &mut Document) -> Result<Inserted> {
+        let stream = commit.get_str("stream").map_err(|_| corrupt("commit without stream"))?.to_string();
+        let v0 = commit.get("v0").cloned().unwrap_or(Bson::Null);
+        for _ in 0..MAX_RESERVATIONS {
+            let position = self.reserve().await?;
+            commit.insert("_id", as_i64(position));
+            if let Some(delay) = self.insert_delay {
+                tokio::time::sleep(delay).await;
+            }
+            match self.client.track_raw(self.commits.insert_one(&*commit).into_future()).await {
+                Ok(_) => return Ok(Inserted::Landed(position)),
+                Err(Tracked::Driver(e)) if is_duplicate_key(&e) => {
+                    // Either another writer took the version slot, or the position is taken (a
+                    // reader closed it, or the counter fell behind).
+                    let slot = self
+                        .client
+                        .track(
+                            self.commits
+                                .find_one(doc! { "stream": &stream, "v0": v0.clone() })
+                                .projection(doc! { "_id": 1 })
+                                .into_future(),
+                        )
+                        .await?;
+                    if slot.is_some() {
+                        self.release(position).await;
+                        return Ok(Inserted::SlotTaken);
+                    }
+                    tracing::debug!(position, "reserved position is taken; reserving again");
+                    self.heal_counter().await?;
+                }
+                // The insert may or may not have landed; a reader fills the position if not,
+                // and a retry with the same event ids is answered idempotently.
+                Err(e) => return Err(e.into_error()),
+            }
+        }
+        Err(Error::backend(true, CounterContention))
+    }
+
+    /// The stream's head as far as `expected` needs it: exact expectations are checked with two
+    /// equality lookups, the others read the newest commit.
+    async fn head_for(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<Head> {
+        let probe = |filter: Document| {
+            self.client.track(
+                self.commits
+                    .find_one(filter)
+                    .projection(doc! { "v1": 1, "deleted": 1 })
+                    .into_future(),
+            )
+        };
+        let n = match expected {
+            ExpectedVersion::Exact(n) => n,
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => return self.head(stream).await,
+        };
+        let after = doc! { "stream": stream.key(), "v0": as_i64(n + 1) };
+        let at = doc! { "stream": stream.key(), "v1": as_i64(n) };
+        let (after, at) = if n == 0 {
+            (probe(after).await?, None)
+        } else {
+            let (a, b) = tokio::join!(probe(after), probe(at));
+            (a?, b?)
+        };
+        match (after, at) {
+            (None, Some(_)) => Ok(Head {
+                version: n,
+                deleted: false,
+            }),
+            (None, None) if n == 0 => Ok(Head::default()),
+            // The head is elsewhere (or the stream is deleted): read it.
+            _ => self.head(stream).await,
+        }
+    }
+
+    fn commit_events(&self, commit: &Document, from_version: u64) -> Result<Vec<RecordedEvent>> {
+        let stream = StreamId::parse(commit.get_str("stream").map_err(|_| corrupt("commit without stream"))?)?;
+        let v0 = u64_of(commit, "v0")?;
+        let first_pos = u64_of(commit, "_id")?;
+        let trimmed = commit.get("tr").map_or(Ok(0), |_| u64_of(commit, "tr"))?;
+        let ts = commit
+            .get_datetime("ts")
+            .map(|t| Timestamp(u64::try_from(t.timestamp_millis()).unwrap_or(0)))
+            .map_err(|_| corrupt("commit without time"))?;
+        let events = commit.get_array("events").map_err(|_| corrupt("commit without events"))?;
+        let mut out = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            let k = trimmed + i as u64;
+            let version = v0 + k;
+            if version < from_version {
+                continue;
+            }
+            let d = e.as_document().ok_or_else(|| corrupt("event is not a document"))?;
+            let position = Position {
+                partition: 0,
+                offset: offset_of(first_pos, k),
+            };
+            out.push(recorded(&stream, version, position, ts, d)?);
+        }
+        Ok(out)
+    }
+}
+
+/// How an insert ended.
+enum Inserted {
+    /// The commit is stored from this position.
+    Landed(u64),
+    /// Another commit holds the version slot.
+    SlotTaken,
+}
+
+/// The position counter stayed contended through every retry.
+#[derive(Debug, thiserror::Error)]
+#[error("could not reserve global positions: the counter document is contended")]
+pub struct CounterContention;
+
+#[async_trait]
+impl EventStore for MongoEventStore {
+    fn capabilities(&self) -> EventStoreCapabilities {
+        self.caps
+    }
+
+    #[instrument(skip(self, events), fields(stream = %stream, count = events.len()))]
+    async fn append(&self, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
+        validate_append(&events, &self.caps)?;
+        let n = events.len() as u64;
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+        let mut types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        types.sort_unstable();
+        types.dedup();
+        let docs = events.iter().map(event_doc).collect::<Result<Vec<_>>>()?;
+        let mut commit = doc! {
+            "_id": 0_i64,
+            "stream": stream.key(),
+            "at": stream.aggregate_type(),
+            "v0": 0_i64,
+            "v1": 0_i64,
+            "ids": ids.clone(),
+            "types": types,
+            "ts": DateTime::now(),
+            "events": docs,
+        };
+        let size = mongodb::bson::to_vec(&commit).map_err(|e| Error::serialization("commit", e))?.len();
+        if size > MAX_COMMIT_BYTES {
+            return Err(Error::InvalidInput(format!(
+                "a commit of {size} bytes exceeds MongoDB's document limit ({MAX_COMMIT_BYTES} bytes): split the batch"
+            )));
+        }
+
+        // Each round reads the head and looks for the event ids (independent reads, run
+        // together), then reserves positions and inserts. A collision on the version slot
+        // means another writer moved the head: a conflict for an exact expectation, another
+        // round for `Any` / `StreamExists`.
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            let (head, earlier) = tokio::join!(self.head_for(stream, expected), self.existing_ids(stream, &ids));
+            let (head, earlier) = (head?, earlier?);
+            if head.deleted {
+                return Err(Error::StreamDeleted { stream: stream.clone() });
+            }
+            if let Some(earlier) = earlier {
+                return Self::repeat_or_conflict(stream, expected, head, &earlier, &ids);
+            }
+            if !expected.accepts(head.version) {
+                return Err(Self::conflict(stream, expected, head.version));
+            }
+            commit.insert("v0", as_i64(head.version + 1));
+            commit.insert("v1", as_i64(head.version + n));
+            match self.insert_commit(&mut commit).await? {
+                Inserted::Landed(position) => {
+                    return Ok(AppendResult {
+                        version: head.version + n,
+                        position: Position {
+                            partition: 0,
+                            offset: offset_of(position, n - 1),
+                        },
+                    });
+                }
+                Inserted::SlotTaken => {
+                    let retry = matches!(expected, ExpectedVersion::Any | ExpectedVersion::StreamExists);
+                    if !retry || rounds >= MAX_APPEND_ROUNDS {
+                        // The winner may be this very commit sent twice (a retry racing the
+                        // original): the next round answers that idempotently.
+                        let (head, earlier) = tokio::join!(self.head(stream), self.existing_ids(stream, &ids));
+                        let head = head?;
+                        if head.deleted {
+                            return Err(Error::StreamDeleted { stream: stream.clone() });
+                        }
+                        if let Some(earlier) = earlier? {
+                            return Self::repeat_or_conflict(stream, expected, head, &earlier, &ids);
+                        }
+                        return Err(Self::conflict(stream, expected, head.version));
+                    }
+                }
+            }
+        }
+    }
+
+    #[instrument(skip(self), fields(stream = %stream))]
+    async fn read_stream(&self, stream: &StreamId, from_version: u64, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        let mut out = Vec::new();
+        if max_count == 0 {
+            return Ok(out);
+        }
+        let filter = doc! {
+            "stream": stream.key(),
+            "$or": [ { "v1": { "$gte": as_i64(from_version) } }, { "deleted": true } ],
+        };
+        let mut cursor = self
+            .client
+            .track(
+                self.commits
+                    .find(filter)
+                    .sort(doc! { "v0": 1 })
+                    .batch_size(u32::try_from(max_count.min(1000)).unwrap_or(1000))
+                    .into_future(),
+            )
+            .await?;
+        while let Some(commit) = self.client.track(cursor.try_next()).await? {
+            if commit.get_bool("deleted").unwrap_or(false) {
+                return Err(Error::StreamDeleted { stream: stream.clone() });
+            }
+            for event in self.commit_events(&commit, from_version)? {
+                out.push(event);
+                if out.len() >= max_count {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[instrument(skip(self), fields(stream = %stream))]
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+        let head = self.head(stream).await?;
+        if head.deleted {
+            return Err(Error::StreamDeleted { stream: stream.clone() });
+        }
+        Ok(head.version)
+    }
+
+    #[instrument(skip(self, filter))]
+    async fn read_all(&self, from: Position, max_count: usize, filter: &EventFilter) -> Result<AllPage> {
+        validate_position(from, &self.caps)?;
+        let (mut commit_at, mut index_at) = split(from.offset);
+        let mut events = Vec::new();
+        let mut gap_since: Option<(u64, Instant)> = None;
+        let mut scanned = 0usize;
+        'pages: while events.len() < max_count && scanned < 10_000.max(max_count) {
+            let commits: Vec<Document> = self
+                .client
+                .track(
+                    self.commits
+                        .find(doc! { "_id": { "$gte": as_i64(commit_at) } })
+                        .sort(doc! { "_id": 1 })
+                        .limit(READ_BATCH)
+                        .into_future(),
+                )
+                .await?
+                .try_collect()
+                .await
+                .map_err(crate::error::backend)?;
+            if commits.is_empty() {
+                break;
+            }
+            for commit in commits {
+                let position = u64_of(&commit, "_id")?;
+                if position > commit_at {
+                    // Positions commit_at..position are reserved but not written. With events
+                    // in hand, end the page before the gap; otherwise wait for the missing
+                    // commit a bounded time, then close the gap.
+                    if !events.is_empty() {
+                        break 'pages;
+                    }
+                    match gap_since {
+                        Some((at, since)) if at == commit_at && since.elapsed() >= self.gap_timeout => {
+                            tracing::debug!(from = commit_at, to = position - 1, "closing a gap with fillers");
+                            self.fill(commit_at, position - 1).await?;
+                            gap_since = None;
+                        }
+                        Some((at, _)) if at == commit_at => tokio::time::sleep(GAP_POLL).await,
+                        _ => {
+                            gap_since = Some((commit_at, Instant::now()));
+                            tokio::time::sleep(GAP_POLL).await;
+                        }
+                    }
+                    continue 'pages;
+                }
+                scanned += 1;
+                let live = !commit.get_bool("filler").unwrap_or(false) && !commit.get_bool("deleted").unwrap_or(false);
+                let matches = live && {
+                    let at = commit.get_str("at").unwrap_or_default();
+                    let types: Vec<&str> = commit
+                        .get_array("types")
+                        .map(|a| a.iter().filter_map(Bson::as_str).collect())
+                        .unwrap_or_default();
+                    (filter.aggregate_types.is_empty() || filter.aggregate_types.iter().any(|t| t == at))
+                        && (filter.event_types.is_empty()
+                            || types.iter().any(|t| filter.event_types.iter().any(|f| f == t)))
+                };
+                if matches {
+                    for event in self.commit_events(&commit, 0)? {
+                        let index = event.position.offset & ((1 << EVENT_BITS) - 1);
+                        if index < index_at {
+                            continue;
+                        }
+                        if events.len() >= max_count {
+                            break 'pages;
+                        }
+                        index_at = index + 1;
+                        if filter.matches(&event.event_type, event.aggregate_type()) {
+                            events.push(event);
+                        }
+                    }
+                }
+                commit_at = position + 1;
+                index_at = 0;
+                if events.len() >= max_count {
+                    break 'pages;
+                }
+            }
+        }
+        let next = offset_of(commit_at, index_at).max(from.offset);
+        Ok(AllPage {
+            events,
+            next: Position { partition: 0, offset: next },
+        })
+    }
+
+    #[instrument(skip(self))]
+    async fn events_by_type(&self, event_type: &str, since: Timestamp, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        let since = DateTime::from_millis(i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+        let mut cursor = self
+            .client
+            .track(
+                self.commits
+                    .find(doc! { "types": event_type, "ts": { "$gte": since }, "deleted": { "$ne": true } })
+                    .sort(doc! { "_id": 1 })
+                    .into_future(),
+            )
+            .await?;
+        let mut out = Vec::new();
+        while let Some(commit) = self.client.track(cursor.try_next()).await? {
+            for event in self.commit_events(&commit, 0)? {
+                if event.event_type == event_type {
+                    out.push(event);
+                    if out.len() >= max_count {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[instrument(skip(self), fields(stream = %stream))]
+    async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {
+        let head = self.head(stream).await?;
+        if head.deleted {
+            return Err(Error::StreamDeleted { stream: stream.clone() });
+        }
+        let commits: Vec<Document> = self
+            .client
+            .track(
+                self.commits
+                    .find(doc! { "stream": stream.key(), "v0": { "$lt": as_i64(before) } })
+                    .into_future(),
+            )
+            .await?
+            .try_collect()
+            .await
+            .map_err(crate::error::backend)?;
+        let mut removed = 0;
+        for commit in commits {
+            let v0 = u64_of(&commit, "v0")?;
+            let v1 = u64_of(&commit, "v1")?;
+            let trimmed = commit.get("tr").map_or(Ok(0), |_| u64_of(&commit, "tr"))?;
+            let total = v1 + 1 - v0;
+            let new_trimmed = (before - v0).min(total);
+            if new_trimmed <= trimmed {
+                continue;
+            }
+            let events = commit.get_array("events").map_err(|_| corrupt("commit without events"))?;
+            let keep: Vec<Bson> = events
+                .iter()
+                .skip(usize::try_from(new_trimmed - trimmed).unwrap_or(usize::MAX))
+                .cloned()
+                .collect();
+            // The commit shell stays: its version slot keeps racing writers apart and its
+            // positions keep the global log dense.
+            self.client
+                .track(
+                    self.commits
+                        .update_one(
+                            doc! { "_id": commit.get("_id").cloned().unwrap_or(Bson::Null), "tr": commit.get("tr").cloned().unwrap_or(Bson::Null) },
+                            doc! { "$set": { "events": keep, "tr": as_i64(new_trimmed) } },
+                        )
+                        .into_future(),
+                )
+                .await?;
+            removed += new_trimmed - trimmed;
+        }
+        Ok(removed)
+    }
+
+    #[instrument(skip(self), fields(stream = %stream))]
+    async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()> {
+        let head = self.head(stream).await?;
+        if head.deleted {
+            return Err(Error::StreamDeleted { stream: stream.clone() });
+        }
+        if !expected.accepts(head.version) {
+            return Err(Self::conflict(stream, expected, head.version));
+        }
+        // The tombstone takes the next version slot, so it races appends like a commit would.
+        let mut position = self.reserve().await?;
+        let mut tombstone = doc! {
+            "_id": 0_i64,
+            "stream": stream.key(),
+            "at": stream.aggregate_type(),
+            "v0": as_i64(head.version + 1),
+            "v1": as_i64(head.version),
+            "ids": [],
+            "types": [],
+            "ts": DateTime::now(),
+            "events": [],
+            "deleted": true,
+        };
+        let mut landed = false;
+        for _ in 0..MAX_RESERVATIONS {
+            tombstone.insert("_id", as_i64(position));
+            match self
+                .client
+                .track_raw(self.commits.insert_one(&tombstone).into_future())
+                .await
+            {
+                Ok(_) => {
+                    landed = true;
+                    break;
+                }
+                Err(Tracked::Driver(e)) if is_duplicate_key(&e) => {
+                    let slot = self
+                        .client
+                        .track(
+                            self.commits
+                                .find_one(doc! { "stream": stream.key(), "v0": as_i64(head.version + 1) })
+                                .into_future(),
+                        )
+                        .await?;
+                    if slot.is_some() {
+                        self.release(position).await;
+                        let actual = self.head(stream).await?;
+                        if actual.deleted {
+                            return Err(Error::StreamDeleted { stream: stream.clone() });
+                        }
+                        return Err(Self::conflict(stream, expected, actual.version));
+                    }
+                    self.heal_counter().await?;
+                    position = self.reserve().await?;
+                }
+                Err(e) => return Err(e.into_error()),
+            }
+        }
+        if !landed {
+            self.release(position).await;
+            return Err(Error::backend(true, CounterContention));
+        }
+        self.client
+            .track(
+                self.commits
+                    .update_many(
+                        doc! { "stream": stream.key(), "deleted": { "$ne": true } },
+                        doc! { "$set": { "events": [], "deleted": true } },
+                    )
+                    .into_future(),
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,42 @@
+//! Shared test setup: the server `cargo xtask test` provides.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use cqrsx_core::testkit::Fixture;
+use cqrsx_mongo::{MongoClientManager, MongoConfig, MongoEventStore, MongoReadStore, MongoSnapshotStore};
+
+/// The server's URI from `CQRSX_TEST_MONGO_URI`.
+pub fn uri() -> String {
+    std::env::var("CQRSX_TEST_MONGO_URI").unwrap_or_else(|_| {
+        panic!("CQRSX_TEST_MONGO_URI is not set: run these tests with `cargo xtask test --backend mongo`")
+    })
+}
+
+/// A config on a database of its own, so tests never see each other's documents.
+pub fn config() -> MongoConfig {
+    MongoConfig::default()
+        .with_uri(uri())
+        .with_database(format!("t{}", &cqrsx_core::Uuid::now_v7().simple().to_string()[8..]))
+        .with_gap_timeout(std::time::Duration::from_millis(500))
+}
+
+/// A connected client with the schema in place.
+pub async fn client(config: MongoConfig) -> MongoClientManager {
+    let client = MongoClientManager::connect(config).await.expect("connect to MongoDB");
+    client.initialize_event_sourcing_schema().await.expect("schema");
+    client
+}
+
+/// A fixture over fresh stores.
+pub async fn fixture() -> Fixture {
+    let client = client(config()).await;
+    let reads = MongoReadStore::new(client.clone(), "conformance").expect("read store");
+    reads.initialize().await.expect("read store init");
+    Fixture::new(
+        Arc::new(MongoEventStore::new(client.clone())),
+        Arc::new(MongoSnapshotStore::new(client)),
+        Arc::new(reads),
+    )
+}
