@@ -201,11 +201,16 @@ impl MongoConfig {
     pub fn validate(&self) -> Result<()> {
         let fail = |msg: String| Err(Error::Config(msg));
         if !(self.uri.starts_with("mongodb://") || self.uri.starts_with("mongodb+srv://")) {
-            return fail(format!("uri {} must start with mongodb:// or mongodb+srv://", redact_uri(&self.uri)));
+            return fail(format!(
+                "uri {} must start with mongodb:// or mongodb+srv://",
+                redact_uri(&self.uri)
+            ));
         }
         if self.database.is_empty()
             || self.database.len() > 63
-            || self.database.contains(['/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?', '\0'])
+            || self
+                .database
+                .contains(['/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?', '\0'])
         {
             return fail(format!("database name {:?} is not valid", self.database));
         }
@@ -235,7 +240,11 @@ impl MongoConfig {
                 return fail(format!("{field} {name:?} is not a valid collection name"));
             }
         }
-        let full = [self.events_collection(), self.counters_collection(), self.snapshots_collection()];
+        let full = [
+            self.events_collection(),
+            self.counters_collection(),
+            self.snapshots_collection(),
+        ];
         if full[0] == full[1] || full[0] == full[2] || full[1] == full[2] {
             return fail("events, counters and snapshots collections must have different names".into());
         }
@@ -253,8 +262,14 @@ mod tests {
             (MongoConfig::default().with_uri("http://x"), "uri"),
             (MongoConfig::default().with_database("a.b"), "database"),
             (MongoConfig::default().with_max_pool_size(0), "max_pool_size"),
-            (MongoConfig::default().with_collections("e", "e", "s"), "different names"),
-            (MongoConfig::default().with_collections("", "c", "s"), "events_collection"),
+            (
+                MongoConfig::default().with_collections("e", "e", "s"),
+                "different names",
+            ),
+            (
+                MongoConfig::default().with_collections("", "c", "s"),
+                "events_collection",
+            ),
             (MongoConfig::default().with_collection_prefix("a$"), "prefix"),
             (MongoConfig::default().with_gap_timeout(Duration::ZERO), "gap_timeout"),
         ];

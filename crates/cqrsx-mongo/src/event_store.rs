@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cqrsx_core::{
-    AllPage, AppendResult, Error, EventFilter, EventStore, EventStoreCapabilities, ExpectedVersion, NewEvent, Position,
-    RecordedEvent, Result, StreamId, Timestamp, validate_append, validate_position,
+    validate_append, validate_position, AllPage, AppendResult, Error, EventFilter, EventStore, EventStoreCapabilities,
+    ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId, Timestamp,
 };
 use futures::TryStreamExt;
-use mongodb::Collection;
-use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::options::ReturnDocument;
+use mongodb::Collection;
 use tracing::instrument;
 
 use crate::client::{MongoClientManager, Tracked};
@@ -283,7 +283,10 @@ impl MongoEventStore {
     /// Reserves a position for `commit` and inserts it, reserving again when a reader closed
     /// the reserved position first.
     async fn insert_commit(&self, commit: &mut Document) -> Result<Inserted> {
-        let stream = commit.get_str("stream").map_err(|_| corrupt("commit without stream"))?.to_string();
+        let stream = commit
+            .get_str("stream")
+            .map_err(|_| corrupt("commit without stream"))?
+            .to_string();
         let v0 = commit.get("v0").cloned().unwrap_or(Bson::Null);
         for _ in 0..MAX_RESERVATIONS {
             let position = self.reserve().await?;
@@ -291,7 +294,11 @@ impl MongoEventStore {
             if let Some(delay) = self.insert_delay {
                 tokio::time::sleep(delay).await;
             }
-            match self.client.track_raw(self.commits.insert_one(&*commit).into_future()).await {
+            match self
+                .client
+                .track_raw(self.commits.insert_one(&*commit).into_future())
+                .await
+            {
                 Ok(_) => return Ok(Inserted::Landed(position)),
                 Err(Tracked::Driver(e)) if is_duplicate_key(&e) => {
                     // Either another writer took the version slot, or the position is taken (a
@@ -364,7 +371,9 @@ impl MongoEventStore {
             .get_datetime("ts")
             .map(|t| Timestamp(u64::try_from(t.timestamp_millis()).unwrap_or(0)))
             .map_err(|_| corrupt("commit without time"))?;
-        let events = commit.get_array("events").map_err(|_| corrupt("commit without events"))?;
+        let events = commit
+            .get_array("events")
+            .map_err(|_| corrupt("commit without events"))?;
         let mut out = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
             let k = trimmed + i as u64;
@@ -403,7 +412,12 @@ impl EventStore for MongoEventStore {
     }
 
     #[instrument(skip(self, events), fields(stream = %stream, count = events.len()))]
-    async fn append(&self, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
         validate_append(&events, &self.caps)?;
         let n = events.len() as u64;
         let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
@@ -422,7 +436,9 @@ impl EventStore for MongoEventStore {
             "ts": DateTime::now(),
             "events": docs,
         };
-        let size = mongodb::bson::to_vec(&commit).map_err(|e| Error::serialization("commit", e))?.len();
+        let size = mongodb::bson::to_vec(&commit)
+            .map_err(|e| Error::serialization("commit", e))?
+            .len();
         if size > MAX_COMMIT_BYTES {
             return Err(Error::InvalidInput(format!(
                 "a commit of {size} bytes exceeds MongoDB's document limit ({MAX_COMMIT_BYTES} bytes): split the batch"
@@ -606,7 +622,10 @@ impl EventStore for MongoEventStore {
         let next = offset_of(commit_at, index_at).max(from.offset);
         Ok(AllPage {
             events,
-            next: Position { partition: 0, offset: next },
+            next: Position {
+                partition: 0,
+                offset: next,
+            },
         })
     }
 
@@ -663,7 +682,9 @@ impl EventStore for MongoEventStore {
             if new_trimmed <= trimmed {
                 continue;
             }
-            let events = commit.get_array("events").map_err(|_| corrupt("commit without events"))?;
+            let events = commit
+                .get_array("events")
+                .map_err(|_| corrupt("commit without events"))?;
             let keep: Vec<Bson> = events
                 .iter()
                 .skip(usize::try_from(new_trimmed - trimmed).unwrap_or(usize::MAX))

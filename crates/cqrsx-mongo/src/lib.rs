@@ -28,9 +28,9 @@ use std::sync::Arc;
 
 pub use client::{MongoClientManager, MongoMetrics, ServerCapabilities, TimeoutError};
 pub use config::MongoConfig;
-pub use event_store::{CounterContention, MAX_COMMIT_BYTES, MongoEventStore};
-pub use read_store::{MAX_DOCUMENT_BYTES, MongoReadStore};
-pub use snapshot_store::{MAX_SNAPSHOT_BYTES, MongoSnapshotStore};
+pub use event_store::{CounterContention, MongoEventStore, MAX_COMMIT_BYTES};
+pub use read_store::{MongoReadStore, MAX_DOCUMENT_BYTES};
+pub use snapshot_store::{MongoSnapshotStore, MAX_SNAPSHOT_BYTES};
 
 use cqrsx_core::{Aggregate, Repository};
 

@@ -4,7 +4,7 @@
 
 use cqrsx_core::{ContentType, Error, Metadata, NewEvent, Position, RecordedEvent, Result, StreamId, Timestamp, Uuid};
 use mongodb::bson::spec::BinarySubtype;
-use mongodb::bson::{Binary, Bson, Document, doc};
+use mongodb::bson::{doc, Binary, Bson, Document};
 
 use crate::error::corrupt;
 
@@ -54,8 +54,8 @@ pub(crate) fn event_doc(event: &NewEvent) -> Result<Document> {
         }
     }
     if !event.metadata.is_empty() {
-        let value: serde_json::Value = serde_json::from_str(&event.metadata.to_json()?)
-            .map_err(|e| Error::serialization("metadata", e))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&event.metadata.to_json()?).map_err(|e| Error::serialization("metadata", e))?;
         let bson = Bson::try_from(value).map_err(|e| Error::serialization("metadata", e))?;
         d.insert("m", bson);
     }
@@ -70,7 +70,9 @@ pub(crate) fn recorded(
     recorded_at: Timestamp,
     d: &Document,
 ) -> Result<RecordedEvent> {
-    let id = d.get_str("i").map_err(|_| corrupt(format!("event {version} of {stream} has no id")))?;
+    let id = d
+        .get_str("i")
+        .map_err(|_| corrupt(format!("event {version} of {stream} has no id")))?;
     let event_id = Uuid::parse_str(id).map_err(|e| Error::serialization(format!("event id of {stream}"), e))?;
     let event_type = d
         .get_str("t")
@@ -122,7 +124,10 @@ mod tests {
         assert!(json_document(br#"{"$x":1}"#).is_none(), "operator-like keys");
         assert!(json_document(br#"{"a.b":1}"#).is_none(), "dotted keys");
         assert!(json_document(br#"{"a":[[1]]}"#).is_none(), "nested arrays");
-        assert!(json_document(br#"{"n":18446744073709551615}"#).is_none(), "u64 beyond i64");
+        assert!(
+            json_document(br#"{"n":18446744073709551615}"#).is_none(),
+            "u64 beyond i64"
+        );
         assert!(json_document(br#""just a string""#).is_none());
         assert!(json_document(br#"{ "spaced": 1 }"#).is_none(), "not canonical bytes");
     }

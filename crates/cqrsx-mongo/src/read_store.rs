@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrsx_core::{
-    Document, Error, Filter, Op, Query, ReadStore, ReadStoreCapabilities, Result, validate_document, validate_id,
-    validate_type_name,
+    validate_document, validate_id, validate_type_name, Document, Error, Filter, Op, Query, ReadStore,
+    ReadStoreCapabilities, Result,
 };
 use futures::TryStreamExt;
-use mongodb::bson::{self, Bson, DateTime, doc};
+use mongodb::bson::{self, doc, Bson, DateTime};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 use serde_json::Value;
@@ -49,7 +49,9 @@ fn to_bson(id: &str, data: &Value) -> Result<bson::Document> {
     match Bson::try_from(data.clone()) {
         Ok(Bson::Document(d)) => Ok(d),
         Ok(_) => Err(Error::InvalidInput(format!("read model {id} must be a JSON object"))),
-        Err(e) => Err(Error::InvalidInput(format!("read model {id} cannot be stored in BSON: {e}"))),
+        Err(e) => Err(Error::InvalidInput(format!(
+            "read model {id} cannot be stored in BSON: {e}"
+        ))),
     }
 }
 
@@ -57,10 +59,7 @@ fn scalar(v: &Value) -> Option<Bson> {
     match v {
         Value::String(s) => Some(Bson::String(s.clone())),
         Value::Bool(b) => Some(Bson::Boolean(*b)),
-        Value::Number(n) => n
-            .as_i64()
-            .map(Bson::Int64)
-            .or_else(|| n.as_f64().map(Bson::Double)),
+        Value::Number(n) => n.as_i64().map(Bson::Int64).or_else(|| n.as_f64().map(Bson::Double)),
         _ => None,
     }
 }
@@ -142,7 +141,10 @@ impl MongoReadStore {
         self.client
             .create_indexes(
                 self.docs.name(),
-                vec![IndexModel::builder().keys(doc! { format!("d.{field}"): 1 }).options(options).build()],
+                vec![IndexModel::builder()
+                    .keys(doc! { format!("d.{field}"): 1 })
+                    .options(options)
+                    .build()],
             )
             .await?;
         Ok(name)
@@ -169,7 +171,11 @@ impl MongoReadStore {
     pub async fn purge_expired(&self) -> Result<u64> {
         let result = self
             .client
-            .track(self.docs.delete_many(doc! { "exp": { "$lte": DateTime::now() } }).into_future())
+            .track(
+                self.docs
+                    .delete_many(doc! { "exp": { "$lte": DateTime::now() } })
+                    .into_future(),
+            )
             .await?;
         Ok(result.deleted_count)
     }
@@ -191,7 +197,12 @@ impl MongoReadStore {
                 stored.insert("exp", exp);
             }
             self.client
-                .track(self.docs.replace_one(doc! { "_id": &id }, stored).upsert(true).into_future())
+                .track(
+                    self.docs
+                        .replace_one(doc! { "_id": &id }, stored)
+                        .upsert(true)
+                        .into_future(),
+                )
                 .await?;
         }
         Ok(())
@@ -211,7 +222,10 @@ impl MongoReadStore {
         let raw: Vec<bson::Document> = cursor.try_collect().await.map_err(crate::error::backend)?;
         raw.into_iter()
             .map(|d| {
-                let id = d.get_str("_id").map_err(|_| corrupt("read model without string id"))?.to_string();
+                let id = d
+                    .get_str("_id")
+                    .map_err(|_| corrupt("read model without string id"))?
+                    .to_string();
                 let data = d
                     .get_document("d")
                     .map_err(|_| corrupt(format!("read model {id} without data")))?;
@@ -235,7 +249,8 @@ impl ReadStore for MongoReadStore {
 
     #[instrument(skip(self, data))]
     async fn save(&self, id: &str, data: Value) -> Result<()> {
-        self.write(vec![Document { id: id.into(), data }], self.default_ttl).await
+        self.write(vec![Document { id: id.into(), data }], self.default_ttl)
+            .await
     }
 
     #[instrument(skip(self, data))]
@@ -251,7 +266,11 @@ impl ReadStore for MongoReadStore {
         validate_id("read model id", id)?;
         let found = self
             .client
-            .track(self.docs.find_one(doc! { "$and": [ { "_id": id }, Self::live() ] }).into_future())
+            .track(
+                self.docs
+                    .find_one(doc! { "$and": [ { "_id": id }, Self::live() ] })
+                    .into_future(),
+            )
             .await?;
         found
             .map(|d| {
@@ -281,7 +300,10 @@ impl ReadStore for MongoReadStore {
         };
         query.validate()?;
         let docs = self.candidates(filters).await?;
-        Ok(docs.iter().filter(|d| filters.iter().all(|f| f.matches(&d.data))).count() as u64)
+        Ok(docs
+            .iter()
+            .filter(|d| filters.iter().all(|f| f.matches(&d.data)))
+            .count() as u64)
     }
 
     #[instrument(skip(self, docs), fields(count = docs.len()))]
@@ -299,7 +321,11 @@ impl ReadStore for MongoReadStore {
         }
         let result = self
             .client
-            .track(self.docs.delete_many(doc! { "$and": [ { "_id": { "$in": ids } }, Self::live() ] }).into_future())
+            .track(
+                self.docs
+                    .delete_many(doc! { "$and": [ { "_id": { "$in": ids } }, Self::live() ] })
+                    .into_future(),
+            )
             .await?;
         Ok(result.deleted_count)
     }

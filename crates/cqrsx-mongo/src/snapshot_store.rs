@@ -3,11 +3,11 @@
 use std::future::IntoFuture;
 
 use async_trait::async_trait;
-use cqrsx_core::{Result, SnapshotInfo, SnapshotRecord, SnapshotStore, StreamId, Timestamp, validate_snapshot};
+use cqrsx_core::{validate_snapshot, Result, SnapshotInfo, SnapshotRecord, SnapshotStore, StreamId, Timestamp};
 use futures::TryStreamExt;
-use mongodb::Collection;
 use mongodb::bson::spec::BinarySubtype;
-use mongodb::bson::{Binary, Bson, DateTime, Document, doc};
+use mongodb::bson::{doc, Binary, Bson, DateTime, Document};
+use mongodb::Collection;
 use tracing::instrument;
 
 use crate::client::MongoClientManager;
@@ -47,7 +47,10 @@ fn num(d: &Document, key: &str) -> Result<u64> {
 fn info(d: &Document) -> Result<SnapshotInfo> {
     Ok(SnapshotInfo {
         version: num(d, "v")?,
-        content_type: d.get_str("c").map_err(|_| corrupt("snapshot content type"))?.to_string(),
+        content_type: d
+            .get_str("c")
+            .map_err(|_| corrupt("snapshot content type"))?
+            .to_string(),
         schema_version: u32::try_from(num(d, "sv")?).unwrap_or(u32::MAX),
         size: num(d, "n")?,
         created_at: Timestamp(
@@ -83,7 +86,12 @@ impl SnapshotStore for MongoSnapshotStore {
             "p": Binary { subtype: BinarySubtype::Generic, bytes: snapshot.payload },
         };
         self.client
-            .track(self.snapshots.replace_one(doc! { "_id": id }, doc).upsert(true).into_future())
+            .track(
+                self.snapshots
+                    .replace_one(doc! { "_id": id }, doc)
+                    .upsert(true)
+                    .into_future(),
+            )
             .await?;
         Ok(())
     }
@@ -149,13 +157,17 @@ impl SnapshotStore for MongoSnapshotStore {
             .try_collect()
             .await
             .map_err(crate::error::backend)?;
-        let Some(newest_doomed) = kept.first() else { return Ok(0) };
+        let Some(newest_doomed) = kept.first() else {
+            return Ok(0);
+        };
         let threshold = num(newest_doomed, "v")?;
         let result = self
             .client
             .track(
                 self.snapshots
-                    .delete_many(doc! { "s": stream.key(), "v": { "$lte": i64::try_from(threshold).unwrap_or(i64::MAX) } })
+                    .delete_many(
+                        doc! { "s": stream.key(), "v": { "$lte": i64::try_from(threshold).unwrap_or(i64::MAX) } },
+                    )
                     .into_future(),
             )
             .await?;
