@@ -8,7 +8,8 @@
 //! # async fn demo() -> cqrsx_core::Result<()> {
 //! let client = RedisClientManager::connect(RedisConfig::from_env()?).await?;
 //! let events = RedisEventStore::new(client.clone());
-//! println!("{:?}", client.metrics());
+//! let metrics = client.metrics();
+//! assert_eq!(metrics.errors, 0);
 //! # Ok(()) }
 //! ```
 //!
