@@ -191,6 +191,9 @@ impl<A: Aggregate> Repository<A> {
         let mut root = AggregateRoot::from_parts(stream, version, state);
         root.set_snapshot_version(info.snapshot_version.unwrap_or(0));
         info.elapsed = started.elapsed();
+        if let Some(strategy) = &self.snapshots {
+            strategy.loaded(root.stream(), &info);
+        }
         debug!(version, replayed = info.events_replayed, snapshot = ?info.snapshot_version, "loaded");
         Ok((root, info))
     }

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use crate::aggregate::{Aggregate, AggregateRoot};
 use crate::error::{Error, Result};
 use crate::event::Timestamp;
+use crate::repository::LoadInfo;
 use crate::stream::StreamId;
 
 /// One stored snapshot of an aggregate's state.
@@ -111,6 +112,10 @@ pub trait SnapshotStrategy<A: Aggregate>: Send + Sync {
 
     /// Told that the repository replayed because the restored snapshot could not be used.
     fn fallback(&self, _stream: &StreamId, _reason: &Error) {}
+
+    /// Told how a load went (snapshot used, events replayed, wall time), so that a strategy
+    /// can adapt to measured replay cost.
+    fn loaded(&self, _stream: &StreamId, _info: &LoadInfo) {}
 
     /// Called after a successful save of `committed` events; takes a snapshot if its policy
     /// says so and returns whether it did. Errors are logged by the repository and never fail
