@@ -34,9 +34,12 @@ pub async fn fixture() -> Fixture {
     let client = client(config()).await;
     let reads = MongoReadStore::new(client.clone(), "conformance").expect("read store");
     reads.initialize().await.expect("read store init");
-    Fixture::new(
+    let fixture = Fixture::new(
         Arc::new(MongoEventStore::new(client.clone())),
         Arc::new(MongoSnapshotStore::new(client)),
         Arc::new(reads),
-    )
+    );
+    // The repository cases run with the real snapshot manager, not the suite's basic strategy.
+    let strategy = cqrsx_snapshot::testkit::manager_strategy(&fixture);
+    fixture.with_strategy(strategy)
 }

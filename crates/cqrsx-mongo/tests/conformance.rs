@@ -1,5 +1,7 @@
-//! The core conformance suite on the MongoDB-wire server `cargo xtask test` provides.
+//! The core conformance suite and the snapshot manager's suite on the MongoDB-wire server
+//! `cargo xtask test` provides.
 
 mod common;
 
 cqrsx_core::conformance_tests!(common::fixture);
+cqrsx_snapshot::snapshot_manager_tests!(common::fixture);

@@ -39,9 +39,12 @@ pub fn cluster_config() -> RedisConfig {
 /// A fixture over fresh stores.
 pub async fn fixture_for(config: RedisConfig) -> Fixture {
     let client = RedisClientManager::connect(config).await.expect("connect to redis");
-    Fixture::new(
+    let fixture = Fixture::new(
         Arc::new(RedisEventStore::new(client.clone())),
         Arc::new(RedisSnapshotStore::new(client.clone())),
         Arc::new(RedisReadStore::new(client, "conformance").expect("read store")),
-    )
+    );
+    // The repository cases run with the real snapshot manager, not the suite's basic strategy.
+    let strategy = cqrsx_snapshot::testkit::manager_strategy(&fixture);
+    fixture.with_strategy(strategy)
 }

@@ -1,4 +1,5 @@
-//! The core conformance suite on a standalone Redis and on a 3-node Redis Cluster.
+//! The core conformance suite and the snapshot manager's suite on a standalone Redis and on a
+//! 3-node Redis Cluster.
 
 mod common;
 
@@ -7,6 +8,7 @@ mod standalone {
         super::common::fixture_for(super::common::standalone_config()).await
     }
     cqrsx_core::conformance_tests!(fixture);
+    cqrsx_snapshot::snapshot_manager_tests!(fixture);
 }
 
 mod cluster {
@@ -14,4 +16,5 @@ mod cluster {
         super::common::fixture_for(super::common::cluster_config()).await
     }
     cqrsx_core::conformance_tests!(fixture);
+    cqrsx_snapshot::snapshot_manager_tests!(fixture);
 }
