@@ -1,6 +1,6 @@
 //! `cargo xtask test`: fmt, clippy, unit tests and the conformance suite on every backend.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cmd::{self, say, Result};
 use crate::providers::{self, Provided};
@@ -13,6 +13,7 @@ struct Row {
     passed: usize,
     failed: usize,
     conformance: usize,
+    snapshot: usize,
 }
 
 /// The outcome of one `cargo test` run: per test name, whether it passed.
@@ -31,19 +32,33 @@ impl TestRun {
             passed: 0,
             failed: 0,
             conformance: 0,
+            snapshot: 0,
         };
+        // A case counts once however many test binaries run it.
+        let (mut conformance, mut snapshot) = (BTreeSet::new(), BTreeSet::new());
         for (name, ok) in self.results.iter().filter(|(name, _)| select(name)) {
             if *ok {
                 row.passed += 1;
                 let leaf = name.rsplit("::").next().unwrap_or(name);
                 if cases.contains(&leaf) {
-                    row.conformance += 1;
+                    conformance.insert(leaf);
+                }
+                if cqrsx_snapshot::testkit::CASE_NAMES.contains(&leaf) {
+                    snapshot.insert(leaf);
                 }
             } else {
                 row.failed += 1;
             }
         }
+        row.conformance = conformance.len();
+        row.snapshot = snapshot.len();
         row
+    }
+
+    /// Whether the row ran every conformance and snapshot case.
+    fn complete(row: &Row) -> bool {
+        row.conformance == cqrsx_core::testkit::CASES.len()
+            && row.snapshot == cqrsx_snapshot::testkit::CASE_NAMES.len()
     }
 }
 
@@ -91,6 +106,8 @@ pub async fn run(backends: &[Backend], lint: bool) -> Result<()> {
             Ok((new_rows, success)) => {
                 if !success || new_rows.iter().any(|r| r.failed > 0 || r.passed == 0) {
                     failures.push(format!("{}: tests failed", backend.name()));
+                } else if let Some(r) = new_rows.iter().find(|r| !TestRun::complete(r)) {
+                    failures.push(format!("{}: not every conformance / snapshot case ran", r.backend));
                 }
                 rows.extend(new_rows);
             }
@@ -102,23 +119,26 @@ pub async fn run(backends: &[Backend], lint: bool) -> Result<()> {
                     passed: 0,
                     failed: 0,
                     conformance: 0,
+                    snapshot: 0,
                 });
             }
         }
     }
     say("\n=== summary ===");
     say(&format!(
-        "{:<18} {:>7} {:>7} {:>12}  provider",
-        "backend", "passed", "failed", "conformance"
+        "{:<18} {:>7} {:>7} {:>12} {:>9}  provider",
+        "backend", "passed", "failed", "conformance", "snapshot"
     ));
     for r in &rows {
         say(&format!(
-            "{:<18} {:>7} {:>7} {:>9}/{:<2}  {}",
+            "{:<18} {:>7} {:>7} {:>9}/{:<2} {:>7}/{:<1}  {}",
             r.backend,
             r.passed,
             r.failed,
             r.conformance,
             cqrsx_core::testkit::CASES.len(),
+            r.snapshot,
+            cqrsx_snapshot::testkit::CASE_NAMES.len(),
             r.provider
         ));
     }

@@ -233,6 +233,13 @@ pub async fn manager_applies_policies_and_retention(f: Fixture) {
     );
 }
 
+/// The names of the cases above, for test runners that count them.
+pub const CASE_NAMES: &[&str] = &[
+    "manager_load_equals_full_replay_with_every_serializer",
+    "manager_falls_back_on_unusable_snapshots",
+    "manager_applies_policies_and_retention",
+];
+
 /// Expands into one `#[tokio::test]` per snapshot-manager case; `$fixture` is an async fn
 /// returning a fresh core [`Fixture`].
 #[macro_export]
