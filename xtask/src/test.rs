@@ -57,8 +57,7 @@ impl TestRun {
 
     /// Whether the row ran every conformance and snapshot case.
     fn complete(row: &Row) -> bool {
-        row.conformance == cqrsx_core::testkit::CASES.len()
-            && row.snapshot == cqrsx_snapshot::testkit::CASE_NAMES.len()
+        row.conformance == cqrsx_core::testkit::CASES.len() && row.snapshot == cqrsx_snapshot::testkit::CASE_NAMES.len()
     }
 }
 
