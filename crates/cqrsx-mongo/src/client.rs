@@ -220,11 +220,17 @@ impl MongoClientManager {
         self.create_indexes(
             &events,
             vec![
-                // Racing writers of one stream collide here: every commit starts right after the
-                // head its writer read.
+                // A commit's `_id` is its version slot, where racing writers collide; this
+                // index serves stream reads and guards the slot a second time.
                 IndexModel::builder()
                     .keys(doc! { "stream": 1, "v0": 1 })
                     .options(unique("stream_v0"))
+                    .build(),
+                // One commit or filler per global position: a late writer meets the filler a
+                // reader put in its place and reserves again.
+                IndexModel::builder()
+                    .keys(doc! { "pos": 1 })
+                    .options(unique("position"))
                     .build(),
                 IndexModel::builder()
                     .keys(doc! { "stream": 1, "ids": 1 })

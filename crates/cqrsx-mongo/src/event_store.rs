@@ -39,13 +39,17 @@ const MAX_APPEND_ROUNDS: usize = 64;
 /// The MongoDB event store.
 ///
 /// A commit (the events of one append) is one document, so a batch is atomic without
-/// transactions. Its `_id` is the first of `n` global positions reserved from a counter
-/// document. A unique index on `(stream, v0)` makes racing writers of a stream collide: each
-/// commit starts right after the head its writer read, so a writer with a stale head always
-/// meets the commit that moved the head. A reader of the global log that meets a gap (positions
-/// reserved but not yet written) waits up to `gap_timeout`, then inserts fillers at those
-/// positions; a late writer then hits a duplicate `_id`, reserves new positions and retries, so
-/// no reader ever skips a commit.
+/// transactions. Its `_id` is its version slot (stream and first version): racing writers of a
+/// stream collide there, and every commit starts right after the head its writer read, so a
+/// writer with a stale head always meets the commit that moved the head. Its `pos` is a global
+/// position reserved from a counter document (unique index). A reader of the global log that
+/// meets a gap (positions reserved but not yet written) waits up to `gap_timeout`, then inserts
+/// fillers at those positions; a late writer then hits the filler, reserves a new position and
+/// retries, so no reader ever skips a commit.
+///
+/// Every lookup on the write path is by `_id`: the head comes from a per-stream hint document
+/// (a lower bound each writer advances) followed slot by slot to the true head, so appends
+/// stay fast even on servers that cannot use secondary indexes for them (FerretDB).
 pub struct MongoEventStore {
     client: MongoClientManager,
     commits: Collection<Document>,
@@ -82,6 +86,22 @@ fn i64_of(d: &Document, key: &str) -> Result<i64> {
 
 fn u64_of(d: &Document, key: &str) -> Result<u64> {
     u64::try_from(i64_of(d, key)?).map_err(|_| corrupt(format!("commit field {key} is negative")))
+}
+
+/// A commit's `_id`: its stream and first version. Stream keys hold no control characters, so
+/// the separator keeps slots of different streams apart.
+fn slot_id(stream: &StreamId, v0: u64) -> String {
+    format!("{}\u{1f}{v0}", stream.key())
+}
+
+/// A filler's `_id`, which no slot can equal (slots start with a stream key).
+fn filler_id(position: u64) -> String {
+    format!("\u{1f}fill\u{1f}{position}")
+}
+
+/// The `_id` of a stream's head hint in the counters collection.
+fn head_id(stream: &StreamId) -> String {
+    format!("head\u{1f}{}", stream.key())
 }
 
 fn as_i64(v: u64) -> i64 {
@@ -135,23 +155,87 @@ impl MongoEventStore {
         self
     }
 
-    async fn head(&self, stream: &StreamId) -> Result<Head> {
+    /// The stream's head hint: a lower bound of its version kept in the counters collection,
+    /// read by `_id` alone. Every writer advances it after its commit lands; a writer that
+    /// stops in between leaves it behind, which [`MongoEventStore::walk`] repairs.
+    async fn head_hint(&self, stream: &StreamId) -> Result<Head> {
         let found = self
             .client
-            .track(
-                self.commits
-                    .find_one(doc! { "stream": stream.key() })
-                    .sort(doc! { "v0": -1 })
-                    .projection(doc! { "v1": 1, "deleted": 1 })
-                    .into_future(),
-            )
+            .track(self.counters.find_one(doc! { "_id": head_id(stream) }).into_future())
             .await?;
         match found {
             None => Ok(Head::default()),
             Some(d) => Ok(Head {
-                version: u64_of(&d, "v1")?,
+                version: u64_of(&d, "v")?,
                 deleted: d.get_bool("deleted").unwrap_or(false),
             }),
+        }
+    }
+
+    /// The commit holding version slot `v0` of the stream, looked up by `_id`.
+    async fn slot(&self, stream: &StreamId, v0: u64) -> Result<Option<Document>> {
+        self.client
+            .track(
+                self.commits
+                    .find_one(doc! { "_id": slot_id(stream, v0) })
+                    .projection(doc! { "v1": 1, "ids": 1, "pos": 1, "deleted": 1 })
+                    .into_future(),
+            )
+            .await
+    }
+
+    /// Follows version slots from `head` (a version the stream is known to have) to the true
+    /// head, one `_id` lookup per commit, and advances the hint when it had fallen behind.
+    async fn walk(&self, stream: &StreamId, mut head: Head) -> Result<Head> {
+        let start = head;
+        while !head.deleted {
+            let Some(commit) = self.slot(stream, head.version + 1).await? else {
+                break;
+            };
+            if commit.get_bool("deleted").unwrap_or(false) {
+                head.deleted = true;
+            } else {
+                head.version = u64_of(&commit, "v1")?;
+            }
+        }
+        if head.version > start.version || head.deleted != start.deleted {
+            self.advance_hint(stream, head).await;
+        }
+        Ok(head)
+    }
+
+    /// The stream's true head.
+    async fn head(&self, stream: &StreamId) -> Result<Head> {
+        let hint = self.head_hint(stream).await?;
+        self.walk(stream, hint).await
+    }
+
+    /// Raises the head hint to `head`. Failures only cost later writers a longer walk, so they
+    /// are logged, not returned.
+    async fn advance_hint(&self, stream: &StreamId, head: Head) {
+        let mut update = doc! { "$max": { "v": as_i64(head.version) } };
+        if head.deleted {
+            update.insert("$set", doc! { "deleted": true });
+        }
+        for _ in 0..2 {
+            let result = self
+                .client
+                .track_raw(
+                    self.counters
+                        .update_one(doc! { "_id": head_id(stream) }, update.clone())
+                        .upsert(true)
+                        .into_future(),
+                )
+                .await;
+            match result {
+                Ok(_) => return,
+                // Two first-ever upserts raced on the hint's _id; the update now finds it.
+                Err(Tracked::Driver(e)) if is_duplicate_key(&e) => continue,
+                Err(e) => {
+                    tracing::warn!(stream = %stream, error = %e.into_error(), "could not advance the head hint");
+                    return;
+                }
+            }
         }
     }
 
@@ -179,31 +263,21 @@ impl MongoEventStore {
         Err(Error::backend(true, CounterContention))
     }
 
-    /// Moves the counter past every position in use. Needed where `$inc` is not atomic under
-    /// concurrency (FerretDB 1.x loses increments): the counter can then fall behind positions
-    /// already taken, and a writer that keeps colliding brings it forward.
-    async fn heal_counter(&self) -> Result<()> {
-        let top = self
-            .client
+    /// Moves the counter to at least `taken`, a position found in use. Needed where `$inc` is
+    /// not atomic under concurrency (FerretDB 1.x loses increments) and after readers filled
+    /// positions: a writer that collides brings the counter forward with one `_id` update.
+    async fn bump_counter(&self, taken: u64) -> Result<()> {
+        self.client
             .track(
-                self.commits
-                    .find_one(doc! {})
-                    .sort(doc! { "_id": -1 })
-                    .projection(doc! { "_id": 1 })
+                self.counters
+                    .update_one(
+                        doc! { "_id": POSITION_COUNTER },
+                        doc! { "$max": { "n": as_i64(taken) } },
+                    )
+                    .upsert(true)
                     .into_future(),
             )
             .await?;
-        if let Some(top) = top {
-            let top = i64_of(&top, "_id")?;
-            self.client
-                .track(
-                    self.counters
-                        .update_one(doc! { "_id": POSITION_COUNTER }, doc! { "$max": { "n": top } })
-                        .upsert(true)
-                        .into_future(),
-                )
-                .await?;
-        }
         Ok(())
     }
 
@@ -214,7 +288,7 @@ impl MongoEventStore {
             return Ok(());
         }
         let fillers: Vec<Document> = (first..=last)
-            .map(|p| doc! { "_id": as_i64(p), "filler": true })
+            .map(|p| doc! { "_id": filler_id(p), "pos": as_i64(p), "filler": true })
             .collect();
         match self
             .client
@@ -240,7 +314,7 @@ impl MongoEventStore {
             .track(
                 self.commits
                     .find_one(doc! { "stream": stream.key(), "ids": { "$in": ids } })
-                    .projection(doc! { "ids": 1, "v1": 1 })
+                    .projection(doc! { "ids": 1, "v1": 1, "pos": 1 })
                     .into_future(),
             )
             .await
@@ -272,7 +346,7 @@ impl MongoEventStore {
                 version: u64_of(earlier, "v1")?,
                 position: Position {
                     partition: 0,
-                    offset: offset_of(u64_of(earlier, "_id")?, n.saturating_sub(1)),
+                    offset: offset_of(u64_of(earlier, "pos")?, n.saturating_sub(1)),
                 },
             });
         }
@@ -280,17 +354,16 @@ impl MongoEventStore {
         Err(Self::conflict(stream, expected, head.version))
     }
 
-    /// Reserves a position for `commit` and inserts it, reserving again when a reader closed
-    /// the reserved position first.
-    async fn insert_commit(&self, commit: &mut Document) -> Result<Inserted> {
-        let stream = commit
-            .get_str("stream")
-            .map_err(|_| corrupt("commit without stream"))?
-            .to_string();
-        let v0 = commit.get("v0").cloned().unwrap_or(Bson::Null);
-        for _ in 0..MAX_RESERVATIONS {
-            let position = self.reserve().await?;
-            commit.insert("_id", as_i64(position));
+    /// Inserts `commit` (its `_id` is its version slot) at `position`, or at a newly reserved
+    /// position when that one turns out to be taken (a reader closed it, or the counter fell
+    /// behind). A taken slot ends it: the holder is returned and the position released.
+    async fn insert_commit(&self, stream: &StreamId, commit: &mut Document, mut position: u64) -> Result<Inserted> {
+        let v0 = u64_of(commit, "v0")?;
+        for attempt in 0..MAX_RESERVATIONS {
+            if attempt > 0 {
+                position = self.reserve().await?;
+            }
+            commit.insert("pos", as_i64(position));
             if let Some(delay) = self.insert_delay {
                 tokio::time::sleep(delay).await;
             }
@@ -301,71 +374,45 @@ impl MongoEventStore {
             {
                 Ok(_) => return Ok(Inserted::Landed(position)),
                 Err(Tracked::Driver(e)) if is_duplicate_key(&e) => {
-                    // Either another writer took the version slot, or the position is taken (a
-                    // reader closed it, or the counter fell behind).
-                    let slot = self
-                        .client
-                        .track(
-                            self.commits
-                                .find_one(doc! { "stream": &stream, "v0": v0.clone() })
-                                .projection(doc! { "_id": 1 })
-                                .into_future(),
-                        )
-                        .await?;
-                    if slot.is_some() {
+                    if let Some(holder) = self.slot(stream, v0).await? {
                         self.release(position).await;
-                        return Ok(Inserted::SlotTaken);
+                        return Ok(Inserted::SlotTaken(holder));
                     }
                     tracing::debug!(position, "reserved position is taken; reserving again");
-                    self.heal_counter().await?;
+                    self.bump_counter(position).await?;
                 }
                 // The insert may or may not have landed; a reader fills the position if not,
                 // and a retry with the same event ids is answered idempotently.
                 Err(e) => return Err(e.into_error()),
             }
         }
+        self.release(position).await;
         Err(Error::backend(true, CounterContention))
     }
 
-    /// The stream's head as far as `expected` needs it: exact expectations are checked with two
-    /// equality lookups, the others read the newest commit.
-    async fn head_for(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<Head> {
-        let probe = |filter: Document| {
-            self.client.track(
-                self.commits
-                    .find_one(filter)
-                    .projection(doc! { "v1": 1, "deleted": 1 })
-                    .into_future(),
-            )
-        };
-        let n = match expected {
-            ExpectedVersion::Exact(n) => n,
-            ExpectedVersion::NoStream => 0,
-            ExpectedVersion::Any | ExpectedVersion::StreamExists => return self.head(stream).await,
-        };
-        let after = doc! { "stream": stream.key(), "v0": as_i64(n + 1) };
-        let at = doc! { "stream": stream.key(), "v1": as_i64(n) };
-        let (after, at) = if n == 0 {
-            (probe(after).await?, None)
-        } else {
-            let (a, b) = tokio::join!(probe(after), probe(at));
-            (a?, b?)
-        };
-        match (after, at) {
-            (None, Some(_)) => Ok(Head {
-                version: n,
-                deleted: false,
-            }),
-            (None, None) if n == 0 => Ok(Head::default()),
-            // The head is elsewhere (or the stream is deleted): read it.
-            _ => self.head(stream).await,
-        }
+    /// Whether `commit` holds exactly these event ids (a retry of it).
+    fn same_ids(commit: &Document, ids: &[String]) -> bool {
+        commit
+            .get_array("ids")
+            .map(|a| a.iter().filter_map(Bson::as_str).eq(ids.iter().map(String::as_str)))
+            .unwrap_or(false)
+    }
+
+    /// The answer for a commit that already holds exactly these ids.
+    fn repeat(commit: &Document, n: u64) -> Result<AppendResult> {
+        Ok(AppendResult {
+            version: u64_of(commit, "v1")?,
+            position: Position {
+                partition: 0,
+                offset: offset_of(u64_of(commit, "pos")?, n.saturating_sub(1)),
+            },
+        })
     }
 
     fn commit_events(&self, commit: &Document, from_version: u64) -> Result<Vec<RecordedEvent>> {
         let stream = StreamId::parse(commit.get_str("stream").map_err(|_| corrupt("commit without stream"))?)?;
         let v0 = u64_of(commit, "v0")?;
-        let first_pos = u64_of(commit, "_id")?;
+        let first_pos = u64_of(commit, "pos")?;
         let trimmed = commit.get("tr").map_or(Ok(0), |_| u64_of(commit, "tr"))?;
         let ts = commit
             .get_datetime("ts")
@@ -396,8 +443,8 @@ impl MongoEventStore {
 enum Inserted {
     /// The commit is stored from this position.
     Landed(u64),
-    /// Another commit holds the version slot.
-    SlotTaken,
+    /// Another commit (returned) holds the version slot.
+    SlotTaken(Document),
 }
 
 /// The position counter stayed contended through every retry.
@@ -445,54 +492,115 @@ impl EventStore for MongoEventStore {
             )));
         }
 
-        // Each round reads the head and looks for the event ids (independent reads, run
-        // together), then reserves positions and inserts. A collision on the version slot
-        // means another writer moved the head: a conflict for an exact expectation, another
-        // round for `Any` / `StreamExists`.
-        let mut rounds = 0;
-        loop {
-            rounds += 1;
-            let (head, earlier) = tokio::join!(self.head_for(stream, expected), self.existing_ids(stream, &ids));
-            let (head, earlier) = (head?, earlier?);
-            if head.deleted {
-                return Err(Error::StreamDeleted { stream: stream.clone() });
+        // The head hint and a position are fetched together (both by `_id`), and for `Any` /
+        // `StreamExists` the event ids are looked up too, since such a retry may land anywhere.
+        // The commit then goes into version slot head + 1: its `_id` is the slot, so racing
+        // writers of a stream collide on it and the loser learns the winner from the slot.
+        let exact = match expected {
+            ExpectedVersion::Exact(n) => Some(n),
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => None,
+        };
+        let lookup_ids = async {
+            match exact {
+                Some(_) => Ok(None),
+                None => self.existing_ids(stream, &ids).await,
             }
-            if let Some(earlier) = earlier {
+        };
+        let (hint, earlier, position) = tokio::join!(self.head_hint(stream), lookup_ids, self.reserve());
+        let mut position = Some(position?);
+        let release = |position: Option<u64>| async move {
+            if let Some(p) = position {
+                self.release(p).await;
+            }
+        };
+        let mut head = match (hint, earlier) {
+            (Ok(hint), Ok(None)) => hint,
+            (Ok(hint), Ok(Some(earlier))) => {
+                release(position.take()).await;
+                let head = self.walk(stream, hint).await?;
                 return Self::repeat_or_conflict(stream, expected, head, &earlier, &ids);
             }
-            if !expected.accepts(head.version) {
-                return Err(Self::conflict(stream, expected, head.version));
+            (Err(e), _) | (_, Err(e)) => {
+                release(position.take()).await;
+                return Err(e);
             }
-            commit.insert("v0", as_i64(head.version + 1));
+        };
+        for _ in 0..MAX_APPEND_ROUNDS {
+            if let Some(want) = exact {
+                if head.version < want && !head.deleted {
+                    head = self.walk(stream, head).await?;
+                }
+                if head.version > want && !head.deleted {
+                    // Slot want + 1 is taken: by this very commit when this is a retry.
+                    release(position.take()).await;
+                    return match self.slot(stream, want + 1).await? {
+                        Some(holder) if Self::same_ids(&holder, &ids) => Self::repeat(&holder, n),
+                        _ => Err(Self::conflict(stream, expected, self.walk(stream, head).await?.version)),
+                    };
+                }
+            }
+            if head.deleted {
+                release(position.take()).await;
+                return Err(Error::StreamDeleted { stream: stream.clone() });
+            }
+            if !expected.accepts(head.version) {
+                // The hint may lag behind a stream that exists.
+                head = self.walk(stream, head).await?;
+                if head.deleted || !expected.accepts(head.version) {
+                    release(position.take()).await;
+                    if head.deleted {
+                        return Err(Error::StreamDeleted { stream: stream.clone() });
+                    }
+                    return Err(Self::conflict(stream, expected, head.version));
+                }
+            }
+            let v0 = head.version + 1;
+            commit.insert("_id", slot_id(stream, v0));
+            commit.insert("v0", as_i64(v0));
             commit.insert("v1", as_i64(head.version + n));
-            match self.insert_commit(&mut commit).await? {
-                Inserted::Landed(position) => {
+            let at = match position.take() {
+                Some(p) => p,
+                None => self.reserve().await?,
+            };
+            match self.insert_commit(stream, &mut commit, at).await? {
+                Inserted::Landed(landed) => {
+                    let version = head.version + n;
+                    self.advance_hint(
+                        stream,
+                        Head {
+                            version,
+                            deleted: false,
+                        },
+                    )
+                    .await;
                     return Ok(AppendResult {
-                        version: head.version + n,
+                        version,
                         position: Position {
                             partition: 0,
-                            offset: offset_of(position, n - 1),
+                            offset: offset_of(landed, n - 1),
                         },
                     });
                 }
-                Inserted::SlotTaken => {
-                    let retry = matches!(expected, ExpectedVersion::Any | ExpectedVersion::StreamExists);
-                    if !retry || rounds >= MAX_APPEND_ROUNDS {
-                        // The winner may be this very commit sent twice (a retry racing the
-                        // original): the next round answers that idempotently.
-                        let (head, earlier) = tokio::join!(self.head(stream), self.existing_ids(stream, &ids));
-                        let head = head?;
+                Inserted::SlotTaken(holder) => {
+                    if Self::same_ids(&holder, &ids) {
+                        return Self::repeat(&holder, n);
+                    }
+                    let moved = Head {
+                        version: u64_of(&holder, "v1")?,
+                        deleted: holder.get_bool("deleted").unwrap_or(false),
+                    };
+                    head = self.walk(stream, moved).await?;
+                    if exact.is_some() {
                         if head.deleted {
                             return Err(Error::StreamDeleted { stream: stream.clone() });
-                        }
-                        if let Some(earlier) = earlier? {
-                            return Self::repeat_or_conflict(stream, expected, head, &earlier, &ids);
                         }
                         return Err(Self::conflict(stream, expected, head.version));
                     }
                 }
             }
         }
+        Err(Error::backend(true, CounterContention))
     }
 
     #[instrument(skip(self), fields(stream = %stream))]
@@ -550,8 +658,8 @@ impl EventStore for MongoEventStore {
                 .client
                 .track(
                     self.commits
-                        .find(doc! { "_id": { "$gte": as_i64(commit_at) } })
-                        .sort(doc! { "_id": 1 })
+                        .find(doc! { "pos": { "$gte": as_i64(commit_at) } })
+                        .sort(doc! { "pos": 1 })
                         .limit(READ_BATCH)
                         .into_future(),
                 )
@@ -563,7 +671,7 @@ impl EventStore for MongoEventStore {
                 break;
             }
             for commit in commits {
-                let position = u64_of(&commit, "_id")?;
+                let position = u64_of(&commit, "pos")?;
                 if position > commit_at {
                     // Positions commit_at..position are reserved but not written. With events
                     // in hand, end the page before the gap; otherwise wait for the missing
@@ -637,7 +745,7 @@ impl EventStore for MongoEventStore {
             .track(
                 self.commits
                     .find(doc! { "types": event_type, "ts": { "$gte": since }, "deleted": { "$ne": true } })
-                    .sort(doc! { "_id": 1 })
+                    .sort(doc! { "pos": 1 })
                     .into_future(),
             )
             .await?;
@@ -717,12 +825,12 @@ impl EventStore for MongoEventStore {
             return Err(Self::conflict(stream, expected, head.version));
         }
         // The tombstone takes the next version slot, so it races appends like a commit would.
-        let mut position = self.reserve().await?;
+        let v0 = head.version + 1;
         let mut tombstone = doc! {
-            "_id": 0_i64,
+            "_id": slot_id(stream, v0),
             "stream": stream.key(),
             "at": stream.aggregate_type(),
-            "v0": as_i64(head.version + 1),
+            "v0": as_i64(v0),
             "v1": as_i64(head.version),
             "ids": [],
             "types": [],
@@ -730,45 +838,22 @@ impl EventStore for MongoEventStore {
             "events": [],
             "deleted": true,
         };
-        let mut landed = false;
-        for _ in 0..MAX_RESERVATIONS {
-            tombstone.insert("_id", as_i64(position));
-            match self
-                .client
-                .track_raw(self.commits.insert_one(&tombstone).into_future())
-                .await
-            {
-                Ok(_) => {
-                    landed = true;
-                    break;
-                }
-                Err(Tracked::Driver(e)) if is_duplicate_key(&e) => {
-                    let slot = self
-                        .client
-                        .track(
-                            self.commits
-                                .find_one(doc! { "stream": stream.key(), "v0": as_i64(head.version + 1) })
-                                .into_future(),
-                        )
-                        .await?;
-                    if slot.is_some() {
-                        self.release(position).await;
-                        let actual = self.head(stream).await?;
-                        if actual.deleted {
-                            return Err(Error::StreamDeleted { stream: stream.clone() });
-                        }
-                        return Err(Self::conflict(stream, expected, actual.version));
-                    }
-                    self.heal_counter().await?;
-                    position = self.reserve().await?;
-                }
-                Err(e) => return Err(e.into_error()),
+        let position = self.reserve().await?;
+        if let Inserted::SlotTaken(_) = self.insert_commit(stream, &mut tombstone, position).await? {
+            let actual = self.head(stream).await?;
+            if actual.deleted {
+                return Err(Error::StreamDeleted { stream: stream.clone() });
             }
+            return Err(Self::conflict(stream, expected, actual.version));
         }
-        if !landed {
-            self.release(position).await;
-            return Err(Error::backend(true, CounterContention));
-        }
+        self.advance_hint(
+            stream,
+            Head {
+                version: head.version,
+                deleted: true,
+            },
+        )
+        .await;
         self.client
             .track(
                 self.commits
