@@ -147,8 +147,8 @@ impl MongoEventStore {
         }
     }
 
-    /// Makes every append pause between reserving its positions and inserting its commit — a
-    /// stalled writer, for tests of the gap handling. Not for production use.
+    /// Makes every append pause between reserving its first position and inserting its commit
+    /// — a stalled writer, for tests of the gap handling. Not for production use.
     #[doc(hidden)]
     pub fn with_insert_delay(mut self, delay: Duration) -> Self {
         self.insert_delay = Some(delay);
@@ -364,7 +364,7 @@ impl MongoEventStore {
                 position = self.reserve().await?;
             }
             commit.insert("pos", as_i64(position));
-            if let Some(delay) = self.insert_delay {
+            if let Some(delay) = self.insert_delay.filter(|_| attempt == 0) {
                 tokio::time::sleep(delay).await;
             }
             match self

@@ -16,8 +16,13 @@ pub fn uri() -> String {
 
 /// A config on a database of its own, so tests never see each other's documents.
 pub fn config() -> MongoConfig {
+    config_at(&uri())
+}
+
+/// [`config`] on the server at `uri`.
+pub fn config_at(uri: &str) -> MongoConfig {
     MongoConfig::default()
-        .with_uri(uri())
+        .with_uri(uri)
         .with_database(format!("t{}", &cqrsx_core::Uuid::now_v7().simple().to_string()[8..]))
         .with_gap_timeout(std::time::Duration::from_millis(500))
 }
@@ -31,7 +36,12 @@ pub async fn client(config: MongoConfig) -> MongoClientManager {
 
 /// A fixture over fresh stores.
 pub async fn fixture() -> Fixture {
-    let client = client(config()).await;
+    fixture_with(config()).await
+}
+
+/// A fixture over fresh stores with this config.
+pub async fn fixture_with(config: MongoConfig) -> Fixture {
+    let client = client(config).await;
     let reads = MongoReadStore::new(client.clone(), "conformance").expect("read store");
     reads.initialize().await.expect("read store init");
     let fixture = Fixture::new(

@@ -1,0 +1,140 @@
+//! MongoDB-specific event store behaviour the conformance suite cannot reach: stalled writers
+//! and gap fillers, a head hint that fell behind, the document size limit.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrsx_core::{Error, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, StreamId};
+use cqrsx_mongo::MongoEventStore;
+use mongodb::bson::{doc, Document};
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::json("Noted", &serde_json::json!({ "n": n })).expect("json")
+}
+
+fn stream(name: &str) -> StreamId {
+    StreamId::new("Gap", format!("{name}-{}", cqrsx_core::Uuid::now_v7().simple())).expect("stream")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_writer_never_makes_a_catch_up_reader_skip_its_commit() {
+    let config = common::config();
+    let gap_timeout = config.gap_timeout;
+    let client = common::client(config).await;
+    let fast: Arc<dyn EventStore> = Arc::new(MongoEventStore::new(client.clone()));
+    // The stalled writer holds its reserved position three gap timeouts before inserting.
+    let stalled = MongoEventStore::new(client).with_insert_delay(gap_timeout * 3);
+    let (slow_stream, fast_stream) = (stream("slow"), stream("fast"));
+
+    let slow = tokio::spawn({
+        let s = slow_stream.clone();
+        async move { stalled.append(&s, ExpectedVersion::NoStream, vec![event(0)]).await }
+    });
+    // Let the stalled writer reserve its position first, then write behind it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fast_positions = Vec::new();
+    for i in 1..=5 {
+        let r = fast
+            .append(&fast_stream, ExpectedVersion::Any, vec![event(i)])
+            .await
+            .expect("fast append");
+        fast_positions.push(r.position);
+    }
+
+    // A catch-up reader from the start: it meets the gap, waits, fills it, and must still see
+    // the stalled commit when it lands elsewhere.
+    let mut seen = Vec::new();
+    let mut from = Position::start_of(0);
+    let deadline = tokio::time::Instant::now() + gap_timeout * 20;
+    while seen.len() < 6 && tokio::time::Instant::now() < deadline {
+        let page = fast.read_all(from, 100, &EventFilter::all()).await.expect("read_all");
+        seen.extend(
+            page.events
+                .into_iter()
+                .map(|e| (e.position, e.stream.clone(), e.event_id)),
+        );
+        from = page.next;
+        if seen.len() < 6 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let slow_result = slow.await.expect("task").expect("the stalled append still succeeds");
+    assert_eq!(seen.len(), 6, "the reader saw all six commits: {seen:?}");
+    let ids: BTreeSet<_> = seen.iter().map(|(_, _, id)| *id).collect();
+    assert_eq!(ids.len(), 6, "each exactly once");
+    let positions: Vec<Position> = seen.iter().map(|(p, _, _)| *p).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "in position order");
+    let (slow_position, _, _) = seen
+        .iter()
+        .find(|(_, s, _)| *s == slow_stream)
+        .expect("the stalled commit was seen");
+    assert_eq!(*slow_position, slow_result.position);
+    assert!(
+        slow_result.position > *fast_positions.last().expect("fast"),
+        "the reader closed the stalled writer's first position, so its commit moved behind the others"
+    );
+    assert_eq!(fast.stream_version(&slow_stream).await.expect("version"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_head_hint_that_fell_behind_is_walked_and_repaired() {
+    let config = common::config();
+    let client = common::client(config.clone()).await;
+    let store = MongoEventStore::new(client.clone());
+    let s = stream("hint");
+    for i in 0..3 {
+        store
+            .append(&s, ExpectedVersion::from_loaded(i), vec![event(i)])
+            .await
+            .expect("append");
+    }
+    // A writer that stopped between its insert and the hint update leaves the hint behind.
+    let counters = client.database().collection::<Document>(&config.counters_collection());
+    let hint_id = format!("head\u{1f}{}", s.key());
+    let reset = counters
+        .update_one(doc! { "_id": &hint_id }, doc! { "$set": { "v": 1_i64 } })
+        .await
+        .expect("reset hint");
+    assert_eq!(reset.matched_count, 1, "the hint document exists");
+
+    assert_eq!(store.stream_version(&s).await.expect("version"), 3);
+    let err = store
+        .append(&s, ExpectedVersion::Exact(2), vec![event(9)])
+        .await
+        .expect_err("stale expectation");
+    assert!(matches!(err, Error::Conflict { actual: 3, .. }), "{err}");
+    let r = store
+        .append(&s, ExpectedVersion::Exact(3), vec![event(3)])
+        .await
+        .expect("append at the true head");
+    assert_eq!(r.version, 4);
+    let hint = counters
+        .find_one(doc! { "_id": &hint_id })
+        .await
+        .expect("find")
+        .expect("hint");
+    assert_eq!(hint.get_i64("v").expect("v"), 4, "the hint is repaired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_over_the_document_limit_is_refused_before_the_write() {
+    let client = common::client(common::config()).await;
+    let store = MongoEventStore::new(client);
+    let s = stream("big");
+    let chunk = "x".repeat(1024 * 1024);
+    let events: Vec<NewEvent> = (0..17)
+        .map(|i| NewEvent::json("Big", &serde_json::json!({ "i": i, "data": chunk })).expect("json"))
+        .collect();
+    let err = store
+        .append(&s, ExpectedVersion::NoStream, events)
+        .await
+        .expect_err("17 MB commit");
+    assert!(
+        matches!(err, Error::InvalidInput(ref m) if m.contains("document limit")),
+        "{err}"
+    );
+    assert_eq!(store.stream_version(&s).await.expect("version"), 0, "nothing written");
+}
