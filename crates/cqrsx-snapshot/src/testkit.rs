@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use cqrsx_core::testkit::{Counter, CounterEvent, Fixture};
+use cqrsx_core::testkit::{Case, Counter, CounterEvent, Fixture};
 use cqrsx_core::{Repository, SnapshotRecord, SnapshotStrategy, StreamId, Timestamp, Uuid};
 
 use crate::{Always, EveryNEvents, Never, SnapshotManager, SnapshotSerializer, VersionInterval};
@@ -233,11 +233,17 @@ pub async fn manager_applies_policies_and_retention(f: Fixture) {
     );
 }
 
-/// The names of the cases above, for test runners that count them.
-pub const CASE_NAMES: &[&str] = &[
-    "manager_load_equals_full_replay_with_every_serializer",
-    "manager_falls_back_on_unusable_snapshots",
-    "manager_applies_policies_and_retention",
+/// Every case above with its name, for runners that take them as a list.
+pub const CASES: &[(&str, Case)] = &[
+    ("manager_load_equals_full_replay_with_every_serializer", |f| {
+        Box::pin(manager_load_equals_full_replay_with_every_serializer(f))
+    }),
+    ("manager_falls_back_on_unusable_snapshots", |f| {
+        Box::pin(manager_falls_back_on_unusable_snapshots(f))
+    }),
+    ("manager_applies_policies_and_retention", |f| {
+        Box::pin(manager_applies_policies_and_retention(f))
+    }),
 ];
 
 /// Expands into one `#[tokio::test]` per snapshot-manager case; `$fixture` is an async fn
