@@ -6,7 +6,9 @@
 //! every event).
 
 mod codec;
+mod mongo;
 mod redis;
+mod snapshot;
 mod store;
 
 use std::future::Future;
@@ -164,6 +166,8 @@ pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
     if backends.contains(&Backend::Memory) {
         say("=== codec ===");
         groups.push(("codec", codec::rows(scale)?));
+        say("=== snapshot serializers ===");
+        groups.push(("snapshot", snapshot::rows(scale)?));
         say("=== memory ===");
         groups.push(("memory", store::memory_rows(scale).await?));
     }
@@ -179,6 +183,19 @@ pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
             .map(|(_, v)| v.clone())
             .ok_or("the redis provider gave no URL")?;
         groups.push(("redis", redis::rows(&url, scale).await?));
+        servers.push(server);
+    }
+    if backends.contains(&Backend::Mongo) {
+        say("=== mongo ===");
+        let server = crate::providers::mongo().await?;
+        say(&format!("mongo: {}", server.provider));
+        let uri = server
+            .env
+            .iter()
+            .find(|(k, _)| k == "CQRSX_TEST_MONGO_URI")
+            .map(|(_, v)| v.clone())
+            .ok_or("the mongo provider gave no URI")?;
+        groups.push(("mongo", mongo::rows(&uri, scale).await?));
         servers.push(server);
     }
     for (name, rows) in groups {
@@ -235,5 +252,11 @@ pub fn median(mut measures: Vec<Measure>) -> Measure {
 pub fn snapshot_strategy(
     store: std::sync::Arc<dyn cqrsx_core::SnapshotStore>,
 ) -> std::sync::Arc<dyn cqrsx_core::SnapshotStrategy<cqrsx_core::testkit::Counter>> {
-    std::sync::Arc::new(cqrsx_core::testkit::BasicSnapshots::new(store, 1))
+    use cqrsx_snapshot::{Always, Compression, Format, SnapshotManager, SnapshotSerializer};
+    std::sync::Arc::new(
+        SnapshotManager::new(store)
+            .with_policy(Always)
+            .with_serializer(SnapshotSerializer::new(Format::MessagePack, Compression::ZSTD_DEFAULT))
+            .with_retention(2),
+    )
 }
