@@ -31,8 +31,11 @@ const GAP_POLL: Duration = Duration::from_millis(5);
 /// A commit's events sit at positions `commit << EVENT_BITS | index`, so a commit needs one
 /// counter value however many events it holds, and its `_id` alone keeps commits apart.
 const EVENT_BITS: u32 = 16;
-/// How often a writer whose reserved positions were closed by a reader re-reserves.
-const MAX_RESERVATIONS: usize = 8;
+/// How often a writer whose reserved position turned out taken re-reserves. On MongoDB that
+/// happens only when a reader closed the position; on servers whose `$inc` loses concurrent
+/// updates (FerretDB 1.x) many writers can be handed the same position, and each round lets
+/// one of them through, so the bound must exceed the number of concurrent writers.
+const MAX_RESERVATIONS: usize = 64;
 /// How often an `Any` / `StreamExists` append re-reads a head that moved under it.
 const MAX_APPEND_ROUNDS: usize = 64;
 
@@ -86,6 +89,17 @@ fn i64_of(d: &Document, key: &str) -> Result<i64> {
 
 fn u64_of(d: &Document, key: &str) -> Result<u64> {
     u64::try_from(i64_of(d, key)?).map_err(|_| corrupt(format!("commit field {key} is negative")))
+}
+
+/// A short pause after the `attempt`-th position collision: up to `attempt` × 200 µs, varied
+/// by the clock's nanoseconds so that writers that collided together spread out.
+fn collision_backoff(attempt: usize) -> Duration {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
+    let ceiling = 200 * attempt.min(20) as u64;
+    Duration::from_micros(jitter % ceiling.max(1))
 }
 
 /// A commit's `_id`: its stream and first version. Stream keys hold no control characters, so
@@ -361,6 +375,8 @@ impl MongoEventStore {
         let v0 = u64_of(commit, "v0")?;
         for attempt in 0..MAX_RESERVATIONS {
             if attempt > 0 {
+                // Writers that collided together would collide again in lockstep: spread them.
+                tokio::time::sleep(collision_backoff(attempt)).await;
                 position = self.reserve().await?;
             }
             commit.insert("pos", as_i64(position));

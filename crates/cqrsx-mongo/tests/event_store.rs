@@ -138,3 +138,34 @@ async fn a_commit_over_the_document_limit_is_refused_before_the_write() {
     );
     assert_eq!(store.stream_version(&s).await.expect("version"), 0, "nothing written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_writers_on_their_own_streams_all_land_at_distinct_positions() {
+    // Every writer reserves from the one counter: on servers whose `$inc` loses concurrent
+    // updates, many are handed the same position and must sort it out among themselves.
+    let client = common::client(common::config()).await;
+    let store: Arc<dyn EventStore> = Arc::new(MongoEventStore::new(client));
+    let mut tasks = Vec::new();
+    for w in 0..16u64 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let s = stream(&format!("w{w}"));
+            let mut positions = Vec::new();
+            for v in 0..30u64 {
+                let r = store
+                    .append(&s, ExpectedVersion::Exact(v), vec![event(w * 100 + v)])
+                    .await
+                    .expect("append");
+                positions.push(r.position);
+            }
+            positions
+        }));
+    }
+    let mut all = BTreeSet::new();
+    for t in tasks {
+        for p in t.await.expect("writer") {
+            assert!(all.insert(p), "position {p:?} handed out twice");
+        }
+    }
+    assert_eq!(all.len(), 16 * 30);
+}
