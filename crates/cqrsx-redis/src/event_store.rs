@@ -66,8 +66,8 @@ impl std::fmt::Debug for RedisEventStore {
     }
 }
 
-/// The largest batch: every event is 6 script arguments, and Lua's stack limit (`unpack`) is
-/// not involved, but a smaller bound keeps one script's run short.
+/// The largest batch: the script unpacks ids in chunks, so Lua's stack limit is not involved,
+/// but a bound keeps one script's run (which blocks the server) short.
 const MAX_BATCH: usize = 5_000;
 
 impl RedisEventStore {
