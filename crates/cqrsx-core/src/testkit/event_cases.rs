@@ -760,4 +760,25 @@ pub async fn long_stream_reads_in_pages(f: Fixture) {
     let tail: Vec<RecordedEvent> = f.events.stream_events(&s, 1150, 7).try_collect().await.expect("stream");
     assert_eq!(tail.first().map(|e| e.version), Some(1150));
     assert_eq!(tail.len(), 51);
+
+    // One large batch (over any per-call chunking a backend does), then its retry.
+    let big = evs("Long", 1201, 2_500);
+    let first = f
+        .events
+        .append(&s, ExpectedVersion::Exact(1200), big.clone())
+        .await
+        .expect("large batch");
+    assert_eq!(first.version, 3_700);
+    let again = f
+        .events
+        .append(&s, ExpectedVersion::Any, big)
+        .await
+        .expect("retried large batch");
+    assert_eq!(again, first, "the retry of a large batch is idempotent");
+    let all: Vec<RecordedEvent> = f.events.stream_events(&s, 1, 1000).try_collect().await.expect("stream");
+    assert_eq!(all.len(), 3_700);
+    assert!(all
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.version == i as u64 + 1 && payload_n(&e.payload) == i as u64 + 1));
 }
