@@ -81,6 +81,18 @@ pub async fn time<F: Future<Output = Result<()>>>(ops: u64, work: F) -> Result<M
     })
 }
 
+/// Times `iterations` runs of a synchronous operation.
+pub fn measure(iterations: usize, mut f: impl FnMut() -> Result<()>) -> Result<Measure> {
+    let start = Instant::now();
+    for _ in 0..iterations {
+        f()?;
+    }
+    Ok(Measure {
+        ops: iterations as u64,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}
+
 /// One line of the report.
 #[derive(Debug, Serialize)]
 pub struct BenchRow {

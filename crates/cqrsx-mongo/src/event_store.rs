@@ -625,6 +625,18 @@ impl EventStore for MongoEventStore {
         if max_count == 0 {
             return Ok(out);
         }
+        if from_version > 1 && self.slot(stream, from_version).await?.is_none() {
+            // No commit starts there: either one spans it, or the stream ends before it (the
+            // usual case after a snapshot at the head), which `_id` lookups settle without a
+            // query over the stream.
+            let head = self.head(stream).await?;
+            if head.deleted {
+                return Err(Error::StreamDeleted { stream: stream.clone() });
+            }
+            if head.version < from_version {
+                return Ok(out);
+            }
+        }
         let filter = doc! {
             "stream": stream.key(),
             "$or": [ { "v1": { "$gte": as_i64(from_version) } }, { "deleted": true } ],

@@ -1,12 +1,11 @@
 //! Codec rows: our event codec (variant tagging + envelope) against plain serde of the same value.
 
 use std::hint::black_box;
-use std::time::Instant;
 
 use cqrsx_core::{Codec, ContentType, EventCodec, Metadata};
 use serde::{Deserialize, Serialize};
 
-use super::{keep, BenchRow, Measure, Scale};
+use super::{keep, measure, BenchRow, Scale};
 use crate::cmd::Result;
 
 /// A realistic domain event: an order line change with nested data.
@@ -46,17 +45,6 @@ fn sample() -> OrderEvent {
             country: "GB".into(),
         },
     }
-}
-
-fn measure(iterations: usize, mut f: impl FnMut() -> Result<()>) -> Result<Measure> {
-    let start = Instant::now();
-    for _ in 0..iterations {
-        f()?;
-    }
-    Ok(Measure {
-        ops: iterations as u64,
-        secs: start.elapsed().as_secs_f64(),
-    })
 }
 
 /// Encode and decode rows for JSON and MessagePack.

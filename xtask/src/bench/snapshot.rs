@@ -4,12 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::time::Instant;
 
 use cqrsx_snapshot::{Compression, Format, SnapshotSerializer};
 use serde::{Deserialize, Serialize};
 
-use super::{keep, BenchRow, Measure, Scale};
+use super::{keep, measure, BenchRow, Scale};
 use crate::cmd::Result;
 
 /// An order aggregate after a few hundred events: lines, a customer, a status history.
@@ -87,17 +86,6 @@ fn state() -> OrderState {
     }
 }
 
-fn measure(iterations: usize, mut f: impl FnMut() -> Result<()>) -> Result<Measure> {
-    let start = Instant::now();
-    for _ in 0..iterations {
-        f()?;
-    }
-    Ok(Measure {
-        ops: iterations as u64,
-        secs: start.elapsed().as_secs_f64(),
-    })
-}
-
 /// Serializer rows, including zstd levels that were candidates for the default.
 pub fn rows(scale: Scale) -> Result<Vec<BenchRow>> {
     let state = state();
@@ -114,7 +102,7 @@ pub fn rows(scale: Scale) -> Result<Vec<BenchRow>> {
     })?;
     let mut candidates = SnapshotSerializer::all();
     for format in [Format::Json, Format::MessagePack] {
-        for level in [3, 9] {
+        for level in [1, 9] {
             candidates.push(SnapshotSerializer::new(format, Compression::Zstd { level }));
         }
     }
