@@ -53,6 +53,12 @@ pub struct ServerCapabilities {
     pub change_streams: bool,
     /// TTL indexes (FerretDB 1.x has none; expiry is then enforced on read only).
     pub ttl_indexes: bool,
+    /// `$inc` is atomic under concurrency (FerretDB 1.x loses concurrent increments; the event
+    /// store then serialises its own reservations).
+    pub atomic_counters: bool,
+    /// Queries on fields other than `_id` use indexes (FerretDB 1.x with SQLite scans the
+    /// collection; the event store then reads streams by `_id`).
+    pub indexed_queries: bool,
     /// The server's version string.
     pub version: String,
     /// Set when the server is FerretDB, with its version.
@@ -67,6 +73,9 @@ pub struct MongoClientManager {
     config: Arc<MongoConfig>,
     capabilities: Arc<ServerCapabilities>,
     counters: Arc<Counters>,
+    /// Held around position reservations where `$inc` is not atomic, so that the writers of
+    /// this process never race on the counter.
+    reservations: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for MongoClientManager {
@@ -95,6 +104,7 @@ impl MongoClientManager {
             config: Arc::new(config),
             capabilities: Arc::new(ServerCapabilities::default()),
             counters: Arc::new(Counters::default()),
+            reservations: Arc::new(tokio::sync::Mutex::new(())),
         };
         manager.ping().await?;
         manager.capabilities = Arc::new(manager.detect().await?);
@@ -112,6 +122,8 @@ impl MongoClientManager {
             transactions: replicated,
             change_streams: replicated,
             ttl_indexes: ferretdb.is_none(),
+            atomic_counters: ferretdb.is_none(),
+            indexed_queries: ferretdb.is_none(),
             version: build.get_str("version").unwrap_or_default().to_string(),
             ferretdb,
         })
@@ -182,6 +194,11 @@ impl MongoClientManager {
 
     /// Like [`Self::track`], but keeps the driver error for callers that inspect it (duplicate
     /// keys).
+    /// The lock position reservations take on servers without atomic counters.
+    pub(crate) fn reservations(&self) -> &tokio::sync::Mutex<()> {
+        &self.reservations
+    }
+
     pub(crate) async fn track_raw<T>(
         &self,
         call: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,

@@ -36,8 +36,10 @@ const EVENT_BITS: u32 = 16;
 /// updates (FerretDB 1.x) many writers can be handed the same position, and each round lets
 /// one of them through, so the bound must exceed the number of concurrent writers.
 const MAX_RESERVATIONS: usize = 64;
-/// How often an `Any` / `StreamExists` append re-reads a head that moved under it.
-const MAX_APPEND_ROUNDS: usize = 64;
+/// How often an `Any` / `StreamExists` append re-reads a head that moved under it. Each lost
+/// round means another writer's commit landed, so this only ends a writer that loses that
+/// many times in a row (after jittered pauses) to others.
+const MAX_APPEND_ROUNDS: usize = 512;
 
 /// The MongoDB event store.
 ///
@@ -198,6 +200,13 @@ impl MongoEventStore {
             .await
     }
 
+    /// The whole commit holding version slot `v0`, looked up by `_id`.
+    async fn commit_at(&self, stream: &StreamId, v0: u64) -> Result<Option<Document>> {
+        self.client
+            .track(self.commits.find_one(doc! { "_id": slot_id(stream, v0) }).into_future())
+            .await
+    }
+
     /// Follows version slots from `head` (a version the stream is known to have) to the true
     /// head, one `_id` lookup per commit, and advances the hint when it had fallen behind.
     async fn walk(&self, stream: &StreamId, mut head: Head) -> Result<Head> {
@@ -255,6 +264,12 @@ impl MongoEventStore {
 
     /// Reserves the next commit position.
     async fn reserve(&self) -> Result<u64> {
+        // Where `$inc` loses concurrent updates, this process's writers take turns; writers of
+        // other processes can still collide, which `insert_commit` resolves.
+        let _turn = match self.client.capabilities().atomic_counters {
+            true => None,
+            false => Some(self.client.reservations().lock().await),
+        };
         for _ in 0..3 {
             let result = self
                 .client
@@ -468,6 +483,11 @@ enum Inserted {
 #[error("could not reserve global positions: the counter document is contended")]
 pub struct CounterContention;
 
+/// An `Any` / `StreamExists` append lost the race for the stream's next version every time.
+#[derive(Debug, thiserror::Error)]
+#[error("the stream's head kept moving: other writers won every attempt")]
+pub struct StreamContention;
+
 #[async_trait]
 impl EventStore for MongoEventStore {
     fn capabilities(&self) -> EventStoreCapabilities {
@@ -542,7 +562,7 @@ impl EventStore for MongoEventStore {
                 return Err(e);
             }
         };
-        for _ in 0..MAX_APPEND_ROUNDS {
+        for round in 0..MAX_APPEND_ROUNDS {
             if let Some(want) = exact {
                 if head.version < want && !head.deleted {
                     head = self.walk(stream, head).await?;
@@ -613,10 +633,12 @@ impl EventStore for MongoEventStore {
                         }
                         return Err(Self::conflict(stream, expected, head.version));
                     }
+                    // The writers that lost this slot would race for the next one in lockstep.
+                    tokio::time::sleep(collision_backoff(round + 1)).await;
                 }
             }
         }
-        Err(Error::backend(true, CounterContention))
+        Err(Error::backend(true, StreamContention))
     }
 
     #[instrument(skip(self), fields(stream = %stream))]
@@ -625,7 +647,14 @@ impl EventStore for MongoEventStore {
         if max_count == 0 {
             return Ok(out);
         }
-        if from_version > 1 && self.slot(stream, from_version).await?.is_none() {
+        let from = from_version.max(1);
+        let by_id = !self.client.capabilities().indexed_queries;
+        let mut next = match (from > 1, by_id) {
+            (_, true) => self.commit_at(stream, from).await?,
+            (true, false) => self.slot(stream, from).await?,
+            (false, false) => None,
+        };
+        if next.is_none() && from > 1 {
             // No commit starts there: either one spans it, or the stream ends before it (the
             // usual case after a snapshot at the head), which `_id` lookups settle without a
             // query over the stream.
@@ -633,9 +662,25 @@ impl EventStore for MongoEventStore {
             if head.deleted {
                 return Err(Error::StreamDeleted { stream: stream.clone() });
             }
-            if head.version < from_version {
+            if head.version < from {
                 return Ok(out);
             }
+        }
+        if by_id && next.is_some() {
+            // Where only `_id` lookups use an index, follow the commits slot by slot.
+            while let Some(commit) = next {
+                if commit.get_bool("deleted").unwrap_or(false) {
+                    return Err(Error::StreamDeleted { stream: stream.clone() });
+                }
+                for event in self.commit_events(&commit, from)? {
+                    out.push(event);
+                    if out.len() >= max_count {
+                        return Ok(out);
+                    }
+                }
+                next = self.commit_at(stream, u64_of(&commit, "v1")? + 1).await?;
+            }
+            return Ok(out);
         }
         let filter = doc! {
             "stream": stream.key(),

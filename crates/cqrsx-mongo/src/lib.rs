@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 pub use client::{MongoClientManager, MongoMetrics, ServerCapabilities, TimeoutError};
 pub use config::MongoConfig;
-pub use event_store::{CounterContention, MongoEventStore, MAX_COMMIT_BYTES};
+pub use event_store::{CounterContention, MongoEventStore, StreamContention, MAX_COMMIT_BYTES};
 pub use read_store::{MongoReadStore, MAX_DOCUMENT_BYTES};
 pub use snapshot_store::{MongoSnapshotStore, MAX_SNAPSHOT_BYTES};
 
