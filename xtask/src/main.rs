@@ -5,6 +5,7 @@
 //! - `cargo xtask bench` — benchmarks, each beside a raw-driver baseline measured in the same run.
 
 mod bench;
+mod cleanup;
 mod cmd;
 mod providers;
 mod test;

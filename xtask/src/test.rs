@@ -176,6 +176,9 @@ async fn redis() -> Result<(Vec<Row>, bool)> {
     let mut env = standalone.env.clone();
     env.extend(cluster.env.iter().cloned());
     let run = cargo_test(&["cqrsx-redis"], &[], &env)?;
+    let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    crate::cleanup::redis(var("CQRSX_TEST_REDIS_URL"), None).await?;
+    crate::cleanup::redis(None, var("CQRSX_TEST_REDIS_CLUSTER_NODES")).await?;
     let rows = vec![
         run.row("redis standalone", &standalone.provider, |n| {
             !n.starts_with("cluster::")
@@ -195,5 +198,8 @@ async fn mongo() -> Result<(Vec<Row>, bool)> {
         say("docker answers: the suite also runs on real MongoDB through testcontainers");
     }
     let run = cargo_test(&["cqrsx-mongo"], extra, &server.env)?;
+    if let Some((_, uri)) = server.env.iter().find(|(k, _)| k == "CQRSX_TEST_MONGO_URI") {
+        crate::cleanup::mongo(uri).await?;
+    }
     Ok((vec![run.row("mongo", &server.provider, |_| true)], run.success))
 }

@@ -14,6 +14,9 @@ pub fn uri() -> String {
     })
 }
 
+/// What every test database name starts with; `cargo xtask test` drops them afterwards.
+pub const TEST_NAMESPACE: &str = "cqrsx_test_";
+
 /// A config on a database of its own, so tests never see each other's documents.
 pub fn config() -> MongoConfig {
     config_at(&uri())
@@ -23,7 +26,10 @@ pub fn config() -> MongoConfig {
 pub fn config_at(uri: &str) -> MongoConfig {
     MongoConfig::default()
         .with_uri(uri)
-        .with_database(format!("t{}", &cqrsx_core::Uuid::now_v7().simple().to_string()[8..]))
+        .with_database(format!(
+            "{TEST_NAMESPACE}{}",
+            &cqrsx_core::Uuid::now_v7().simple().to_string()[8..]
+        ))
         .with_gap_timeout(std::time::Duration::from_millis(500))
 }
 

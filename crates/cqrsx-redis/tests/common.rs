@@ -13,9 +13,12 @@ fn required(var: &str) -> String {
     })
 }
 
+/// What every test key prefix starts with; `cargo xtask test` deletes these keys afterwards.
+pub const TEST_NAMESPACE: &str = "cqrsx_test_";
+
 /// A unique key prefix, so tests never see each other's keys.
 pub fn unique_prefix() -> String {
-    format!("t{}", cqrsx_core::Uuid::now_v7().simple())
+    format!("{}{}", TEST_NAMESPACE, cqrsx_core::Uuid::now_v7().simple())
 }
 
 /// Standalone Redis from `CQRSX_TEST_REDIS_URL`.
