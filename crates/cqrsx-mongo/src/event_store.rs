@@ -53,8 +53,9 @@ const MAX_APPEND_ROUNDS: usize = 512;
 /// retries, so no reader ever skips a commit.
 ///
 /// Every lookup on the write path is by `_id`: the head comes from a per-stream hint document
-/// (a lower bound each writer advances) followed slot by slot to the true head, so appends
-/// stay fast even on servers that cannot use secondary indexes for them (FerretDB).
+/// (a lower bound each writer advances) followed slot by slot to the true head. MongoDB answers
+/// these from the `_id` index; FerretDB 1.x (SQLite) answers only `_id` filters in SQL rather
+/// than by decoding every document, which is what keeps appends usable there.
 pub struct MongoEventStore {
     client: MongoClientManager,
     commits: Collection<Document>,
@@ -658,7 +659,13 @@ impl EventStore for MongoEventStore {
             // No commit starts there: either one spans it, or the stream ends before it (the
             // usual case after a snapshot at the head), which `_id` lookups settle without a
             // query over the stream.
-            let head = self.head(stream).await?;
+            let hint = self.head_hint(stream).await?;
+            let head = if hint.version + 1 == from && !hint.deleted {
+                // The slot after the hint is the one just found empty: the hint is the head.
+                hint
+            } else {
+                self.walk(stream, hint).await?
+            };
             if head.deleted {
                 return Err(Error::StreamDeleted { stream: stream.clone() });
             }
