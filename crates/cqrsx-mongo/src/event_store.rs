@@ -36,6 +36,10 @@ const EVENT_BITS: u32 = 16;
 /// updates (FerretDB 1.x) many writers can be handed the same position, and each round lets
 /// one of them through, so the bound must exceed the number of concurrent writers.
 const MAX_RESERVATIONS: usize = 64;
+/// Commits a stream read follows by `_id` before it turns to one query, where the server
+/// evaluates only `_id` filters in SQL (FerretDB 1.x): every lookup costs a pass over the
+/// collection there, so a few are cheaper than a query and many are not.
+const MAX_SLOT_WALK: usize = 4;
 /// How often an `Any` / `StreamExists` append re-reads a head that moved under it. Each lost
 /// round means another writer's commit landed, so this only ends a writer that loses that
 /// many times in a row (after jittered pauses) to others.
@@ -673,9 +677,12 @@ impl EventStore for MongoEventStore {
                 return Ok(out);
             }
         }
+        let mut rest_from = from;
         if by_id && next.is_some() {
-            // Where only `_id` lookups use an index, follow the commits slot by slot.
-            while let Some(commit) = next {
+            // Where only `_id` filters are evaluated in SQL, follow a few commits slot by slot
+            // (a snapshot's tail is usually one or two); a longer stream is cheaper in one query.
+            let mut walked = 0;
+            while let Some(commit) = next.take() {
                 if commit.get_bool("deleted").unwrap_or(false) {
                     return Err(Error::StreamDeleted { stream: stream.clone() });
                 }
@@ -685,13 +692,20 @@ impl EventStore for MongoEventStore {
                         return Ok(out);
                     }
                 }
-                next = self.commit_at(stream, u64_of(&commit, "v1")? + 1).await?;
+                rest_from = u64_of(&commit, "v1")? + 1;
+                walked += 1;
+                if walked == MAX_SLOT_WALK {
+                    break;
+                }
+                next = self.commit_at(stream, rest_from).await?;
+                if next.is_none() {
+                    return Ok(out);
+                }
             }
-            return Ok(out);
         }
         let filter = doc! {
             "stream": stream.key(),
-            "$or": [ { "v1": { "$gte": as_i64(from_version) } }, { "deleted": true } ],
+            "$or": [ { "v1": { "$gte": as_i64(rest_from) } }, { "deleted": true } ],
         };
         let mut cursor = self
             .client
@@ -707,7 +721,7 @@ impl EventStore for MongoEventStore {
             if commit.get_bool("deleted").unwrap_or(false) {
                 return Err(Error::StreamDeleted { stream: stream.clone() });
             }
-            for event in self.commit_events(&commit, from_version)? {
+            for event in self.commit_events(&commit, rest_from)? {
                 out.push(event);
                 if out.len() >= max_count {
                     return Ok(out);
