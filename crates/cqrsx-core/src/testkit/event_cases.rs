@@ -704,6 +704,70 @@ pub async fn bad_input_is_rejected_and_writes_nothing(f: Fixture) {
     assert!(matches!(repo.load(&unique("missing-")).await, Err(Error::NotFound(_))));
 }
 
+/// Reads the whole global log with pages of `page` events, every partition in turn.
+async fn read_all_paged(f: &Fixture, page: usize, filter: &EventFilter) -> Vec<RecordedEvent> {
+    let mut out = Vec::new();
+    for partition in 0..f.events.capabilities().partitions {
+        let mut from = Position::start_of(partition);
+        loop {
+            let got = f.events.read_all(from, page, filter).await.expect("read_all");
+            assert!(got.events.len() <= page, "a page holds at most {page} events");
+            assert!(got.next >= from, "the next position never goes back");
+            if let (Some(first), Some(last)) = (got.events.first(), got.events.last()) {
+                assert!(first.position >= from, "a page starts at or after its position");
+                assert!(got.next > last.position, "the next page starts after this one");
+            }
+            let done = got.events.is_empty() && got.next == from;
+            out.extend(got.events);
+            if done {
+                break;
+            }
+            from = got.next;
+        }
+    }
+    out
+}
+
+/// `read_all` pages that end inside a batch resume at the next event of that batch, with and
+/// without type filters: no event is skipped or repeated whatever the page size.
+pub async fn read_all_pages_inside_batches(f: Fixture) {
+    let streams: Vec<StreamId> = (0..3).map(|_| fresh_stream("PG")).collect();
+    let mut n = 0;
+    for _round in 0..3 {
+        for s in &streams {
+            let batch: Vec<NewEvent> = (0..7)
+                .map(|k| {
+                    n += 1;
+                    ev(if k % 3 == 0 { "PgB" } else { "PgA" }, n)
+                })
+                .collect();
+            f.events
+                .append(s, ExpectedVersion::Any, batch)
+                .await
+                .expect("append batch");
+        }
+    }
+    let key = |e: &RecordedEvent| (e.stream.key().to_string(), e.version);
+    let filter = EventFilter::aggregate_types(["PG"]);
+    let reference = read_all_paged(&f, 1_000, &filter).await;
+    assert_eq!(reference.len(), 63, "every event once");
+    let mut ns: Vec<u64> = reference.iter().map(|e| payload_n(&e.payload)).collect();
+    ns.sort_unstable();
+    assert_eq!(ns, (1..=63).collect::<Vec<_>>());
+    let only_b = EventFilter {
+        event_types: vec!["PgB".into()],
+        ..EventFilter::aggregate_types(["PG"])
+    };
+    let reference_b: Vec<_> = reference.iter().filter(|e| e.event_type == "PgB").map(key).collect();
+    assert_eq!(reference_b.len(), 27);
+    for page in [1, 2, 3, 5] {
+        let paged: Vec<_> = read_all_paged(&f, page, &filter).await.iter().map(key).collect();
+        assert_eq!(paged, reference.iter().map(key).collect::<Vec<_>>(), "page size {page}");
+        let paged_b: Vec<_> = read_all_paged(&f, page, &only_b).await.iter().map(key).collect();
+        assert_eq!(paged_b, reference_b, "page size {page}, type filter");
+    }
+}
+
 /// The seed's `GetEventsByType`: events of one type since a time, oldest first.
 pub async fn events_by_type_since_a_time(f: Fixture) {
     let store = f.events.as_ref();
