@@ -7,8 +7,8 @@
 -- Reply: {'ok', version, position} | {'dup', version, position} | {'conflict', actual}
 --      | {'ids', actual} | {'deleted', actual}
 -- Every check runs before the first write, so a refused append writes nothing. Per event the
--- script issues only the two XADDs; ids, positions and type-index entries go in one call each
--- (in chunks, to stay under Lua's unpack limit).
+-- script issues only the stream's XADD; the partition log gets one entry per commit, and ids,
+-- positions and type-index entries go in one call each (in chunks, under Lua's unpack limit).
 local CHUNK = 1000
 
 local function chunked(cmd, key, list)
@@ -56,7 +56,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- The type index orders by microseconds, so events of one millisecond keep their commit order.
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local pos = redis.call('INCRBY', KEYS[5], n) - n
+local first = redis.call('INCRBY', KEYS[5], n) - n + 1
+-- One log entry per commit, at the commit's first position: event k of the commit sits at
+-- position first + k and version v0 + k.
+redis.call('XADD', KEYS[4], first .. '-0', 's', ARGV[2], 'v', ver + 1, 'n', n, 'a', ARGV[3])
+local pos = first - 1
 local id_versions = {}
 local by_type = {}
 for k = 0, n - 1 do
@@ -65,7 +69,6 @@ for k = 0, n - 1 do
   pos = pos + 1
   redis.call('XADD', KEYS[1], ver .. '-0', 'i', ARGV[a], 't', ARGV[a + 1], 'c', ARGV[a + 2], 'sv', ARGV[a + 3],
     'p', ARGV[a + 4], 'm', ARGV[a + 5], 'g', pos, 'r', now)
-  redis.call('XADD', KEYS[4], pos .. '-0', 's', ARGV[2], 'v', ver, 'a', ARGV[3], 't', ARGV[a + 1])
   id_versions[#id_versions + 1] = ARGV[a]
   id_versions[#id_versions + 1] = ver
   local entries = by_type[ARGV[a + 1]]

@@ -1,5 +1,6 @@
 -- Events of one type recorded at or after a time, in one partition.
--- KEYS: 1 type index (sorted set: score = recorded-at µs, member = position), 2 partition log.
+-- KEYS: 1 type index (sorted set: score = recorded-at µs, member = position), 2 partition log
+-- (one entry per commit at its first position: s stream key, v first version, n, a).
 -- ARGV: 1 since (µs), 2 max events, 3 key prefix of the partition.
 -- Reply: {stream key, entry, recorded-at µs, ...}
 local since = ARGV[1]
@@ -13,13 +14,15 @@ while found < max do
   if #members == 0 then break end
   offset = offset + #members / 2
   for m = 1, #members, 2 do
-    local pos = members[m]
-    local entry = redis.call('XRANGE', KEYS[2], pos .. '-0', pos .. '-0')
+    local pos = tonumber(members[m])
+    -- The commit holding the position: the log entry at or before it.
+    local entry = redis.call('XREVRANGE', KEYS[2], pos .. '-0', '-', 'COUNT', 1)
     if entry[1] then
       local f = entry[1][2]
       local sk = f[2]
+      local version = tonumber(f[4]) + pos - tonumber(string.match(entry[1][1], '^(%d+)'))
       if redis.call('HGET', kp .. 'm:' .. sk, 'd') ~= '1' then
-        local ev = redis.call('XRANGE', kp .. 's:' .. sk, f[4] .. '-0', f[4] .. '-0')
+        local ev = redis.call('XRANGE', kp .. 's:' .. sk, version .. '-0', version .. '-0')
         if ev[1] then
           out[#out + 1] = sk
           out[#out + 1] = ev[1]
