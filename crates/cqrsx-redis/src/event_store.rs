@@ -1,5 +1,5 @@
-//! [`RedisEventStore`]: a Redis Stream per event stream, a metadata hash, and a dense log per
-//! partition, all written by one Lua script per append.
+//! [`RedisEventStore`]: a Redis Stream per event stream, a metadata hash, and a log of commits
+//! per partition, all written by one Lua script per append.
 
 use async_trait::async_trait;
 use cqrsx_core::{
@@ -46,10 +46,10 @@ impl Scripts {
 /// The Redis event store.
 ///
 /// Append is one Lua script that checks the tombstone, the event ids (idempotent retries) and
-/// the expected version before its first write, then adds the events to the stream, a reference
-/// to each in the partition's log at the next dense position, and a time index per event type.
-/// Redis runs a script alone, so readers never see half a batch and log positions never have
-/// gaps.
+/// the expected version before its first write, then adds the events to the stream, one entry
+/// for the commit to the partition's log (at its first position; the commit's events take the
+/// next dense positions), and a time index per event type. Redis runs a script alone, so
+/// readers never see half a batch and positions never have gaps.
 pub struct RedisEventStore {
     client: RedisClientManager,
     keys: Keys,

@@ -15,8 +15,9 @@
 //!
 //! Layout: a stream's events live in a Redis Stream (`{prefix:p}:s:<Type/id>`, entry ids
 //! `<version>-0`), next to a metadata hash (version, tombstone) and an event-id hash for
-//! idempotent retries; each append also adds a reference to its partition's log
-//! (`{prefix:p}:log`, entry ids `<position>-0`, dense). All keys of one stream and its
+//! idempotent retries; each append also adds one entry for the commit to its partition's log
+//! (`{prefix:p}:log`, entry id `<first position>-0`; the commit's events take the next dense
+//! positions). All keys of one stream and its
 //! partition share the hash tag `{prefix:p}`, so an append never crosses Cluster slots.
 
 mod client;
