@@ -370,19 +370,8 @@ impl MongoEventStore {
         earlier: &Document,
         ids: &[String],
     ) -> Result<AppendResult> {
-        let earlier_ids: Vec<&str> = earlier
-            .get_array("ids")
-            .map(|a| a.iter().filter_map(Bson::as_str).collect())
-            .unwrap_or_default();
-        if earlier_ids == ids.iter().map(String::as_str).collect::<Vec<_>>() {
-            let n = earlier_ids.len() as u64;
-            return Ok(AppendResult {
-                version: u64_of(earlier, "v1")?,
-                position: Position {
-                    partition: 0,
-                    offset: offset_of(u64_of(earlier, "pos")?, n.saturating_sub(1)),
-                },
-            });
+        if Self::same_ids(earlier, ids) {
+            return Self::repeat(earlier, ids.len() as u64);
         }
         // Ids that match an earlier commit only in part: not a retry of it.
         Err(Self::conflict(stream, expected, head.version))
@@ -654,12 +643,17 @@ impl EventStore for MongoEventStore {
         }
         let from = from_version.max(1);
         let by_id = !self.client.capabilities().indexed_queries;
-        let mut next = match (from > 1, by_id) {
-            (_, true) => self.commit_at(stream, from).await?,
-            (true, false) => self.slot(stream, from).await?,
-            (false, false) => None,
+        // With indexes, one query answers every case; without them (FerretDB), `_id` lookups
+        // are far cheaper than a query, so start with the commit at `from`.
+        let mut next = match by_id {
+            true => self.commit_at(stream, from).await?,
+            false => None,
         };
-        if next.is_none() && from > 1 {
+        if by_id && next.is_none() {
+            if from == 1 {
+                // Every stream's first commit sits in slot 1 (and stays there, truncated or not).
+                return Ok(out);
+            }
             // No commit starts there: either one spans it, or the stream ends before it (the
             // usual case after a snapshot at the head), which `_id` lookups settle without a
             // query over the stream.
