@@ -768,34 +768,84 @@ pub async fn read_all_pages_inside_batches(f: Fixture) {
     }
 }
 
-/// The seed's `GetEventsByType`: events of one type since a time, oldest first.
+/// The seed's `GetEventsByType`: events of one type since a time, oldest first, with their
+/// stream, version and position; mixed-type batches, earlier events and deleted streams.
 pub async fn events_by_type_since_a_time(f: Fixture) {
     let store = f.events.as_ref();
     let wanted = unique("Wanted");
     let other = unique("Other");
-    let since = Timestamp::now();
     let a = fresh_stream("C10");
     let b = fresh_stream("C10");
+    let gone = fresh_stream("C10");
+    store
+        .append(&a, ExpectedVersion::Any, vec![ev(&wanted, 0)])
+        .await
+        .expect("append before the time");
+    // Recorded times are in milliseconds, and streams may sit on different partitions: commits
+    // a few milliseconds apart make "oldest first" one order on every layout.
+    let tick = || tokio::time::sleep(std::time::Duration::from_millis(3));
+    tick().await;
+    let since = Timestamp::now();
     store
         .append(&a, ExpectedVersion::Any, vec![ev(&wanted, 1), ev(&other, 2)])
         .await
         .expect("append");
+    tick().await;
     store
-        .append(&b, ExpectedVersion::Any, vec![ev(&wanted, 3)])
+        .append(&gone, ExpectedVersion::Any, vec![ev(&wanted, 90)])
         .await
-        .expect("append");
+        .expect("append to a stream deleted below");
+    tick().await;
+    store
+        .append(
+            &b,
+            ExpectedVersion::Any,
+            vec![ev(&other, 5), ev(&wanted, 3), ev(&other, 6), ev(&wanted, 7)],
+        )
+        .await
+        .expect("append a mixed batch");
+    tick().await;
     store
         .append(&a, ExpectedVersion::Any, vec![ev(&wanted, 4)])
         .await
         .expect("append");
+    store.delete_stream(&gone, ExpectedVersion::Any).await.expect("delete");
     let found = store.events_by_type(&wanted, since, 100).await.expect("by type");
     assert_eq!(
         found.iter().map(|e| payload_n(&e.payload)).collect::<Vec<_>>(),
-        vec![1, 3, 4]
+        vec![1, 3, 7, 4],
+        "events of the type since the time, in commit order, none of a deleted stream"
     );
-    assert!(found.iter().all(|e| e.event_type == wanted));
+    assert!(found.iter().all(|e| e.event_type == wanted && e.recorded_at >= since));
+    // Each is the very event its stream holds: same version, position and id.
+    for event in &found {
+        let held = store
+            .read_stream(&event.stream, event.version, 1)
+            .await
+            .expect("read back");
+        assert_eq!(held.first(), Some(event), "event {} of {}", event.version, event.stream);
+    }
+    assert_eq!(
+        found.iter().map(|e| (e.stream.clone(), e.version)).collect::<Vec<_>>(),
+        vec![(a.clone(), 2), (b.clone(), 2), (b.clone(), 4), (a.clone(), 4)]
+    );
     let first_two = store.events_by_type(&wanted, since, 2).await.expect("limited");
-    assert_eq!(first_two.len(), 2);
+    assert_eq!(
+        first_two.iter().map(|e| payload_n(&e.payload)).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    let everything = store
+        .events_by_type(&wanted, Timestamp(0), 100)
+        .await
+        .expect("since the epoch");
+    assert_eq!(
+        everything
+            .iter()
+            .filter(|e| e.stream == a || e.stream == b)
+            .map(|e| payload_n(&e.payload))
+            .collect::<Vec<_>>(),
+        vec![0, 1, 3, 7, 4]
+    );
     let future = Timestamp(Timestamp::now().0 + 60_000);
     assert!(store
         .events_by_type(&wanted, future, 100)
@@ -803,7 +853,7 @@ pub async fn events_by_type_since_a_time(f: Fixture) {
         .expect("future")
         .is_empty());
     let filtered = read_global(store, &EventFilter::event_types([other.clone()])).await;
-    assert_eq!(filtered.events.len(), 1, "read_all filters by event type");
+    assert_eq!(filtered.events.len(), 3, "read_all filters by event type");
 }
 
 /// Long streams read as a `Stream`, a page at a time, in order.
