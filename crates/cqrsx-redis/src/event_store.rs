@@ -48,8 +48,8 @@ impl Scripts {
 /// Append is one Lua script that checks the tombstone, the event ids (idempotent retries) and
 /// the expected version before its first write, then adds the events to the stream, one entry
 /// for the commit to the partition's log (at its first position; the commit's events take the
-/// next dense positions), and a time index per event type. Redis runs a script alone, so
-/// readers never see half a batch and positions never have gaps.
+/// next dense positions), and one entry per commit to an index stream per event type. Redis
+/// runs a script alone, so readers never see half a batch and positions never have gaps.
 pub struct RedisEventStore {
     client: RedisClientManager,
     keys: Keys,
@@ -385,25 +385,28 @@ impl EventStore for RedisEventStore {
         let mut all = Vec::new();
         for partition in 0..self.keys.partitions() {
             let args: Vec<Value> = vec![
-                (since.as_millis().saturating_mul(1000).min(i64::MAX as u64) as i64).into(),
+                (since.as_millis().min(i64::MAX as u64) as i64).into(),
                 (max_count.min(100_000) as i64).into(),
                 self.keys.partition_prefix(partition).into(),
             ];
-            let keys = vec![self.keys.type_index(partition, event_type), self.keys.log(partition)];
+            let keys = vec![self.keys.type_index(partition, event_type)];
             let reply = self.eval(&self.scripts.by_type, keys, args).await?;
             let items = array(reply)?;
             for triple in items.chunks(3) {
-                let [key, entry, micros] = triple else {
+                let [key, entry, index_id] = triple else {
                     return Err(protocol("by-type reply"));
                 };
-                let micros = text(micros).and_then(|m| m.parse::<f64>().ok()).unwrap_or(0.0);
+                // The index entry's id: its milliseconds order commits across partitions.
+                let millis = text(index_id)
+                    .and_then(|id| id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()))
+                    .ok_or_else(|| protocol("type index entry id"))?;
                 let key = text(key).ok_or_else(|| protocol("stream key"))?;
                 let event = recorded(&StreamId::parse(&key)?, partition, entry.clone())?;
-                all.push((micros, event));
+                all.push((millis, event));
             }
         }
         all.sort_by(|(a, x), (b, y)| {
-            a.total_cmp(b)
+            a.cmp(b)
                 .then(x.position.partition.cmp(&y.position.partition))
                 .then(x.position.offset.cmp(&y.position.offset))
         });
@@ -434,7 +437,7 @@ impl EventStore for RedisEventStore {
         let reply = self
             .eval(
                 &self.scripts.delete,
-                vec![keys.events, keys.meta, keys.ids],
+                vec![keys.events, keys.meta],
                 vec![expected.to_wire().into()],
             )
             .await?;

@@ -13,7 +13,6 @@ pub(crate) struct StreamKeys {
     pub(crate) partition: u32,
     pub(crate) events: String,
     pub(crate) meta: String,
-    pub(crate) ids: String,
     pub(crate) log: String,
     pub(crate) seq: String,
     pub(crate) type_index_prefix: String,
@@ -25,7 +24,6 @@ impl StreamKeys {
         vec![
             self.events.clone(),
             self.meta.clone(),
-            self.ids.clone(),
             self.log.clone(),
             self.seq.clone(),
         ]
@@ -79,7 +77,6 @@ impl Keys {
             partition,
             events: format!("{p}s:{stream_key}"),
             meta: format!("{p}m:{stream_key}"),
-            ids: format!("{p}i:{stream_key}"),
             log: format!("{p}log"),
             seq: format!("{p}seq"),
             type_index_prefix: format!("{p}t:"),
