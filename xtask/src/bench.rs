@@ -28,6 +28,8 @@ pub struct Scale {
     pub large_aggregate: usize,
     /// Repetitions of latency measurements.
     pub repeats: usize,
+    /// Rounds of each append row, ours and the baseline taking turns.
+    pub append_rounds: usize,
     /// Codec iterations.
     pub codec_iterations: usize,
 }
@@ -39,6 +41,7 @@ impl Scale {
                 append_events: 1_600,
                 large_aggregate: 10_000,
                 repeats: 3,
+                append_rounds: 3,
                 codec_iterations: 2_000,
             }
         } else {
@@ -46,6 +49,7 @@ impl Scale {
                 append_events: 9_600,
                 large_aggregate: 10_000,
                 repeats: 10,
+                append_rounds: 5,
                 codec_iterations: 20_000,
             }
         }

@@ -57,65 +57,74 @@ fn sample_events(count: usize) -> Result<Vec<NewEvent>> {
 }
 
 /// Append rows: batch 1/10/100 × 1/16 writers, each writer on its own stream, against the
-/// baseline writing the same payload bytes.
+/// baseline writing the same payload bytes. Ours and the baseline take turns for a few rounds
+/// (fresh streams each round) and each side reports its median round, so a slow spell of the
+/// machine does not land on one side only.
 pub async fn append_rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>) -> Result<()> {
     for writers in [1usize, 16] {
         for batch in [1usize, 10, 100] {
             let per_writer = (scale.append_events / writers / batch).max(1);
             let total = (per_writer * batch * writers) as u64;
             let template = sample_events(batch)?;
-
-            let ours = time(total, async {
-                let tasks = (0..writers).map(|w| {
-                    let store = Arc::clone(&subject.events);
-                    let template = template.clone();
-                    let stream = StreamId::new("BenchAppend", format!("{}-{writers}-{batch}-{w}", subject.run_id));
-                    async move {
-                        let stream = stream.map_err(|e| e.to_string())?;
-                        for round in 0..per_writer {
-                            let expected = ExpectedVersion::Exact((round * batch) as u64);
-                            let events = template
-                                .iter()
-                                .cloned()
-                                .map(|e| e.with_id(cqrsx_core::Uuid::now_v7()))
-                                .collect();
-                            store
-                                .append(&stream, expected, events)
-                                .await
-                                .map_err(|e| e.to_string())?;
-                        }
-                        Ok::<_, String>(())
-                    }
-                });
-                try_join_all(tasks).await.map(|_| ())
-            })
-            .await?;
-
-            let base = time(total, async {
-                let tasks = (0..writers).map(|w| {
-                    let raw = Arc::clone(&subject.baseline);
-                    let template = template.clone();
-                    let key = format!("raw-{}-{writers}-{batch}-{w}", subject.run_id);
-                    async move {
-                        for _ in 0..per_writer {
-                            raw.write(&key, &template).await?;
-                        }
-                        Ok::<_, String>(())
-                    }
-                });
-                try_join_all(tasks).await.map(|_| ())
-            })
-            .await?;
+            let mut ours = Vec::new();
+            let mut base = Vec::new();
+            for round in 0..scale.append_rounds {
+                let name = |w: usize| format!("{}-{writers}-{batch}-{w}-r{round}", subject.run_id);
+                ours.push(
+                    time(total, async {
+                        let tasks = (0..writers).map(|w| {
+                            let store = Arc::clone(&subject.events);
+                            let template = template.clone();
+                            let stream = StreamId::new("BenchAppend", name(w));
+                            async move {
+                                let stream = stream.map_err(|e| e.to_string())?;
+                                for round in 0..per_writer {
+                                    let expected = ExpectedVersion::Exact((round * batch) as u64);
+                                    let events = template
+                                        .iter()
+                                        .cloned()
+                                        .map(|e| e.with_id(cqrsx_core::Uuid::now_v7()))
+                                        .collect();
+                                    store
+                                        .append(&stream, expected, events)
+                                        .await
+                                        .map_err(|e| e.to_string())?;
+                                }
+                                Ok::<_, String>(())
+                            }
+                        });
+                        try_join_all(tasks).await.map(|_| ())
+                    })
+                    .await?,
+                );
+                base.push(
+                    time(total, async {
+                        let tasks = (0..writers).map(|w| {
+                            let raw = Arc::clone(&subject.baseline);
+                            let template = template.clone();
+                            let key = format!("raw-{}", name(w));
+                            async move {
+                                for _ in 0..per_writer {
+                                    raw.write(&key, &template).await?;
+                                }
+                                Ok::<_, String>(())
+                            }
+                        });
+                        try_join_all(tasks).await.map(|_| ())
+                    })
+                    .await?,
+                );
+            }
             keep(
                 rows,
                 BenchRow::new(
                     &subject.backend,
                     format!("append batch {batch}, {writers} writer(s) (per event)"),
-                    ours,
+                    median(ours),
                     &subject.baseline.name(batch),
-                    base,
+                    median(base),
                 )
-                .note(format!("{total} events")),
+                .note(format!("{total} events × {} rounds, medians", scale.append_rounds)),
             );
         }
     }
