@@ -228,6 +228,12 @@ impl RedisClientManager {
 
     /// Runs one Redis call, recording its latency and outcome.
     pub(crate) async fn track<T>(&self, call: impl std::future::Future<Output = FredResult<T>>) -> Result<T> {
+        self.observe(call).await.map_err(backend)
+    }
+
+    /// [`track`](Self::track), keeping fred's error (which, unlike ours, can be cloned for every
+    /// append of a group).
+    pub(crate) async fn observe<T>(&self, call: impl std::future::Future<Output = FredResult<T>>) -> FredResult<T> {
         let started = Instant::now();
         let result = call.await;
         self.counters.operations.fetch_add(1, Ordering::Relaxed);
@@ -238,10 +244,10 @@ impl RedisClientManager {
             }
             window.push_back(micros);
         }
-        result.map_err(|e| {
+        if result.is_err() {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
-            backend(e)
-        })
+        }
+        result
     }
 
     /// Closes every connection.

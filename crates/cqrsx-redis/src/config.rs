@@ -46,6 +46,10 @@ pub struct RedisConfig {
     /// Partitions of the global log. Each has its own hash tag, so on a Cluster they spread over
     /// the nodes; `read_all` is ordered within a partition.
     pub partitions: u32,
+    /// Append calls of one partition in flight at once. Appends beyond it wait for the next
+    /// call to return and then go together, in one script call (group commit): under load this
+    /// cuts Redis's work per append; a higher limit favours latency on slow links.
+    pub append_concurrency: usize,
     /// Payload encoding of the repositories built from this config.
     pub content_type: ContentType,
 }
@@ -66,6 +70,7 @@ impl Default for RedisConfig {
             cluster_nodes: Vec::new(),
             key_prefix: "cqrsx".into(),
             partitions: 1,
+            append_concurrency: 4,
             content_type: ContentType::Json,
         }
     }
@@ -87,6 +92,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("cluster_nodes", &self.cluster_nodes)
             .field("key_prefix", &self.key_prefix)
             .field("partitions", &self.partitions)
+            .field("append_concurrency", &self.append_concurrency)
             .field("content_type", &self.content_type)
             .finish()
     }
@@ -168,6 +174,12 @@ impl RedisConfig {
         self
     }
 
+    /// Append calls of one partition in flight before further appends are grouped.
+    pub fn with_append_concurrency(mut self, calls: usize) -> Self {
+        self.append_concurrency = calls;
+        self
+    }
+
     /// The payload encoding of repositories built from this config.
     pub fn with_content_type(mut self, content_type: ContentType) -> Self {
         self.content_type = content_type;
@@ -176,7 +188,8 @@ impl RedisConfig {
 
     /// Reads `CQRSX_REDIS_URL`, `CQRSX_REDIS_CLUSTER_NODES` (comma-separated),
     /// `CQRSX_REDIS_PASSWORD`, `CQRSX_REDIS_DB`, `CQRSX_REDIS_POOL_SIZE`, `CQRSX_REDIS_PREFIX`,
-    /// `CQRSX_REDIS_PARTITIONS` over the defaults, then validates.
+    /// `CQRSX_REDIS_PARTITIONS`, `CQRSX_REDIS_APPEND_CONCURRENCY` over the defaults, then
+    /// validates.
     pub fn from_env() -> Result<Self> {
         let mut config = Self::default();
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -207,6 +220,11 @@ impl RedisConfig {
                 .parse()
                 .map_err(|_| Error::Config(format!("CQRSX_REDIS_PARTITIONS={p} is not a number")))?;
         }
+        if let Some(calls) = var("CQRSX_REDIS_APPEND_CONCURRENCY") {
+            config.append_concurrency = calls
+                .parse()
+                .map_err(|_| Error::Config(format!("CQRSX_REDIS_APPEND_CONCURRENCY={calls} is not a number")))?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -219,6 +237,12 @@ impl RedisConfig {
         }
         if self.partitions == 0 || self.partitions > 1024 {
             return fail(format!("partitions must be 1..=1024, got {}", self.partitions));
+        }
+        if self.append_concurrency == 0 || self.append_concurrency > 4096 {
+            return fail(format!(
+                "append_concurrency must be 1..=4096, got {}",
+                self.append_concurrency
+            ));
         }
         if self.key_prefix.is_empty() || self.key_prefix.len() > 64 {
             return fail("key_prefix must be 1 to 64 characters".into());
@@ -305,6 +329,7 @@ mod tests {
             (RedisConfig::default().with_key_prefix("a{b}"), "key_prefix"),
             (RedisConfig::default().with_key_prefix(""), "key_prefix"),
             (RedisConfig::default().with_partitions(0), "partitions"),
+            (RedisConfig::default().with_append_concurrency(0), "append_concurrency"),
             (RedisConfig::default().with_url("http://x"), "url"),
             (RedisConfig::default().with_cluster_nodes(["nohost"]), "cluster node"),
             (

@@ -14,6 +14,7 @@ use tracing::instrument;
 
 use crate::client::RedisClientManager;
 use crate::error::protocol;
+use crate::group_commit::{Committer, Part};
 use crate::keys::Keys;
 
 /// How many log entries one `read_all` call examines at most, so a selective filter over a long
@@ -22,7 +23,6 @@ const READ_ALL_SCAN_BUDGET: usize = 10_000;
 
 /// The Lua scripts, loaded once per server (and again after a restart, on `NOSCRIPT`).
 pub(crate) struct Scripts {
-    append: Script,
     read_stream: Script,
     read_all: Script,
     by_type: Script,
@@ -33,7 +33,6 @@ pub(crate) struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Self {
-            append: Script::from_lua(include_str!("lua/append.lua")),
             read_stream: Script::from_lua(include_str!("lua/read_stream.lua")),
             read_all: Script::from_lua(include_str!("lua/read_all.lua")),
             by_type: Script::from_lua(include_str!("lua/by_type.lua")),
@@ -54,6 +53,7 @@ pub struct RedisEventStore {
     client: RedisClientManager,
     keys: Keys,
     scripts: std::sync::Arc<Scripts>,
+    committer: std::sync::Arc<Committer>,
     caps: EventStoreCapabilities,
 }
 
@@ -79,7 +79,12 @@ impl RedisEventStore {
             max_batch: MAX_BATCH,
             ..EventStoreCapabilities::default()
         };
+        let partition_keys = (0..keys.partitions())
+            .map(|p| [keys.log(p), keys.seq(p), keys.type_index_prefix(p)])
+            .collect();
+        let append = Script::from_lua(include_str!("lua/append.lua"));
         Self {
+            committer: std::sync::Arc::new(Committer::new(client.clone(), append, partition_keys)),
             client,
             keys,
             scripts: std::sync::Arc::new(Scripts::new()),
@@ -264,12 +269,12 @@ impl EventStore for RedisEventStore {
     ) -> Result<AppendResult> {
         validate_append(&events, &self.caps)?;
         let keys = self.keys.stream(stream.key());
-        let mut args: Vec<Value> = Vec::with_capacity(5 + events.len() * 6);
+        let count = events.len();
+        let mut args: Vec<Value> = Vec::with_capacity(4 + count * 6);
         args.push(expected.to_wire().into());
         args.push(stream.key().into());
         args.push(stream.aggregate_type().into());
-        args.push((events.len() as i64).into());
-        args.push(keys.type_index_prefix.as_str().into());
+        args.push((count as i64).into());
         for event in events {
             let metadata = if event.metadata.is_empty() {
                 String::new()
@@ -283,7 +288,13 @@ impl EventStore for RedisEventStore {
             args.push(Value::Bytes(event.payload.into()));
             args.push(metadata.into());
         }
-        let reply = self.eval(&self.scripts.append, keys.append_keys(), args).await?;
+        let part = Part {
+            events_key: keys.events,
+            meta_key: keys.meta,
+            args,
+            events: count,
+        };
+        let reply = self.committer.submit(keys.partition as usize, part).await?;
         let (status, rest) = status(reply)?;
         let position = |offset| Position {
             partition: keys.partition,

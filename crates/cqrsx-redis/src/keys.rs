@@ -66,8 +66,18 @@ impl Keys {
         format!("{}log", self.partition_prefix(partition))
     }
 
+    /// The partition's position counter.
+    pub(crate) fn seq(&self, partition: u32) -> String {
+        format!("{}seq", self.partition_prefix(partition))
+    }
+
+    /// What an event type's index key starts with (the type follows).
+    pub(crate) fn type_index_prefix(&self, partition: u32) -> String {
+        format!("{}t:", self.partition_prefix(partition))
+    }
+
     pub(crate) fn type_index(&self, partition: u32, event_type: &str) -> String {
-        format!("{}t:{event_type}", self.partition_prefix(partition))
+        format!("{}{event_type}", self.type_index_prefix(partition))
     }
 
     pub(crate) fn stream(&self, stream_key: &str) -> StreamKeys {
@@ -77,9 +87,9 @@ impl Keys {
             partition,
             events: format!("{p}s:{stream_key}"),
             meta: format!("{p}m:{stream_key}"),
-            log: format!("{p}log"),
-            seq: format!("{p}seq"),
-            type_index_prefix: format!("{p}t:"),
+            log: self.log(partition),
+            seq: self.seq(partition),
+            type_index_prefix: self.type_index_prefix(partition),
         }
     }
 

@@ -24,6 +24,7 @@ mod client;
 mod config;
 mod error;
 mod event_store;
+mod group_commit;
 mod keys;
 mod read_store;
 mod snapshot_store;

@@ -1,0 +1,242 @@
+//! Group commit: when a partition already has its limit of append calls in flight
+//! ([`RedisConfig::append_concurrency`](crate::RedisConfig::append_concurrency)), further appends
+//! to it wait, and go to Redis together, as one script call, when one of those calls returns.
+//!
+//! Each partition is a lane. Below the limit an append is sent at once, alone, with no added
+//! latency. Above it, appends queue; a returning call hands its turn to a task that sends
+//! everything queued (up to [`MAX_GROUP`] appends and [`MAX_GROUP_EVENTS`] events) in one call,
+//! whose script checks and writes each append in turn, exactly as it would alone, and replies
+//! to each. Under load this replaces many small script calls by fewer larger ones: fewer round
+//! trips, and Redis's per-call cost paid once per group.
+//!
+//! An append whose caller gives up while it is queued is still sent (as a command already sent
+//! would still run); its reply is dropped.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use cqrsx_core::{Error, Result};
+use fred::error::Error as FredError;
+use fred::types::scripts::Script;
+use fred::types::Value;
+use tokio::sync::oneshot;
+
+use crate::client::RedisClientManager;
+use crate::error::{backend, protocol};
+use crate::event_store::array;
+
+/// The most appends one script call carries.
+pub(crate) const MAX_GROUP: usize = 64;
+/// The most events one grouped call carries (a larger append still goes alone), so that one
+/// script run — which blocks the server — stays short.
+pub(crate) const MAX_GROUP_EVENTS: usize = 5_000;
+
+/// One append: its two stream keys and its part of the script's arguments.
+pub(crate) struct Part {
+    pub(crate) events_key: String,
+    pub(crate) meta_key: String,
+    pub(crate) args: Vec<Value>,
+    pub(crate) events: usize,
+}
+
+struct Waiting {
+    part: Part,
+    reply: oneshot::Sender<Result<Value>>,
+}
+
+enum Entry {
+    Lead(Part),
+    Wait(oneshot::Receiver<Result<Value>>),
+}
+
+#[derive(Default)]
+struct Lane {
+    in_flight: usize,
+    queue: VecDeque<Waiting>,
+}
+
+/// The lanes of one event store, and what a call needs.
+pub(crate) struct Committer {
+    client: RedisClientManager,
+    script: Script,
+    /// Per partition: the log key, the position counter key, the type-index key prefix.
+    partition_keys: Vec<[String; 3]>,
+    /// Calls of one partition in flight before appends wait to be grouped.
+    concurrency: usize,
+    lanes: Vec<Mutex<Lane>>,
+}
+
+impl Committer {
+    pub(crate) fn new(client: RedisClientManager, script: Script, partition_keys: Vec<[String; 3]>) -> Self {
+        let lanes = partition_keys.iter().map(|_| Mutex::default()).collect();
+        Self {
+            concurrency: client.config().append_concurrency.max(1),
+            client,
+            script,
+            partition_keys,
+            lanes,
+        }
+    }
+
+    fn lane(&self, partition: usize) -> MutexGuard<'_, Lane> {
+        // A panic while holding the lock leaves a consistent queue (every change is one push or
+        // one drain), so a poisoned lock is safe to keep using.
+        self.lanes[partition].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends `part` to a stream of `partition`; the reply is the script's reply for it.
+    pub(crate) async fn submit(self: &Arc<Self>, partition: usize, part: Part) -> Result<Value> {
+        match self.enter(partition, part) {
+            Entry::Lead(part) => {
+                let _turn = Turn {
+                    committer: Arc::clone(self),
+                    partition,
+                    ran: true,
+                };
+                let reply = self.call(partition, vec![part]).await.map_err(backend)?;
+                replies(reply, 1)?
+                    .pop()
+                    .ok_or_else(|| protocol("no reply for the append"))
+            }
+            Entry::Wait(waiting) => waiting.await.unwrap_or_else(|_| Err(abandoned())),
+        }
+    }
+
+    /// Takes a free call of the lane (this append goes alone, now), or queues.
+    fn enter(&self, partition: usize, part: Part) -> Entry {
+        let mut lane = self.lane(partition);
+        if lane.in_flight >= self.concurrency {
+            let (reply, waiting) = oneshot::channel();
+            lane.queue.push_back(Waiting { part, reply });
+            Entry::Wait(waiting)
+        } else {
+            lane.in_flight += 1;
+            Entry::Lead(part)
+        }
+    }
+
+    /// One script call for `parts`, all of `partition`; the reply holds one reply per part.
+    async fn call(&self, partition: usize, parts: Vec<Part>) -> std::result::Result<Value, FredError> {
+        let [log, seq, type_prefix] = &self.partition_keys[partition];
+        let mut keys = Vec::with_capacity(2 + 2 * parts.len());
+        keys.push(log.clone());
+        keys.push(seq.clone());
+        let mut args = Vec::with_capacity(2 + parts.iter().map(|p| p.args.len()).sum::<usize>());
+        args.push(Value::from(type_prefix.as_str()));
+        args.push(Value::from(parts.len() as i64));
+        for part in parts {
+            keys.push(part.events_key);
+            keys.push(part.meta_key);
+            args.extend(part.args);
+        }
+        let client = self.client.client();
+        self.client
+            .observe(self.script.evalsha_with_reload(client, keys, args))
+            .await
+    }
+}
+
+/// The per-append replies of a group's reply.
+fn replies(reply: Value, expected: usize) -> Result<Vec<Value>> {
+    let replies = array(reply)?;
+    if replies.len() != expected {
+        return Err(protocol(format!(
+            "{} replies for a group of {expected} appends",
+            replies.len()
+        )));
+    }
+    Ok(replies)
+}
+
+fn abandoned() -> Error {
+    Error::backend(
+        true,
+        std::io::Error::other("the append's group was abandoned (runtime shutting down)"),
+    )
+}
+
+/// One call of a lane in flight; when it ends, the call is freed or passed to the next group.
+struct Turn {
+    committer: Arc<Committer>,
+    partition: usize,
+    /// False for a turn handed to a task that has not run yet. If such a turn is dropped, its
+    /// task never ran (the runtime is shutting down), and it must not hand itself on again.
+    ran: bool,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut lane = self.committer.lane(self.partition);
+        if lane.queue.is_empty() {
+            lane.in_flight -= 1;
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if self.ran => {
+                drop(lane);
+                let next = Turn {
+                    committer: Arc::clone(&self.committer),
+                    partition: self.partition,
+                    ran: false,
+                };
+                runtime.spawn(next.run_group());
+            }
+            _ => {
+                // No runtime to send them on: fail them rather than leave them waiting.
+                let waiting: Vec<Waiting> = lane.queue.drain(..).collect();
+                lane.in_flight -= 1;
+                drop(lane);
+                for w in waiting {
+                    let _ = w.reply.send(Err(abandoned()));
+                }
+            }
+        }
+    }
+}
+
+impl Turn {
+    /// Sends the next group of the lane, then passes the turn on (by dropping it).
+    async fn run_group(mut self) {
+        self.ran = true;
+        let group: Vec<Waiting> = {
+            let mut lane = self.committer.lane(self.partition);
+            let mut events = 0;
+            let mut group = Vec::new();
+            while let Some(next) = lane.queue.front() {
+                let fits =
+                    group.is_empty() || (group.len() < MAX_GROUP && events + next.part.events <= MAX_GROUP_EVENTS);
+                if !fits {
+                    break;
+                }
+                events += next.part.events;
+                group.extend(lane.queue.pop_front());
+            }
+            group
+        };
+        if group.is_empty() {
+            return;
+        }
+        let (parts, waiting): (Vec<Part>, Vec<_>) = group.into_iter().map(|w| (w.part, w.reply)).unzip();
+        let expected = parts.len();
+        match self.committer.call(self.partition, parts).await {
+            Err(error) => {
+                for reply in waiting {
+                    let _ = reply.send(Err(backend(error.clone())));
+                }
+            }
+            Ok(reply) => match replies(reply, expected) {
+                Ok(values) => {
+                    for (value, reply) in values.into_iter().zip(waiting) {
+                        let _ = reply.send(Ok(value));
+                    }
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    for reply in waiting {
+                        let _ = reply.send(Err(protocol(message.clone())));
+                    }
+                }
+            },
+        }
+    }
+}
