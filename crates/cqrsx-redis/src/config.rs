@@ -46,9 +46,10 @@ pub struct RedisConfig {
     /// Partitions of the global log. Each has its own hash tag, so on a Cluster they spread over
     /// the nodes; `read_all` is ordered within a partition.
     pub partitions: u32,
-    /// Append calls of one partition in flight at once. Appends beyond it wait for the next
-    /// call to return and then go together, in one script call (group commit): under load this
-    /// cuts Redis's work per append; a higher limit favours latency on slow links.
+    /// Calls of small appends (up to 4 events) in flight at once per partition. Small appends
+    /// beyond it wait for one of those calls to return and then go together, in one script call
+    /// (group commit): under load this cuts Redis's work per append; a higher limit favours
+    /// latency on slow links. Larger appends are never held back.
     pub append_concurrency: usize,
     /// Payload encoding of the repositories built from this config.
     pub content_type: ContentType,
@@ -174,7 +175,7 @@ impl RedisConfig {
         self
     }
 
-    /// Append calls of one partition in flight before further appends are grouped.
+    /// Small-append calls of one partition in flight before further ones are grouped.
     pub fn with_append_concurrency(mut self, calls: usize) -> Self {
         self.append_concurrency = calls;
         self

@@ -14,11 +14,14 @@
 //! ```
 //!
 //! Layout: a stream's events live in a Redis Stream (`{prefix:p}:s:<Type/id>`, entry ids
-//! `<version>-0`), next to a metadata hash (version, tombstone) and an event-id hash for
-//! idempotent retries; each append also adds one entry for the commit to its partition's log
-//! (`{prefix:p}:log`, entry id `<first position>-0`; the commit's events take the next dense
-//! positions). All keys of one stream and its
-//! partition share the hash tag `{prefix:p}`, so an append never crosses Cluster slots.
+//! `<version>-0`), next to a metadata hash (`{prefix:p}:m:<Type/id>`: version, tombstone, and
+//! each event id's version, for idempotent retries); each append also adds one entry for the
+//! commit to its partition's log (`{prefix:p}:log`, entry id `<first position>-0`; the commit's
+//! events take the next dense positions) and one per event type to that type's index stream
+//! (`{prefix:p}:t:<type>`, auto ids, so `events_by_type` starts at a time). All keys of one
+//! stream and its partition share the hash tag `{prefix:p}`, so an append never crosses Cluster
+//! slots. Concurrent appends beyond
+//! [`RedisConfig::append_concurrency`] calls per partition are grouped into one call.
 
 mod client;
 mod config;

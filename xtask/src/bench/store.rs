@@ -269,7 +269,7 @@ pub async fn read_all_rows(subject: &Subject, rows: &mut Vec<BenchRow>) -> Resul
             secs: start.elapsed().as_secs_f64(),
         }
     };
-    let key = format!("raw-{}-1-100-0", subject.run_id);
+    let key = format!("raw-{}-1-100-0-r0", subject.run_id);
     let mut base_total = 0u64;
     let base = {
         let start = std::time::Instant::now();
