@@ -46,6 +46,7 @@ mod read_store;
 mod registry;
 mod repository;
 mod snapshot_store;
+mod stats;
 mod stream;
 mod tagged;
 
@@ -69,6 +70,7 @@ pub use read_store::{
 pub use registry::{EventRegistry, EventRegistryBuilder, UpcastFn};
 pub use repository::{LoadInfo, Repository};
 pub use snapshot_store::{validate_snapshot, Restored, SnapshotInfo, SnapshotRecord, SnapshotStore, SnapshotStrategy};
+pub use stats::{Latencies, OperationStats, LATENCY_WINDOW};
 pub use stream::{validate_id, validate_type_name, ExpectedVersion, StreamId, MAX_NAME_LEN};
 
 /// Re-exported so that backends and users name the same versions.

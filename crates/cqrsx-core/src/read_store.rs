@@ -182,6 +182,23 @@ impl Query {
         Ok(())
     }
 
+    /// The query [`ReadStore::count`] answers: these filters, validated.
+    pub fn counting(filters: &[Filter]) -> Result<Self> {
+        let query = Self {
+            filters: filters.to_vec(),
+            ..Self::default()
+        };
+        query.validate()?;
+        Ok(query)
+    }
+
+    /// How many of `docs` pass every filter (sort and page do not apply to a count).
+    pub fn count_matching<'a>(&self, docs: impl IntoIterator<Item = &'a Document>) -> u64 {
+        docs.into_iter()
+            .filter(|d| self.filters.iter().all(|f| f.matches(&d.data)))
+            .count() as u64
+    }
+
     /// Applies this query to documents in memory (used by the in-memory store and by backends
     /// for what their server cannot do).
     pub fn apply(&self, docs: impl IntoIterator<Item = Document>) -> Vec<Document> {

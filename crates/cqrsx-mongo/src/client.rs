@@ -1,12 +1,10 @@
 //! [`MongoClientManager`]: the driver's pool, health, metrics, server capabilities and the
 //! idempotent schema set-up.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrsx_core::{Error, Result};
+use cqrsx_core::{Error, OperationStats, Result};
 use mongodb::bson::{doc, Document};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Database, IndexModel};
@@ -14,20 +12,12 @@ use mongodb::{Client, Database, IndexModel};
 use crate::config::MongoConfig;
 use crate::error::{backend, command_code};
 
-const LATENCY_WINDOW: usize = 4096;
 /// "NamespaceExists": the collection is already there.
 const NAMESPACE_EXISTS: i32 = 48;
 /// "NotImplemented" (FerretDB for TTL indexes).
 const NOT_IMPLEMENTED: i32 = 238;
 /// "IndexOptionsConflict" / "IndexKeySpecsConflict": an index of that name exists differently.
 const INDEX_CONFLICTS: [i32; 2] = [85, 86];
-
-#[derive(Default)]
-struct Counters {
-    operations: AtomicU64,
-    errors: AtomicU64,
-    latencies_us: Mutex<VecDeque<u64>>,
-}
 
 /// A point-in-time view of the client's metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -72,7 +62,7 @@ pub struct MongoClientManager {
     database: Database,
     config: Arc<MongoConfig>,
     capabilities: Arc<ServerCapabilities>,
-    counters: Arc<Counters>,
+    stats: Arc<OperationStats>,
     /// Held around position reservations where `$inc` is not atomic, so that the writers of
     /// this process never race on the counter.
     reservations: Arc<tokio::sync::Mutex<()>>,
@@ -103,7 +93,7 @@ impl MongoClientManager {
             database,
             config: Arc::new(config),
             capabilities: Arc::new(ServerCapabilities::default()),
-            counters: Arc::new(Counters::default()),
+            stats: Arc::new(OperationStats::default()),
             reservations: Arc::new(tokio::sync::Mutex::new(())),
         };
         manager.ping().await?;
@@ -158,26 +148,13 @@ impl MongoClientManager {
 
     /// Current metrics.
     pub fn metrics(&self) -> MongoMetrics {
-        let mut sorted: Vec<u64> = self
-            .counters
-            .latencies_us
-            .lock()
-            .map(|l| l.iter().copied().collect())
-            .unwrap_or_default();
-        sorted.sort_unstable();
-        let pct = |p: f64| {
-            if sorted.is_empty() {
-                return Duration::ZERO;
-            }
-            let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
-            Duration::from_micros(sorted[idx.min(sorted.len() - 1)])
-        };
+        let latencies = self.stats.latencies();
         MongoMetrics {
-            operations: self.counters.operations.load(Ordering::Relaxed),
-            errors: self.counters.errors.load(Ordering::Relaxed),
-            p50: pct(0.5),
-            p95: pct(0.95),
-            p99: pct(0.99),
+            operations: self.stats.operations(),
+            errors: self.stats.errors(),
+            p50: latencies.p50,
+            p95: latencies.p95,
+            p99: latencies.p99,
         }
     }
 
@@ -205,21 +182,13 @@ impl MongoClientManager {
     ) -> std::result::Result<T, Tracked> {
         let started = Instant::now();
         let result = tokio::time::timeout(self.config.socket_timeout, call.into_future()).await;
-        self.counters.operations.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut window) = self.counters.latencies_us.lock() {
-            if window.len() == LATENCY_WINDOW {
-                window.pop_front();
-            }
-            window.push_back(started.elapsed().as_micros() as u64);
-        }
+        let elapsed = started.elapsed();
         let result = match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(Tracked::Driver(e)),
             Err(_) => Err(Tracked::Timeout(self.config.socket_timeout)),
         };
-        if result.is_err() {
-            self.counters.errors.fetch_add(1, Ordering::Relaxed);
-        }
+        self.stats.record(elapsed, result.is_ok());
         result
     }
 

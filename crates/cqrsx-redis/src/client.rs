@@ -1,12 +1,11 @@
 //! [`RedisClientManager`]: the fred pool, reconnects, health, metrics and the start-up
 //! durability check.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrsx_core::{Error, Result};
+use cqrsx_core::{Error, OperationStats, Result};
 use fred::prelude::*;
 use fred::types::config::{ClusterDiscoveryPolicy, Config as FredConfig, ReconnectPolicy, Server, ServerConfig};
 use fred::types::{ClusterHash, CustomCommand};
@@ -14,15 +13,10 @@ use fred::types::{ClusterHash, CustomCommand};
 use crate::config::{parse_node, RedisConfig};
 use crate::error::backend;
 
-/// How many recent latencies the percentiles are computed over.
-const LATENCY_WINDOW: usize = 4096;
-
 #[derive(Default)]
 struct Counters {
-    operations: AtomicU64,
-    errors: AtomicU64,
+    calls: OperationStats,
     reconnects: Arc<AtomicU64>,
-    latencies_us: Mutex<VecDeque<u64>>,
 }
 
 /// A point-in-time view of the client's metrics.
@@ -202,27 +196,14 @@ impl RedisClientManager {
 
     /// Current metrics.
     pub fn metrics(&self) -> RedisMetrics {
-        let mut sorted: Vec<u64> = self
-            .counters
-            .latencies_us
-            .lock()
-            .map(|l| l.iter().copied().collect())
-            .unwrap_or_default();
-        sorted.sort_unstable();
-        let pct = |p: f64| {
-            if sorted.is_empty() {
-                return Duration::ZERO;
-            }
-            let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
-            Duration::from_micros(sorted[idx.min(sorted.len() - 1)])
-        };
+        let latencies = self.counters.calls.latencies();
         RedisMetrics {
-            operations: self.counters.operations.load(Ordering::Relaxed),
-            errors: self.counters.errors.load(Ordering::Relaxed),
+            operations: self.counters.calls.operations(),
+            errors: self.counters.calls.errors(),
             reconnects: self.counters.reconnects.load(Ordering::Relaxed),
-            p50: pct(0.50),
-            p95: pct(0.95),
-            p99: pct(0.99),
+            p50: latencies.p50,
+            p95: latencies.p95,
+            p99: latencies.p99,
         }
     }
 
@@ -236,17 +217,7 @@ impl RedisClientManager {
     pub(crate) async fn observe<T>(&self, call: impl std::future::Future<Output = FredResult<T>>) -> FredResult<T> {
         let started = Instant::now();
         let result = call.await;
-        self.counters.operations.fetch_add(1, Ordering::Relaxed);
-        let micros = started.elapsed().as_micros() as u64;
-        if let Ok(mut window) = self.counters.latencies_us.lock() {
-            if window.len() == LATENCY_WINDOW {
-                window.pop_front();
-            }
-            window.push_back(micros);
-        }
-        if result.is_err() {
-            self.counters.errors.fetch_add(1, Ordering::Relaxed);
-        }
+        self.counters.calls.record(started.elapsed(), result.is_ok());
         result
     }
 

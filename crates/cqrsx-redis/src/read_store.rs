@@ -291,16 +291,8 @@ impl ReadStore for RedisReadStore {
 
     #[instrument(skip(self, filters))]
     async fn count(&self, filters: &[Filter]) -> Result<u64> {
-        let query = Query {
-            filters: filters.to_vec(),
-            ..Query::default()
-        };
-        query.validate()?;
-        let docs = self.candidates(filters).await?;
-        Ok(docs
-            .iter()
-            .filter(|d| filters.iter().all(|f| f.matches(&d.data)))
-            .count() as u64)
+        let query = Query::counting(filters)?;
+        Ok(query.count_matching(&self.candidates(filters).await?))
     }
 
     #[instrument(skip(self, docs), fields(count = docs.len()))]

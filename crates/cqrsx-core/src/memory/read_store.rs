@@ -108,16 +108,8 @@ impl ReadStore for InMemoryReadStore {
     }
 
     async fn count(&self, filters: &[Filter]) -> Result<u64> {
-        let query = Query {
-            filters: filters.to_vec(),
-            ..Query::default()
-        };
-        query.validate()?;
-        Ok(self
-            .live_docs()?
-            .iter()
-            .filter(|d| filters.iter().all(|f| f.matches(&d.data)))
-            .count() as u64)
+        let query = Query::counting(filters)?;
+        Ok(query.count_matching(&self.live_docs()?))
     }
 
     async fn save_many(&self, docs: Vec<Document>) -> Result<()> {
