@@ -77,7 +77,11 @@ async fn restarted_server_loses_no_acknowledged_event() {
     let config = RedisConfig::default()
         .with_host("127.0.0.1", port)
         .with_key_prefix(common::unique_prefix())
-        .with_timeouts(Duration::from_secs(2), Duration::from_secs(5), Duration::from_secs(5));
+        .with_timeouts(Duration::from_secs(2), Duration::from_secs(5), Duration::from_secs(5))
+        // One call in flight per partition: appends that meet a call in flight (as they all do
+        // while the server is down) go grouped, so the restart also breaks grouped calls, whose
+        // every append must come back retryable.
+        .with_append_concurrency(1);
     let client = RedisClientManager::connect(config).await.expect("connect");
     let durability = client.durability().await.expect("durability");
     assert!(durability.aof, "this server runs with AOF");
