@@ -100,10 +100,7 @@ impl RedisEventStore {
     /// Every key an append to `stream` touches (for operators and tests). They share one hash
     /// tag, so on a Cluster they are in one slot.
     pub fn stream_keys(&self, stream: &StreamId) -> Vec<String> {
-        let keys = self.keys.stream(stream.key());
-        let mut all = keys.append_keys();
-        all.push(format!("{}<event type>", keys.type_index_prefix));
-        all
+        self.keys.append_keys(stream.key(), "<event type>")
     }
 
     async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<Value>) -> Result<Value> {

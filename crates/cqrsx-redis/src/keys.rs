@@ -8,26 +8,11 @@ pub(crate) struct Keys {
     partitions: u32,
 }
 
-/// The keys one append touches.
+/// The keys of one stream (its partition's log, counter and type indexes are per partition).
 pub(crate) struct StreamKeys {
     pub(crate) partition: u32,
     pub(crate) events: String,
     pub(crate) meta: String,
-    pub(crate) log: String,
-    pub(crate) seq: String,
-    pub(crate) type_index_prefix: String,
-}
-
-impl StreamKeys {
-    /// The keys, in the order the append script takes them.
-    pub(crate) fn append_keys(&self) -> Vec<String> {
-        vec![
-            self.events.clone(),
-            self.meta.clone(),
-            self.log.clone(),
-            self.seq.clone(),
-        ]
-    }
 }
 
 /// FNV-1a: stable across processes and versions, unlike `DefaultHasher`.
@@ -87,10 +72,23 @@ impl Keys {
             partition,
             events: format!("{p}s:{stream_key}"),
             meta: format!("{p}m:{stream_key}"),
-            log: self.log(partition),
-            seq: self.seq(partition),
-            type_index_prefix: self.type_index_prefix(partition),
         }
+    }
+
+    /// Every key an append to the stream touches, an event type's index standing for all.
+    pub(crate) fn append_keys(&self, stream_key: &str, event_type: &str) -> Vec<String> {
+        let StreamKeys {
+            partition,
+            events,
+            meta,
+        } = self.stream(stream_key);
+        vec![
+            events,
+            meta,
+            self.log(partition),
+            self.seq(partition),
+            self.type_index(partition, event_type),
+        ]
     }
 
     /// Snapshot keys of a stream: a sorted set of versions, and one hash per snapshot.
@@ -137,9 +135,7 @@ mod tests {
     fn every_key_of_an_append_shares_one_slot() {
         let keys = Keys::new("app", 16);
         for id in ["Order/1", "User/{weird}", "A/b:c", "Order/ünïcode"] {
-            let sk = keys.stream(id);
-            let mut all = sk.append_keys();
-            all.push(format!("{}X", sk.type_index_prefix));
+            let mut all = keys.append_keys(id, "X");
             all.push(keys.snapshot_index(id));
             let first = slot(&all[0]);
             for k in &all {
