@@ -59,7 +59,7 @@ pub struct AggregateRoot<A: Aggregate> {
 
 impl<A: Aggregate> AggregateRoot<A> {
     /// A root at `version` with `state` (what a repository builds on load).
-    pub fn from_parts(stream: StreamId, version: u64, state: A) -> Self {
+    pub(crate) fn from_parts(stream: StreamId, version: u64, state: A) -> Self {
         Self {
             stream,
             version,
@@ -111,7 +111,7 @@ impl<A: Aggregate> AggregateRoot<A> {
     }
 
     /// Marks pending events as stored at `version` (used by repositories after an append).
-    pub fn mark_committed(&mut self, version: u64) {
+    pub(crate) fn mark_committed(&mut self, version: u64) {
         self.pending.clear();
         self.version = version;
     }
@@ -121,8 +121,8 @@ impl<A: Aggregate> AggregateRoot<A> {
         self.snapshot_version
     }
 
-    /// Records that a snapshot at `version` exists (used by repositories and snapshot managers).
-    pub fn set_snapshot_version(&mut self, version: u64) {
+    /// Records that a snapshot at `version` exists (used by the repository).
+    pub(crate) fn set_snapshot_version(&mut self, version: u64) {
         self.snapshot_version = version;
     }
 

@@ -1,5 +1,11 @@
 //! The one public error type of cqrsx and its `Result` alias.
 
+use std::fmt;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::event::Position;
 use crate::stream::{ExpectedVersion, StreamId};
 
 /// A boxed error from a driver or codec, kept as the `source` of an [`Error`].
@@ -8,14 +14,60 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// `Result` with the cqrsx [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in a cqrsx store, repository or codec.
+/// Why a first connection to a server failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// Nothing accepted the connection (no server on that port, or it is down).
+    Refused,
+    /// The server did not answer in time.
+    Timeout,
+    /// The server refused the credentials (wrong or missing password).
+    Auth,
+    /// Something answered that does not speak the expected protocol.
+    Protocol,
+    /// The server refused the configured database (e.g. a Redis database index it does not
+    /// have).
+    Database,
+    /// The host name could not be resolved or the network is unreachable.
+    Unreachable,
+}
+
+impl ConnectFailure {
+    /// Whether trying again later may connect (the server may come up; the others need a
+    /// configuration change).
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ConnectFailure::Refused | ConnectFailure::Timeout | ConnectFailure::Unreachable
+        )
+    }
+}
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnectFailure::Refused => "connection refused",
+            ConnectFailure::Timeout => "timed out",
+            ConnectFailure::Auth => "authentication failed",
+            ConnectFailure::Protocol => "the server does not speak the expected protocol",
+            ConnectFailure::Database => "the server refused the database",
+            ConnectFailure::Unreachable => "host unreachable",
+        })
+    }
+}
+
+/// Everything that can go wrong in a cqrsx store, repository, codec or projection.
 ///
 /// Each variant carries the facts a caller acts on: a [`Error::Conflict`] says which version the
-/// stream really has, a [`Error::Backend`] says whether retrying can help.
+/// stream really has, a [`Error::Backend`] whether retrying can help, a [`Error::Connect`] what
+/// went wrong with which server. [`Error::is_retryable`] is true only where sending the same
+/// call again may succeed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The stream's version did not match the caller's expectation; nothing was written.
+    /// The stream's version did not match the caller's expectation; nothing was written. The
+    /// same call cannot succeed again: reload the aggregate and decide again.
     #[error("version conflict on stream {stream}: expected {expected}, actual version {actual}")]
     Conflict {
         /// The stream that was appended to.
@@ -31,6 +83,16 @@ pub enum Error {
         /// The deleted stream.
         stream: StreamId,
     },
+    /// An append repeats an event id of an earlier commit of the stream without being a retry
+    /// of that commit (a retry repeats all its ids, in order). Nothing was written, and the
+    /// same call can never succeed: the batch reuses an id.
+    #[error("event id {event_id} is already in stream {stream}, and this append is not a retry of its commit")]
+    EventIdReused {
+        /// The stream.
+        stream: StreamId,
+        /// The first id of the batch found in the stream.
+        event_id: Uuid,
+    },
     /// The thing asked for does not exist.
     #[error("not found: {0}")]
     NotFound(String),
@@ -43,16 +105,60 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// Stored data breaks an invariant of the store: a snapshot ahead of its stream, a stream
+    /// whose versions jump, a stored document that cannot be an event or a checkpoint.
+    #[error("integrity: {0}")]
+    Integrity(String),
     /// The caller passed something the store refuses: empty ids, empty batches, oversized
-    /// documents, invalid names. Nothing was written.
+    /// documents, invalid names, numbers out of range. Nothing was written.
     #[error("invalid input: {0}")]
     InvalidInput(String),
     /// A configuration is invalid or inconsistent (bad URL, missing upcaster in a chain).
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The backend does not offer this capability; it says so in its capabilities.
-    #[error("unsupported by this backend: {0}")]
-    Unsupported(&'static str),
+    /// A first connection to a server failed.
+    #[error("cannot connect to {target}: {failure}")]
+    Connect {
+        /// What went wrong.
+        failure: ConnectFailure,
+        /// What was tried (addresses, without credentials).
+        target: String,
+        /// The driver's error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// An operation did not finish in time.
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        /// What was waited for.
+        operation: String,
+        /// How long.
+        after: Duration,
+    },
+    /// A projection runner's lease was taken over by another runner; its writes are refused
+    /// from then on (fencing).
+    #[error("projection {projection} lost its lease (token {token}): {reason}")]
+    LeaseLost {
+        /// The projection version.
+        projection: String,
+        /// The fencing token the runner held.
+        token: u64,
+        /// What happened.
+        reason: String,
+    },
+    /// A projection handler kept failing on an event and the runner stopped there.
+    #[error("projection {projection} failed on {event_type} at {position}: {source}")]
+    Handler {
+        /// The projection version.
+        projection: String,
+        /// The event's position.
+        position: Position,
+        /// The event's type.
+        event_type: String,
+        /// The handler's error.
+        #[source]
+        source: BoxError,
+    },
     /// The server or driver failed.
     #[error("backend error{}: {source}", if *.retryable { " (retryable)" } else { "" })]
     Backend {
@@ -65,14 +171,24 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether retrying the same call may succeed.
-    ///
-    /// True for transient backend failures and for conflicts (after reloading the aggregate).
+    /// Whether sending the same call again may succeed: transient backend failures, time-outs,
+    /// and connections refused or timed out. A [`Error::Conflict`] is not (the same expected
+    /// version stays wrong; reload and decide again).
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Backend { retryable, .. } => *retryable,
-            Error::Conflict { .. } => true,
-            _ => false,
+            Error::Timeout { .. } => true,
+            Error::Connect { failure, .. } => failure.is_transient(),
+            Error::Conflict { .. }
+            | Error::StreamDeleted { .. }
+            | Error::EventIdReused { .. }
+            | Error::NotFound(_)
+            | Error::Serialization { .. }
+            | Error::Integrity(_)
+            | Error::InvalidInput(_)
+            | Error::Config(_)
+            | Error::LeaseLost { .. }
+            | Error::Handler { .. } => false,
         }
     }
 
@@ -102,6 +218,88 @@ impl Error {
         Error::Backend {
             retryable,
             source: source.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream() -> StreamId {
+        StreamId::new("T", "x").expect("stream")
+    }
+
+    #[test]
+    fn only_transient_failures_are_retryable() {
+        let io = || -> BoxError { Box::new(std::io::Error::other("x")) };
+        let cases: Vec<(Error, bool)> = vec![
+            (
+                Error::Conflict {
+                    stream: stream(),
+                    expected: ExpectedVersion::Exact(1),
+                    actual: 2,
+                },
+                false,
+            ),
+            (Error::StreamDeleted { stream: stream() }, false),
+            (
+                Error::EventIdReused {
+                    stream: stream(),
+                    event_id: Uuid::now_v7(),
+                },
+                false,
+            ),
+            (Error::NotFound("x".into()), false),
+            (Error::serialization_msg("x"), false),
+            (Error::Integrity("x".into()), false),
+            (Error::InvalidInput("x".into()), false),
+            (Error::Config("x".into()), false),
+            (
+                Error::LeaseLost {
+                    projection: "p.v1".into(),
+                    token: 3,
+                    reason: "x".into(),
+                },
+                false,
+            ),
+            (
+                Error::Handler {
+                    projection: "p.v1".into(),
+                    position: Position::START,
+                    event_type: "E".into(),
+                    source: io(),
+                },
+                false,
+            ),
+            (
+                Error::Timeout {
+                    operation: "x".into(),
+                    after: Duration::from_secs(1),
+                },
+                true,
+            ),
+            (Error::backend(true, io()), true),
+            (Error::backend(false, io()), false),
+        ];
+        for (error, retryable) in cases {
+            assert_eq!(error.is_retryable(), retryable, "{error:?}");
+        }
+        for (failure, transient) in [
+            (ConnectFailure::Refused, true),
+            (ConnectFailure::Timeout, true),
+            (ConnectFailure::Unreachable, true),
+            (ConnectFailure::Auth, false),
+            (ConnectFailure::Protocol, false),
+            (ConnectFailure::Database, false),
+        ] {
+            let error = Error::Connect {
+                failure,
+                target: "redis://127.0.0.1:1".into(),
+                source: None,
+            };
+            assert_eq!(error.is_retryable(), transient, "{error}");
+            assert!(error.to_string().contains("127.0.0.1:1"), "{error}");
         }
     }
 }

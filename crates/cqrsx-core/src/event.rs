@@ -187,8 +187,10 @@ impl NewEvent {
     }
 }
 
-/// A position in the global log of one partition. Positions start at 1 and are dense: the
-/// n-th event committed to a partition has position n.
+/// A position in the global log of one partition. Offsets start at 1 and increase in commit
+/// order. In memory and on Redis they are dense (the n-th event of a partition has offset n);
+/// on MongoDB an offset is a commit's number shifted left by 16 bits plus the event's index in
+/// the commit, so offsets increase but skip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct Position {
     /// The partition (0 for backends with a single global log).
@@ -213,7 +215,7 @@ impl Position {
     pub fn next(self) -> Self {
         Self {
             partition: self.partition,
-            offset: self.offset + 1,
+            offset: self.offset.saturating_add(1),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! checks every backend runs before it writes.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
@@ -10,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::event::{
     validate_new_event, AllPage, AppendResult, EventFilter, NewEvent, Position, RecordedEvent, Timestamp,
 };
-use crate::stream::{ExpectedVersion, StreamId};
+use crate::stream::{validate_type_name, ExpectedVersion, StreamId};
+use crate::subscription::{Checkpoint, Wake};
 
 /// Default number of events fetched per round trip when a stream is read as a [`futures::Stream`].
 pub const DEFAULT_PAGE_SIZE: usize = 512;
@@ -25,8 +27,10 @@ pub struct EventStoreCapabilities {
     pub max_event_bytes: usize,
     /// Largest accepted number of events in one append.
     pub max_batch: usize,
-    /// Whether the backend uses multi-document transactions (MongoDB replica sets).
-    pub transactions: bool,
+    /// Whether [`EventStore::wait_for_append`] wakes on the backend's own signal (Redis
+    /// `XREAD BLOCK`, MongoDB change streams, an in-memory notify). Without one, live
+    /// subscriptions poll with back-off.
+    pub live_signal: bool,
 }
 
 impl Default for EventStoreCapabilities {
@@ -35,7 +39,7 @@ impl Default for EventStoreCapabilities {
             partitions: 1,
             max_event_bytes: 16 * 1024 * 1024,
             max_batch: 10_000,
-            transactions: false,
+            live_signal: false,
         }
     }
 }
@@ -44,7 +48,13 @@ impl Default for EventStoreCapabilities {
 ///
 /// Backends move bytes and enforce concurrency; codecs, upcasting and snapshots live above, in
 /// [`crate::Repository`] and [`crate::EventCodec`]. The trait is dyn-compatible: hold stores as
-/// `Arc<dyn EventStore>`.
+/// `Arc<dyn EventStore>`. Every method below states its contract; the conformance suite
+/// (feature `testkit`) checks each on every backend.
+///
+/// Numbers: versions, offsets and timestamps are valid up to [`MAX_NUMBER`] (2^53 − 1, the
+/// largest integer every backend's server stores exactly); larger ones are refused with
+/// [`Error::InvalidInput`] before anything is sent. Counts (`max_count`) are limits: 0 reads
+/// nothing, and any larger value reads what there is.
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// What this backend can do.
@@ -52,59 +62,89 @@ pub trait EventStore: Send + Sync {
 
     /// Appends `events` atomically if the stream's version satisfies `expected`.
     ///
-    /// Fails with [`Error::Conflict`] (carrying the actual version) when it does not, with
-    /// [`Error::StreamDeleted`] on a deleted stream, with [`Error::InvalidInput`] on an empty
-    /// batch or bad envelope; none of these writes anything. A batch whose event ids were
-    /// already appended in the same order (a retry) returns the original result.
+    /// All or nothing: readers never see part of a batch. A batch whose event ids were all
+    /// appended before, in the same order, in one commit of this stream (a retry after a lost
+    /// reply) returns that commit's result and writes nothing, whatever `expected` says.
+    /// Event ids are unique per stream, as in KurrentDB: the same id in another stream is
+    /// another event.
+    ///
+    /// Errors, none of which writes anything: [`Error::Conflict`] (carrying the actual version)
+    /// when `expected` does not hold; [`Error::EventIdReused`] when some ids are already in the
+    /// stream but the batch is not a retry; [`Error::StreamDeleted`] on a deleted stream;
+    /// [`Error::InvalidInput`] on an empty or oversized batch, a bad envelope, an id twice in
+    /// the batch, or an expected version over [`MAX_NUMBER`].
     async fn append(&self, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>)
         -> Result<AppendResult>;
 
-    /// Up to `max_count` events of a stream with version ≥ `from_version`, in version order.
-    /// An unknown stream reads as empty; a deleted one fails with [`Error::StreamDeleted`].
+    /// Up to `max_count` events of a stream with version ≥ `from_version`, in version order
+    /// (events removed by [`EventStore::truncate_before`] are skipped). An unknown stream reads
+    /// as empty; a deleted one fails with [`Error::StreamDeleted`].
     async fn read_stream(&self, stream: &StreamId, from_version: u64, max_count: usize) -> Result<Vec<RecordedEvent>>;
 
-    /// The stream's current version (0: no stream).
+    /// The stream's current version (0: no stream); [`Error::StreamDeleted`] for a deleted one.
     async fn stream_version(&self, stream: &StreamId) -> Result<u64>;
 
-    /// Up to `max_count` events of one partition with position ≥ `from`, in position order,
-    /// filtered. [`AllPage::next`] is where the next read starts. A catch-up reader that keeps
-    /// calling this from `next` sees every event exactly once, also while writers append.
+    /// Up to `max_count` matching events of one partition with position ≥ `from`, in position
+    /// order; events of deleted streams and truncated events are skipped. [`AllPage::next`] is
+    /// where the next read starts: past every position this read looked at, matching or not,
+    /// so a catch-up reader that keeps reading from `next` sees every event exactly once, also
+    /// while writers append or one of them stalls. A page may hold fewer than `max_count`
+    /// events while more follow (a backend bounds the work of one call); only a page whose
+    /// `next` equals `from` says the partition holds nothing more for now.
+    /// [`Error::InvalidInput`] for a partition the store does not have.
     async fn read_all(&self, from: Position, max_count: usize, filter: &EventFilter) -> Result<AllPage>;
 
-    /// Up to `max_count` events of the given type recorded at or after `since`, oldest first
-    /// (the seed's `GetEventsByType`, for projections).
+    /// Up to `max_count` events of type `event_type` recorded at or after `since`, in commit
+    /// order (the seed's `GetEventsByType`); deleted streams' events are skipped.
     async fn events_by_type(&self, event_type: &str, since: Timestamp, max_count: usize) -> Result<Vec<RecordedEvent>>;
 
     /// Removes the stream's events with version < `before` (compaction). The stream's version is
     /// unchanged and appends continue after it; returns how many events were removed.
+    /// [`Error::StreamDeleted`] for a deleted stream.
     async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64>;
 
-    /// Deletes the stream if its version satisfies `expected`. It leaves a tombstone: later
-    /// appends and reads fail with [`Error::StreamDeleted`].
+    /// Deletes the stream if its version satisfies `expected` ([`Error::Conflict`] otherwise).
+    /// It leaves a tombstone: later appends and reads fail with [`Error::StreamDeleted`], and
+    /// `read_all` / `events_by_type` skip its events.
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()>;
-}
 
-/// Conveniences over any [`EventStore`].
-pub trait EventStoreExt: EventStore {
-    /// The stream's events from `from_version` on, fetched a page at a time, so a long stream
-    /// never sits in memory at once.
+    /// Where the log ends: a checkpoint just past the last committed (or, where positions are
+    /// reserved before the commit lands, reserved) position of every partition. A subscription
+    /// checkpoint past it is refused; the lag of a reader is measured against it.
+    async fn head(&self) -> Result<Checkpoint>;
+
+    /// Waits until an append may have landed past `checkpoint` in some partition, for at most
+    /// `timeout`. Backends with a signal ([`EventStoreCapabilities::live_signal`]) return
+    /// [`Wake::Signalled`] when it fires (or at once when the log is already past the
+    /// checkpoint) and [`Wake::TimedOut`] otherwise; the default returns
+    /// [`Wake::Unsupported`] at once, and callers poll.
+    async fn wait_for_append(&self, checkpoint: &Checkpoint, timeout: Duration) -> Result<Wake> {
+        let _ = (checkpoint, timeout);
+        Ok(Wake::Unsupported)
+    }
+
+    /// Every event of the stream from `from_version` on, as a [`futures::Stream`], so a long
+    /// stream never sits in memory at once (what a repository replays). Backends that answer a
+    /// whole stream with one cursor do so, fetching `batch` events per round trip (MongoDB);
+    /// the default reads pages of `batch` events with [`EventStore::read_stream`]. Errors as
+    /// [`EventStore::read_stream`].
     fn stream_events<'a>(
         &'a self,
         stream: &'a StreamId,
         from_version: u64,
-        page_size: usize,
+        batch: usize,
     ) -> BoxStream<'a, Result<RecordedEvent>> {
-        let page_size = page_size.max(1);
+        let batch = batch.max(1);
         stream::try_unfold(Some(from_version), move |next| async move {
             let Some(from) = next else {
                 return Ok(None);
             };
-            let page = self.read_stream(stream, from, page_size).await?;
+            let page = self.read_stream(stream, from, batch).await?;
             if page.is_empty() {
                 return Ok(None);
             }
             let following = match page.last() {
-                Some(last) if page.len() == page_size => Some(last.version + 1),
+                Some(last) if page.len() == batch => Some(last.version + 1),
                 _ => None,
             };
             Ok(Some((stream::iter(page.into_iter().map(Ok)), following)))
@@ -112,13 +152,21 @@ pub trait EventStoreExt: EventStore {
         .try_flatten()
         .boxed()
     }
+
+    /// How far `from` is behind `to` in one partition: events where positions are dense (the
+    /// default), commits where they number commits (MongoDB).
+    fn distance(&self, from: Position, to: Position) -> u64 {
+        to.offset.saturating_sub(from.offset)
+    }
 }
 
-impl<T: EventStore + ?Sized> EventStoreExt for T {}
-
-/// The checks every backend runs on an append before touching the server: a non-empty batch
-/// within the backend's limits, valid envelopes, no event id twice.
-pub fn validate_append(events: &[NewEvent], caps: &EventStoreCapabilities) -> Result<()> {
+/// The checks every backend runs on an append before touching the server: an expected version
+/// in range, a non-empty batch within the backend's limits, valid envelopes, no event id twice.
+pub fn validate_append(expected: ExpectedVersion, events: &[NewEvent], caps: &EventStoreCapabilities) -> Result<()> {
+    validate_expected(expected)?;
+    if let ExpectedVersion::Exact(v) = expected {
+        validate_number("version after the append", v.saturating_add(events.len() as u64))?;
+    }
     if events.is_empty() {
         return Err(Error::InvalidInput("an append needs at least one event".into()));
     }
@@ -142,13 +190,46 @@ pub fn validate_append(events: &[NewEvent], caps: &EventStoreCapabilities) -> Re
     Ok(())
 }
 
-/// Checks a `read_all` position against the backend's partitions.
+/// The largest version, offset or timestamp any backend accepts: 2^53 − 1, the largest integer
+/// that Lua (Redis scripts) and JSON readers hold exactly. Every server stores it exactly.
+pub const MAX_NUMBER: u64 = (1 << 53) - 1;
+
+/// Refuses a number over [`MAX_NUMBER`].
+pub fn validate_number(what: &str, value: u64) -> Result<()> {
+    if value > MAX_NUMBER {
+        return Err(Error::InvalidInput(format!(
+            "{what} {value} is over the largest accepted number {MAX_NUMBER} (2^53 - 1)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an expected version's number.
+pub fn validate_expected(expected: ExpectedVersion) -> Result<()> {
+    match expected {
+        ExpectedVersion::Exact(v) => validate_number("expected version", v),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a `read_all` position: a partition the store has, an offset within range.
 pub fn validate_position(from: Position, caps: &EventStoreCapabilities) -> Result<()> {
     if from.partition >= caps.partitions {
         return Err(Error::InvalidInput(format!(
             "partition {} does not exist; this store has {}",
             from.partition, caps.partitions
         )));
+    }
+    validate_number("position offset", from.offset)
+}
+
+/// Checks a filter's names: every event and aggregate type a valid type name.
+pub fn validate_filter(filter: &EventFilter) -> Result<()> {
+    for t in &filter.event_types {
+        validate_type_name("event type in a filter", t)?;
+    }
+    for t in &filter.aggregate_types {
+        validate_type_name("aggregate type in a filter", t)?;
     }
     Ok(())
 }

@@ -48,30 +48,31 @@ mod repository;
 mod snapshot_store;
 mod stats;
 mod stream;
+mod subscription;
 mod tagged;
 
 pub mod memory;
+pub mod projection;
+pub mod raw;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use aggregate::{Aggregate, AggregateRoot, Uncommitted};
 pub use codec::{Codec, EventCodec, JsonCodec, MessagePackCodec};
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, ConnectFailure, Error, Result};
 pub use event::{
     AllPage, AppendResult, ContentType, EventFilter, Metadata, NewEvent, Position, RecordedEvent, Timestamp,
 };
-pub use event_store::{
-    validate_append, validate_position, EventStore, EventStoreCapabilities, EventStoreExt, DEFAULT_PAGE_SIZE,
+pub use event_store::{EventStore, EventStoreCapabilities, MAX_NUMBER};
+pub use projection::{
+    CheckpointStore, ErrorPolicy, Projection, ProjectionHandle, ProjectionRunner, RunnerOptions, View,
 };
-pub use read_store::{
-    compare, lookup, total_order, validate_document, validate_field_path, Direction, Document, Filter, Op, Query,
-    ReadStore, ReadStoreCapabilities, ReadStoreExt, Sort,
-};
+pub use read_store::{Direction, Document, Filter, Op, Query, ReadStore, ReadStoreCapabilities, ReadStoreExt, Sort};
 pub use registry::{EventRegistry, EventRegistryBuilder, UpcastFn};
-pub use repository::{LoadInfo, Repository};
-pub use snapshot_store::{validate_snapshot, Restored, SnapshotInfo, SnapshotRecord, SnapshotStore, SnapshotStrategy};
-pub use stats::{Latencies, OperationStats, LATENCY_WINDOW};
-pub use stream::{validate_id, validate_type_name, ExpectedVersion, StreamId, MAX_NAME_LEN};
+pub use repository::Repository;
+pub use snapshot_store::{LoadInfo, Restored, SnapshotInfo, SnapshotRecord, SnapshotStore, SnapshotStrategy};
+pub use stream::{ExpectedVersion, StreamId};
+pub use subscription::{subscribe, Checkpoint, Subscription, SubscriptionMessage, SubscriptionOptions, Wake};
 
 /// Re-exported so that backends and users name the same versions.
 pub use async_trait::async_trait;

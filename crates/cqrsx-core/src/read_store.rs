@@ -284,24 +284,38 @@ pub fn validate_field_path(path: &str) -> Result<()> {
 }
 
 /// Checks a read model before it is written: a valid id, an object body whose keys are not
-/// empty, do not start with `$` and contain no `.`, and a size within `max_bytes`.
+/// empty, do not start with `$` and contain no `.` or NUL, whose integers fit in an `i64` (what
+/// every backend stores exactly; larger ones would come back as floats from BSON), and a size
+/// within `max_bytes`.
 pub fn validate_document(id: &str, data: &Value, max_bytes: usize) -> Result<usize> {
     validate_id("read model id", id)?;
     let Value::Object(map) = data else {
         return Err(Error::InvalidInput(format!("read model {id} must be a JSON object")));
     };
-    fn check_keys(map: &serde_json::Map<String, Value>) -> Result<()> {
-        for (k, v) in map {
-            if k.is_empty() || k.starts_with('$') || k.contains('.') || k.contains('\0') {
-                return Err(Error::InvalidInput(format!("field name {k:?} is not allowed")));
-            }
-            if let Value::Object(inner) = v {
-                check_keys(inner)?;
-            }
+    fn check(value: &Value, depth: usize) -> Result<()> {
+        if depth > 100 {
+            return Err(Error::InvalidInput("read model nests deeper than 100 levels".into()));
         }
-        Ok(())
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k.is_empty() || k.starts_with('$') || k.contains('.') || k.contains('\0') {
+                        return Err(Error::InvalidInput(format!("field name {k:?} is not allowed")));
+                    }
+                    check(v, depth + 1)?;
+                }
+                Ok(())
+            }
+            Value::Array(items) => items.iter().try_for_each(|v| check(v, depth + 1)),
+            Value::Number(n) if n.is_u64() && n.as_i64().is_none() => Err(Error::InvalidInput(format!(
+                "integer {n} is over {} (i64::MAX), the largest every backend stores exactly; store it as a string",
+                i64::MAX
+            ))),
+            _ => Ok(()),
+        }
     }
-    check_keys(map)?;
+    check(data, 0)?;
+    let _ = map;
     let size = serde_json::to_vec(data)
         .map_err(|e| Error::serialization("read model", e))?
         .len();
@@ -311,6 +325,21 @@ pub fn validate_document(id: &str, data: &Value, max_bytes: usize) -> Result<usi
         )));
     }
     Ok(size)
+}
+
+/// The longest TTL a read model or view document may have (100 years; every backend stores
+/// its expiry exactly).
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Checks a TTL: longer than zero, at most [`MAX_TTL`].
+pub fn validate_ttl(ttl: Duration) -> Result<()> {
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Err(Error::InvalidInput(format!(
+            "a TTL must be longer than zero and at most {} days, got {ttl:?}",
+            MAX_TTL.as_secs() / 86_400
+        )));
+    }
+    Ok(())
 }
 
 /// What a read store can do beyond the basics.
@@ -331,8 +360,9 @@ pub trait ReadStore: Send + Sync {
     /// Inserts or replaces a document.
     async fn save(&self, id: &str, data: Value) -> Result<()>;
 
-    /// Inserts or replaces a document that expires after `ttl`; [`Error::Unsupported`] where
-    /// [`ReadStoreCapabilities::ttl`] is false.
+    /// Inserts or replaces a document that expires after `ttl` (it is invisible to every read
+    /// from then on). Stores whose [`ReadStoreCapabilities::ttl`] is false refuse with
+    /// [`Error::InvalidInput`]; a zero TTL is refused too.
     async fn save_with_ttl(&self, id: &str, data: Value, ttl: Duration) -> Result<()>;
 
     /// A document by id.

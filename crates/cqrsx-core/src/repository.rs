@@ -2,7 +2,7 @@
 //! events with the loaded version as the expected version, then let the snapshot strategy decide.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::TryStreamExt;
 use tracing::{debug, warn, Instrument};
@@ -11,23 +11,10 @@ use crate::aggregate::{Aggregate, AggregateRoot};
 use crate::codec::EventCodec;
 use crate::error::{Error, Result};
 use crate::event::{AppendResult, ContentType, RecordedEvent};
-use crate::event_store::{EventStore, EventStoreExt, DEFAULT_PAGE_SIZE};
+use crate::event_store::{EventStore, DEFAULT_PAGE_SIZE};
 use crate::registry::EventRegistry;
-use crate::snapshot_store::SnapshotStrategy;
+use crate::snapshot_store::{LoadInfo, SnapshotStrategy};
 use crate::stream::{ExpectedVersion, StreamId};
-
-/// How a load went: where the state came from and how much was replayed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LoadInfo {
-    /// The snapshot version the load started from, if one was used.
-    pub snapshot_version: Option<u64>,
-    /// Events replayed on top of the snapshot (or from the start).
-    pub events_replayed: u64,
-    /// Why a snapshot that existed was not used, when that happened.
-    pub fallback: Option<String>,
-    /// Wall time of the load.
-    pub elapsed: Duration,
-}
 
 /// Loads and saves aggregates of type `A` over any [`EventStore`].
 ///
@@ -208,7 +195,7 @@ impl<A: Aggregate> Repository<A> {
                 if count == 0 && from_version == 0 {
                     warn!(stream = %stream, first = recorded.version, "replaying a truncated stream without a snapshot");
                 } else {
-                    return Err(Error::serialization_msg(format!(
+                    return Err(Error::Integrity(format!(
                         "stream {stream} jumps from version {version} to {}",
                         recorded.version
                     )));
@@ -224,7 +211,7 @@ impl<A: Aggregate> Repository<A> {
             // rewritten) since the snapshot was taken.
             let head = self.events.stream_version(stream).await?;
             if head < from_version {
-                return Err(Error::serialization_msg(format!(
+                return Err(Error::Integrity(format!(
                     "snapshot at version {from_version} is ahead of stream {stream} at {head}"
                 )));
             }

@@ -1,12 +1,14 @@
 //! The [`SnapshotStore`] trait (bytes in, bytes out) and the [`SnapshotStrategy`] through which
 //! a [`crate::Repository`] restores and takes snapshots without knowing how.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use crate::aggregate::{Aggregate, AggregateRoot};
 use crate::error::{Error, Result};
 use crate::event::Timestamp;
-use crate::repository::LoadInfo;
+use crate::event_store::validate_number;
 use crate::stream::StreamId;
 
 /// One stored snapshot of an aggregate's state.
@@ -81,6 +83,8 @@ pub fn validate_snapshot(snapshot: &SnapshotRecord, max_bytes: usize) -> Result<
     if snapshot.version == 0 {
         return Err(Error::InvalidInput("a snapshot needs a version of at least 1".into()));
     }
+    validate_number("snapshot version", snapshot.version)?;
+    validate_number("snapshot created-at (ms)", snapshot.created_at.as_millis())?;
     if snapshot.content_type.is_empty() {
         return Err(Error::InvalidInput("a snapshot needs a content type".into()));
     }
@@ -100,6 +104,20 @@ pub struct Restored<A> {
     pub state: A,
     /// The stream version the state includes.
     pub version: u64,
+}
+
+/// How a load went: where the state came from and how much was replayed (what
+/// [`crate::Repository::load_with_info`] returns and [`SnapshotStrategy::loaded`] is told).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadInfo {
+    /// The snapshot version the load started from, if one was used.
+    pub snapshot_version: Option<u64>,
+    /// Events replayed on top of the snapshot (or from the start).
+    pub events_replayed: u64,
+    /// Why a snapshot that existed was not used, when that happened.
+    pub fallback: Option<String>,
+    /// Wall time of the load.
+    pub elapsed: Duration,
 }
 
 /// How a [`crate::Repository`] restores and takes snapshots. `cqrsx-snapshot`'s

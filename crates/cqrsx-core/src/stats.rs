@@ -12,7 +12,7 @@ pub const LATENCY_WINDOW: usize = 4096;
 ///
 /// ```
 /// use std::time::Duration;
-/// use cqrsx_core::OperationStats;
+/// use cqrsx_core::raw::OperationStats;
 /// let stats = OperationStats::default();
 /// stats.record(Duration::from_micros(300), true);
 /// stats.record(Duration::from_micros(900), false);

@@ -5,12 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrsx_core::memory::{InMemoryEventStore, InMemoryReadStore, InMemorySnapshotStore};
+use cqrsx_core::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemoryReadStore, InMemorySnapshotStore};
+use cqrsx_core::projection::{CheckpointCapabilities, Commit, Lease, ParkedEvent, ViewDoc, ViewKey};
 use cqrsx_core::testkit::{Fixture, CASES};
 use cqrsx_core::{
-    async_trait, AllPage, AppendResult, Document, EventFilter, EventStore, EventStoreCapabilities, ExpectedVersion,
-    Filter, NewEvent, Position, Query, ReadStore, ReadStoreCapabilities, RecordedEvent, Result, SnapshotInfo,
-    SnapshotRecord, SnapshotStore, StreamId, Timestamp, Uuid,
+    async_trait, AllPage, AppendResult, Checkpoint, CheckpointStore, Document, EventFilter, EventStore,
+    EventStoreCapabilities, ExpectedVersion, Filter, NewEvent, Position, Query, ReadStore, ReadStoreCapabilities,
+    RecordedEvent, Result, SnapshotInfo, SnapshotRecord, SnapshotStore, StreamId, Timestamp, Uuid, Wake,
 };
 use serde_json::Value;
 
@@ -26,6 +27,12 @@ enum Fault {
     TruncateDropsVersion,
     EventsByTypeIgnoresTime,
     PagesLoseEvents,
+    /// `read_all` pages that end inside a batch resume one event too far.
+    PagesInsideBatchesSkip,
+    /// Declares a live signal that never fires.
+    SignalNeverFires,
+    /// `read_all` ignores the aggregate-type part of a filter that also names event types.
+    FilterDropsAggregateTypes,
 }
 
 struct BrokenEvents {
@@ -107,7 +114,15 @@ impl EventStore for BrokenEvents {
     }
 
     async fn read_all(&self, from: Position, max: usize, filter: &EventFilter) -> Result<AllPage> {
+        let mut filter = filter.clone();
+        if self.fault == Fault::FilterDropsAggregateTypes && !filter.event_types.is_empty() {
+            filter.aggregate_types.clear();
+        }
+        let filter = &filter;
         let mut page = self.inner.read_all(from, max, filter).await?;
+        if self.fault == Fault::PagesInsideBatchesSkip && page.events.len() == max && max < 10 {
+            page.next = page.next.next();
+        }
         if self.fault == Fault::SkipsPositions
             && !page.events.is_empty()
             && self.reads.fetch_add(1, Ordering::SeqCst) % 5 == 4
@@ -132,9 +147,175 @@ impl EventStore for BrokenEvents {
 
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()> {
         if self.fault == Fault::DeleteLeavesNoTombstone {
-            return self.inner.truncate_before(stream, u64::MAX).await.map(|_| ());
+            let head = self.inner.stream_version(stream).await?;
+            return self.inner.truncate_before(stream, head + 1).await.map(|_| ());
         }
         self.inner.delete_stream(stream, expected).await
+    }
+
+    async fn head(&self) -> Result<Checkpoint> {
+        self.inner.head().await
+    }
+
+    async fn wait_for_append(&self, checkpoint: &Checkpoint, timeout: Duration) -> Result<Wake> {
+        if self.fault == Fault::SignalNeverFires {
+            tokio::time::sleep(timeout).await;
+            return Ok(Wake::TimedOut);
+        }
+        self.inner.wait_for_append(checkpoint, timeout).await
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum CheckpointFault {
+    /// Writes the checkpoint first and the view documents after a pause: a crash in between
+    /// leaves the checkpoint ahead of the view.
+    CheckpointBeforeView,
+    /// Grants a lease to anyone and never fences.
+    NoFencing,
+    /// Parks nothing.
+    ForgetsParked,
+    /// Every version of a projection writes to the same view.
+    VersionsShareOneView,
+    /// Commits writes without checking them.
+    AcceptsBadWrites,
+}
+
+struct BrokenCheckpoints {
+    inner: InMemoryCheckpointStore,
+    fault: CheckpointFault,
+}
+
+impl BrokenCheckpoints {
+    fn key(&self, key: &ViewKey) -> ViewKey {
+        match self.fault {
+            CheckpointFault::VersionsShareOneView => key.at_version(1).expect("key"),
+            _ => key.clone(),
+        }
+    }
+
+    fn lease(&self, lease: &Lease) -> Lease {
+        Lease {
+            key: self.key(&lease.key),
+            ..lease.clone()
+        }
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for BrokenCheckpoints {
+    fn capabilities(&self) -> CheckpointCapabilities {
+        self.inner.capabilities()
+    }
+    async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
+        if self.fault == CheckpointFault::NoFencing {
+            return Ok(Some(Lease {
+                key: key.clone(),
+                owner: owner.to_string(),
+                token: 1,
+            }));
+        }
+        Ok(self
+            .inner
+            .acquire(&self.key(key), owner, ttl)
+            .await?
+            .map(|l| Lease { key: key.clone(), ..l }))
+    }
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()> {
+        if self.fault == CheckpointFault::NoFencing {
+            return Ok(());
+        }
+        self.inner.renew(&self.lease(lease), ttl).await
+    }
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        self.inner.release(&self.lease(lease)).await
+    }
+    async fn checkpoint(&self, key: &ViewKey) -> Result<Option<Checkpoint>> {
+        self.inner.checkpoint(key).await
+    }
+    async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<ViewDoc>> {
+        self.inner.get(&self.key(key), id).await
+    }
+    async fn commit(&self, lease: &Lease, mut commit: Commit) -> Result<()> {
+        match self.fault {
+            CheckpointFault::NoFencing => {
+                let held = self
+                    .inner
+                    .acquire(&lease.key, &lease.owner, Duration::from_secs(60))
+                    .await?
+                    .expect("lease");
+                self.inner.commit(&held, commit).await
+            }
+            CheckpointFault::CheckpointBeforeView => {
+                let checkpoint = commit.checkpoint.take();
+                self.inner
+                    .commit(
+                        lease,
+                        Commit {
+                            checkpoint,
+                            ..Commit::default()
+                        },
+                    )
+                    .await?;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                self.inner.commit(lease, commit).await
+            }
+            CheckpointFault::ForgetsParked => {
+                commit.parked.clear();
+                self.inner.commit(lease, commit).await
+            }
+            CheckpointFault::AcceptsBadWrites => {
+                commit.writes.retain(|w| !w.id.is_empty());
+                self.inner.commit(lease, commit).await
+            }
+            CheckpointFault::VersionsShareOneView => {
+                // Documents go to version 1's view; the checkpoint stays per version.
+                let checkpoint = commit.checkpoint.take();
+                self.inner.commit(&self.lease(lease), commit).await?;
+                if checkpoint.is_some() {
+                    let own = self
+                        .inner
+                        .acquire(&lease.key, &lease.owner, Duration::from_secs(60))
+                        .await?;
+                    if let Some(own) = own {
+                        self.inner
+                            .commit(
+                                &own,
+                                Commit {
+                                    checkpoint,
+                                    ..Commit::default()
+                                },
+                            )
+                            .await?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+    async fn parked(&self, key: &ViewKey) -> Result<Vec<ParkedEvent>> {
+        self.inner.parked(key).await
+    }
+    async fn active_version(&self, projection: &str) -> Result<Option<u32>> {
+        self.inner.active_version(projection).await
+    }
+    async fn activate(&self, lease: &Lease) -> Result<()> {
+        if self.fault == CheckpointFault::VersionsShareOneView {
+            let own = self
+                .inner
+                .acquire(&lease.key, &lease.owner, Duration::from_secs(60))
+                .await?;
+            if let Some(own) = own {
+                return self.inner.activate(&own).await;
+            }
+        }
+        self.inner.activate(lease).await
+    }
+    async fn drop_view(&self, key: &ViewKey) -> Result<()> {
+        self.inner.drop_view(key).await
+    }
+    fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>> {
+        self.inner.view(&self.key(key))
     }
 }
 
@@ -246,6 +427,20 @@ fn broken_events(fault: Fault) -> Fixture {
         }),
         f.snapshots,
         f.reads,
+        f.checkpoints,
+    )
+}
+
+fn broken_checkpoints(fault: CheckpointFault) -> Fixture {
+    let f = Fixture::in_memory();
+    Fixture::new(
+        f.events,
+        f.snapshots,
+        f.reads,
+        Arc::new(BrokenCheckpoints {
+            inner: InMemoryCheckpointStore::new(),
+            fault,
+        }),
     )
 }
 
@@ -285,6 +480,16 @@ async fn each_case_catches_the_fault_it_guards_against() {
         ("bad_input_is_rejected_and_writes_nothing", Fault::AcceptsEmptyBatches),
         ("events_by_type_since_a_time", Fault::EventsByTypeIgnoresTime),
         ("long_stream_reads_in_pages", Fault::PagesLoseEvents),
+        ("read_all_pages_inside_batches", Fault::PagesInsideBatchesSkip),
+        (
+            "subscription_catches_up_from_zero_and_from_a_checkpoint",
+            Fault::SkipsPositions,
+        ),
+        ("subscription_goes_live_and_wakes_on_appends", Fault::SignalNeverFires),
+        (
+            "subscription_filters_by_type_and_aggregate_type",
+            Fault::FilterDropsAggregateTypes,
+        ),
     ];
     for (case, fault) in event_faults {
         assert!(
@@ -293,8 +498,36 @@ async fn each_case_catches_the_fault_it_guards_against() {
         );
     }
 
+    let checkpoint_faults = [
+        (
+            "projection_survives_crashes_without_skips_or_repeats",
+            CheckpointFault::CheckpointBeforeView,
+        ),
+        (
+            "projection_lease_admits_one_runner_and_fences_the_stale_one",
+            CheckpointFault::NoFencing,
+        ),
+        ("projection_poison_event_stops_or_parks", CheckpointFault::ForgetsParked),
+        (
+            "projection_rebuild_equals_the_live_view",
+            CheckpointFault::VersionsShareOneView,
+        ),
+        ("projection_bad_input_is_refused", CheckpointFault::AcceptsBadWrites),
+    ];
+    for (case, fault) in checkpoint_faults {
+        assert!(
+            fails(case, broken_checkpoints(fault)).await,
+            "{case} did not catch {fault:?}"
+        );
+    }
+
     let f = Fixture::in_memory();
-    let overwriting = Fixture::new(f.events, Arc::new(LastWriteWinsSnapshots::default()), f.reads);
+    let overwriting = Fixture::new(
+        f.events,
+        Arc::new(LastWriteWinsSnapshots::default()),
+        f.reads,
+        f.checkpoints,
+    );
     assert!(fails("snapshot_store_never_hides_a_newer_snapshot", overwriting).await);
 
     // A strategy that restores the wrong state must make the snapshot/replay comparison fail.
@@ -318,6 +551,7 @@ async fn each_case_catches_the_fault_it_guards_against() {
                 inner: InMemoryReadStore::new(),
                 fault,
             }),
+            f.checkpoints,
         );
         assert!(fails(case, fixture).await, "{case} did not catch {fault:?}");
     }

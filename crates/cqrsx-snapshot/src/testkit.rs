@@ -233,29 +233,37 @@ pub async fn manager_applies_policies_and_retention(f: Fixture) {
     );
 }
 
-/// Every case above with its name, for runners that take them as a list.
-pub const CASES: &[(&str, Case)] = &[
-    ("manager_load_equals_full_replay_with_every_serializer", |f| {
-        Box::pin(manager_load_equals_full_replay_with_every_serializer(f))
-    }),
-    ("manager_falls_back_on_unusable_snapshots", |f| {
-        Box::pin(manager_falls_back_on_unusable_snapshots(f))
-    }),
-    ("manager_applies_policies_and_retention", |f| {
-        Box::pin(manager_applies_policies_and_retention(f))
-    }),
-];
+/// The one list of snapshot-manager cases: it calls `$callback!` with the names after `$args`,
+/// so that [`CASES`] and [`crate::snapshot_manager_tests!`] come from the same list.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __snapshot_manager_cases {
+    ($callback:path; $($args:tt)*) => {
+        $callback! { $($args)* ;
+            manager_load_equals_full_replay_with_every_serializer,
+            manager_falls_back_on_unusable_snapshots,
+            manager_applies_policies_and_retention,
+        }
+    };
+}
+
+macro_rules! case_list {
+    ($(;)? $($name:ident),* $(,)?) => {
+        /// Every case above with its name, for runners that take them as a list.
+        pub const CASES: &[(&str, Case)] = &[
+            $((stringify!($name), |f| Box::pin($name(f)))),*
+        ];
+    };
+}
+
+crate::__snapshot_manager_cases!(case_list;);
 
 /// Expands into one `#[tokio::test]` per snapshot-manager case; `$fixture` is an async fn
 /// returning a fresh core [`Fixture`].
 #[macro_export]
 macro_rules! snapshot_manager_tests {
     ($fixture:path) => {
-        $crate::snapshot_manager_tests!(@cases $fixture;
-            manager_load_equals_full_replay_with_every_serializer,
-            manager_falls_back_on_unusable_snapshots,
-            manager_applies_policies_and_retention,
-        );
+        $crate::__snapshot_manager_cases!($crate::snapshot_manager_tests; @cases $fixture);
     };
     (@cases $fixture:path; $($case:ident),* $(,)?) => {
         $(

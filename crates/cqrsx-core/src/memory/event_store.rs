@@ -2,14 +2,22 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::event::{AllPage, AppendResult, EventFilter, NewEvent, Position, RecordedEvent, Timestamp};
-use crate::event_store::{validate_append, validate_position, EventStore, EventStoreCapabilities};
-use crate::stream::{ExpectedVersion, StreamId};
+use crate::event_store::{
+    validate_append, validate_filter, validate_number, validate_position, EventStore, EventStoreCapabilities,
+};
+use crate::stream::{validate_type_name, ExpectedVersion, StreamId};
+use crate::subscription::{Checkpoint, Wake};
+
+/// Log entries one `read_all` call looks at, at most.
+const READ_ALL_SCAN_BUDGET: usize = 100_000;
 
 #[derive(Default)]
 struct Stream {
@@ -17,7 +25,10 @@ struct Stream {
     events: Vec<Arc<RecordedEvent>>,
     version: u64,
     deleted: bool,
+    /// Each event id's version.
     ids: HashMap<Uuid, u64>,
+    /// Each commit's event count and result, by its first version.
+    commits: HashMap<u64, (u64, AppendResult)>,
 }
 
 #[derive(Default)]
@@ -48,10 +59,25 @@ impl State {
 /// assert_eq!(done.version, 1);
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct InMemoryEventStore {
     state: Arc<RwLock<State>>,
+    /// The length of the log, for live subscriptions to wait on.
+    committed: Arc<watch::Sender<u64>>,
     caps: EventStoreCapabilities,
+}
+
+impl Default for InMemoryEventStore {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            committed: Arc::new(watch::channel(0).0),
+            caps: EventStoreCapabilities {
+                live_signal: true,
+                ..EventStoreCapabilities::default()
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for InMemoryEventStore {
@@ -85,33 +111,28 @@ impl InMemoryEventStore {
     }
 }
 
-/// If `events` were already appended to `stream` in this order, the original result.
+/// If `events` are exactly the events of one earlier commit of `stream`, in order (a retry),
+/// that commit's result; an [`Error::EventIdReused`] if some of their ids are in the stream
+/// but this is not such a retry.
 fn previous_append(stream: &Stream, stream_id: &StreamId, events: &[NewEvent]) -> Result<Option<AppendResult>> {
-    let Some(&first) = stream.ids.get(&events[0].event_id) else {
-        return Ok(None);
+    let reused = |event_id| Error::EventIdReused {
+        stream: stream_id.clone(),
+        event_id,
     };
-    let same = events
+    let Some(&first) = stream.ids.get(&events[0].event_id) else {
+        return match events.iter().find(|e| stream.ids.contains_key(&e.event_id)) {
+            Some(e) => Err(reused(e.event_id)),
+            None => Ok(None),
+        };
+    };
+    let in_order = events
         .iter()
         .enumerate()
         .all(|(i, e)| stream.ids.get(&e.event_id) == Some(&(first + i as u64)));
-    if !same {
-        return Err(Error::Conflict {
-            stream: stream_id.clone(),
-            expected: ExpectedVersion::Exact(first - 1),
-            actual: stream.version,
-        });
+    match stream.commits.get(&first) {
+        Some(&(len, result)) if in_order && len == events.len() as u64 => Ok(Some(result)),
+        _ => Err(reused(events[0].event_id)),
     }
-    let last = first + events.len() as u64 - 1;
-    let position = stream
-        .events
-        .iter()
-        .find(|e| e.version == last)
-        .map(|e| e.position)
-        .unwrap_or_default();
-    Ok(Some(AppendResult {
-        version: last,
-        position,
-    }))
 }
 
 #[async_trait]
@@ -126,9 +147,9 @@ impl EventStore for InMemoryEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        validate_append(&events, &self.caps)?;
-        let mut state = self.write()?;
-        let state = &mut *state;
+        validate_append(expected, &events, &self.caps)?;
+        let mut guard = self.write()?;
+        let state = &mut *guard;
         let entry = state.streams.entry(stream.key().to_owned()).or_default();
         if entry.deleted {
             return Err(Error::StreamDeleted { stream: stream.clone() });
@@ -144,6 +165,7 @@ impl EventStore for InMemoryEventStore {
             });
         }
         let now = Timestamp::now();
+        let (first_version, count) = (entry.version + 1, events.len() as u64);
         let mut last = AppendResult {
             version: entry.version,
             position: Position::default(),
@@ -172,10 +194,15 @@ impl EventStore for InMemoryEventStore {
             state.log.push(recorded);
             last = AppendResult { version, position };
         }
+        entry.commits.insert(first_version, (count, last));
+        let committed = state.log.len() as u64;
+        drop(guard);
+        self.committed.send_replace(committed);
         Ok(last)
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: u64, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        validate_number("from version", from_version)?;
         let state = self.read()?;
         let Some(s) = state.streams.get(stream.key()) else {
             return Ok(Vec::new());
@@ -202,11 +229,14 @@ impl EventStore for InMemoryEventStore {
 
     async fn read_all(&self, from: Position, max_count: usize, filter: &EventFilter) -> Result<AllPage> {
         validate_position(from, &self.caps)?;
+        validate_filter(filter)?;
         let state = self.read()?;
         let start = usize::try_from(from.offset.max(1) - 1).unwrap_or(usize::MAX);
         let mut events = Vec::new();
         let mut next = Position::start_of(0).max(from);
-        for event in state.log.iter().skip(start) {
+        // A selective filter over a long log ends the page early rather than holding the lock.
+        let budget = READ_ALL_SCAN_BUDGET.max(max_count);
+        for event in state.log.get(start..).unwrap_or_default().iter().take(budget) {
             if events.len() >= max_count {
                 break;
             }
@@ -219,6 +249,8 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn events_by_type(&self, event_type: &str, since: Timestamp, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        validate_type_name("event type", event_type)?;
+        validate_number("since (ms)", since.as_millis())?;
         let state = self.read()?;
         Ok(state
             .log
@@ -230,6 +262,7 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {
+        validate_number("truncate before version", before)?;
         let mut state = self.write()?;
         let Some(s) = state.streams.get_mut(stream.key()) else {
             return Ok(0);
@@ -243,6 +276,7 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()> {
+        crate::event_store::validate_expected(expected)?;
         let mut state = self.write()?;
         let s = state.streams.entry(stream.key().to_owned()).or_default();
         if s.deleted {
@@ -258,6 +292,24 @@ impl EventStore for InMemoryEventStore {
         s.deleted = true;
         s.events.clear();
         s.ids.clear();
+        s.commits.clear();
         Ok(())
+    }
+
+    async fn head(&self) -> Result<Checkpoint> {
+        Checkpoint::from_offsets([*self.committed.borrow() + 1])
+    }
+
+    async fn wait_for_append(&self, checkpoint: &Checkpoint, timeout: Duration) -> Result<Wake> {
+        let next = checkpoint.next(0).offset;
+        let mut rx = self.committed.subscribe();
+        let woke = tokio::time::timeout(timeout, async {
+            rx.wait_for(|&committed| committed >= next).await.is_ok()
+        })
+        .await;
+        Ok(match woke {
+            Ok(_) => Wake::Signalled,
+            Err(_) => Wake::TimedOut,
+        })
     }
 }

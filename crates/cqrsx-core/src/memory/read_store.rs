@@ -49,13 +49,25 @@ impl InMemoryReadStore {
         Self::default()
     }
 
-    fn insert(&self, id: &str, data: Value, ttl: Option<Duration>) -> Result<()> {
+    pub(crate) fn insert(&self, id: &str, data: Value, ttl: Option<Duration>) -> Result<()> {
         validate_document(id, &data, CAPS.max_document_bytes)?;
         let expires = ttl.map(|t| Instant::now() + t);
         self.docs
             .write()
             .map_err(|_| poisoned())?
             .insert(id.to_owned(), Entry { data, expires });
+        Ok(())
+    }
+
+    /// Removes a document (a projection commit's delete).
+    pub(crate) fn remove(&self, id: &str) -> Result<()> {
+        self.docs.write().map_err(|_| poisoned())?.remove(id);
+        Ok(())
+    }
+
+    /// Removes every document (a dropped view).
+    pub(crate) fn clear(&self) -> Result<()> {
+        self.docs.write().map_err(|_| poisoned())?.clear();
         Ok(())
     }
 
@@ -84,9 +96,7 @@ impl ReadStore for InMemoryReadStore {
     }
 
     async fn save_with_ttl(&self, id: &str, data: Value, ttl: Duration) -> Result<()> {
-        if ttl.is_zero() {
-            return Err(Error::InvalidInput("a TTL must be longer than zero".into()));
-        }
+        crate::read_store::validate_ttl(ttl)?;
         self.insert(id, data, Some(ttl))
     }
 

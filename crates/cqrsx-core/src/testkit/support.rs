@@ -79,6 +79,18 @@ pub(crate) fn payload_n(payload: &[u8]) -> u64 {
         .expect("n")
 }
 
+/// Adds a line to the report file named by `CQRSX_CASE_REPORT` (how `cargo xtask test` shows
+/// the counts a case measured, such as the crash case's skipped and repeated events).
+pub(crate) fn report(label: &str, line: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("CQRSX_CASE_REPORT") else {
+        return;
+    };
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(file, "{label}: {line}");
+    }
+}
+
 /// A minimal snapshot strategy: JSON state every `every` events. Enough to hold the store and
 /// repository to contract item 7; `cqrsx-snapshot` has the full manager.
 pub struct BasicSnapshots {

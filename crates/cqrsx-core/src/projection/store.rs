@@ -1,0 +1,261 @@
+//! The [`CheckpointStore`] trait a backend implements for projections: checkpoints, leases with
+//! fencing tokens, the views' documents and their atomic (or guarded) commit, dead letters.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::event::{Position, RecordedEvent, Timestamp};
+use crate::read_store::ReadStore;
+use crate::stream::validate_type_name;
+use crate::subscription::Checkpoint;
+
+/// One version of one projection: the unit that has a checkpoint, a lease and a view.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ViewKey {
+    projection: String,
+    version: u32,
+}
+
+impl ViewKey {
+    /// A validated key: the name is a type name (`[A-Za-z0-9_.-]`, at most 128 bytes), the
+    /// version at least 1.
+    pub fn new(projection: impl Into<String>, version: u32) -> Result<Self> {
+        let projection = projection.into();
+        validate_type_name("projection name", &projection)?;
+        if projection.len() > 128 {
+            return Err(Error::InvalidInput(format!(
+                "projection name {projection:?} is longer than 128 bytes"
+            )));
+        }
+        if version == 0 {
+            return Err(Error::InvalidInput(format!(
+                "projection {projection} has version 0; versions start at 1"
+            )));
+        }
+        Ok(Self { projection, version })
+    }
+
+    /// The projection's name.
+    pub fn projection(&self) -> &str {
+        &self.projection
+    }
+
+    /// The projection's version.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The same projection at another version.
+    pub fn at_version(&self, version: u32) -> Result<Self> {
+        Self::new(self.projection.clone(), version)
+    }
+}
+
+impl fmt::Display for ViewKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.v{}", self.projection, self.version)
+    }
+}
+
+/// The right to run one projection version, held by one runner at a time.
+///
+/// `token` is a fencing token: every acquisition gets a larger one, and a store refuses a
+/// commit whose token is not the current holder's, so a runner that lost its lease (it stalled
+/// past the TTL and another took over) cannot write after that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// What it is a lease on.
+    pub key: ViewKey,
+    /// Who holds it.
+    pub owner: String,
+    /// The fencing token.
+    pub token: u64,
+}
+
+/// A view document as the runner reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewDoc {
+    /// The document (a JSON object); `None` for a deleted document whose store keeps the
+    /// position of its deletion.
+    pub data: Option<Value>,
+    /// The position of the last event applied to it, where the store keeps one (stores whose
+    /// commits are not atomic guard each document by it).
+    pub applied: Option<Position>,
+}
+
+/// One change to a view document, made while applying the event at `position`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewWrite {
+    /// The document id.
+    pub id: String,
+    /// What happens to it.
+    pub change: ViewChange,
+    /// The event that made the change.
+    pub position: Position,
+    /// For a replay of a parked event: its position, so that the replay is applied once.
+    pub replay_of: Option<Position>,
+}
+
+/// What a [`ViewWrite`] does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ViewChange {
+    /// Inserts or replaces the document; it expires after `ttl` when one is given.
+    Put {
+        /// The new document.
+        data: Value,
+        /// Its time to live.
+        ttl: Option<Duration>,
+    },
+    /// Removes the document.
+    Delete,
+}
+
+/// An event a projection could not apply, kept aside so the rest can go on.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ParkedEvent {
+    /// The event's global position.
+    pub position: Position,
+    /// Its stream.
+    pub stream: String,
+    /// Its version in the stream.
+    pub version: u64,
+    /// Its type.
+    pub event_type: String,
+    /// The handler's last error.
+    pub error: String,
+    /// How many times the handler was tried.
+    pub attempts: u32,
+    /// When it was parked.
+    pub parked_at: Timestamp,
+}
+
+impl ParkedEvent {
+    /// The record of `event` failing with `error` after `attempts` tries.
+    pub fn of(event: &RecordedEvent, error: impl Into<String>, attempts: u32) -> Self {
+        Self {
+            position: event.position,
+            stream: event.stream.key().to_string(),
+            version: event.version,
+            event_type: event.event_type.clone(),
+            error: error.into(),
+            attempts,
+            parked_at: Timestamp::now(),
+        }
+    }
+}
+
+/// What one [`CheckpointStore::commit`] writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Commit {
+    /// View changes, in the order they were made (a later change to a document wins).
+    pub writes: Vec<ViewWrite>,
+    /// Events to park.
+    pub parked: Vec<ParkedEvent>,
+    /// Parked events (by position) whose replay `writes` carry: removed from the dead letters.
+    pub replayed: Vec<Position>,
+    /// The checkpoint after everything in this commit; `None` leaves it as it is.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+impl Commit {
+    /// Checks every write before a store sends anything: valid ids, documents a view can hold
+    /// (see [`crate::raw::validate_document`]), positive TTLs.
+    pub fn validate(&self) -> Result<()> {
+        for write in &self.writes {
+            match &write.change {
+                ViewChange::Put { data, ttl } => {
+                    crate::read_store::validate_document(&write.id, data, crate::projection::MAX_VIEW_DOCUMENT_BYTES)?;
+                    if let Some(ttl) = ttl {
+                        crate::read_store::validate_ttl(*ttl)?;
+                    }
+                }
+                ViewChange::Delete => crate::stream::validate_id("view document id", &write.id)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a checkpoint store guarantees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointCapabilities {
+    /// A commit's view changes, dead letters and checkpoint land together or not at all (one
+    /// lock in memory, one script on Redis). When false (MongoDB without transactions), every
+    /// view document carries the position of the last event applied to it, each write is
+    /// guarded by it, and the checkpoint is written after the documents: a commit cut short is
+    /// repeated on restart and the guard drops what was already applied.
+    pub atomic_commit: bool,
+}
+
+/// Where projections keep their state, served by every backend: checkpoints, leases with
+/// fencing tokens, the view documents, dead letters, and which version of a projection is the
+/// active one.
+///
+/// Contract (the conformance suite checks it):
+/// - [`CheckpointStore::acquire`] grants a lease to one owner at a time; an owner that holds it
+///   (or held it, and it expired unclaimed) gets it again at once with a larger token; another
+///   owner gets it only after it expired. [`CheckpointStore::renew`] and
+///   [`CheckpointStore::commit`] fail with [`Error::LeaseLost`] once a larger token was given.
+/// - [`CheckpointStore::commit`] writes view changes, parks and unparks events and moves the
+///   checkpoint, all fenced by the lease; see [`CheckpointCapabilities::atomic_commit`] for how
+///   a cut-short commit is recovered. The checkpoint is never written ahead of the documents.
+/// - Documents written through a commit are what [`CheckpointStore::view`] reads.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    /// What this store guarantees.
+    fn capabilities(&self) -> CheckpointCapabilities;
+
+    /// Takes the lease of `key` for `owner` for `ttl`, or `None` while another owner holds it.
+    async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>>;
+
+    /// Extends a held lease by `ttl`; [`Error::LeaseLost`] when it was taken over.
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()>;
+
+    /// Gives a lease up, so another runner can take it at once. Releasing a lease that was
+    /// taken over does nothing.
+    async fn release(&self, lease: &Lease) -> Result<()>;
+
+    /// The stored checkpoint of `key`, if it has one.
+    async fn checkpoint(&self, key: &ViewKey) -> Result<Option<Checkpoint>>;
+
+    /// A view document, with the position of the last event applied to it where kept; `None`
+    /// when the store knows nothing of it.
+    async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<ViewDoc>>;
+
+    /// Stores a commit under `lease`; [`Error::LeaseLost`] when the lease was taken over.
+    async fn commit(&self, lease: &Lease, commit: Commit) -> Result<()>;
+
+    /// The parked events of `key`, oldest position first.
+    async fn parked(&self, key: &ViewKey) -> Result<Vec<ParkedEvent>>;
+
+    /// The version of `projection` that readers use, once one was activated.
+    async fn active_version(&self, projection: &str) -> Result<Option<u32>>;
+
+    /// Makes the lease's version the active one (never moves back to a lower version).
+    async fn activate(&self, lease: &Lease) -> Result<()>;
+
+    /// Removes a version's documents, checkpoint and dead letters (after a newer one took over).
+    async fn drop_view(&self, key: &ViewKey) -> Result<()>;
+
+    /// A read store over a version's documents, for queries.
+    fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>>;
+
+    /// The active version of `projection` and a read store over its documents: what a query
+    /// of the projection's view should use. [`Error::NotFound`] for a projection that never
+    /// ran; [`Error::InvalidInput`] for a name no projection can have.
+    async fn active_view(&self, projection: &str) -> Result<(ViewKey, Arc<dyn ReadStore>)> {
+        ViewKey::new(projection, 1)?;
+        let version = self
+            .active_version(projection)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("projection {projection} has no active version")))?;
+        let key = ViewKey::new(projection, version)?;
+        let view = self.view(&key)?;
+        Ok((key, view))
+    }
+}

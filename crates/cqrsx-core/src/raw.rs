@@ -1,0 +1,13 @@
+//! For backend implementers: the checks every backend runs before it writes, the reference
+//! semantics of read-model queries, and the operation statistics clients keep. A service that
+//! only uses stores never needs this module (the crate root is its vocabulary).
+
+pub use crate::event_store::{
+    validate_append, validate_expected, validate_filter, validate_number, validate_position, DEFAULT_PAGE_SIZE,
+};
+pub use crate::read_store::{
+    compare, lookup, total_order, validate_document, validate_field_path, validate_ttl, MAX_TTL,
+};
+pub use crate::snapshot_store::validate_snapshot;
+pub use crate::stats::{Latencies, OperationStats, LATENCY_WINDOW};
+pub use crate::stream::{validate_id, validate_type_name, MAX_NAME_LEN};

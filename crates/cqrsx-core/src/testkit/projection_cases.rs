@@ -1,0 +1,726 @@
+//! Projection cases: contract items 11–13 — crashes, leases and fencing, poison events,
+//! rebuilds, bad input.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::support::{ev, payload_n, report, unique};
+use super::Fixture;
+use crate::error::Error;
+use crate::event::{EventFilter, Position, RecordedEvent};
+use crate::projection::{
+    Commit, ErrorPolicy, HandlerResult, Projection, ProjectionHandle, ProjectionRunner, RunnerOptions, RunnerState,
+    View, ViewChange, ViewKey, ViewWrite,
+};
+use crate::read_store::ReadStoreExt;
+use crate::stream::{ExpectedVersion, StreamId};
+use crate::subscription::Checkpoint;
+
+/// The payload `n` that fails the handler until the projection is "fixed".
+const POISON: u64 = 666_666;
+
+/// Per stream: how many events were applied, their sum, the last version, and any version
+/// seen out of order (a repeat or a gap) — so a skipped or repeated event shows in the view.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Tally {
+    count: u64,
+    sum: u64,
+    last: u64,
+    repeats: u64,
+    gaps: u64,
+}
+
+/// The suite's projection: a [`Tally`] per stream of one aggregate type.
+struct TallyProjection {
+    name: String,
+    version: u32,
+    aggregate: String,
+    fixed: Arc<AtomicBool>,
+    inside: Arc<AtomicUsize>,
+    most_inside: Arc<AtomicUsize>,
+}
+
+impl TallyProjection {
+    fn new(name: &str, aggregate: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            version: 1,
+            aggregate: aggregate.to_string(),
+            fixed: Arc::new(AtomicBool::new(false)),
+            inside: Arc::new(AtomicUsize::new(0)),
+            most_inside: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+}
+
+#[async_trait]
+impl Projection for TallyProjection {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn filter(&self) -> EventFilter {
+        EventFilter::aggregate_types([self.aggregate.clone()])
+    }
+
+    async fn apply(&self, event: &RecordedEvent, view: &mut View<'_>) -> HandlerResult {
+        /// Counts the handler as left even when its future is dropped (an aborted runner).
+        struct Inside<'a>(&'a AtomicUsize);
+        impl Drop for Inside<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+        let _inside = Inside(&self.inside);
+        self.most_inside.fetch_max(now, Ordering::SeqCst);
+        async {
+            let n = payload_n(&event.payload);
+            if n == POISON && !self.fixed.load(Ordering::SeqCst) {
+                return Err("poison event".into());
+            }
+            let id = event.stream.id();
+            let mut tally: Tally = view.get_model(id).await?.unwrap_or_default();
+            if event.version <= tally.last {
+                tally.repeats += 1;
+            } else if event.version != tally.last + 1 {
+                tally.gaps += 1;
+            }
+            tally.count += 1;
+            tally.sum += n;
+            tally.last = tally.last.max(event.version);
+            view.put_model(id, &tally)?;
+            Ok(())
+        }
+        .await
+    }
+}
+
+/// What the view must hold: the fold over each stream.
+async fn expected_tallies(f: &Fixture, streams: &[StreamId]) -> BTreeMap<String, Tally> {
+    let mut out = BTreeMap::new();
+    for s in streams {
+        let events = f.events.read_stream(s, 1, usize::MAX).await.expect("read stream");
+        if events.is_empty() {
+            continue;
+        }
+        out.insert(
+            s.id().to_string(),
+            Tally {
+                count: events.len() as u64,
+                sum: events.iter().map(|e| payload_n(&e.payload)).sum(),
+                last: events.last().map_or(0, |e| e.version),
+                repeats: 0,
+                gaps: 0,
+            },
+        );
+    }
+    out
+}
+
+async fn view_tallies(f: &Fixture, key: &ViewKey, streams: &[StreamId]) -> BTreeMap<String, Tally> {
+    let view = f.checkpoints.view(key).expect("view");
+    let mut out = BTreeMap::new();
+    for s in streams {
+        if let Some(t) = view.load_model::<Tally>(s.id()).await.expect("view document") {
+            out.insert(s.id().to_string(), t);
+        }
+    }
+    out
+}
+
+/// Events skipped and events applied twice, comparing the view with the fold.
+fn anomalies(view: &BTreeMap<String, Tally>, fold: &BTreeMap<String, Tally>) -> (u64, u64) {
+    let (mut skipped, mut twice) = (0, 0);
+    for (id, want) in fold {
+        let got = view.get(id).cloned().unwrap_or_default();
+        skipped += want.count.saturating_sub(got.count) + got.gaps;
+        twice += got.count.saturating_sub(want.count) + got.repeats;
+    }
+    (skipped, twice)
+}
+
+fn fast(owner: &str) -> RunnerOptions {
+    RunnerOptions::default()
+        .owner(owner)
+        .lease_ttl(Duration::from_secs(2))
+        .page_size(16)
+        .poll_between(Duration::from_millis(1), Duration::from_millis(20))
+        .errors(ErrorPolicy {
+            backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(10),
+            ..ErrorPolicy::stop_after(1)
+        })
+}
+
+fn runner(f: &Fixture, projection: Arc<TallyProjection>, options: RunnerOptions) -> ProjectionHandle {
+    ProjectionRunner::new(projection, Arc::clone(&f.events), Arc::clone(&f.checkpoints))
+        .with_options(options)
+        .spawn()
+        .expect("spawn runner")
+}
+
+/// Waits until the runner has applied everything up to the log's current head.
+async fn settle(f: &Fixture, handle: &ProjectionHandle, within: Duration) {
+    let head = f.events.head().await.expect("head");
+    let covered = |s: &crate::projection::ProjectionStatus| {
+        s.checkpoint
+            .as_ref()
+            .is_some_and(|c| head.positions().all(|p| p.offset <= 1 || c.next(p.partition) >= p))
+    };
+    if let Err(e) = handle.wait_for(within, covered).await {
+        panic!("the runner did not catch up: {e}; status {:?}", handle.status());
+    }
+}
+
+/// A small pseudo-random sequence (xorshift), seeded from the clock.
+struct Dice(u64);
+
+impl Dice {
+    fn new() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(7);
+        Self(seed | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Contract 11: while writers append, the runner is aborted at random points (at least 50
+/// times, including mid-commit) and restarted; at the end the view equals the fold of the
+/// events — none skipped, none applied twice.
+pub async fn projection_survives_crashes_without_skips_or_repeats(f: Fixture) {
+    let aggregate = unique("Crash");
+    let name = unique("crash");
+    let projection = Arc::new(TallyProjection::new(&name, &aggregate));
+    let key = ViewKey::new(&name, 1).expect("key");
+    const WRITERS: usize = 16;
+    let stress = f.stress;
+    let streams: Vec<StreamId> = (0..WRITERS * 2)
+        .map(|i| StreamId::new(&aggregate, format!("s{i}")).expect("stream"))
+        .collect();
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (store, streams, done) = (Arc::clone(&f.events), streams.clone(), Arc::clone(&done));
+        writers.push(tokio::spawn(async move {
+            let mut written = 0;
+            let mut i = 0u64;
+            while written < stress.events_per_writer {
+                let s = &streams[w * 2 + (i % 2) as usize];
+                let n = (1 + i % 3).min(stress.events_per_writer - written);
+                let batch = (0..n)
+                    .map(|k| ev("Tallied", 1 + (w as u64) * 100_000 + i * 10 + k))
+                    .collect();
+                store.append(s, ExpectedVersion::Any, batch).await.expect("append");
+                written += n;
+                i += 1;
+                tokio::task::yield_now().await;
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    let mut dice = Dice::new();
+    let mut restarts = 0u32;
+    while restarts < 50 || done.load(Ordering::SeqCst) < WRITERS {
+        let handle = runner(&f, Arc::clone(&projection), fast("crash-test"));
+        // Abort anywhere: before the first read, inside a page, between a commit's parts.
+        match dice.below(4) {
+            0 => tokio::task::yield_now().await,
+            _ => tokio::time::sleep(Duration::from_micros(dice.below(30_000))).await,
+        }
+        handle.abort();
+        let _ = handle.join().await;
+        restarts += 1;
+        assert!(restarts < 2_000, "the writers never finished");
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let handle = runner(&f, Arc::clone(&projection), fast("crash-test"));
+    settle(&f, &handle, Duration::from_secs(120)).await;
+    handle.stop().await.expect("stop");
+    let fold = expected_tallies(&f, &streams).await;
+    let view = view_tallies(&f, &key, &streams).await;
+    let (skipped, twice) = anomalies(&view, &fold);
+    let total: u64 = fold.values().map(|t| t.count).sum();
+    report(
+        f.label,
+        &format!("crash case: {restarts} restarts, {total} events, skipped {skipped}, applied twice {twice}"),
+    );
+    assert_eq!(total, WRITERS as u64 * stress.events_per_writer);
+    assert_eq!((skipped, twice), (0, 0), "after {restarts} crashes");
+    assert_eq!(view, fold, "the view equals the fold");
+    assert_eq!(
+        projection.most_inside.load(Ordering::SeqCst),
+        1,
+        "one handler at a time"
+    );
+}
+
+/// Contract 12: a lease admits one owner; a runner that lost it is fenced (its commit and
+/// renewal are refused and change nothing); of two runners only one applies, and the other
+/// takes over within twice the lease TTL after the first dies.
+pub async fn projection_lease_admits_one_runner_and_fences_the_stale_one(f: Fixture) {
+    let store = &f.checkpoints;
+    let partitions = f.events.capabilities().partitions;
+    let key = ViewKey::new(unique("lease"), 1).expect("key");
+    let ttl = Duration::from_millis(500);
+    let a = store
+        .acquire(&key, "owner-a", ttl)
+        .await
+        .expect("acquire")
+        .expect("free lease");
+    assert!(
+        store.acquire(&key, "owner-b", ttl).await.expect("acquire").is_none(),
+        "a held lease is not granted to another owner"
+    );
+    let put = |id: &str, by: &str, offset: u64| ViewWrite {
+        id: id.to_string(),
+        change: ViewChange::Put {
+            data: json!({ "by": by }),
+            ttl: None,
+        },
+        position: Position { partition: 0, offset },
+        replay_of: None,
+    };
+    let mut first = Checkpoint::start(partitions);
+    first.advance(Position {
+        partition: 0,
+        offset: 5,
+    });
+    store
+        .commit(
+            &a,
+            Commit {
+                writes: vec![put("doc", "a", 3)],
+                checkpoint: Some(first.clone()),
+                ..Commit::default()
+            },
+        )
+        .await
+        .expect("commit under the lease");
+    // B takes over once A's lease expires.
+    let deadline = Instant::now() + ttl * 20;
+    let b = loop {
+        if let Some(b) = store.acquire(&key, "owner-b", ttl).await.expect("acquire") {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "an expired lease must be granted");
+        tokio::time::sleep(ttl / 10).await;
+    };
+    assert!(b.token > a.token, "a takeover gets a larger fencing token");
+    let mut stale_checkpoint = first.clone();
+    stale_checkpoint.advance(Position {
+        partition: 0,
+        offset: 9,
+    });
+    let refused = store
+        .commit(
+            &a,
+            Commit {
+                writes: vec![put("doc", "a-stale", 7), put("other", "a-stale", 7)],
+                checkpoint: Some(stale_checkpoint),
+                ..Commit::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(Error::LeaseLost { .. })),
+        "a fenced commit is refused: {refused:?}"
+    );
+    assert!(matches!(store.renew(&a, ttl).await, Err(Error::LeaseLost { .. })));
+    let view = store.view(&key).expect("view");
+    assert_eq!(
+        view.get("doc").await.expect("get"),
+        Some(json!({"by": "a"})),
+        "unchanged"
+    );
+    assert_eq!(
+        view.get("other").await.expect("get"),
+        None,
+        "nothing of the fenced commit"
+    );
+    assert_eq!(
+        store.checkpoint(&key).await.expect("checkpoint"),
+        Some(first),
+        "unchanged"
+    );
+    store.release(&a).await.expect("releasing a lost lease does nothing");
+    store
+        .commit(
+            &b,
+            Commit {
+                writes: vec![put("doc", "b", 8)],
+                ..Commit::default()
+            },
+        )
+        .await
+        .expect("the holder commits");
+    store.release(&b).await.expect("release");
+    let again = store
+        .acquire(&key, "owner-a", ttl)
+        .await
+        .expect("acquire")
+        .expect("released");
+    assert!(again.token > b.token);
+    store.release(&again).await.expect("release");
+
+    // Two runners: one applies, the other waits, and takes over when the first dies.
+    let aggregate = unique("Lease");
+    let name = unique("lease");
+    let projection = Arc::new(TallyProjection::new(&name, &aggregate));
+    let streams: Vec<StreamId> = (0..3)
+        .map(|i| StreamId::new(&aggregate, format!("s{i}")).expect("stream"))
+        .collect();
+    for (i, s) in streams.iter().enumerate() {
+        f.events
+            .append(
+                s,
+                ExpectedVersion::Any,
+                (0..5).map(|k| ev("Leased", i as u64 * 10 + k)).collect(),
+            )
+            .await
+            .expect("append");
+    }
+    let runner_ttl = Duration::from_secs(2);
+    let first = runner(&f, Arc::clone(&projection), fast("runner-1").lease_ttl(runner_ttl));
+    first
+        .wait_for(Duration::from_secs(30), |s| s.token.is_some())
+        .await
+        .expect("the first runner takes the lease");
+    let second = runner(&f, Arc::clone(&projection), fast("runner-2").lease_ttl(runner_ttl));
+    second
+        .wait_for(Duration::from_secs(30), |s| s.state == RunnerState::WaitingForLease)
+        .await
+        .expect("the second runner waits for the lease");
+    settle(&f, &first, Duration::from_secs(60)).await;
+    assert_eq!(second.status().applied, 0, "the waiting runner applied nothing");
+    first.abort();
+    let died = Instant::now();
+    let _ = first.join().await;
+    let last = f
+        .events
+        .append(&streams[0], ExpectedVersion::Any, vec![ev("Leased", 99)])
+        .await
+        .expect("append");
+    second
+        .wait_until_caught_up(last.position, runner_ttl * 2 + Duration::from_secs(30))
+        .await
+        .expect("the second runner takes over");
+    let took = died.elapsed();
+    second
+        .wait_for(Duration::from_secs(1), |s| s.token.is_some())
+        .await
+        .expect("it holds the lease");
+    assert!(
+        took < runner_ttl * 2 + Duration::from_secs(10),
+        "takeover took {took:?} with a lease of {runner_ttl:?}"
+    );
+    second.stop().await.expect("stop");
+    let key = ViewKey::new(&name, 1).expect("key");
+    let fold = expected_tallies(&f, &streams).await;
+    assert_eq!(view_tallies(&f, &key, &streams).await, fold, "the view equals the fold");
+    assert_eq!(
+        projection.most_inside.load(Ordering::SeqCst),
+        1,
+        "never two handlers at once"
+    );
+}
+
+/// Contract 13: a poison event never blocks silently. With `Stop` the runner halts at it, with
+/// the error in its status and its checkpoint just before it; with `Park` it is parked (its
+/// position, error and attempts kept), the rest is applied, and a replay applies it once when
+/// the handler is fixed.
+pub async fn projection_poison_event_stops_or_parks(f: Fixture) {
+    let aggregate = unique("Poison");
+    let streams: Vec<StreamId> = (0..2)
+        .map(|i| StreamId::new(&aggregate, format!("s{i}")).expect("stream"))
+        .collect();
+    f.events
+        .append(&streams[0], ExpectedVersion::Any, (1..=4).map(|n| ev("P", n)).collect())
+        .await
+        .expect("append");
+    let poison = f
+        .events
+        .append(&streams[1], ExpectedVersion::Any, vec![ev("P", 10), ev("P", POISON)])
+        .await
+        .expect("append");
+    f.events
+        .append(&streams[0], ExpectedVersion::Any, (5..=7).map(|n| ev("P", n)).collect())
+        .await
+        .expect("append");
+
+    // Stop: halts at the poison event.
+    let name = unique("stopper");
+    let projection = Arc::new(TallyProjection::new(&name, &aggregate));
+    let handle = runner(&f, Arc::clone(&projection), fast("stopper"));
+    let failed = handle
+        .wait_for(Duration::from_secs(60), |s| s.state == RunnerState::Failed)
+        .await;
+    let status = handle.status();
+    assert!(failed.is_err() || status.state == RunnerState::Failed, "{status:?}");
+    assert_eq!(status.state, RunnerState::Failed);
+    assert!(
+        status.last_error.as_deref().is_some_and(|e| e.contains("poison")),
+        "{status:?}"
+    );
+    match handle.join().await {
+        Err(Error::Handler { position, .. }) => assert_eq!(position, poison.position),
+        other => panic!("the runner ends with the handler's error: {other:?}"),
+    }
+    let key = ViewKey::new(&name, 1).expect("key");
+    let checkpoint = f
+        .checkpoints
+        .checkpoint(&key)
+        .await
+        .expect("checkpoint")
+        .expect("saved");
+    assert!(
+        !checkpoint.covers(poison.position),
+        "the checkpoint stops before the poison event"
+    );
+    assert_eq!(
+        checkpoint.next(poison.position.partition),
+        poison.position,
+        "and right at it"
+    );
+    let view = view_tallies(&f, &key, &streams).await;
+    assert_eq!(
+        view.get("s1").map(|t| t.count),
+        Some(1),
+        "the event before it is applied"
+    );
+
+    // Park: the rest is applied; a replay applies the poison event once, when fixed.
+    let name = unique("parker");
+    let projection = Arc::new(TallyProjection::new(&name, &aggregate));
+    let key = ViewKey::new(&name, 1).expect("key");
+    let park = fast("parker").errors(ErrorPolicy {
+        backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        ..ErrorPolicy::park_after(2)
+    });
+    let handle = runner(&f, Arc::clone(&projection), park);
+    settle(&f, &handle, Duration::from_secs(60)).await;
+    let parked = f.checkpoints.parked(&key).await.expect("parked");
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].position, poison.position);
+    assert_eq!(parked[0].attempts, 3, "the first try and two retries");
+    assert!(parked[0].error.contains("poison"));
+    assert_eq!(handle.status().parked, 1);
+    let view = view_tallies(&f, &key, &streams).await;
+    assert_eq!(view.get("s0").map(|t| t.count), Some(7), "the rest is applied");
+    assert_eq!(view.get("s1").map(|t| (t.count, t.sum)), Some((1, 10)));
+    assert_eq!(handle.replay_parked().await.expect("replay while broken"), 0);
+    assert_eq!(
+        f.checkpoints.parked(&key).await.expect("parked").len(),
+        1,
+        "still parked"
+    );
+    projection.fixed.store(true, Ordering::SeqCst);
+    assert_eq!(handle.replay_parked().await.expect("replay"), 1);
+    assert_eq!(handle.replay_parked().await.expect("replay again"), 0, "replayed once");
+    assert!(f.checkpoints.parked(&key).await.expect("parked").is_empty());
+    assert_eq!(handle.status().parked, 0);
+    let view = view_tallies(&f, &key, &streams).await;
+    assert_eq!(
+        view.get("s1").map(|t| (t.count, t.sum)),
+        Some((2, 10 + POISON)),
+        "applied once"
+    );
+    handle.stop().await.expect("stop");
+}
+
+/// Rebuild: version 2 runs from the start into its own view while version 1 serves, becomes
+/// the active version once caught up, version 1 steps down and its view is dropped; the two
+/// views are equal, and version 1 can no longer start.
+pub async fn projection_rebuild_equals_the_live_view(f: Fixture) {
+    let aggregate = unique("Rebuild");
+    let name = unique("rebuilt");
+    let streams: Vec<StreamId> = (0..4)
+        .map(|i| StreamId::new(&aggregate, format!("s{i}")).expect("stream"))
+        .collect();
+    for round in 0..5u64 {
+        for (i, s) in streams.iter().enumerate() {
+            f.events
+                .append(s, ExpectedVersion::Any, vec![ev("R", round * 10 + i as u64)])
+                .await
+                .expect("append");
+        }
+    }
+    let v1 = runner(&f, Arc::new(TallyProjection::new(&name, &aggregate)), fast("v1"));
+    settle(&f, &v1, Duration::from_secs(60)).await;
+    let k1 = ViewKey::new(&name, 1).expect("key");
+    let k2 = ViewKey::new(&name, 2).expect("key");
+    assert_eq!(f.checkpoints.active_version(&name).await.expect("active"), Some(1));
+    let live = view_tallies(&f, &k1, &streams).await;
+    assert_eq!(live, expected_tallies(&f, &streams).await);
+
+    let v2 = runner(
+        &f,
+        Arc::new(TallyProjection::new(&name, &aggregate).version(2)),
+        fast("v2"),
+    );
+    let superseded = v1
+        .wait_for(Duration::from_secs(60), |s| s.state == RunnerState::Superseded)
+        .await;
+    assert!(superseded.is_ok(), "v1 steps down: {:?}", v1.status());
+    assert_eq!(f.checkpoints.active_version(&name).await.expect("active"), Some(2));
+    let (active, _) = f.checkpoints.active_view(&name).await.expect("active view");
+    assert_eq!(active, k2);
+    let rebuilt = view_tallies(&f, &k2, &streams).await;
+    assert_eq!(rebuilt, live, "the rebuilt view equals the live one");
+    // v2 drops v1's view once v1 has let go of its lease.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !view_tallies(&f, &k1, &streams).await.is_empty() {
+        assert!(Instant::now() < deadline, "the old view was never dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(f.checkpoints.checkpoint(&k1).await.expect("checkpoint"), None);
+    v1.join().await.expect("v1 ended cleanly");
+    let old = runner(&f, Arc::new(TallyProjection::new(&name, &aggregate)), fast("v1-again"));
+    match old.join().await {
+        Err(Error::Config(m)) => assert!(m.contains("older"), "{m}"),
+        other => panic!("an older version must refuse to start: {other:?}"),
+    }
+    v2.stop().await.expect("stop");
+}
+
+/// Bad input around projections gets typed errors and changes nothing.
+pub async fn projection_bad_input_is_refused(f: Fixture) {
+    let aggregate = unique("Bad");
+    let spawn = |projection: TallyProjection, options: RunnerOptions| {
+        ProjectionRunner::new(Arc::new(projection), Arc::clone(&f.events), Arc::clone(&f.checkpoints))
+            .with_options(options)
+            .spawn()
+            .map(|_| ())
+    };
+    let cases: Vec<(&str, TallyProjection, RunnerOptions)> = vec![
+        ("empty name", TallyProjection::new("", &aggregate), fast("x")),
+        (
+            "name with a space",
+            TallyProjection::new("has space", &aggregate),
+            fast("x"),
+        ),
+        (
+            "version 0",
+            TallyProjection::new("ok", &aggregate).version(0),
+            fast("x"),
+        ),
+        ("empty owner", TallyProjection::new("ok", &aggregate), fast("")),
+        (
+            "zero lease",
+            TallyProjection::new("ok", &aggregate),
+            fast("x").lease_ttl(Duration::ZERO),
+        ),
+        (
+            "zero page",
+            TallyProjection::new("ok", &aggregate),
+            fast("x").page_size(0),
+        ),
+        (
+            "bad filter",
+            TallyProjection::new("ok", "bad aggregate type"),
+            fast("x"),
+        ),
+    ];
+    for (what, projection, options) in cases {
+        match spawn(projection, options) {
+            Err(Error::InvalidInput(_)) => {}
+            other => panic!("{what}: expected InvalidInput, got {other:?}"),
+        }
+    }
+    match f.checkpoints.active_view(&unique("never")).await {
+        Err(Error::NotFound(_)) => {}
+        other => panic!(
+            "an unknown projection: expected NotFound, got {:?}",
+            other.map(|(k, _)| k)
+        ),
+    }
+    assert!(matches!(
+        f.checkpoints.active_view("bad name").await.map(|(k, _)| k),
+        Err(Error::InvalidInput(_))
+    ));
+    // A stored checkpoint of another layout (it names more partitions than the store has) is
+    // an integrity failure: the runner stops before applying anything.
+    let name = unique("layout");
+    let key = ViewKey::new(&name, 1).expect("key");
+    let lease = f
+        .checkpoints
+        .acquire(&key, "setup", Duration::from_secs(1))
+        .await
+        .expect("acquire")
+        .expect("lease");
+    let partitions = f.events.capabilities().partitions;
+    f.checkpoints
+        .commit(
+            &lease,
+            Commit {
+                checkpoint: Some(Checkpoint::start(partitions + 2)),
+                ..Commit::default()
+            },
+        )
+        .await
+        .expect("commit");
+    f.checkpoints.release(&lease).await.expect("release");
+    f.events
+        .append(
+            &StreamId::new(&aggregate, "s").expect("stream"),
+            ExpectedVersion::Any,
+            vec![ev("B", 1)],
+        )
+        .await
+        .expect("append");
+    let handle = runner(&f, Arc::new(TallyProjection::new(&name, &aggregate)), fast("layout"));
+    match handle.join().await {
+        Err(Error::Integrity(m)) => assert!(m.contains("partitions"), "{m}"),
+        other => panic!("a checkpoint of another layout: expected Integrity, got {other:?}"),
+    }
+    assert_eq!(
+        f.checkpoints.view(&key).expect("view").count(&[]).await.expect("count"),
+        0,
+        "nothing applied"
+    );
+    // A view document the store cannot take is refused when staged, before any commit.
+    let mut too_big = Commit::default();
+    too_big.writes.push(ViewWrite {
+        id: String::new(),
+        change: ViewChange::Delete,
+        position: Position::START,
+        replay_of: None,
+    });
+    let lease = f
+        .checkpoints
+        .acquire(&key, "setup", Duration::from_secs(1))
+        .await
+        .expect("acquire")
+        .expect("lease");
+    assert!(matches!(
+        f.checkpoints.commit(&lease, too_big).await,
+        Err(Error::InvalidInput(_))
+    ));
+    f.checkpoints.release(&lease).await.expect("release");
+}
