@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrsx_core::{Error, OperationStats, Result};
+use cqrsx_core::raw::OperationStats;
+use cqrsx_core::{Error, Result};
 use fred::prelude::*;
 use fred::types::config::{ClusterDiscoveryPolicy, Config as FredConfig, ReconnectPolicy, Server, ServerConfig};
 use fred::types::{ClusterHash, CustomCommand};
@@ -171,6 +172,14 @@ impl RedisClientManager {
     /// A pooled client.
     pub fn client(&self) -> &Client {
         self.pool.next()
+    }
+
+    /// A connected client of its own (not from the pool), for blocking commands such as the
+    /// live tail's `XREAD BLOCK`, which would hold up a pooled connection.
+    pub(crate) async fn dedicated(&self) -> Result<Client> {
+        let client = self.client().clone_new();
+        client.init().await.map_err(backend)?;
+        Ok(client)
     }
 
     /// Round-trips a PING.

@@ -11,7 +11,10 @@ pub(crate) struct Keys {
 /// The keys of one stream (its partition's log, counter and type indexes are per partition).
 pub(crate) struct StreamKeys {
     pub(crate) partition: u32,
-    pub(crate) events: String,
+    /// The stream's commits: one entry per commit at `<first version>-0` with its first
+    /// position (`g`) and event count (`n`).
+    pub(crate) index: String,
+    /// Version, tombstone, truncation point and each event id's version.
     pub(crate) meta: String,
 }
 
@@ -56,13 +59,14 @@ impl Keys {
         format!("{}seq", self.partition_prefix(partition))
     }
 
-    /// What an event type's index key starts with (the type follows).
-    pub(crate) fn type_index_prefix(&self, partition: u32) -> String {
-        format!("{}t:", self.partition_prefix(partition))
+    /// The partition's partially truncated commits: first position -> events removed.
+    pub(crate) fn trim(&self, partition: u32) -> String {
+        format!("{}trim", self.partition_prefix(partition))
     }
 
+    /// An event type's index in a partition: one entry per commit holding the type.
     pub(crate) fn type_index(&self, partition: u32, event_type: &str) -> String {
-        format!("{}{event_type}", self.type_index_prefix(partition))
+        format!("{}t:{event_type}", self.partition_prefix(partition))
     }
 
     pub(crate) fn stream(&self, stream_key: &str) -> StreamKeys {
@@ -70,23 +74,20 @@ impl Keys {
         let p = self.partition_prefix(partition);
         StreamKeys {
             partition,
-            events: format!("{p}s:{stream_key}"),
+            index: format!("{p}s:{stream_key}"),
             meta: format!("{p}m:{stream_key}"),
         }
     }
 
     /// Every key an append to the stream touches, an event type's index standing for all.
     pub(crate) fn append_keys(&self, stream_key: &str, event_type: &str) -> Vec<String> {
-        let StreamKeys {
-            partition,
-            events,
-            meta,
-        } = self.stream(stream_key);
+        let StreamKeys { partition, index, meta } = self.stream(stream_key);
         vec![
-            events,
+            index,
             meta,
             self.log(partition),
             self.seq(partition),
+            self.trim(partition),
             self.type_index(partition, event_type),
         ]
     }
@@ -95,6 +96,11 @@ impl Keys {
     pub(crate) fn snapshot_index(&self, stream_key: &str) -> String {
         let p = self.partition_prefix(self.partition_of(stream_key));
         format!("{p}snap:{stream_key}")
+    }
+
+    /// The hash tag of one projection: its leases, checkpoints, dead letters and views.
+    pub(crate) fn projection(&self, name: &str) -> String {
+        format!("{{{}:pj:{name}}}:", self.prefix)
     }
 
     /// The hash tag of one read-model collection.
@@ -149,5 +155,98 @@ mod tests {
         let keys = Keys::new("app", 16);
         let slots: std::collections::HashSet<u16> = (0..16).map(|p| slot(&keys.log(p))).collect();
         assert!(slots.len() > 8, "partitions should land in different slots");
+    }
+}
+
+#[cfg(test)]
+mod script_keys {
+    //! Redis requires a script to declare every key it touches in `KEYS`: Cluster proxies and
+    //! managed services route and check scripts by those keys. This check reads every script
+    //! and fails on a command whose key does not come from `KEYS`.
+
+    /// Commands the scripts use that take no key.
+    const KEYLESS: &[&str] = &["TIME"];
+
+    /// Each script with its name.
+    const SCRIPTS: &[(&str, &str)] = &[
+        ("append.lua", include_str!("lua/append.lua")),
+        ("by_type.lua", include_str!("lua/by_type.lua")),
+        ("delete.lua", include_str!("lua/delete.lua")),
+        ("docs.lua", include_str!("lua/docs.lua")),
+        ("projection.lua", include_str!("lua/projection.lua")),
+        ("read_all.lua", include_str!("lua/read_all.lua")),
+        ("read_model.lua", include_str!("lua/read_model.lua")),
+        ("read_stream.lua", include_str!("lua/read_stream.lua")),
+        ("snapshot.lua", include_str!("lua/snapshot.lua")),
+        ("truncate.lua", include_str!("lua/truncate.lua")),
+    ];
+
+    /// The arguments of a call starting at `rest` (just after `redis.call(`), split at
+    /// top-level commas.
+    fn arguments(rest: &str) -> Vec<String> {
+        let (mut depth, mut args, mut current, mut quote) = (0i32, Vec::new(), String::new(), None);
+        for c in rest.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => {
+                    quote = None;
+                    current.push(c);
+                }
+                (Some(_), c) => current.push(c),
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    current.push(c);
+                }
+                (None, '(' | '[' | '{') => {
+                    depth += 1;
+                    current.push(c);
+                }
+                (None, ')') if depth == 0 => break,
+                (None, ')' | ']' | '}') => {
+                    depth -= 1;
+                    current.push(c);
+                }
+                (None, ',') if depth == 0 => args.push(std::mem::take(&mut current)),
+                (None, c) => current.push(c),
+            }
+        }
+        args.push(current);
+        args.into_iter().map(|a| a.trim().to_string()).collect()
+    }
+
+    /// Every (command, key expression) of a script, with the commands that take no key left out.
+    fn keys_used(source: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (at, _) in source.match_indices("redis.call(") {
+            let args = arguments(&source[at + "redis.call(".len()..]);
+            let command = args[0].trim_matches(|c| c == '\'' || c == '"').to_uppercase();
+            if KEYLESS.contains(&command.as_str()) {
+                continue;
+            }
+            let keys = if command == "DEL" { &args[1..] } else { &args[1..2] };
+            out.extend(keys.iter().map(|k| (command.clone(), k.clone())));
+        }
+        out
+    }
+
+    #[test]
+    fn every_script_declares_every_key_it_touches() {
+        for (name, source) in SCRIPTS {
+            let used = keys_used(source);
+            assert!(!used.is_empty(), "{name}: no Redis calls found, is the parser broken?");
+            for (command, key) in used {
+                assert!(
+                    key.starts_with("KEYS["),
+                    "{name}: {command} touches {key:?}, which is not one of the script's KEYS"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_check_catches_a_key_built_from_data() {
+        let bad = "local k = ARGV[1] .. 'x'\nredis.call('GET', k)\nredis.call('TIME')";
+        assert_eq!(keys_used(bad), vec![("GET".to_string(), "k".to_string())]);
+        let good = "redis.call('DEL', KEYS[1], KEYS[2 + n])";
+        assert!(keys_used(good).iter().all(|(_, k)| k.starts_with("KEYS[")));
     }
 }

@@ -23,17 +23,19 @@
 //! slots. Concurrent appends beyond
 //! [`RedisConfig::append_concurrency`] calls per partition are grouped into one call.
 
+mod checkpoint_store;
 mod client;
 mod config;
 mod error;
 mod event_store;
-mod group_commit;
 mod keys;
 mod read_store;
+mod reply;
 mod snapshot_store;
 
 use std::sync::Arc;
 
+pub use checkpoint_store::RedisCheckpointStore;
 pub use client::{DurabilityReport, RedisClientManager, RedisMetrics};
 pub use config::RedisConfig;
 pub use error::ProtocolError;
@@ -43,12 +45,9 @@ pub use snapshot_store::{RedisSnapshotStore, MAX_SNAPSHOT_BYTES};
 
 use cqrsx_core::{Aggregate, Repository};
 
-/// The core generic repository over the Redis stores.
-pub type RedisRepository<A> = Repository<A>;
-
 /// A repository over a [`RedisEventStore`] on this client, writing payloads in the config's
 /// content type. Add snapshots with [`Repository::with_snapshots`] (for example a
 /// `cqrsx_snapshot::SnapshotManager` over a [`RedisSnapshotStore`]).
-pub fn repository<A: Aggregate>(client: &RedisClientManager) -> RedisRepository<A> {
+pub fn repository<A: Aggregate>(client: &RedisClientManager) -> Repository<A> {
     Repository::new(Arc::new(RedisEventStore::new(client.clone()))).with_content_type(client.config().content_type)
 }

@@ -1,15 +1,13 @@
 //! [`RedisReadStore`]: JSON documents of one collection, with optional TTL and secondary
-//! indexes; what Redis cannot evaluate server-side is finished in memory with the core's
-//! reference semantics.
+//! indexes that answer filters, counts and sorted, limited queries on the server. What an index
+//! cannot answer exactly is finished in memory with the core's reference semantics.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrsx_core::{
-    validate_document, validate_field_path, validate_id, Document, Error, Filter, Op, Query, ReadStore,
-    ReadStoreCapabilities, Result,
-};
+use cqrsx_core::raw::{lookup, validate_document, validate_field_path, validate_id, validate_type_name};
+use cqrsx_core::{Direction, Document, Error, Filter, Op, Query, ReadStore, ReadStoreCapabilities, Result};
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::Value as RValue;
@@ -18,13 +16,143 @@ use tracing::instrument;
 
 use crate::client::RedisClientManager;
 use crate::error::protocol;
-use crate::event_store::{array, text};
 use crate::keys::Keys;
+use crate::reply::{array, int, text};
 
 /// The largest document accepted, in bytes of JSON.
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 
+/// Documents fetched per `MGET`.
+const FETCH_CHUNK: usize = 512;
+
+/// The keys of one collection: every key starts with its hash tag, so a Cluster keeps the
+/// collection in one slot and every call's keys can be declared (see `lua/docs.lua`).
+#[derive(Debug, Clone)]
+pub(crate) struct Collection {
+    tag: String,
+    indexes: Vec<String>,
+}
+
+/// One document change, as `docs.lua` takes it.
+pub(crate) enum DocWrite {
+    Put {
+        id: String,
+        json: String,
+        ttl: Option<Duration>,
+        data: Value,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+/// How an indexed field is stored in `entries`: kind and value.
+fn entry(value: Option<&Value>) -> (&'static str, String) {
+    match value {
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(f) => ("n", f.to_string()),
+            None => ("o", String::new()),
+        },
+        // Strings with NUL would blur the `value\0id` members: kept as other kinds.
+        Some(Value::String(s)) if !s.contains('\0') => ("s", s.clone()),
+        Some(Value::Null) | None => ("", String::new()),
+        Some(_) => ("o", String::new()),
+    }
+}
+
+impl Collection {
+    pub(crate) fn new(tag: String, indexes: &BTreeSet<String>) -> Self {
+        Self {
+            tag,
+            indexes: indexes.iter().cloned().collect(),
+        }
+    }
+
+    /// The hash tag and prefix of every key of the collection.
+    pub(crate) fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The sorted set of ids, scored by expiry.
+    pub(crate) fn ids(&self) -> String {
+        format!("{}ids", self.tag)
+    }
+
+    fn doc(&self, id: &str) -> String {
+        format!("{}d:{id}", self.tag)
+    }
+
+    /// The index keys, three per field (numbers, strings, others), in declaration order.
+    pub(crate) fn index_keys(&self) -> Vec<String> {
+        let mut keys = Vec::with_capacity(3 * self.indexes.len());
+        for f in &self.indexes {
+            keys.push(format!("{}x:{f}", self.tag));
+            keys.push(format!("{}xs:{f}", self.tag));
+            keys.push(format!("{}xo:{f}", self.tag));
+        }
+        keys
+    }
+
+    /// KEYS of a `read_model.lua` call before the documents' own keys.
+    fn base_keys(&self) -> Vec<String> {
+        let mut keys = vec![self.ids()];
+        keys.extend(self.index_keys());
+        keys
+    }
+
+    /// The collection descriptor `docs.lua` reads: the number of index fields, then their names.
+    pub(crate) fn descriptor(&self) -> Vec<RValue> {
+        let mut args = vec![RValue::from(self.indexes.len() as i64)];
+        args.extend(self.indexes.iter().map(|f| RValue::from(f.as_str())));
+        args
+    }
+
+    fn slot(&self, field: &str) -> Option<i64> {
+        self.indexes.iter().position(|f| f == field).map(|i| i as i64 + 1)
+    }
+
+    /// Keys and arguments of a batch of writes for `docs_write`: each document's d:<id> and
+    /// e:<id> keys, and the arguments after the descriptor.
+    pub(crate) fn write_parts(&self, writes: &[DocWrite]) -> (Vec<String>, Vec<RValue>) {
+        let mut keys = Vec::with_capacity(2 * writes.len());
+        let mut args = vec![RValue::from(writes.len() as i64)];
+        for w in writes {
+            match w {
+                DocWrite::Put { id, json, ttl, data } => {
+                    keys.push(self.doc(id));
+                    keys.push(format!("{}e:{id}", self.tag));
+                    let ttl_ms = ttl.map_or(0, |t| i64::try_from(t.as_millis().max(1)).unwrap_or(i64::MAX));
+                    args.extend([
+                        RValue::from("put"),
+                        id.as_str().into(),
+                        json.as_str().into(),
+                        ttl_ms.into(),
+                    ]);
+                    for f in &self.indexes {
+                        let (kind, value) = entry(lookup(data, f));
+                        args.push(kind.into());
+                        args.push(value.into());
+                    }
+                }
+                DocWrite::Delete { id } => {
+                    keys.push(self.doc(id));
+                    keys.push(format!("{}e:{id}", self.tag));
+                    args.extend([RValue::from("del"), id.as_str().into()]);
+                }
+            }
+        }
+        (keys, args)
+    }
+}
+
 /// A read-model collection in Redis.
+///
+/// Documents are JSON strings (`T d:<id>`, with `PX` when they expire) under the collection's
+/// hash tag `T`; a sorted set of ids scored by expiry tells live documents from expired ones,
+/// and each indexed field has sorted sets of its numbers and strings. Every script call
+/// declares each key it touches. An equality, range or prefix filter on an indexed field picks
+/// the candidates on the server; a count answered by one index, or a query sorted by one
+/// numeric indexed field with a limit (top-N), transfers only what it returns.
 ///
 /// ```no_run
 /// # async fn demo(client: cqrsx_redis::RedisClientManager) -> cqrsx_core::Result<()> {
@@ -39,8 +167,7 @@ pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 /// ```
 pub struct RedisReadStore {
     client: RedisClientManager,
-    tag: String,
-    ids_key: String,
+    collection: Collection,
     indexes: BTreeSet<String>,
     default_ttl: Option<Duration>,
     script: Script,
@@ -49,186 +176,258 @@ pub struct RedisReadStore {
 impl std::fmt::Debug for RedisReadStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisReadStore")
-            .field("tag", &self.tag)
-            .field("indexes", &self.indexes)
+            .field("collection", &self.collection)
             .field("default_ttl", &self.default_ttl)
             .finish_non_exhaustive()
     }
 }
 
-/// How the candidates of a query are found.
-enum Find {
-    All,
-    Score { field: String, min: String, max: String },
-    Lex { field: String, min: String, max: String },
+/// The script every collection operation runs: the document library, then the operations.
+pub(crate) fn read_model_script() -> Script {
+    Script::from_lua(concat!(
+        include_str!("lua/docs.lua"),
+        include_str!("lua/read_model.lua")
+    ))
 }
+
+/// A bound of a score range: `x`, `(x` (exclusive), `-inf`, `+inf`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Bound {
+    value: f64,
+    inclusive: bool,
+}
+
+fn score(bound: Option<Bound>, infinity: &str) -> String {
+    match bound {
+        None => infinity.to_string(),
+        Some(Bound { value, inclusive: true }) => value.to_string(),
+        Some(Bound { value, .. }) => format!("({value}"),
+    }
+}
+
+/// The score range of numeric range filters on one field, if every filter is one.
+fn numeric_range(filters: &[Filter], field: &str) -> Option<(Option<Bound>, Option<Bound>)> {
+    let (mut lo, mut hi): (Option<Bound>, Option<Bound>) = (None, None);
+    for f in filters {
+        let x = (f.field == field).then(|| f.value.as_f64()).flatten()?;
+        let tighter_lo = |b: Option<Bound>, new: Bound| match b {
+            Some(old) if old.value > new.value || (old.value == new.value && !old.inclusive) => Some(old),
+            _ => Some(new),
+        };
+        let tighter_hi = |b: Option<Bound>, new: Bound| match b {
+            Some(old) if old.value < new.value || (old.value == new.value && !old.inclusive) => Some(old),
+            _ => Some(new),
+        };
+        let at = |inclusive| Bound { value: x, inclusive };
+        match f.op {
+            Op::Eq => {
+                lo = tighter_lo(lo, at(true));
+                hi = tighter_hi(hi, at(true));
+            }
+            Op::Gt => lo = tighter_lo(lo, at(false)),
+            Op::Gte => lo = tighter_lo(lo, at(true)),
+            Op::Lt => hi = tighter_hi(hi, at(false)),
+            Op::Lte => hi = tighter_hi(hi, at(true)),
+            _ => return None,
+        }
+    }
+    Some((lo, hi))
+}
+
+/// A selection of candidates: mode, field slot, min, max (see `read_model.lua`).
+type Selection = (&'static str, i64, RValue, RValue);
 
 impl RedisReadStore {
     /// The collection `collection` (a name of letters, digits, `_`, `-`, `.`).
     pub fn new(client: RedisClientManager, collection: &str) -> Result<Self> {
-        cqrsx_core::validate_type_name("collection", collection)?;
+        validate_type_name("collection", collection)?;
         let keys = Keys::new(&client.config().key_prefix, 1);
-        let tag = keys.read_model(collection);
-        Ok(Self {
-            ids_key: format!("{tag}ids"),
-            tag,
+        Ok(Self::over(client, keys.read_model(collection), BTreeSet::new()))
+    }
+
+    /// A store over the documents under `tag` (a projection's view).
+    pub(crate) fn over(client: RedisClientManager, tag: String, indexes: BTreeSet<String>) -> Self {
+        Self {
+            collection: Collection::new(tag, &indexes),
+            indexes,
             client,
-            indexes: BTreeSet::new(),
             default_ttl: None,
-            script: Script::from_lua(include_str!("lua/read_model.lua")),
-        })
+            script: read_model_script(),
+        }
     }
 
     /// Maintains a secondary index on a field (dotted path). Equality, prefix and range filters
-    /// on it are answered from the index instead of a scan. Documents saved before the index
-    /// was declared are indexed when next saved.
+    /// on it pick candidates on the server, counts by it and queries sorted by it with a limit
+    /// are answered there. Documents saved before the index was declared are indexed when next
+    /// saved.
     pub fn with_index(mut self, field: &str) -> Result<Self> {
         validate_field_path(field)?;
         self.indexes.insert(field.to_string());
+        self.collection = Collection::new(self.collection.tag.clone(), &self.indexes);
         Ok(self)
     }
 
     /// Every document saved with [`ReadStore::save`] expires after `ttl`.
     pub fn with_default_ttl(mut self, ttl: Duration) -> Self {
-        self.default_ttl = Some(ttl).filter(|t| !t.is_zero());
+        self.default_ttl = Some(ttl.min(cqrsx_core::raw::MAX_TTL)).filter(|t| !t.is_zero());
         self
     }
 
-    fn index_entries(&self, data: &Value) -> Vec<RValue> {
-        let mut args = Vec::new();
-        let mut count = 0i64;
-        for field in &self.indexes {
-            match cqrsx_core::lookup(data, field) {
-                Some(Value::Number(n)) => {
-                    if let Some(f) = n.as_f64() {
-                        args.extend([RValue::from(field.as_str()), "n".into(), f.to_string().into()]);
-                        count += 1;
-                    }
-                }
-                Some(Value::String(s)) => {
-                    args.extend([RValue::from(field.as_str()), "s".into(), s.as_str().into()]);
-                    count += 1;
-                }
-                _ => {}
-            }
-        }
-        let mut out = vec![RValue::from(count)];
-        out.extend(args);
-        out
-    }
-
-    async fn call(&self, args: Vec<RValue>) -> Result<RValue> {
+    async fn call(&self, op: &str, doc_keys: Vec<String>, args: Vec<RValue>) -> Result<RValue> {
+        let mut keys = self.collection.base_keys();
+        keys.extend(doc_keys);
+        let mut all = vec![RValue::from(op)];
+        all.extend(self.collection.descriptor());
+        all.extend(args);
         let client = self.client.client();
-        let reply = self
-            .client
-            .track(
-                self.script
-                    .evalsha_with_reload(client, vec![self.ids_key.clone()], args),
-            )
-            .await?;
-        Ok(reply)
+        self.client
+            .track(self.script.evalsha_with_reload(client, keys, all))
+            .await
     }
 
-    async fn write(&self, docs: Vec<Document>, ttl: Option<Duration>) -> Result<()> {
+    async fn write(&self, writes: Vec<DocWrite>) -> Result<u64> {
+        if writes.is_empty() {
+            return Ok(0);
+        }
+        let (keys, args) = self.collection.write_parts(&writes);
+        let reply = self.call("write", keys, args).await?;
+        int(&reply).ok_or_else(|| protocol("write reply"))
+    }
+
+    async fn save_docs(&self, docs: Vec<Document>, ttl: Option<Duration>) -> Result<()> {
+        let mut writes = Vec::with_capacity(docs.len());
         for d in &docs {
             validate_document(&d.id, &d.data, MAX_DOCUMENT_BYTES)?;
-            if d.id.contains('\0') {
-                return Err(Error::InvalidInput(format!("read model id {:?} contains NUL", d.id)));
-            }
         }
-        if docs.is_empty() {
-            return Ok(());
-        }
-        let ttl_ms = ttl.map_or(0, |t| t.as_millis().max(1) as i64);
-        let mut args: Vec<RValue> = vec![
-            self.tag.as_str().into(),
-            "save".into(),
-            ttl_ms.into(),
-            (docs.len() as i64).into(),
-        ];
         for d in docs {
             let json = serde_json::to_string(&d.data).map_err(|e| Error::serialization("read model", e))?;
-            let entries = self.index_entries(&d.data);
-            args.push(d.id.into());
-            args.push(json.into());
-            args.extend(entries);
+            writes.push(DocWrite::Put {
+                id: d.id,
+                json,
+                ttl,
+                data: d.data,
+            });
         }
-        self.call(args).await?;
-        Ok(())
+        self.write(writes).await.map(|_| ())
     }
 
-    /// The cheapest way to find candidates for these filters.
-    fn plan(&self, filters: &[Filter]) -> Find {
-        for f in filters.iter().filter(|f| self.indexes.contains(&f.field)) {
+    /// Documents by id, in order; `None` for those that are gone (expired).
+    async fn fetch(&self, ids: &[String]) -> Result<Vec<Option<Document>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(FETCH_CHUNK) {
+            let keys: Vec<String> = chunk.iter().map(|id| self.collection.doc(id)).collect();
+            let client = self.client.client();
+            let values: Vec<Option<String>> = if keys.len() == 1 {
+                vec![self.client.track(client.get(keys[0].clone())).await?]
+            } else {
+                self.client.track(client.mget(keys)).await?
+            };
+            for (id, json) in chunk.iter().zip(values) {
+                out.push(match json {
+                    Some(json) => Some(Document {
+                        data: serde_json::from_str(&json)
+                            .map_err(|e| Error::Integrity(format!("read model {id} is not JSON: {e}")))?,
+                        id: id.clone(),
+                    }),
+                    None => None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes up to a batch of expired documents and their index entries.
+    async fn purge(&self) -> Result<()> {
+        let reply = self.call("expired", Vec::new(), vec![RValue::from(500)]).await?;
+        let ids: Vec<String> = array(reply)?.iter().filter_map(text).collect();
+        let writes = ids.into_iter().map(|id| DocWrite::Delete { id }).collect();
+        self.write(writes).await.map(|_| ())
+    }
+
+    /// The cheapest exact selection of candidates for these filters.
+    fn plan(&self, filters: &[Filter]) -> Selection {
+        for f in filters {
+            let Some(slot) = self.collection.slot(&f.field) else {
+                continue;
+            };
             match (&f.op, &f.value) {
-                (Op::Eq, Value::Number(n)) => {
-                    if let Some(x) = n.as_f64() {
-                        return Find::Score {
-                            field: f.field.clone(),
-                            min: x.to_string(),
-                            max: x.to_string(),
-                        };
+                (Op::Eq | Op::Gt | Op::Gte | Op::Lt | Op::Lte, Value::Number(_)) => {
+                    if let Some((lo, hi)) = numeric_range(std::slice::from_ref(f), &f.field) {
+                        return ("score", slot, score(lo, "-inf").into(), score(hi, "+inf").into());
                     }
                 }
-                (Op::Gt | Op::Gte | Op::Lt | Op::Lte, Value::Number(n)) => {
-                    if let Some(x) = n.as_f64() {
-                        let (min, max) = match f.op {
-                            Op::Gt => (format!("({x}"), "+inf".to_string()),
-                            Op::Gte => (x.to_string(), "+inf".to_string()),
-                            Op::Lt => ("-inf".to_string(), format!("({x}")),
-                            _ => ("-inf".to_string(), x.to_string()),
-                        };
-                        return Find::Score {
-                            field: f.field.clone(),
-                            min,
-                            max,
-                        };
-                    }
+                (Op::Eq, Value::String(s)) if !s.contains('\0') => {
+                    let min = [b"[".as_slice(), s.as_bytes(), b"\0"].concat();
+                    let max = [b"(".as_slice(), s.as_bytes(), b"\x01"].concat();
+                    return ("lex", slot, RValue::Bytes(min.into()), RValue::Bytes(max.into()));
                 }
-                (Op::Eq, Value::String(s)) => {
-                    return Find::Lex {
-                        field: f.field.clone(),
-                        min: format!("[{s}\0"),
-                        max: format!("[{s}\0\u{10FFFF}"),
-                    };
-                }
-                (Op::Prefix, Value::String(s)) => {
-                    return Find::Lex {
-                        field: f.field.clone(),
-                        min: format!("[{s}"),
-                        max: format!("[{s}\u{10FFFF}"),
-                    };
+                (Op::Prefix, Value::String(s)) if !s.contains('\0') => {
+                    let min = [b"[".as_slice(), s.as_bytes()].concat();
+                    let max = [b"(".as_slice(), s.as_bytes(), b"\xff"].concat();
+                    return ("lex", slot, RValue::Bytes(min.into()), RValue::Bytes(max.into()));
                 }
                 _ => {}
             }
         }
-        Find::All
+        ("all", 0, "".into(), "".into())
     }
 
-    async fn candidates(&self, filters: &[Filter]) -> Result<Vec<Document>> {
-        let (mode, field, min, max) = match self.plan(filters) {
-            Find::All => ("all", String::new(), String::new(), String::new()),
-            Find::Score { field, min, max } => ("score", field, min, max),
-            Find::Lex { field, min, max } => ("lex", field, min, max),
-        };
-        let args: Vec<RValue> = vec![
-            self.tag.as_str().into(),
-            "find".into(),
-            mode.into(),
-            field.into(),
-            min.into(),
-            max.into(),
-        ];
-        let items = array(self.call(args).await?)?;
-        let mut docs = Vec::with_capacity(items.len() / 2);
-        let mut it = items.into_iter();
-        while let (Some(id), Some(json)) = (it.next(), it.next()) {
-            let id = text(&id).ok_or_else(|| protocol("read model id"))?;
-            let json = text(&json).ok_or_else(|| protocol("read model document"))?;
-            let data = serde_json::from_str(&json).map_err(|e| Error::serialization(format!("read model {id}"), e))?;
-            docs.push(Document { id, data });
+    /// Live candidates of a selection, fetched.
+    async fn candidates(&self, selection: Selection) -> Result<Vec<Document>> {
+        let (mode, slot, min, max) = selection;
+        let reply = self
+            .call("ids", Vec::new(), vec![mode.into(), slot.into(), min, max])
+            .await?;
+        let mut items = array(reply)?.into_iter();
+        let expired = items.next().as_ref().and_then(int).unwrap_or(0);
+        let ids: Vec<String> = items.filter_map(|v| text(&v)).collect();
+        let docs = self.fetch(&ids).await?;
+        if expired > 0 || docs.iter().any(Option::is_none) {
+            self.purge().await?;
         }
-        Ok(docs)
+        Ok(docs.into_iter().flatten().collect())
+    }
+
+    /// A query sorted by one numeric indexed field with a limit, answered by the index when
+    /// the field holds only numbers; `None` when it cannot be.
+    async fn top(&self, query: &Query) -> Result<Option<Vec<Document>>> {
+        let ([sort], Some(limit)) = (query.sort.as_slice(), query.limit) else {
+            return Ok(None);
+        };
+        let Some(slot) = self.collection.slot(&sort.field) else {
+            return Ok(None);
+        };
+        let Some((lo, hi)) = numeric_range(&query.filters, &sort.field) else {
+            return Ok(None);
+        };
+        let need = query.offset.saturating_add(limit);
+        if need == 0 || need > 100_000 {
+            return Ok(None);
+        }
+        let direction = match sort.direction {
+            Direction::Asc => "asc",
+            Direction::Desc => "desc",
+        };
+        let bounded = if query.filters.is_empty() { "0" } else { "1" };
+        let args = vec![
+            slot.into(),
+            direction.into(),
+            score(lo, "-inf").into(),
+            score(hi, "+inf").into(),
+            i64::try_from(need).unwrap_or(i64::MAX).into(),
+            bounded.into(),
+        ];
+        let mut items = array(self.call("top", Vec::new(), args).await?)?.into_iter();
+        if items.next().as_ref().and_then(text).as_deref() != Some("ok") {
+            return Ok(None);
+        }
+        let ids: Vec<String> = items.filter_map(|v| text(&v)).collect();
+        let docs = self.fetch(&ids).await?;
+        if docs.iter().any(Option::is_none) {
+            // A document expired between the two calls: the general path is exact.
+            return Ok(None);
+        }
+        Ok(Some(query.apply(docs.into_iter().flatten())))
     }
 }
 
@@ -243,7 +442,7 @@ impl ReadStore for RedisReadStore {
 
     #[instrument(skip(self, data))]
     async fn save(&self, id: &str, data: Value) -> Result<()> {
-        self.write(
+        self.save_docs(
             vec![Document {
                 id: id.to_string(),
                 data,
@@ -255,10 +454,8 @@ impl ReadStore for RedisReadStore {
 
     #[instrument(skip(self, data))]
     async fn save_with_ttl(&self, id: &str, data: Value, ttl: Duration) -> Result<()> {
-        if ttl.is_zero() {
-            return Err(Error::InvalidInput("a TTL must be longer than zero".into()));
-        }
-        self.write(
+        cqrsx_core::raw::validate_ttl(ttl)?;
+        self.save_docs(
             vec![Document {
                 id: id.to_string(),
                 data,
@@ -271,10 +468,13 @@ impl ReadStore for RedisReadStore {
     #[instrument(skip(self))]
     async fn get(&self, id: &str) -> Result<Option<Value>> {
         validate_id("read model id", id)?;
-        let client = self.client.client();
-        let json: Option<String> = self.client.track(client.get(format!("{}d:{id}", self.tag))).await?;
-        json.map(|j| serde_json::from_str(&j).map_err(|e| Error::serialization(format!("read model {id}"), e)))
-            .transpose()
+        Ok(self
+            .fetch(&[id.to_string()])
+            .await?
+            .into_iter()
+            .flatten()
+            .next()
+            .map(|d| d.data))
     }
 
     #[instrument(skip(self))]
@@ -285,19 +485,37 @@ impl ReadStore for RedisReadStore {
     #[instrument(skip(self, query))]
     async fn query(&self, query: &Query) -> Result<Vec<Document>> {
         query.validate()?;
-        let docs = self.candidates(&query.filters).await?;
+        if let Some(docs) = self.top(query).await? {
+            return Ok(docs);
+        }
+        let docs = self.candidates(self.plan(&query.filters)).await?;
         Ok(query.apply(docs))
     }
 
     #[instrument(skip(self, filters))]
     async fn count(&self, filters: &[Filter]) -> Result<u64> {
         let query = Query::counting(filters)?;
-        Ok(query.count_matching(&self.candidates(filters).await?))
+        let selection = self.plan(filters);
+        // One filter that the index answers exactly, or none: counted on the server.
+        if filters.len() <= 1 && (filters.is_empty() || selection.0 != "all") {
+            let (mode, slot, min, max) = selection;
+            let reply = self
+                .call("count", Vec::new(), vec![mode.into(), slot.into(), min, max])
+                .await?;
+            let items = array(reply)?;
+            let expired = items.first().and_then(int).unwrap_or(0);
+            let live = items.get(1).and_then(int).ok_or_else(|| protocol("count reply"))?;
+            if expired > 0 {
+                self.purge().await?;
+            }
+            return Ok(live);
+        }
+        Ok(query.count_matching(&self.candidates(selection).await?))
     }
 
     #[instrument(skip(self, docs), fields(count = docs.len()))]
     async fn save_many(&self, docs: Vec<Document>) -> Result<()> {
-        self.write(docs, self.default_ttl).await
+        self.save_docs(docs, self.default_ttl).await
     }
 
     #[instrument(skip(self, ids), fields(count = ids.len()))]
@@ -305,12 +523,26 @@ impl ReadStore for RedisReadStore {
         for id in ids {
             validate_id("read model id", id)?;
         }
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let mut args: Vec<RValue> = vec![self.tag.as_str().into(), "delete".into(), (ids.len() as i64).into()];
-        args.extend(ids.iter().map(|id| RValue::from(id.as_str())));
-        let reply = self.call(args).await?;
-        crate::event_store::int(&reply).ok_or_else(|| protocol("delete count"))
+        let writes = ids.iter().map(|id| DocWrite::Delete { id: id.clone() }).collect();
+        self.write(writes).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_filters_on_one_field_narrow_to_the_tightest_bounds() {
+        let f = |op, v: f64| Filter::new("age", op, v);
+        let (lo, hi) = numeric_range(&[f(Op::Gte, 18.0), f(Op::Gt, 20.0), f(Op::Lt, 65.0)], "age").expect("range");
+        assert_eq!(score(lo, "-inf"), "(20");
+        assert_eq!(score(hi, "+inf"), "(65");
+        let (lo, hi) = numeric_range(&[f(Op::Eq, 3.5)], "age").expect("range");
+        assert_eq!((score(lo, "-inf"), score(hi, "+inf")), ("3.5".into(), "3.5".into()));
+        assert!(numeric_range(&[Filter::eq("age", "x")], "age").is_none());
+        assert!(numeric_range(&[f(Op::Ne, 1.0)], "age").is_none());
+        assert!(numeric_range(&[Filter::new("other", Op::Gt, 1)], "age").is_none());
+        assert_eq!(numeric_range(&[], "age"), Some((None, None)));
     }
 }

@@ -1,15 +1,16 @@
 //! [`RedisSnapshotStore`]: snapshots of a stream keyed by version, under the stream's hash tag.
 
 use async_trait::async_trait;
-use cqrsx_core::{validate_snapshot, Result, SnapshotInfo, SnapshotRecord, SnapshotStore, StreamId, Timestamp};
+use cqrsx_core::raw::validate_snapshot;
+use cqrsx_core::{Result, SnapshotInfo, SnapshotRecord, SnapshotStore, StreamId, Timestamp};
 use fred::types::scripts::Script;
 use fred::types::Value;
 use tracing::instrument;
 
 use crate::client::RedisClientManager;
 use crate::error::protocol;
-use crate::event_store::{array, bytes, int, text};
 use crate::keys::Keys;
+use crate::reply::{array, bytes, int, text};
 
 /// Snapshots larger than this are refused (Redis allows 512 MB values; a snapshot that large
 /// would stall the server while loading).
@@ -17,8 +18,9 @@ pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
 
 /// The Redis snapshot store.
 ///
-/// Each snapshot is a hash keyed by its version, indexed by a sorted set, so saving an older
-/// version never hides a newer one: `latest` always answers with the highest version.
+/// A stream's snapshots sit in one hash (fields per version), indexed by a sorted set of
+/// versions, so saving an older version never hides a newer one: `latest` always answers with
+/// the highest version. Both keys share the stream's hash tag and every script declares them.
 pub struct RedisSnapshotStore {
     client: RedisClientManager,
     keys: Keys,
@@ -45,12 +47,18 @@ impl RedisSnapshotStore {
     }
 
     async fn call(&self, stream: &StreamId, args: Vec<Value>) -> Result<Value> {
-        let key = self.keys.snapshot_index(stream.key());
+        let index = self.keys.snapshot_index(stream.key());
+        let data = format!("{index}:data");
         let client = self.client.client();
         self.client
-            .track(self.script.evalsha_with_reload(client, vec![key], args))
+            .track(self.script.evalsha_with_reload(client, vec![index, data], args))
             .await
     }
+}
+
+/// A number already checked against `MAX_NUMBER` (so it fits an `i64`).
+fn number(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn field<T>(items: &[Value], i: usize, parse: impl Fn(&Value) -> Option<T>) -> Result<T> {
@@ -67,11 +75,11 @@ impl SnapshotStore for RedisSnapshotStore {
         validate_snapshot(&snapshot, MAX_SNAPSHOT_BYTES)?;
         let args: Vec<Value> = vec![
             "save".into(),
-            (snapshot.version as i64).into(),
+            number(snapshot.version).into(),
             snapshot.content_type.as_str().into(),
             i64::from(snapshot.schema_version).into(),
             Value::Bytes(snapshot.payload.into()),
-            (snapshot.created_at.as_millis() as i64).into(),
+            number(snapshot.created_at.as_millis()).into(),
         ];
         self.call(&snapshot.stream, args).await?;
         Ok(())
@@ -80,7 +88,8 @@ impl SnapshotStore for RedisSnapshotStore {
     #[instrument(skip(self), fields(stream = %stream))]
     async fn latest(&self, stream: &StreamId, max_version: Option<u64>) -> Result<Option<SnapshotRecord>> {
         let max: Value = match max_version {
-            Some(v) => (v.min(i64::MAX as u64) as i64).into(),
+            // Every stored version is at most MAX_NUMBER, so a larger bound means "any".
+            Some(v) => number(v.min(cqrsx_core::MAX_NUMBER)).into(),
             None => "+inf".into(),
         };
         let items = array(self.call(stream, vec!["latest".into(), max]).await?)?;
@@ -116,7 +125,12 @@ impl SnapshotStore for RedisSnapshotStore {
 
     #[instrument(skip(self), fields(stream = %stream))]
     async fn prune(&self, stream: &StreamId, keep: usize) -> Result<u64> {
-        let reply = self.call(stream, vec!["prune".into(), (keep as i64).into()]).await?;
+        let reply = self
+            .call(
+                stream,
+                vec!["prune".into(), i64::try_from(keep).unwrap_or(i64::MAX).into()],
+            )
+            .await?;
         int(&reply).ok_or_else(|| protocol("prune count"))
     }
 

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use cqrsx_core::testkit::Fixture;
-use cqrsx_redis::{RedisClientManager, RedisConfig, RedisEventStore, RedisReadStore, RedisSnapshotStore};
+use cqrsx_redis::{
+    RedisCheckpointStore, RedisClientManager, RedisConfig, RedisEventStore, RedisReadStore, RedisSnapshotStore,
+};
 
 fn required(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
@@ -41,12 +43,19 @@ pub fn cluster_config() -> RedisConfig {
 
 /// A fixture over fresh stores.
 pub async fn fixture_for(config: RedisConfig) -> Fixture {
+    let label = if config.is_cluster() {
+        "redis cluster"
+    } else {
+        "redis standalone"
+    };
     let client = RedisClientManager::connect(config).await.expect("connect to redis");
     let fixture = Fixture::new(
         Arc::new(RedisEventStore::new(client.clone())),
         Arc::new(RedisSnapshotStore::new(client.clone())),
-        Arc::new(RedisReadStore::new(client, "conformance").expect("read store")),
-    );
+        Arc::new(RedisReadStore::new(client.clone(), "conformance").expect("read store")),
+        Arc::new(RedisCheckpointStore::new(client)),
+    )
+    .with_label(label);
     // The repository cases run with the real snapshot manager, not the suite's basic strategy.
     let strategy = cqrsx_snapshot::testkit::manager_strategy(&fixture);
     fixture.with_strategy(strategy)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cqrsx_core::testkit::{self, Fixture};
 use cqrsx_core::{Filter, Op, Query, ReadStore};
-use cqrsx_redis::{RedisClientManager, RedisEventStore, RedisReadStore, RedisSnapshotStore};
+use cqrsx_redis::{RedisCheckpointStore, RedisClientManager, RedisEventStore, RedisReadStore, RedisSnapshotStore};
 
 async fn indexed(collection: &str) -> (RedisClientManager, RedisReadStore) {
     let client = RedisClientManager::connect(common::standalone_config())
@@ -25,8 +25,9 @@ async fn indexed_fixture() -> Fixture {
     let (client, reads) = indexed("indexed").await;
     Fixture::new(
         Arc::new(RedisEventStore::new(client.clone())),
-        Arc::new(RedisSnapshotStore::new(client)),
+        Arc::new(RedisSnapshotStore::new(client.clone())),
         Arc::new(reads),
+        Arc::new(RedisCheckpointStore::new(client)),
     )
 }
 
@@ -66,8 +67,11 @@ async fn per_store_ttl_expires_documents_and_their_index_entries() {
         .await
         .expect("save");
     assert!(store.get("t1").await.expect("get").is_some());
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    assert!(store.get("t1").await.expect("get").is_none(), "expired");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.get("t1").await.expect("get").is_some() {
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let q = Query::all().filter(Filter::new("name", Op::Eq, "temp"));
     assert!(store.query(&q).await.expect("query").is_empty());
     assert_eq!(store.count(&[]).await.expect("count"), 0);

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use crate::client::RedisClientManager;
 use crate::error::{backend, protocol};
-use crate::event_store::array;
+use crate::reply::array;
 
 /// The largest append that takes part in group commit. Larger ones always go at once, alone:
 /// their cost is mostly their own writes, not the call, so grouping them saves little and holding
@@ -33,10 +33,10 @@ pub(crate) const MAX_GROUPED_APPEND: usize = 4;
 /// The most appends one script call carries.
 pub(crate) const MAX_GROUP: usize = 64;
 
-/// One append: its two stream keys and its part of the script's arguments.
+/// One append: its keys (commit index, meta hash, type indexes) and its part of the script's
+/// arguments (see `append.lua`).
 pub(crate) struct Part {
-    pub(crate) events_key: String,
-    pub(crate) meta_key: String,
+    pub(crate) keys: Vec<String>,
     pub(crate) args: Vec<Value>,
     pub(crate) events: usize,
 }
@@ -61,15 +61,15 @@ struct Lane {
 pub(crate) struct Committer {
     client: RedisClientManager,
     script: Script,
-    /// Per partition: the log key, the position counter key, the type-index key prefix.
-    partition_keys: Vec<[String; 3]>,
+    /// Per partition: the log key and the position counter key.
+    partition_keys: Vec<[String; 2]>,
     /// Calls of one partition in flight before appends wait to be grouped.
     concurrency: usize,
     lanes: Vec<Mutex<Lane>>,
 }
 
 impl Committer {
-    pub(crate) fn new(client: RedisClientManager, script: Script, partition_keys: Vec<[String; 3]>) -> Self {
+    pub(crate) fn new(client: RedisClientManager, script: Script, partition_keys: Vec<[String; 2]>) -> Self {
         let lanes = partition_keys.iter().map(|_| Mutex::default()).collect();
         Self {
             concurrency: client.config().append_concurrency.max(1),
@@ -127,16 +127,14 @@ impl Committer {
 
     /// One script call for `parts`, all of `partition`; the reply holds one reply per part.
     async fn call(&self, partition: usize, parts: Vec<Part>) -> std::result::Result<Value, FredError> {
-        let [log, seq, type_prefix] = &self.partition_keys[partition];
-        let mut keys = Vec::with_capacity(2 + 2 * parts.len());
+        let [log, seq] = &self.partition_keys[partition];
+        let mut keys = Vec::with_capacity(2 + parts.iter().map(|p| p.keys.len()).sum::<usize>());
         keys.push(log.clone());
         keys.push(seq.clone());
-        let mut args = Vec::with_capacity(2 + parts.iter().map(|p| p.args.len()).sum::<usize>());
-        args.push(Value::from(type_prefix.as_str()));
+        let mut args = Vec::with_capacity(1 + parts.iter().map(|p| p.args.len()).sum::<usize>());
         args.push(Value::from(parts.len() as i64));
         for part in parts {
-            keys.push(part.events_key);
-            keys.push(part.meta_key);
+            keys.extend(part.keys);
             args.extend(part.args);
         }
         let client = self.client.client();

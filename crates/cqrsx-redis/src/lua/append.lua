@@ -1,60 +1,56 @@
 -- Appends batches to streams of one partition, atomically: a group of appends that arrived
 -- together (group commit), taken in order, each with its own checks and reply.
--- KEYS: 1 partition log, 2 position counter, then per append: events stream, meta hash
---       (v version, d tombstone, and event id -> version). Every key shares the partition's
---       hash tag.
--- ARGV: 1 type-index key prefix (a stream per event type, one entry per commit and type:
---       s stream key, g first position, v first version, n events in the commit, k runs
---       `from-to,...` of this type's offsets when not all of them), 2 number of appends,
---       then per append: expected (-1 any, -2 no stream, -3 stream exists, n exact),
---       stream key, aggregate type, event count, then 6 per event: id, type, content type,
---       schema version, payload, metadata
+-- KEYS: 1 partition log, 2 position counter, then per append: the stream's commit index, its
+--       meta hash, and the index stream of each event type in the batch. Every key shares the
+--       partition's hash tag, and every key the script touches is one of these.
+-- ARGV: 1 number of appends, then per append: expected (-1 any, -2 no stream, -3 stream
+--       exists, n exact), stream key, aggregate type, event count n, number of event types m,
+--       the event types field, the events blob, then n event ids, then per event type its
+--       offsets (`from-to,...`, empty when the commit holds only that type).
 -- Reply: one per append: {'ok', version, position} | {'dup', version, position}
---      | {'conflict', actual} | {'ids', actual} | {'deleted', actual}
+--      | {'conflict', actual} | {'ids', actual, offset of the first reused id}
+--      | {'deleted', actual}
 -- Every check of an append runs before its first write, so a refused append writes nothing
 -- and does not affect the others. One HMGET reads the version, the tombstone and every event
--- id; one HSET writes the new version and the ids. Per event only the stream's XADD; the
--- partition log gets one entry per commit and each event type one index entry per commit.
+-- id; one HSET writes the version and the ids; the commit is one log entry, one index entry
+-- and one entry per event type. Numbers go to Redis as %d strings (Lua's own formatting is a
+-- slow %.14g).
 local CHUNK = 1000
--- Numbers go to Redis as strings made with %d: Lua's own number-to-string is a slow %.14g.
 local fmt = string.format
 local now
 
-local function append(events_key, meta_key, a0)
-  local stream = ARGV[a0 + 1]
-  local n = tonumber(ARGV[a0 + 3])
-  local base = a0 + 4 -- event k's fields start at base + 6k
+local function append(k, a)
+  local expected = tonumber(ARGV[a])
+  local stream, aggregate = ARGV[a + 1], ARGV[a + 2]
+  local n, m = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local types, blob = ARGV[a + 5], ARGV[a + 6]
+  local ids = a + 7 -- event id i at ids + i - 1
+  local runs = ids + n -- type j's offsets at runs + j - 1
 
   local fields = {'v', 'd'}
-  for k = 0, n - 1 do fields[k + 3] = ARGV[base + k * 6] end
+  for i = 1, n do fields[i + 2] = ARGV[ids + i - 1] end
   local got = {}
   for i = 1, n + 2, CHUNK do
-    local part = redis.call('HMGET', meta_key, unpack(fields, i, math.min(i + CHUNK - 1, n + 2)))
+    local part = redis.call('HMGET', KEYS[k + 1], unpack(fields, i, math.min(i + CHUNK - 1, n + 2)))
     for j = 1, #part do got[i + j - 1] = part[j] end
   end
   local ver = tonumber(got[1]) or 0
   if got[2] == '1' then return {'deleted', ver} end
 
-  -- got[k + 2] is the version already holding event k's id, if any.
+  -- got[i + 2] is the version already holding event i's id, if any. A retry repeats every id
+  -- of one earlier commit, in order, and nothing else.
   if got[3] then
-    -- A retry of an earlier commit only if every id is there, at consecutive versions.
     local first = tonumber(got[3])
-    for k = 2, n do
-      if (not got[k + 2]) or tonumber(got[k + 2]) ~= first + k - 1 then return {'ids', ver} end
+    for i = 2, n do
+      if tonumber(got[i + 2]) ~= first + i - 1 then return {'ids', ver, 0} end
     end
-    local last = first + n - 1
-    local pos = 0
-    local e = redis.call('XRANGE', events_key, last .. '-0', last .. '-0')
-    if e[1] then
-      local f = e[1][2]
-      for j = 1, #f, 2 do if f[j] == 'g' then pos = tonumber(f[j + 1]) end end
-    end
-    return {'dup', last, pos}
+    local c = redis.call('XRANGE', KEYS[k], fmt('%d-0', first), fmt('%d-0', first))
+    if not c[1] or c[1][2][4] ~= ARGV[a + 3] then return {'ids', ver, 0} end
+    return {'dup', first + n - 1, tonumber(c[1][2][2]) + n - 1}
   end
-  for k = 2, n do
-    if got[k + 2] then return {'ids', ver} end
+  for i = 2, n do
+    if got[i + 2] then return {'ids', ver, i - 1} end
   end
-  local expected = tonumber(ARGV[a0])
   if (expected == -2 and ver ~= 0) or (expected == -3 and ver == 0) or (expected >= 0 and expected ~= ver) then
     return {'conflict', ver}
   end
@@ -63,57 +59,39 @@ local function append(events_key, meta_key, a0)
     local t = redis.call('TIME')
     now = fmt('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
   end
-  local count = ARGV[a0 + 3]
-  local first = redis.call('INCRBY', KEYS[2], count) - n + 1
+  local first = redis.call('INCRBY', KEYS[2], n) - n + 1
   local v0 = ver + 1
-  local first_s, v0_s = fmt('%d', first), fmt('%d', v0)
-  -- One log entry per commit, at the commit's first position: event k of the commit sits at
-  -- position first + k and version v0 + k.
-  redis.call('XADD', KEYS[1], first_s .. '-0', 's', stream, 'v', v0_s, 'n', count, 'a', ARGV[a0 + 2])
-  local writes = {}
-  local by_type = {}
-  for k = 0, n - 1 do
-    local a = base + k * 6
-    ver = v0 + k
-    local ver_s = fmt('%d', ver)
-    redis.call('XADD', events_key, ver_s .. '-0', 'i', ARGV[a], 't', ARGV[a + 1], 'c', ARGV[a + 2],
-      'sv', ARGV[a + 3], 'p', ARGV[a + 4], 'm', ARGV[a + 5], 'g', fmt('%d', first + k), 'r', now)
-    writes[#writes + 1] = ARGV[a]
-    writes[#writes + 1] = ver_s
-    -- Runs of consecutive offsets per type, {from, to, from, to, ...}.
-    local runs = by_type[ARGV[a + 1]]
-    if not runs then
-      by_type[ARGV[a + 1]] = {k, k}
-    elseif runs[#runs] == k - 1 then
-      runs[#runs] = k
+  local first_s, v0_s, n_s = fmt('%d', first), fmt('%d', v0), ARGV[a + 3]
+  -- The commit, at its first position: event i sits at position first + i and version v0 + i.
+  redis.call('XADD', KEYS[1], first_s .. '-0', 's', stream, 'v', v0_s, 'n', n_s, 'a', aggregate,
+    'r', now, 't', types, 'e', blob)
+  redis.call('XADD', KEYS[k], v0_s .. '-0', 'g', first_s, 'n', n_s)
+  -- Auto ids keep each type index in commit order and carry the time events_by_type starts at.
+  for j = 1, m do
+    if ARGV[runs + j - 1] == '' then
+      redis.call('XADD', KEYS[k + 1 + j], '*', 'g', first_s)
     else
-      runs[#runs + 1] = k
-      runs[#runs + 1] = k
+      redis.call('XADD', KEYS[k + 1 + j], '*', 'g', first_s, 'k', ARGV[runs + j - 1])
     end
   end
-  -- Auto ids keep each index in commit order and carry the time `events_by_type` starts from.
-  for event_type, runs in pairs(by_type) do
-    if #runs == 2 and runs[1] == 0 and runs[2] == n - 1 then
-      redis.call('XADD', ARGV[1] .. event_type, '*', 's', stream, 'g', first_s, 'v', v0_s, 'n', count)
-    else
-      local k = {}
-      for r = 1, #runs, 2 do k[#k + 1] = fmt('%d-%d', runs[r], runs[r + 1]) end
-      redis.call('XADD', ARGV[1] .. event_type, '*', 's', stream, 'g', first_s, 'v', v0_s, 'n', count,
-        'k', table.concat(k, ','))
-    end
+  local last = ver + n
+  local writes = {'v', fmt('%d', last)}
+  for i = 1, n do
+    writes[#writes + 1] = ARGV[ids + i - 1]
+    writes[#writes + 1] = fmt('%d', v0 + i - 1)
   end
-  writes[#writes + 1] = 'v'
-  writes[#writes + 1] = fmt('%d', ver)
   for i = 1, #writes, CHUNK * 2 do
-    redis.call('HSET', meta_key, unpack(writes, i, math.min(i + CHUNK * 2 - 1, #writes)))
+    redis.call('HSET', KEYS[k + 1], unpack(writes, i, math.min(i + CHUNK * 2 - 1, #writes)))
   end
-  return {'ok', ver, first + n - 1}
+  return {'ok', last, first + n - 1}
 end
 
 local replies = {}
-local a0 = 3
-for g = 1, tonumber(ARGV[2]) do
-  replies[g] = append(KEYS[1 + g * 2], KEYS[2 + g * 2], a0)
-  a0 = a0 + 4 + tonumber(ARGV[a0 + 3]) * 6
+local a, k = 2, 3
+for g = 1, tonumber(ARGV[1]) do
+  local n, m = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  replies[g] = append(k, a)
+  a = a + 7 + n + m
+  k = k + 2 + m
 end
 return replies

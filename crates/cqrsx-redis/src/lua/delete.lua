@@ -1,6 +1,7 @@
 -- Deletes a stream, leaving a tombstone that refuses later appends.
--- KEYS: 1 events stream, 2 meta hash (with the event ids). ARGV: 1 expected version (as append).
--- Reply: {'deleted'} | {'conflict', actual} | {'ok'}
+-- KEYS: 1 commit index, 2 meta hash, 3 partition log, 4 partially truncated commits.
+-- ARGV: 1 expected version (as append). Reply: {'deleted'} | {'conflict', actual} | {'ok'}
+-- The stream's commits leave the log, so readers of the log and of type indexes skip them.
 local meta = redis.call('HMGET', KEYS[2], 'v', 'd')
 local ver = tonumber(meta[1]) or 0
 if meta[2] == '1' then return {'deleted'} end
@@ -8,6 +9,16 @@ local expected = tonumber(ARGV[1])
 if (expected == -2 and ver ~= 0) or (expected == -3 and ver == 0) or (expected >= 0 and expected ~= ver) then
   return {'conflict', ver}
 end
+local start = '-'
+while true do
+  local commits = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 256)
+  for _, c in ipairs(commits) do
+    start = '(' .. c[1]
+    redis.call('XDEL', KEYS[3], c[2][2] .. '-0')
+    redis.call('HDEL', KEYS[4], c[2][2])
+  end
+  if #commits < 256 then break end
+end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[2], 'v', ver, 'd', '1')
+redis.call('HSET', KEYS[2], 'v', string.format('%d', ver), 'd', '1')
 return {'ok'}

@@ -1,94 +1,104 @@
--- Read-model documents of one collection; every key starts with the collection's hash tag T.
---   T d:<id>  the JSON document (with PX when it expires)
---   T ids     sorted set of every id
---   T x:<f>   numeric index of field f (score = value, member = id)
---   T xs:<f>  string index of field f (score 0, member = value .. "\0" .. id)
---   T e:<id>  which index entries the document has, so a rewrite removes the old ones
--- KEYS: 1 T ids. ARGV: 1 T, 2 operation, then its arguments.
---   save, ttl ms (0 = none), count, then per document: id, json, index count, then per index:
---     field, kind ('n' | 's'), value          -> 'ok'
---   delete, count, ids...                     -> how many existed
---   find, mode ('all' | 'score' | 'lex'), field, min, max
---                                             -> {id, json, ...} (expired entries are cleaned)
-local T = ARGV[1]
-local op = ARGV[2]
-local function unindex(id)
-  local old = redis.call('HGETALL', T .. 'e:' .. id)
-  for j = 1, #old, 2 do
-    local v = old[j + 1]
-    if v == 'n' then
-      redis.call('ZREM', T .. 'x:' .. old[j], id)
-    else
-      redis.call('ZREM', T .. 'xs:' .. old[j], string.sub(v, 3) .. '\0' .. id)
-    end
-  end
-  redis.call('DEL', T .. 'e:' .. id)
+-- Read-model operations on one collection (docs.lua is prepended; see its header for the
+-- layout). KEYS: 1 T ids, then 3 per index field (x, xs, xo), then per document written its
+-- d:<id> and e:<id>. ARGV: 1 operation, 2 number of index fields, then their names, then the
+-- operation's arguments:
+--   write, (count, then per document: 'put', id, json, ttl ms, (kind, value) per index field
+--          | 'del', id)                              -> how many deletes found a live document
+--   ids, mode ('all' | 'score' | 'lex'), field slot, min, max
+--                                                    -> {expired seen, live id, ...}
+--   count, mode, field slot, min, max                 -> {expired seen, live count}
+--   top, field slot, 'asc' | 'desc', min, max, how many, bounded (1: a range on the field)
+--                                                    -> {'fallback'} | {'ok', id, ...}
+--   expired, most                                     -> ids whose expiry passed
+local op = ARGV[1]
+local c, a = docs_collection(2, 1, 2)
+
+if op == 'write' then
+  local removed = docs_write(c, a, c.ix + 3 * #c.fields)
+  return removed
 end
-local function remove(id)
-  unindex(id)
-  redis.call('ZREM', KEYS[1], id)
-  return redis.call('DEL', T .. 'd:' .. id)
+
+local now = docs_now()
+local function live(id)
+  local score = redis.call('ZSCORE', KEYS[c.ids], id)
+  return score and tonumber(score) > now
 end
-if op == 'save' then
-  local ttl = tonumber(ARGV[3])
-  local n = tonumber(ARGV[4])
-  local a = 5
-  for _ = 1, n do
-    local id = ARGV[a]
-    unindex(id)
-    if ttl > 0 then
-      redis.call('SET', T .. 'd:' .. id, ARGV[a + 1], 'PX', ttl)
-    else
-      redis.call('SET', T .. 'd:' .. id, ARGV[a + 1])
-    end
-    redis.call('ZADD', KEYS[1], 0, id)
-    local ni = tonumber(ARGV[a + 2])
-    a = a + 3
-    for _ = 1, ni do
-      local field, kind, value = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-      if kind == 'n' then
-        redis.call('ZADD', T .. 'x:' .. field, value, id)
-        redis.call('HSET', T .. 'e:' .. id, field, 'n')
-      else
-        redis.call('ZADD', T .. 'xs:' .. field, 0, value .. '\0' .. id)
-        redis.call('HSET', T .. 'e:' .. id, field, 's:' .. value)
-      end
-      a = a + 3
-    end
-  end
-  return 'ok'
-elseif op == 'delete' then
-  local n = tonumber(ARGV[3])
-  local existed = 0
-  for i = 1, n do existed = existed + remove(ARGV[3 + i]) end
-  return existed
-elseif op == 'find' then
-  local mode, field, min, max = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-  local ids
+
+-- Candidate ids of a selection: every id, a score range of a numeric index, or a value range
+-- of a string index.
+local function select(mode, j, min, max)
   if mode == 'score' then
-    ids = redis.call('ZRANGEBYSCORE', T .. 'x:' .. field, min, max)
+    return redis.call('ZRANGEBYSCORE', KEYS[c.ix + 3 * (j - 1)], min, max)
   elseif mode == 'lex' then
-    ids = {}
-    for _, m in ipairs(redis.call('ZRANGEBYLEX', T .. 'xs:' .. field, min, max)) do
+    local ids = {}
+    for _, m in ipairs(redis.call('ZRANGEBYLEX', KEYS[c.ix + 3 * (j - 1) + 1], min, max)) do
       ids[#ids + 1] = string.match(m, '%z(.*)$')
     end
-  else
-    ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+    return ids
   end
-  local out = {}
-  local seen = {}
-  for _, id in ipairs(ids) do
+  return redis.call('ZRANGE', KEYS[c.ids], 0, -1)
+end
+
+if op == 'ids' or op == 'count' then
+  local mode, j, min, max = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3]
+  if op == 'count' and mode == 'all' then
+    local total = redis.call('ZCARD', KEYS[c.ids])
+    local alive = redis.call('ZCOUNT', KEYS[c.ids], string.format('(%d', now), '+inf')
+    return {total - alive, alive}
+  end
+  local out, expired, seen = {0}, 0, {}
+  local n = 0
+  for _, id in ipairs(select(mode, j, min, max)) do
     if not seen[id] then
       seen[id] = true
-      local doc = redis.call('GET', T .. 'd:' .. id)
-      if doc then
-        out[#out + 1] = id
-        out[#out + 1] = doc
+      if live(id) then
+        n = n + 1
+        if op == 'ids' then out[#out + 1] = id end
       else
-        remove(id)
+        expired = expired + 1
       end
     end
   end
+  out[1] = expired
+  if op == 'count' then return {expired, n} end
   return out
+elseif op == 'top' then
+  local j, dir, min, max = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local need, bounded = tonumber(ARGV[a + 4]), ARGV[a + 5] == '1'
+  local xk = c.ix + 3 * (j - 1)
+  -- Only numbers in the field: strings and other kinds would sort around them.
+  if redis.call('ZCARD', KEYS[xk + 1]) > 0 or redis.call('ZCARD', KEYS[xk + 2]) > 0 then
+    return {'fallback'}
+  end
+  local all = redis.call('ZCARD', KEYS[c.ids])
+  local numeric = redis.call('ZCARD', KEYS[xk])
+  -- Ascending, documents without the field come first (unless a range on it excludes them).
+  if dir == 'asc' and not bounded and all > numeric then return {'fallback'} end
+  local out, taken, last, pos = {'ok'}, 0, nil, 0
+  while true do
+    local chunk
+    if dir == 'asc' then
+      chunk = redis.call('ZRANGEBYSCORE', KEYS[xk], min, max, 'WITHSCORES', 'LIMIT', pos, 256)
+    else
+      chunk = redis.call('ZREVRANGEBYSCORE', KEYS[xk], max, min, 'WITHSCORES', 'LIMIT', pos, 256)
+    end
+    if #chunk == 0 then break end
+    pos = pos + #chunk / 2
+    for i = 1, #chunk, 2 do
+      local id, score = chunk[i], chunk[i + 1]
+      -- Past what is needed, only ties of the last score still count (ids break ties).
+      if taken >= need and score ~= last then return out end
+      if live(id) then
+        out[#out + 1] = id
+        taken = taken + 1
+        last = score
+      end
+    end
+  end
+  -- Descending, documents without the field come last: needed when the numbers run out.
+  if dir == 'desc' and not bounded and taken < need and all > numeric then return {'fallback'} end
+  return out
+elseif op == 'expired' then
+  return redis.call('ZRANGEBYSCORE', KEYS[c.ids], '-inf', string.format('(%d', now), 'LIMIT', 0, tonumber(ARGV[a]))
 end
 return redis.error_reply('unknown read-model operation ' .. op)

@@ -1,0 +1,315 @@
+//! [`RedisCheckpointStore`]: projection checkpoints, leases with fencing tokens, views and dead
+//! letters, all of one projection under one hash tag; a commit is one script.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cqrsx_core::projection::{
+    CheckpointCapabilities, CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewDoc, ViewKey,
+};
+use cqrsx_core::raw::validate_field_path;
+use cqrsx_core::{Checkpoint, Error, Position, ReadStore, Result};
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use fred::types::Value;
+use tracing::instrument;
+
+use crate::client::RedisClientManager;
+use crate::error::protocol;
+use crate::keys::Keys;
+use crate::read_store::{Collection, DocWrite, RedisReadStore};
+use crate::reply::{int, status, text};
+
+/// Projection state in Redis.
+///
+/// Every key of one projection shares its hash tag (`{prefix:pj:<name>}`), so on a Cluster a
+/// projection lives in one slot and a commit — the fencing check, the view's document writes
+/// (with their indexes), the dead letters and the checkpoint — is one atomic script with every
+/// key declared. A runner that crashes at any point leaves either all of a commit or none.
+/// Views are [`RedisReadStore`] collections under the tag; declare their secondary indexes with
+/// [`RedisCheckpointStore::with_index`].
+#[derive(Clone)]
+pub struct RedisCheckpointStore {
+    client: RedisClientManager,
+    keys: Keys,
+    indexes: Arc<BTreeMap<String, BTreeSet<String>>>,
+    script: Script,
+}
+
+impl std::fmt::Debug for RedisCheckpointStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCheckpointStore")
+            .field("keys", &self.keys)
+            .field("indexes", &self.indexes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lost(lease: &Lease) -> Error {
+    Error::LeaseLost {
+        projection: lease.key.to_string(),
+        token: lease.token,
+        reason: "a newer lease was granted".into(),
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis().max(1)).unwrap_or(i64::MAX)
+}
+
+fn position_key(p: Position) -> String {
+    format!("{}:{}", p.partition, p.offset)
+}
+
+impl RedisCheckpointStore {
+    /// Projection state on this client, under its config's key prefix.
+    pub fn new(client: RedisClientManager) -> Self {
+        let keys = Keys::new(&client.config().key_prefix, 1);
+        Self {
+            client,
+            keys,
+            indexes: Arc::new(BTreeMap::new()),
+            script: Script::from_lua(concat!(
+                include_str!("lua/docs.lua"),
+                include_str!("lua/projection.lua")
+            )),
+        }
+    }
+
+    /// Keeps a secondary index on `field` in every version of `projection`'s view (see
+    /// [`RedisReadStore::with_index`]).
+    pub fn with_index(mut self, projection: &str, field: &str) -> Result<Self> {
+        ViewKey::new(projection, 1)?;
+        validate_field_path(field)?;
+        Arc::make_mut(&mut self.indexes)
+            .entry(projection.to_string())
+            .or_default()
+            .insert(field.to_string());
+        Ok(self)
+    }
+
+    fn tag(&self, projection: &str) -> String {
+        self.keys.projection(projection)
+    }
+
+    fn key(&self, key: &ViewKey, what: &str) -> String {
+        format!("{}{what}:{}", self.tag(key.projection()), key.version())
+    }
+
+    fn collection(&self, key: &ViewKey) -> Collection {
+        let empty = BTreeSet::new();
+        let indexes = self.indexes.get(key.projection()).unwrap_or(&empty);
+        Collection::new(format!("{}v{}:", self.tag(key.projection()), key.version()), indexes)
+    }
+
+    async fn eval(&self, keys: Vec<String>, args: Vec<Value>) -> Result<Value> {
+        let client = self.client.client();
+        self.client
+            .track(self.script.evalsha_with_reload(client, keys, args))
+            .await
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for RedisCheckpointStore {
+    fn capabilities(&self) -> CheckpointCapabilities {
+        CheckpointCapabilities { atomic_commit: true }
+    }
+
+    #[instrument(skip(self), fields(projection = %key))]
+    async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
+        cqrsx_core::raw::validate_id("lease owner", owner)?;
+        let keys = vec![self.key(key, "lease"), self.key(key, "token")];
+        let reply = self
+            .eval(keys, vec!["acquire".into(), owner.into(), ttl_ms(ttl).into()])
+            .await?;
+        let (status, rest) = status(reply)?;
+        match status.as_str() {
+            "held" => Ok(None),
+            "ok" => Ok(Some(Lease {
+                key: key.clone(),
+                owner: owner.to_string(),
+                token: rest.first().and_then(int).ok_or_else(|| protocol("lease token"))?,
+            })),
+            other => Err(protocol(format!("acquire status {other}"))),
+        }
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()> {
+        let keys = vec![self.key(&lease.key, "lease"), self.key(&lease.key, "token")];
+        let args = vec![
+            "renew".into(),
+            lease.token.to_string().into(),
+            ttl_ms(ttl).into(),
+            lease.owner.as_str().into(),
+        ];
+        match text(&self.eval(keys, args).await?).as_deref() {
+            Some("ok") => Ok(()),
+            Some("lost") => Err(lost(lease)),
+            other => Err(protocol(format!("renew reply {other:?}"))),
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let keys = vec![self.key(&lease.key, "lease"), self.key(&lease.key, "token")];
+        self.eval(keys, vec!["release".into(), lease.token.to_string().into()])
+            .await?;
+        Ok(())
+    }
+
+    async fn checkpoint(&self, key: &ViewKey) -> Result<Option<Checkpoint>> {
+        let stored: Option<String> = self.client.track(self.client.client().get(self.key(key, "cp"))).await?;
+        stored
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| Error::Integrity(format!("the checkpoint of {key} is {s:?}: {e}")))
+            })
+            .transpose()
+    }
+
+    async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<ViewDoc>> {
+        let view = RedisReadStore::over(
+            self.client.clone(),
+            self.collection(key).tag().to_string(),
+            BTreeSet::new(),
+        );
+        Ok(view.get(id).await?.map(|data| ViewDoc {
+            data: Some(data),
+            applied: None,
+        }))
+    }
+
+    #[instrument(skip(self, commit), fields(projection = %lease.key, writes = commit.writes.len()))]
+    async fn commit(&self, lease: &Lease, commit: Commit) -> Result<()> {
+        commit.validate()?;
+        let collection = self.collection(&lease.key);
+        let mut writes = Vec::with_capacity(commit.writes.len());
+        for w in commit.writes {
+            writes.push(match w.change {
+                ViewChange::Put { data, ttl } => DocWrite::Put {
+                    json: serde_json::to_string(&data).map_err(|e| Error::serialization("view document", e))?,
+                    id: w.id,
+                    ttl,
+                    data,
+                },
+                ViewChange::Delete => DocWrite::Delete { id: w.id },
+            });
+        }
+        let (doc_keys, write_args) = collection.write_parts(&writes);
+        let mut keys = vec![
+            self.key(&lease.key, "token"),
+            self.key(&lease.key, "cp"),
+            self.key(&lease.key, "dl"),
+            collection.ids(),
+        ];
+        keys.extend(collection.index_keys());
+        keys.extend(doc_keys);
+        let mut args: Vec<Value> = vec![
+            "commit".into(),
+            lease.token.to_string().into(),
+            commit.checkpoint.map(|c| c.to_string()).unwrap_or_default().into(),
+            (commit.parked.len() as i64).into(),
+        ];
+        for p in &commit.parked {
+            args.push(position_key(p.position).into());
+            args.push(
+                serde_json::to_string(p)
+                    .map_err(|e| Error::serialization("parked event", e))?
+                    .into(),
+            );
+        }
+        args.push((commit.replayed.len() as i64).into());
+        args.extend(commit.replayed.iter().map(|p| Value::from(position_key(*p))));
+        args.extend(collection.descriptor());
+        args.extend(write_args);
+        match text(&self.eval(keys, args).await?).as_deref() {
+            Some("ok") => Ok(()),
+            Some("lost") => Err(lost(lease)),
+            other => Err(protocol(format!("commit reply {other:?}"))),
+        }
+    }
+
+    async fn parked(&self, key: &ViewKey) -> Result<Vec<ParkedEvent>> {
+        let stored: std::collections::HashMap<String, String> = self
+            .client
+            .track(self.client.client().hgetall(self.key(key, "dl")))
+            .await?;
+        let mut parked = stored
+            .into_iter()
+            .map(|(position, json)| {
+                serde_json::from_str::<ParkedEvent>(&json)
+                    .map_err(|e| Error::Integrity(format!("parked event {position} of {key}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        parked.sort_by_key(|p| p.position);
+        Ok(parked)
+    }
+
+    async fn active_version(&self, projection: &str) -> Result<Option<u32>> {
+        ViewKey::new(projection, 1)?;
+        let stored: Option<String> = self
+            .client
+            .track(self.client.client().get(format!("{}active", self.tag(projection))))
+            .await?;
+        stored
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| Error::Integrity(format!("the active version of {projection} is {s:?}")))
+            })
+            .transpose()
+    }
+
+    async fn activate(&self, lease: &Lease) -> Result<()> {
+        let keys = vec![
+            self.key(&lease.key, "token"),
+            format!("{}active", self.tag(lease.key.projection())),
+        ];
+        let args = vec![
+            "activate".into(),
+            lease.token.to_string().into(),
+            lease.key.version().to_string().into(),
+        ];
+        match text(&self.eval(keys, args).await?).as_deref() {
+            Some("ok") => Ok(()),
+            Some("lost") => Err(lost(lease)),
+            other => Err(protocol(format!("activate reply {other:?}"))),
+        }
+    }
+
+    #[instrument(skip(self), fields(projection = %key))]
+    async fn drop_view(&self, key: &ViewKey) -> Result<()> {
+        // The documents' keys are only known from the view's ids: read them, then delete with
+        // every key declared, a batch at a time.
+        let view = RedisReadStore::over(
+            self.client.clone(),
+            self.collection(key).tag().to_string(),
+            self.indexes.get(key.projection()).cloned().unwrap_or_default(),
+        );
+        let collection = self.collection(key);
+        let client = self.client.client();
+        loop {
+            let ids: Vec<String> = self
+                .client
+                .track(client.zrange(collection.ids(), 0, 499, None, false, None, false))
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            view.delete_many(&ids).await?;
+        }
+        let mut doomed = vec![self.key(key, "cp"), self.key(key, "dl"), collection.ids()];
+        doomed.extend(collection.index_keys());
+        let _: i64 = self.client.track(client.del(doomed)).await?;
+        Ok(())
+    }
+
+    fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>> {
+        Ok(Arc::new(RedisReadStore::over(
+            self.client.clone(),
+            self.collection(key).tag().to_string(),
+            self.indexes.get(key.projection()).cloned().unwrap_or_default(),
+        )))
+    }
+}

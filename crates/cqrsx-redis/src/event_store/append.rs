@@ -1,0 +1,131 @@
+//! The append's wire protocol: what one append sends to `append.lua` (its keys and arguments)
+//! and what its reply means.
+
+use std::collections::BTreeMap;
+
+use cqrsx_core::{AppendResult, Error, ExpectedVersion, NewEvent, Position, Result, StreamId};
+use fred::types::Value;
+
+use crate::error::protocol;
+use crate::event_store::group_commit::Part;
+use crate::event_store::layout::{events_field, types_field};
+use crate::keys::Keys;
+use crate::reply::{status, u64_at};
+
+/// Each event type's offsets in a batch as runs `from-to,...`, or empty when the batch holds
+/// only that type (the type index then needs no offsets).
+fn type_runs(events: &[NewEvent]) -> BTreeMap<&str, String> {
+    let mut runs: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
+    for (k, e) in events.iter().enumerate() {
+        let list = runs.entry(e.event_type.as_str()).or_default();
+        match list.last_mut() {
+            Some((_, to)) if *to + 1 == k => *to = k,
+            _ => list.push((k, k)),
+        }
+    }
+    let single = runs.len() == 1;
+    runs.into_iter()
+        .map(|(t, list)| {
+            let text = if single {
+                String::new()
+            } else {
+                list.iter()
+                    .map(|(a, b)| format!("{a}-{b}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            (t, text)
+        })
+        .collect()
+}
+
+/// The keys and arguments of one append (see the header of `append.lua`).
+pub(crate) fn part(keys: &Keys, stream: &StreamId, expected: ExpectedVersion, events: &[NewEvent]) -> Result<Part> {
+    let stream_keys = keys.stream(stream.key());
+    let runs = type_runs(events);
+    let mut key_list = Vec::with_capacity(2 + runs.len());
+    key_list.push(stream_keys.index);
+    key_list.push(stream_keys.meta);
+    key_list.extend(runs.keys().map(|t| keys.type_index(stream_keys.partition, t)));
+    let mut args: Vec<Value> = Vec::with_capacity(7 + events.len() + runs.len());
+    args.push(expected.to_wire().into());
+    args.push(stream.key().into());
+    args.push(stream.aggregate_type().into());
+    args.push((events.len() as i64).into());
+    args.push((runs.len() as i64).into());
+    args.push(types_field(events).into());
+    args.push(Value::Bytes(events_field(events)?.into()));
+    args.extend(
+        events
+            .iter()
+            .map(|e| Value::Bytes(e.event_id.as_bytes().to_vec().into())),
+    );
+    args.extend(runs.into_values().map(Value::from));
+    Ok(Part {
+        keys: key_list,
+        args,
+        events: events.len(),
+    })
+}
+
+/// What an append's reply means.
+pub(crate) fn outcome(
+    reply: Value,
+    stream: &StreamId,
+    partition: u32,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> Result<AppendResult> {
+    let (status, rest) = status(reply)?;
+    let position = |offset| Position { partition, offset };
+    match status.as_str() {
+        "ok" | "dup" => Ok(AppendResult {
+            version: u64_at(&rest, 0)?,
+            position: position(u64_at(&rest, 1)?),
+        }),
+        "conflict" => Err(Error::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual: u64_at(&rest, 0)?,
+        }),
+        "ids" => {
+            let offset = usize::try_from(u64_at(&rest, 1)?).map_err(|_| protocol("reused id offset"))?;
+            let event = events.get(offset).ok_or_else(|| protocol("reused id offset"))?;
+            Err(Error::EventIdReused {
+                stream: stream.clone(),
+                event_id: event.event_id,
+            })
+        }
+        "deleted" => Err(Error::StreamDeleted { stream: stream.clone() }),
+        other => Err(protocol(format!("append status {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(types: &[&str]) -> Vec<NewEvent> {
+        types
+            .iter()
+            .map(|t| NewEvent::json(*t, &serde_json::json!({})).expect("json"))
+            .collect()
+    }
+
+    #[test]
+    fn runs_name_each_types_offsets_unless_the_batch_has_one_type() {
+        let single = batch(&["A", "A", "A"]);
+        let runs = type_runs(&single);
+        assert_eq!(runs.into_iter().collect::<Vec<_>>(), vec![("A", String::new())]);
+        let mixed = batch(&["A", "B", "B", "A", "C", "A", "A"]);
+        let runs = type_runs(&mixed);
+        assert_eq!(
+            runs.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("A", "0-0,3-3,5-6".to_string()),
+                ("B", "1-2".to_string()),
+                ("C", "4-4".to_string())
+            ]
+        );
+    }
+}

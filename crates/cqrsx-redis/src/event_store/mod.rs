@@ -1,0 +1,391 @@
+//! [`RedisEventStore`]: a log of commits per partition, an index of commits and a metadata hash
+//! per stream, an index per event type — every key of a call declared, all of one call in one
+//! hash slot.
+
+mod append;
+mod group_commit;
+mod layout;
+mod tail;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cqrsx_core::raw::{
+    validate_append, validate_expected, validate_filter, validate_number, validate_position, validate_type_name,
+};
+use cqrsx_core::{
+    AllPage, AppendResult, Checkpoint, Error, EventFilter, EventStore, EventStoreCapabilities, ExpectedVersion,
+    NewEvent, Position, RecordedEvent, Result, StreamId, Timestamp, Wake,
+};
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use fred::types::Value;
+use tracing::instrument;
+
+use crate::client::RedisClientManager;
+use crate::error::protocol;
+use crate::keys::Keys;
+use crate::reply::{array, int, status, text, u64_at};
+use group_commit::Committer;
+use layout::Commit;
+use tail::Tails;
+
+/// How many log entries one `read_all` call examines at most, so a selective filter over a long
+/// log cannot block the server; the page then ends early with `next` moved past what was seen.
+const READ_ALL_SCAN_BUDGET: usize = 10_000;
+
+/// The largest batch: a bound that keeps one script's run (which blocks the server) short.
+const MAX_BATCH: usize = 5_000;
+
+/// The Lua scripts, loaded once per server (and again after a restart, on `NOSCRIPT`).
+pub(crate) struct Scripts {
+    read_stream: Script,
+    read_all: Script,
+    by_type: Script,
+    truncate: Script,
+    delete: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            read_stream: Script::from_lua(include_str!("../lua/read_stream.lua")),
+            read_all: Script::from_lua(include_str!("../lua/read_all.lua")),
+            by_type: Script::from_lua(include_str!("../lua/by_type.lua")),
+            truncate: Script::from_lua(include_str!("../lua/truncate.lua")),
+            delete: Script::from_lua(include_str!("../lua/delete.lua")),
+        }
+    }
+}
+
+/// The Redis event store.
+///
+/// Each partition has a log (a Redis Stream) with one entry per commit, at its first position,
+/// holding the commit's events; the commit's events take the next dense positions. Each stream
+/// has an index of its commits (first version → position) and a metadata hash (version,
+/// tombstone, truncation point, and each event id's version for idempotent retries); each event
+/// type has an index of the commits that hold it. An append is one Lua script that checks the
+/// tombstone, the event ids and the expected version before its first write, then writes one
+/// log entry, one index entry, one entry per event type and the hash. Redis runs a script
+/// alone, so readers never see half a batch and positions never have gaps. Every key a script
+/// touches is passed to it, and all share the partition's hash tag.
+///
+/// Live subscriptions wake on `XREAD BLOCK` on the partition logs (one connection per
+/// partition per store, opened on the first wait).
+pub struct RedisEventStore {
+    client: RedisClientManager,
+    keys: Keys,
+    scripts: Arc<Scripts>,
+    committer: Arc<Committer>,
+    tails: Arc<Tails>,
+    caps: EventStoreCapabilities,
+}
+
+impl std::fmt::Debug for RedisEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEventStore")
+            .field("keys", &self.keys)
+            .field("caps", &self.caps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisEventStore {
+    /// An event store over this client, laid out by its config (prefix, partitions).
+    pub fn new(client: RedisClientManager) -> Self {
+        let keys = Keys::new(&client.config().key_prefix, client.config().partitions);
+        let caps = EventStoreCapabilities {
+            partitions: keys.partitions(),
+            max_batch: MAX_BATCH,
+            live_signal: true,
+            ..EventStoreCapabilities::default()
+        };
+        let partition_keys = (0..keys.partitions()).map(|p| [keys.log(p), keys.seq(p)]).collect();
+        let append = Script::from_lua(include_str!("../lua/append.lua"));
+        Self {
+            committer: Arc::new(Committer::new(client.clone(), append, partition_keys)),
+            tails: Arc::new(Tails::new(client.clone(), keys.clone())),
+            client,
+            keys,
+            scripts: Arc::new(Scripts::new()),
+            caps,
+        }
+    }
+
+    /// The partition of a stream (its events' positions are in this partition's order).
+    pub fn partition_of(&self, stream: &StreamId) -> u32 {
+        self.keys.partition_of(stream.key())
+    }
+
+    /// Every key an append to `stream` touches (for operators and tests). They share one hash
+    /// tag, so on a Cluster they are in one slot.
+    pub fn stream_keys(&self, stream: &StreamId) -> Vec<String> {
+        self.keys.append_keys(stream.key(), "<event type>")
+    }
+
+    async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<Value>) -> Result<Value> {
+        let client = self.client.client();
+        self.client.track(script.evalsha_with_reload(client, keys, args)).await
+    }
+
+    /// The keys stream-level scripts take: commit index, meta hash, log, trimmed commits.
+    fn stream_script_keys(&self, stream: &StreamId) -> (u32, Vec<String>) {
+        let keys = self.keys.stream(stream.key());
+        let p = keys.partition;
+        (p, vec![keys.index, keys.meta, self.keys.log(p), self.keys.trim(p)])
+    }
+}
+
+fn count_arg(n: usize) -> Value {
+    Value::from(i64::try_from(n.min(1_000_000)).unwrap_or(1_000_000))
+}
+
+fn number_arg(n: u64) -> Value {
+    // Callers validated n ≤ MAX_NUMBER (2^53 − 1), which fits an i64.
+    Value::from(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+#[async_trait]
+impl EventStore for RedisEventStore {
+    fn capabilities(&self) -> EventStoreCapabilities {
+        self.caps
+    }
+
+    #[instrument(skip(self, events), fields(stream = %stream, count = events.len()))]
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        validate_append(expected, &events, &self.caps)?;
+        let part = append::part(&self.keys, stream, expected, &events)?;
+        let partition = self.keys.partition_of(stream.key());
+        let reply = self.committer.submit(partition as usize, part).await?;
+        append::outcome(reply, stream, partition, expected, &events)
+    }
+
+    #[instrument(skip(self), fields(stream = %stream))]
+    async fn read_stream(&self, stream: &StreamId, from_version: u64, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        validate_number("from version", from_version)?;
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        let (partition, keys) = self.stream_script_keys(stream);
+        let keys = keys[..3].to_vec();
+        let from = from_version.max(1);
+        let reply = self
+            .eval(
+                &self.scripts.read_stream,
+                keys,
+                vec![number_arg(from), count_arg(max_count)],
+            )
+            .await?;
+        let (status, rest) = status(reply)?;
+        match status.as_str() {
+            "deleted" => Err(Error::StreamDeleted { stream: stream.clone() }),
+            "ok" => {
+                let mut rest = rest.into_iter();
+                let from = rest
+                    .next()
+                    .as_ref()
+                    .and_then(int)
+                    .ok_or_else(|| protocol("read from"))?;
+                let mut out = Vec::new();
+                for entry in rest {
+                    let commit = Commit::parse(entry)?;
+                    let skip = from.saturating_sub(commit.v0);
+                    out.extend(commit.events(partition, |k, _| k >= skip)?);
+                    if out.len() >= max_count {
+                        out.truncate(max_count);
+                        break;
+                    }
+                }
+                Ok(out)
+            }
+            other => Err(protocol(format!("read status {other}"))),
+        }
+    }
+
+    #[instrument(skip(self), fields(stream = %stream))]
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+        let keys = self.keys.stream(stream.key());
+        let client = self.client.client();
+        let (version, deleted): (Option<String>, Option<String>) =
+            self.client.track(client.hmget(keys.meta, vec!["v", "d"])).await?;
+        if deleted.as_deref() == Some("1") {
+            return Err(Error::StreamDeleted { stream: stream.clone() });
+        }
+        match version {
+            None => Ok(0),
+            Some(v) => v
+                .parse()
+                .map_err(|_| Error::Integrity(format!("stream {stream} has version {v:?}"))),
+        }
+    }
+
+    #[instrument(skip(self, filter))]
+    async fn read_all(&self, from: Position, max_count: usize, filter: &EventFilter) -> Result<AllPage> {
+        validate_position(from, &self.caps)?;
+        validate_filter(filter)?;
+        let from = from.max(Position::start_of(from.partition));
+        if max_count == 0 {
+            return Ok(AllPage {
+                events: Vec::new(),
+                next: from,
+            });
+        }
+        let p = from.partition;
+        let mut args: Vec<Value> = vec![
+            number_arg(from.offset),
+            count_arg(max_count),
+            count_arg(READ_ALL_SCAN_BUDGET.max(max_count)),
+            (filter.event_types.len() as i64).into(),
+        ];
+        args.extend(filter.event_types.iter().map(|t| Value::from(t.as_str())));
+        args.push((filter.aggregate_types.len() as i64).into());
+        args.extend(filter.aggregate_types.iter().map(|t| Value::from(t.as_str())));
+        let reply = self
+            .eval(&self.scripts.read_all, vec![self.keys.log(p), self.keys.trim(p)], args)
+            .await?;
+        let mut items = array(reply)?.into_iter();
+        let next = items
+            .next()
+            .as_ref()
+            .and_then(int)
+            .ok_or_else(|| protocol("read_all next"))?;
+        let mut events = Vec::new();
+        let mut page = array(items.next().unwrap_or(Value::Null))?.into_iter();
+        while let (Some(entry), Some(lo), Some(hi)) = (page.next(), page.next(), page.next()) {
+            let (lo, hi) = (
+                int(&lo).ok_or_else(|| protocol("read_all range"))?,
+                int(&hi).ok_or_else(|| protocol("read_all range"))?,
+            );
+            let commit = Commit::parse(entry)?;
+            events.extend(commit.events(p, |k, t| {
+                (lo..=hi).contains(&k) && (filter.event_types.is_empty() || filter.event_types.iter().any(|f| f == t))
+            })?);
+        }
+        events.truncate(max_count);
+        Ok(AllPage {
+            events,
+            next: Position {
+                partition: p,
+                offset: next.max(from.offset),
+            },
+        })
+    }
+
+    #[instrument(skip(self))]
+    async fn events_by_type(&self, event_type: &str, since: Timestamp, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        validate_type_name("event type", event_type)?;
+        validate_number("since (ms)", since.as_millis())?;
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        let mut all = Vec::new();
+        for p in 0..self.keys.partitions() {
+            let keys = vec![self.keys.type_index(p, event_type), self.keys.log(p), self.keys.trim(p)];
+            let reply = self
+                .eval(
+                    &self.scripts.by_type,
+                    keys,
+                    vec![number_arg(since.as_millis()), count_arg(max_count)],
+                )
+                .await?;
+            let mut items = array(reply)?.into_iter();
+            while let (Some(entry), Some(runs), Some(index_id)) = (items.next(), items.next(), items.next()) {
+                // The index entry's id: its milliseconds order commits across partitions.
+                let millis = text(&index_id)
+                    .and_then(|id| id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()))
+                    .ok_or_else(|| protocol("type index entry id"))?;
+                let runs = text(&runs).ok_or_else(|| protocol("type index runs"))?;
+                let ranges: Vec<(u64, u64)> = runs
+                    .split(',')
+                    .filter_map(|r| {
+                        let (a, b) = r.split_once('-')?;
+                        Some((a.parse().ok()?, b.parse().ok()?))
+                    })
+                    .collect();
+                let commit = Commit::parse(entry)?;
+                let found = commit.events(p, |k, t| {
+                    t == event_type && ranges.iter().any(|&(a, b)| (a..=b).contains(&k))
+                })?;
+                all.extend(found.into_iter().map(|e| (millis, e)));
+            }
+        }
+        all.sort_by(|(a, x), (b, y)| {
+            a.cmp(b)
+                .then(x.position.partition.cmp(&y.position.partition))
+                .then(x.position.offset.cmp(&y.position.offset))
+        });
+        Ok(all.into_iter().take(max_count).map(|(_, e)| e).collect())
+    }
+
+    #[instrument(skip(self), fields(stream = %stream))]
+    async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {
+        validate_number("truncate before version", before)?;
+        let (_, keys) = self.stream_script_keys(stream);
+        let reply = self
+            .eval(&self.scripts.truncate, keys, vec![number_arg(before)])
+            .await?;
+        let (status, rest) = status(reply)?;
+        match status.as_str() {
+            "deleted" => Err(Error::StreamDeleted { stream: stream.clone() }),
+            "ok" => u64_at(&rest, 0),
+            other => Err(protocol(format!("truncate status {other}"))),
+        }
+    }
+
+    #[instrument(skip(self), fields(stream = %stream))]
+    async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()> {
+        validate_expected(expected)?;
+        let (_, keys) = self.stream_script_keys(stream);
+        let reply = self
+            .eval(&self.scripts.delete, keys, vec![expected.to_wire().into()])
+            .await?;
+        let (status, rest) = status(reply)?;
+        match status.as_str() {
+            "deleted" => Err(Error::StreamDeleted { stream: stream.clone() }),
+            "conflict" => Err(Error::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual: u64_at(&rest, 0)?,
+            }),
+            "ok" => Ok(()),
+            other => Err(protocol(format!("delete status {other}"))),
+        }
+    }
+
+    #[instrument(skip(self))]
+    async fn head(&self) -> Result<Checkpoint> {
+        let reads = (0..self.keys.partitions()).map(|p| {
+            let client = self.client.client().clone();
+            let key = self.keys.seq(p);
+            async move { self.client.track(client.get::<Option<String>, _>(key)).await }
+        });
+        let mut next = Vec::new();
+        for seq in futures::future::join_all(reads).await {
+            let last = match seq? {
+                None => 0,
+                Some(s) => s
+                    .parse::<u64>()
+                    .map_err(|_| Error::Integrity(format!("position counter holds {s:?}")))?,
+            };
+            next.push(last + 1);
+        }
+        Checkpoint::from_offsets(next)
+    }
+
+    async fn wait_for_append(&self, checkpoint: &Checkpoint, timeout: Duration) -> Result<Wake> {
+        if checkpoint.partitions() != self.keys.partitions() {
+            return Err(Error::InvalidInput(format!(
+                "checkpoint covers {} partitions, the store has {}",
+                checkpoint.partitions(),
+                self.keys.partitions()
+            )));
+        }
+        self.tails.wait(checkpoint, timeout).await
+    }
+}

@@ -1,0 +1,64 @@
+//! Decoding Redis replies: text, bytes, numbers, arrays and the `{status, ...}` shape the
+//! scripts answer with. A reply of an unexpected shape is a [`ProtocolError`](crate::ProtocolError).
+
+use cqrsx_core::Result;
+use fred::types::Value;
+
+use crate::error::protocol;
+
+/// A reply as text.
+pub(crate) fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.to_string()),
+        Value::Bytes(b) => String::from_utf8(b.to_vec()).ok(),
+        Value::Integer(i) => Some(i.to_string()),
+        Value::Double(d) => Some(d.to_string()),
+        _ => None,
+    }
+}
+
+/// A reply as bytes.
+pub(crate) fn bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::String(s) => Some(s.as_bytes().to_vec()),
+        Value::Bytes(b) => Some(b.to_vec()),
+        Value::Integer(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+/// A reply as a non-negative integer (from an integer or its decimal text).
+pub(crate) fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Integer(i) => u64::try_from(*i).ok(),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+/// A reply as an array (nil reads as empty).
+pub(crate) fn array(v: Value) -> Result<Vec<Value>> {
+    match v {
+        Value::Array(items) => Ok(items),
+        Value::Null => Ok(Vec::new()),
+        other => Err(protocol(format!("expected an array, got {other:?}"))),
+    }
+}
+
+/// `{status, ...}` → status and the rest.
+pub(crate) fn status(v: Value) -> Result<(String, Vec<Value>)> {
+    let mut items = array(v)?;
+    if items.is_empty() {
+        return Err(protocol("empty script reply"));
+    }
+    let rest = items.split_off(1);
+    let status = text(&items[0]).ok_or_else(|| protocol("script status is not text"))?;
+    Ok((status, rest))
+}
+
+/// The number at `i` of a reply.
+pub(crate) fn u64_at(items: &[Value], i: usize) -> Result<u64> {
+    items
+        .get(i)
+        .and_then(int)
+        .ok_or_else(|| protocol(format!("missing number at {i}")))
+}
