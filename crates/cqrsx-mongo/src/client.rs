@@ -1,15 +1,19 @@
 //! [`MongoClientManager`]: the driver's pool, health, metrics, server capabilities and the
 //! idempotent schema set-up.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrsx_core::{Error, OperationStats, Result};
+use cqrsx_core::raw::OperationStats;
+use cqrsx_core::{ConnectFailure, Error, Result};
 use mongodb::bson::{doc, Document};
+use mongodb::event::command::CommandEvent;
+use mongodb::event::EventHandler;
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Database, IndexModel};
 
-use crate::config::MongoConfig;
+use crate::config::{redact_uri, MongoConfig};
 use crate::error::{backend, command_code};
 
 /// "NamespaceExists": the collection is already there.
@@ -34,12 +38,75 @@ pub struct MongoMetrics {
     pub p99: Duration,
 }
 
-/// What the server can do, detected at connect time.
+/// Server commands this client sent, counted from the driver's command monitoring: what a call
+/// costs in server operations and in sequential round trips, whatever the server's speed.
+#[derive(Debug, Default)]
+pub(crate) struct CommandCounter {
+    commands: AtomicU64,
+    get_mores: AtomicU64,
+    round_trips: AtomicU64,
+    in_flight: AtomicI64,
+}
+
+/// Server commands a client sent so far ([`MongoClientManager::commands`]); subtract two
+/// readings to get a call's cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommandCount {
+    /// Server commands started (`find`, `insert`, `getMore`, …).
+    pub commands: u64,
+    /// Of those, `getMore`: the further batches of a cursor (so `commands - get_mores` is the
+    /// number of queries and writes).
+    pub get_mores: u64,
+    /// Sequential round trips: commands that started while no other was in flight. Commands
+    /// sent together (in parallel) share one.
+    pub round_trips: u64,
+}
+
+impl std::ops::Sub for CommandCount {
+    type Output = CommandCount;
+    fn sub(self, earlier: CommandCount) -> CommandCount {
+        CommandCount {
+            commands: self.commands - earlier.commands,
+            get_mores: self.get_mores - earlier.get_mores,
+            round_trips: self.round_trips - earlier.round_trips,
+        }
+    }
+}
+
+impl CommandCounter {
+    fn observe(&self, event: &CommandEvent) {
+        match event {
+            CommandEvent::Started(started) => {
+                self.commands.fetch_add(1, Ordering::SeqCst);
+                if started.command_name == "getMore" {
+                    self.get_mores.fetch_add(1, Ordering::SeqCst);
+                }
+                if self.in_flight.fetch_add(1, Ordering::SeqCst) == 0 {
+                    self.round_trips.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            CommandEvent::Succeeded(_) | CommandEvent::Failed(_) => {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+    }
+
+    /// The counts so far.
+    pub(crate) fn read(&self) -> CommandCount {
+        CommandCount {
+            commands: self.commands.load(Ordering::SeqCst),
+            get_mores: self.get_mores.load(Ordering::SeqCst),
+            round_trips: self.round_trips.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// What the server can do, detected at connect time (and, as a testing aid, overridden by
+/// [`MongoConfig::assume`](crate::MongoConfig)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerCapabilities {
-    /// Multi-document transactions (a replica set or sharded cluster).
-    pub transactions: bool,
-    /// Change streams (same requirement).
+    /// Change streams (a replica set or sharded cluster): live subscriptions wake on them.
     pub change_streams: bool,
     /// TTL indexes (FerretDB 1.x has none; expiry is then enforced on read only).
     pub ttl_indexes: bool,
@@ -49,6 +116,9 @@ pub struct ServerCapabilities {
     /// Queries on fields other than `_id` use indexes (FerretDB 1.x with SQLite scans the
     /// collection; the event store then reads streams by `_id`).
     pub indexed_queries: bool,
+    /// Unique indexes over array fields refuse a value held by another document (FerretDB 1.x
+    /// does not enforce them; the event store then checks event ids with a query).
+    pub unique_array_indexes: bool,
     /// The server's version string.
     pub version: String,
     /// Set when the server is FerretDB, with its version.
@@ -63,9 +133,7 @@ pub struct MongoClientManager {
     config: Arc<MongoConfig>,
     capabilities: Arc<ServerCapabilities>,
     stats: Arc<OperationStats>,
-    /// Held around position reservations where `$inc` is not atomic, so that the writers of
-    /// this process never race on the counter.
-    reservations: Arc<tokio::sync::Mutex<()>>,
+    commands: Arc<CommandCounter>,
 }
 
 impl std::fmt::Debug for MongoClientManager {
@@ -79,13 +147,29 @@ impl std::fmt::Debug for MongoClientManager {
 
 impl MongoClientManager {
     /// Connects, pings and detects the server's capabilities.
+    ///
+    /// A first connection gives up after the config's `connect_timeout` (server selection
+    /// included) with an [`Error::Connect`] naming the servers tried and why: refused, timed
+    /// out, unreachable, authentication. Once connected, the driver reconnects on its own.
     pub async fn connect(config: MongoConfig) -> Result<Self> {
         config.validate()?;
-        let mut options = ClientOptions::parse(&config.uri).await.map_err(backend)?;
+        let target = redact_uri(&config.uri);
+        let mut options = tokio::time::timeout(config.connect_timeout, ClientOptions::parse(&config.uri))
+            .await
+            .map_err(|_| Error::Connect {
+                failure: ConnectFailure::Timeout,
+                target: target.clone(),
+                source: None,
+            })?
+            .map_err(|e| crate::error::connect_error(&target, e))?;
+        probe(&options, &target, config.connect_timeout).await?;
         options.max_pool_size = Some(config.max_pool_size);
         options.connect_timeout = Some(config.connect_timeout);
         options.server_selection_timeout = Some(config.server_selection_timeout);
         options.app_name.get_or_insert_with(|| "cqrsx".into());
+        let commands = Arc::new(CommandCounter::default());
+        let counter = Arc::clone(&commands);
+        options.command_event_handler = Some(EventHandler::callback(move |event| counter.observe(&event)));
         let client = Client::with_options(options).map_err(backend)?;
         let database = client.database(&config.database);
         let mut manager = Self {
@@ -94,10 +178,26 @@ impl MongoClientManager {
             config: Arc::new(config),
             capabilities: Arc::new(ServerCapabilities::default()),
             stats: Arc::new(OperationStats::default()),
-            reservations: Arc::new(tokio::sync::Mutex::new(())),
+            commands,
         };
-        manager.ping().await?;
-        manager.capabilities = Arc::new(manager.detect().await?);
+        let first = tokio::time::timeout(
+            manager.config.connect_timeout + Duration::from_millis(250),
+            manager.database.run_command(doc! { "ping": 1 }),
+        )
+        .await;
+        match first {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(crate::error::connect_error(&target, e)),
+            Err(_) => {
+                return Err(Error::Connect {
+                    failure: ConnectFailure::Timeout,
+                    target,
+                    source: None,
+                })
+            }
+        }
+        let detected = manager.detect().await?;
+        manager.capabilities = Arc::new(manager.config.assume.apply(detected));
         tracing::info!(capabilities = ?manager.capabilities, "connected to MongoDB");
         Ok(manager)
     }
@@ -109,11 +209,11 @@ impl MongoClientManager {
         let replicated = hello.get_str("setName").is_ok() || hello.get_str("msg").is_ok_and(|m| m == "isdbgrid");
         let ferretdb = build.get_str("ferretdbVersion").ok().map(str::to_string);
         Ok(ServerCapabilities {
-            transactions: replicated,
             change_streams: replicated,
             ttl_indexes: ferretdb.is_none(),
             atomic_counters: ferretdb.is_none(),
             indexed_queries: ferretdb.is_none(),
+            unique_array_indexes: ferretdb.is_none(),
             version: build.get_str("version").unwrap_or_default().to_string(),
             ferretdb,
         })
@@ -146,6 +246,12 @@ impl MongoClientManager {
         Ok(started.elapsed())
     }
 
+    /// Server commands sent so far (the driver's command monitoring): read before and after a
+    /// call to see its cost in operations and sequential round trips.
+    pub fn commands(&self) -> CommandCount {
+        self.commands.read()
+    }
+
     /// Current metrics.
     pub fn metrics(&self) -> MongoMetrics {
         let latencies = self.stats.latencies();
@@ -171,11 +277,6 @@ impl MongoClientManager {
 
     /// Like [`Self::track`], but keeps the driver error for callers that inspect it (duplicate
     /// keys).
-    /// The lock position reservations take on servers without atomic counters.
-    pub(crate) fn reservations(&self) -> &tokio::sync::Mutex<()> {
-        &self.reservations
-    }
-
     pub(crate) async fn track_raw<T>(
         &self,
         call: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
@@ -218,9 +319,19 @@ impl MongoClientManager {
                     .keys(doc! { "pos": 1 })
                     .options(unique("position"))
                     .build(),
+                // Where the server enforces unique array indexes, this one refuses an event id
+                // twice in a stream (fillers, which have no stream, are left out).
                 IndexModel::builder()
                     .keys(doc! { "stream": 1, "ids": 1 })
-                    .options(plain("stream_ids"))
+                    .options(if self.capabilities.unique_array_indexes {
+                        IndexOptions::builder()
+                            .name("stream_ids_unique".to_string())
+                            .unique(true)
+                            .partial_filter_expression(doc! { "stream": { "$exists": true } })
+                            .build()
+                    } else {
+                        plain("stream_ids")
+                    })
                     .build(),
                 IndexModel::builder()
                     .keys(doc! { "types": 1, "ts": 1 })
@@ -266,6 +377,32 @@ impl MongoClientManager {
             }
         }
         Ok(())
+    }
+}
+
+/// Opens a TCP connection to each configured server, so that a first connection says whether
+/// nothing listens (refused), nothing answers (timeout) or the name does not resolve, before the
+/// driver's server selection (which reports all of these alike). Passes when any server answers.
+async fn probe(options: &ClientOptions, target: &str, timeout: Duration) -> Result<()> {
+    let mut failure = None;
+    for host in &options.hosts {
+        let mongodb::options::ServerAddress::Tcp { host, port } = host else {
+            return Ok(());
+        };
+        let address = format!("{host}:{}", port.unwrap_or(27017));
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&address)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => failure = Some((crate::error::io_failure(e.kind()), Some(e))),
+            Err(_) => failure = Some((ConnectFailure::Timeout, None)),
+        }
+    }
+    match failure {
+        None => Ok(()),
+        Some((failure, source)) => Err(Error::Connect {
+            failure,
+            target: target.to_string(),
+            source: source.map(|e| Box::new(e) as cqrsx_core::BoxError),
+        }),
     }
 }
 

@@ -4,6 +4,92 @@ use std::time::Duration;
 
 use cqrsx_core::{ContentType, Error, Result};
 
+use crate::client::ServerCapabilities;
+
+/// A testing aid, off by default: server capabilities to assume instead of the detected ones,
+/// so that a code path meant for another server can run here (e.g. the plain MongoDB path on
+/// FerretDB: `indexed_queries` and `atomic_counters` claimed). A capability the server does
+/// not really have must only be claimed where it costs speed, never correctness: claiming
+/// `atomic_counters` on a server whose `$inc` loses updates is safe because racing
+/// reservations collide on the unique position index and retry; claiming, `change_streams` or `unique_array_indexes` where the server has none breaks
+/// what needs them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct AssumedCapabilities {
+    /// Overrides [`ServerCapabilities::atomic_counters`].
+    pub atomic_counters: Option<bool>,
+    /// Overrides [`ServerCapabilities::indexed_queries`].
+    pub indexed_queries: Option<bool>,
+    /// Overrides [`ServerCapabilities::ttl_indexes`].
+    pub ttl_indexes: Option<bool>,
+    /// Overrides [`ServerCapabilities::change_streams`].
+    pub change_streams: Option<bool>,
+    /// Overrides [`ServerCapabilities::unique_array_indexes`].
+    pub unique_array_indexes: Option<bool>,
+}
+
+impl AssumedCapabilities {
+    /// Whether nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The detected capabilities with these overrides.
+    pub fn apply(self, mut detected: ServerCapabilities) -> ServerCapabilities {
+        let set = |flag: &mut bool, value: Option<bool>| {
+            if let Some(v) = value {
+                *flag = v;
+            }
+        };
+        set(&mut detected.atomic_counters, self.atomic_counters);
+        set(&mut detected.indexed_queries, self.indexed_queries);
+        set(&mut detected.ttl_indexes, self.ttl_indexes);
+        set(&mut detected.change_streams, self.change_streams);
+        set(&mut detected.unique_array_indexes, self.unique_array_indexes);
+        detected
+    }
+
+    /// Parses `name[=true|false],...` (a bare name means true), e.g.
+    /// `indexed_queries,atomic_counters`.
+    ///
+    /// ```
+    /// use cqrsx_mongo::AssumedCapabilities;
+    /// let a = AssumedCapabilities::parse("indexed_queries, atomic_counters=true, ttl_indexes=false")?;
+    /// assert_eq!((a.indexed_queries, a.atomic_counters, a.ttl_indexes, a.change_streams), (Some(true), Some(true), Some(false), None));
+    /// assert!(AssumedCapabilities::parse("transactions").is_err());
+    /// # Ok::<(), cqrsx_core::Error>(())
+    /// ```
+    pub fn parse(s: &str) -> Result<Self> {
+        let mut out = Self::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, value) = match part.split_once('=') {
+                Some((n, v)) => (n.trim(), v.trim()),
+                None => (part, "true"),
+            };
+            let value = match value {
+                "true" => true,
+                "false" => false,
+                other => return Err(Error::Config(format!("capability {name}={other}: use true or false"))),
+            };
+            let slot = match name {
+                "atomic_counters" => &mut out.atomic_counters,
+                "indexed_queries" => &mut out.indexed_queries,
+                "ttl_indexes" => &mut out.ttl_indexes,
+                "change_streams" => &mut out.change_streams,
+                "unique_array_indexes" => &mut out.unique_array_indexes,
+                other => {
+                    return Err(Error::Config(format!(
+                        "unknown capability {other:?}: use atomic_counters, indexed_queries, ttl_indexes, \
+                         change_streams or unique_array_indexes"
+                    )))
+                }
+            };
+            *slot = Some(value);
+        }
+        Ok(out)
+    }
+}
+
 /// Everything needed to reach MongoDB and name cqrsx's collections.
 ///
 /// ```
@@ -25,7 +111,8 @@ pub struct MongoConfig {
     pub database: String,
     /// Largest connection pool per server.
     pub max_pool_size: u32,
-    /// Time allowed to open a connection.
+    /// Time allowed to open a connection, and for the first connection (TCP, handshake, a
+    /// ping) as a whole: past it, `connect` fails with a typed error.
     pub connect_timeout: Duration,
     /// Time allowed for one operation's reply.
     pub socket_timeout: Duration,
@@ -44,6 +131,8 @@ pub struct MongoConfig {
     pub gap_timeout: Duration,
     /// Payload encoding of the repositories built from this config.
     pub content_type: ContentType,
+    /// A testing aid: capabilities to assume instead of detecting them (none by default).
+    pub assume: AssumedCapabilities,
 }
 
 impl Default for MongoConfig {
@@ -52,7 +141,7 @@ impl Default for MongoConfig {
             uri: "mongodb://127.0.0.1:27017".into(),
             database: "cqrsx".into(),
             max_pool_size: 16,
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
             socket_timeout: Duration::from_secs(30),
             server_selection_timeout: Duration::from_secs(10),
             collection_prefix: String::new(),
@@ -61,6 +150,7 @@ impl Default for MongoConfig {
             snapshots_collection: "snapshots".into(),
             gap_timeout: Duration::from_secs(2),
             content_type: ContentType::Json,
+            assume: AssumedCapabilities::default(),
         }
     }
 }
@@ -88,6 +178,7 @@ impl std::fmt::Debug for MongoConfig {
             .field("snapshots_collection", &self.snapshots_collection)
             .field("gap_timeout", &self.gap_timeout)
             .field("content_type", &self.content_type)
+            .field("assume", &self.assume)
             .finish()
     }
 }
@@ -154,6 +245,12 @@ impl MongoConfig {
         self
     }
 
+    /// A testing aid: assume these capabilities instead of the detected ones.
+    pub fn with_assumed_capabilities(mut self, assume: AssumedCapabilities) -> Self {
+        self.assume = assume;
+        self
+    }
+
     /// The full name of the commits collection.
     pub fn events_collection(&self) -> String {
         format!("{}{}", self.collection_prefix, self.events_collection)
@@ -174,8 +271,9 @@ impl MongoConfig {
         format!("{}{name}", self.collection_prefix)
     }
 
-    /// Reads `CQRSX_MONGO_URI`, `CQRSX_MONGO_DATABASE`, `CQRSX_MONGO_POOL_SIZE` and
-    /// `CQRSX_MONGO_PREFIX` over the defaults, then validates.
+    /// Reads `CQRSX_MONGO_URI`, `CQRSX_MONGO_DATABASE`, `CQRSX_MONGO_POOL_SIZE`,
+    /// `CQRSX_MONGO_PREFIX` and (a testing aid) `CQRSX_MONGO_ASSUME` over the defaults, then
+    /// validates.
     pub fn from_env() -> Result<Self> {
         let mut config = Self::default();
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -192,6 +290,9 @@ impl MongoConfig {
         }
         if let Some(prefix) = var("CQRSX_MONGO_PREFIX") {
             config.collection_prefix = prefix;
+        }
+        if let Some(assume) = var("CQRSX_MONGO_ASSUME") {
+            config.assume = AssumedCapabilities::parse(&assume)?;
         }
         config.validate()?;
         Ok(config)

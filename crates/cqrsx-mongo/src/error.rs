@@ -38,7 +38,67 @@ pub(crate) fn command_code(error: &MongoError) -> Option<i32> {
     }
 }
 
-/// A stored document this crate cannot read back.
+/// A stored document this crate cannot read back: an integrity failure, not a codec's.
 pub(crate) fn corrupt(what: impl Into<String>) -> Error {
-    Error::serialization_msg(what)
+    Error::Integrity(what.into())
+}
+
+/// What an I/O error on a first connection means.
+pub(crate) fn io_failure(kind: std::io::ErrorKind) -> cqrsx_core::ConnectFailure {
+    use cqrsx_core::ConnectFailure;
+    use std::io::ErrorKind as Io;
+    match kind {
+        Io::ConnectionRefused | Io::ConnectionReset | Io::ConnectionAborted => ConnectFailure::Refused,
+        Io::TimedOut | Io::WouldBlock => ConnectFailure::Timeout,
+        Io::HostUnreachable | Io::NetworkUnreachable | Io::AddrNotAvailable | Io::NotFound => {
+            ConnectFailure::Unreachable
+        }
+        _ => ConnectFailure::Protocol,
+    }
+}
+
+/// A first connection's failure, by the driver's error kind. It is called after the servers'
+/// ports were found open, so a server that cannot be selected does not speak MongoDB.
+pub(crate) fn connect_error(target: &str, error: MongoError) -> Error {
+    use cqrsx_core::ConnectFailure;
+    let failure = match &*error.kind {
+        ErrorKind::InvalidArgument { .. } => {
+            return Error::Config(format!("mongodb uri {target}: {error}"));
+        }
+        ErrorKind::Authentication { .. } => ConnectFailure::Auth,
+        ErrorKind::DnsResolve { .. } => ConnectFailure::Unreachable,
+        ErrorKind::Io(io) => io_failure(io.kind()),
+        _ => ConnectFailure::Protocol,
+    };
+    Error::Connect {
+        failure,
+        target: target.to_string(),
+        source: Some(Box::new(error)),
+    }
+}
+
+/// A raw write command's reply (`update`, `delete` sent with `run_command`): its write errors
+/// become an error, except duplicate keys where `duplicates_expected` (guarded upserts that
+/// found their document already past the guard).
+pub(crate) fn check_write_reply(reply: &mongodb::bson::Document, duplicates_expected: bool) -> cqrsx_core::Result<()> {
+    let Ok(errors) = reply.get_array("writeErrors") else {
+        return Ok(());
+    };
+    for e in errors.iter().filter_map(mongodb::bson::Bson::as_document) {
+        let code = e.get_i32("code").unwrap_or(0);
+        if duplicates_expected && code == DUPLICATE_KEY {
+            continue;
+        }
+        let message = e.get_str("errmsg").unwrap_or("write error").to_string();
+        return Err(Error::backend(false, WriteCommandError { code, message }));
+    }
+    Ok(())
+}
+
+/// A write error inside a raw write command's reply.
+#[derive(Debug, thiserror::Error)]
+#[error("write error {code}: {message}")]
+pub struct WriteCommandError {
+    code: i32,
+    message: String,
 }

@@ -16,30 +16,28 @@
 //! position, `stream`, `v0`..`v1`, `ids`, `types`, `ts`, `events`), the counters collection the
 //! last reserved position, the snapshots collection one document per (stream, version).
 
+mod checkpoint_store;
 mod client;
 mod config;
 mod error;
 mod event_store;
-mod payload;
 mod read_store;
 mod snapshot_store;
 
 use std::sync::Arc;
 
-pub use client::{MongoClientManager, MongoMetrics, ServerCapabilities, TimeoutError};
-pub use config::MongoConfig;
+pub use checkpoint_store::MongoCheckpointStore;
+pub use client::{CommandCount, MongoClientManager, MongoMetrics, ServerCapabilities, TimeoutError};
+pub use config::{AssumedCapabilities, MongoConfig};
 pub use event_store::{CounterContention, MongoEventStore, StreamContention, MAX_COMMIT_BYTES};
 pub use read_store::{MongoReadStore, MAX_DOCUMENT_BYTES};
 pub use snapshot_store::{MongoSnapshotStore, MAX_SNAPSHOT_BYTES};
 
 use cqrsx_core::{Aggregate, Repository};
 
-/// The core generic repository over the MongoDB stores.
-pub type MongoRepository<A> = Repository<A>;
-
 /// A repository over a [`MongoEventStore`] on this client, writing payloads in the config's
 /// content type. Add snapshots with [`Repository::with_snapshots`] (for example a
 /// `cqrsx_snapshot::SnapshotManager` over a [`MongoSnapshotStore`]).
-pub fn repository<A: Aggregate>(client: &MongoClientManager) -> MongoRepository<A> {
+pub fn repository<A: Aggregate>(client: &MongoClientManager) -> Repository<A> {
     Repository::new(Arc::new(MongoEventStore::new(client.clone()))).with_content_type(client.config().content_type)
 }

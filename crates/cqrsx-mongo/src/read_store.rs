@@ -1,14 +1,13 @@
-//! [`MongoReadStore`]: read models of one collection as `{_id, d: <document>, exp?}`, with
-//! filters pushed down to the server and the exact reference semantics applied on top.
+//! [`MongoReadStore`]: read models of one collection as `{_id, d: <document>, exp?}`. A query
+//! the server answers exactly runs there whole (filters, sort, skip, limit, count); any other
+//! is narrowed on the server and finished with the core's reference semantics.
 
 use std::future::IntoFuture;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrsx_core::{
-    validate_document, validate_id, validate_type_name, Document, Error, Filter, Op, Query, ReadStore,
-    ReadStoreCapabilities, Result,
-};
+use cqrsx_core::raw::{validate_document, validate_id, validate_ttl, validate_type_name};
+use cqrsx_core::{Direction, Document, Error, Filter, Op, Query, ReadStore, ReadStoreCapabilities, Result};
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, DateTime};
 use mongodb::options::IndexOptions;
@@ -24,12 +23,22 @@ pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
 
 /// A read-model collection in MongoDB.
 ///
-/// Each document is stored as `{_id: <id>, d: <data>, exp: <expiry>?}`. Queries push every
-/// filter that can only widen the answer down to the server (equality, `$in`, prefix regex,
-/// ranges, existence), then apply the core's reference semantics, sort and pagination to what
-/// comes back, so every backend answers alike. Expired documents are invisible at once; a TTL
-/// index removes them where the server has one (FerretDB has none: see
-/// [`MongoReadStore::purge_expired`]).
+/// Each document is stored as `{_id: <id>, d: <data>, exp: <expiry>?}` (a projection's view
+/// adds the guard fields `_p`, `_f`, `_r`, and marks deleted documents `_del`). When every
+/// filter of a query has an exact MongoDB form — equality, ranges, `In` and prefix with scalar
+/// operands, each kept off array values, which MongoDB would match element by element — the
+/// query runs on the server whole: filter, sort (then `_id`), skip, limit, or a count, one
+/// command that transfers only what it returns. Other queries push down what can only widen
+/// the answer and apply the core's reference semantics to what comes back, so every backend
+/// answers alike.
+///
+/// Sort order across kinds is the core's (and MongoDB's): missing and null, numbers, strings,
+/// objects, arrays, booleans. Within objects and arrays MongoDB compares content where the
+/// reference treats them as equal (then by id): don't sort by fields that hold objects or
+/// arrays if the order among those matters.
+///
+/// Expired documents are invisible at once; a TTL index removes them where the server has one
+/// (FerretDB has none: see [`MongoReadStore::purge_expired`]).
 pub struct MongoReadStore {
     client: MongoClientManager,
     docs: Collection<bson::Document>,
@@ -62,6 +71,23 @@ fn scalar(v: &Value) -> Option<Bson> {
         Value::Number(n) => n.as_i64().map(Bson::Int64).or_else(|| n.as_f64().map(Bson::Double)),
         _ => None,
     }
+}
+
+/// The exact MongoDB form of a filter, if it has one: the same operator on scalar operands,
+/// kept off array values (MongoDB matches an array when one element matches; the reference
+/// compares the whole value, and no array equals or orders against a scalar).
+fn exact(filter: &Filter) -> Option<bson::Document> {
+    let (_, cond) = pushdown(filter)?;
+    let exact_op = matches!(
+        (&filter.op, &filter.value),
+        (Op::Eq | Op::Gt | Op::Gte | Op::Lt | Op::Lte, v) if scalar(v).is_some()
+    ) || matches!((&filter.op, &filter.value), (Op::In, Value::Array(options)) if options.iter().all(|o| scalar(o).is_some()))
+        || matches!((&filter.op, &filter.value), (Op::Prefix, Value::String(_)));
+    if !exact_op {
+        return None;
+    }
+    let field = format!("d.{}", filter.field);
+    Some(doc! { "$and": [ { field.clone(): cond }, { field: { "$not": { "$type": "array" } } } ] })
 }
 
 fn escape_regex(s: &str) -> String {
@@ -111,7 +137,7 @@ impl MongoReadStore {
 
     /// Every document saved with [`ReadStore::save`] expires after `ttl`.
     pub fn with_default_ttl(mut self, ttl: Duration) -> Self {
-        self.default_ttl = Some(ttl).filter(|t| !t.is_zero());
+        self.default_ttl = Some(ttl.min(cqrsx_core::raw::MAX_TTL)).filter(|t| !t.is_zero());
         self
     }
 
@@ -135,7 +161,7 @@ impl MongoReadStore {
 
     /// Creates an index on a field of the documents (dotted path), optionally unique.
     pub async fn create_index(&self, field: &str, unique: bool) -> Result<String> {
-        cqrsx_core::validate_field_path(field)?;
+        cqrsx_core::raw::validate_field_path(field)?;
         let name = format!("d_{}", field.replace('.', "_"));
         let options = IndexOptions::builder().name(name.clone()).unique(unique).build();
         self.client
@@ -181,60 +207,125 @@ impl MongoReadStore {
     }
 
     fn live() -> bson::Document {
-        doc! { "$or": [ { "exp": { "$exists": false } }, { "exp": { "$gt": DateTime::now() } } ] }
+        doc! {
+            "_del": { "$ne": true },
+            "$or": [ { "exp": { "$exists": false } }, { "exp": { "$gt": DateTime::now() } } ],
+        }
     }
 
     async fn write(&self, docs: Vec<Document>, ttl: Option<Duration>) -> Result<()> {
-        let mut prepared = Vec::with_capacity(docs.len());
+        let mut statements = Vec::with_capacity(docs.len());
         for d in &docs {
             validate_document(&d.id, &d.data, MAX_DOCUMENT_BYTES)?;
-            prepared.push((d.id.clone(), to_bson(&d.id, &d.data)?));
+            statements.push((d.id.clone(), to_bson(&d.id, &d.data)?));
         }
-        let expires = ttl.map(|t| DateTime::from_millis(DateTime::now().timestamp_millis() + t.as_millis() as i64));
-        for (id, data) in prepared {
-            let mut stored = doc! { "_id": &id, "d": data };
-            if let Some(exp) = expires {
-                stored.insert("exp", exp);
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let expires = match ttl {
+            Some(t) => {
+                validate_ttl(t)?;
+                let ms = i64::try_from(t.as_millis()).unwrap_or(i64::MAX);
+                Some(DateTime::from_millis(
+                    DateTime::now().timestamp_millis().saturating_add(ms),
+                ))
             }
-            self.client
-                .track(
-                    self.docs
-                        .replace_one(doc! { "_id": &id }, stored)
-                        .upsert(true)
-                        .into_future(),
-                )
-                .await?;
-        }
-        Ok(())
+            None => None,
+        };
+        // One `update` command with an upsert per document: one round trip for the batch.
+        let updates: Vec<bson::Document> = statements
+            .into_iter()
+            .map(|(id, data)| {
+                let mut stored = doc! { "d": data };
+                if let Some(exp) = expires {
+                    stored.insert("exp", exp);
+                }
+                doc! { "q": { "_id": id }, "u": stored, "upsert": true }
+            })
+            .collect();
+        let reply = self
+            .client
+            .track(
+                self.client
+                    .database()
+                    .run_command(doc! { "update": self.docs.name(), "updates": updates, "ordered": false }),
+            )
+            .await?;
+        crate::error::check_write_reply(&reply, false)
+    }
+
+    /// The filter every read of live documents uses, with `extra` conditions.
+    fn filter(extra: Vec<bson::Document>) -> bson::Document {
+        let mut and = vec![Self::live()];
+        and.extend(extra);
+        doc! { "$and": and }
+    }
+
+    fn decode(d: bson::Document) -> Result<Document> {
+        let id = d
+            .get_str("_id")
+            .map_err(|_| corrupt("read model without string id"))?
+            .to_string();
+        let data = d
+            .get_document("d")
+            .map_err(|_| corrupt(format!("read model {id} without data")))?;
+        Ok(Document {
+            data: Bson::Document(data.clone()).into_relaxed_extjson(),
+            id,
+        })
+    }
+
+    /// The query's exact server form, when every filter has one.
+    fn exact_filter(filters: &[Filter]) -> Option<bson::Document> {
+        let conditions: Option<Vec<bson::Document>> = filters.iter().map(exact).collect();
+        Some(Self::filter(conditions?))
     }
 
     async fn candidates(&self, filters: &[Filter]) -> Result<Vec<Document>> {
-        let mut and = vec![Self::live()];
-        for f in filters {
-            if let Some((field, cond)) = pushdown(f) {
-                and.push(doc! { field: cond });
-            }
-        }
+        let widening = filters
+            .iter()
+            .filter_map(pushdown)
+            .map(|(field, cond)| doc! { field: cond })
+            .collect();
         let cursor = self
             .client
-            .track(self.docs.find(doc! { "$and": and }).into_future())
+            .track(self.docs.find(Self::filter(widening)).into_future())
             .await?;
         let raw: Vec<bson::Document> = cursor.try_collect().await.map_err(crate::error::backend)?;
-        raw.into_iter()
-            .map(|d| {
-                let id = d
-                    .get_str("_id")
-                    .map_err(|_| corrupt("read model without string id"))?
-                    .to_string();
-                let data = d
-                    .get_document("d")
-                    .map_err(|_| corrupt(format!("read model {id} without data")))?;
-                Ok(Document {
-                    data: Bson::Document(data.clone()).into_relaxed_extjson(),
-                    id,
-                })
-            })
-            .collect()
+        raw.into_iter().map(Self::decode).collect()
+    }
+
+    /// The query run whole on the server, when it can be exactly.
+    async fn run_exact(&self, query: &Query) -> Result<Option<Vec<Document>>> {
+        let Some(filter) = Self::exact_filter(&query.filters) else {
+            return Ok(None);
+        };
+        let mut sort = bson::Document::new();
+        for key in &query.sort {
+            let direction = if key.direction == Direction::Asc { 1 } else { -1 };
+            sort.insert(format!("d.{}", key.field), direction);
+        }
+        sort.insert("_id", 1);
+        let mut find = self.docs.find(filter).sort(sort).skip(query.offset);
+        if let Some(limit) = query.limit {
+            if limit == 0 {
+                return Ok(Some(Vec::new()));
+            }
+            find = find.limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        }
+        let cursor = self.client.track(find.into_future()).await?;
+        let raw: Vec<bson::Document> = cursor.try_collect().await.map_err(crate::error::backend)?;
+        raw.into_iter().map(Self::decode).collect::<Result<Vec<_>>>().map(Some)
+    }
+
+    /// A store over a projection view's collection (documents of other versions, tombstones
+    /// and guards are the checkpoint store's business).
+    pub(crate) fn view(client: MongoClientManager, collection: &str) -> Self {
+        Self {
+            docs: client.database().collection(collection),
+            client,
+            default_ttl: None,
+        }
     }
 }
 
@@ -255,9 +346,7 @@ impl ReadStore for MongoReadStore {
 
     #[instrument(skip(self, data))]
     async fn save_with_ttl(&self, id: &str, data: Value, ttl: Duration) -> Result<()> {
-        if ttl.is_zero() {
-            return Err(Error::InvalidInput("a TTL must be longer than zero".into()));
-        }
+        validate_ttl(ttl)?;
         self.write(vec![Document { id: id.into(), data }], Some(ttl)).await
     }
 
@@ -266,11 +355,7 @@ impl ReadStore for MongoReadStore {
         validate_id("read model id", id)?;
         let found = self
             .client
-            .track(
-                self.docs
-                    .find_one(doc! { "$and": [ { "_id": id }, Self::live() ] })
-                    .into_future(),
-            )
+            .track(self.docs.find_one(Self::filter(vec![doc! { "_id": id }])).into_future())
             .await?;
         found
             .map(|d| {
@@ -289,12 +374,18 @@ impl ReadStore for MongoReadStore {
     #[instrument(skip(self, query))]
     async fn query(&self, query: &Query) -> Result<Vec<Document>> {
         query.validate()?;
+        if let Some(docs) = self.run_exact(query).await? {
+            return Ok(docs);
+        }
         Ok(query.apply(self.candidates(&query.filters).await?))
     }
 
     #[instrument(skip(self, filters))]
     async fn count(&self, filters: &[Filter]) -> Result<u64> {
         let query = Query::counting(filters)?;
+        if let Some(filter) = Self::exact_filter(filters) {
+            return self.client.track(self.docs.count_documents(filter).into_future()).await;
+        }
         Ok(query.count_matching(&self.candidates(filters).await?))
     }
 
@@ -315,7 +406,7 @@ impl ReadStore for MongoReadStore {
             .client
             .track(
                 self.docs
-                    .delete_many(doc! { "$and": [ { "_id": { "$in": ids } }, Self::live() ] })
+                    .delete_many(Self::filter(vec![doc! { "_id": { "$in": ids } }]))
                     .into_future(),
             )
             .await?;

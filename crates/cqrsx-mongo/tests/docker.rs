@@ -29,7 +29,11 @@ async fn conformance_suite_on_real_mongodb_in_docker() {
     let caps = client.capabilities().clone();
     assert!(caps.ferretdb.is_none(), "{caps:?}");
     assert!(
-        caps.transactions && caps.change_streams && caps.ttl_indexes,
+        caps.change_streams
+            && caps.ttl_indexes
+            && caps.indexed_queries
+            && caps.atomic_counters
+            && caps.unique_array_indexes,
         "a replica set has them all: {caps:?}"
     );
 

@@ -1,0 +1,334 @@
+//! The append: a commit document inserted into its version slot at a reserved position.
+//!
+//! Round trip 1, in parallel: a position (coalesced with this process's other writers), the
+//! head (none for `NoStream`), and — where the server cannot enforce unique event ids per
+//! stream with an index — the commits already holding any of the batch's ids. Round trip 2:
+//! the insert. A slot already taken means another writer won (a conflict, or for `Any` a retry
+//! at the new head), or that this very batch landed before (a retry after a lost reply); a
+//! position already taken (a reader closed it, or the counter fell behind) means reserving
+//! again.
+
+use std::future::IntoFuture;
+
+use cqrsx_core::raw::validate_append;
+use cqrsx_core::{AppendResult, Error, ExpectedVersion, NewEvent, Position, Result, StreamId};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, DateTime, Document};
+
+use crate::client::Tracked;
+use crate::error::is_duplicate_key;
+use crate::event_store::heads::Head;
+use crate::event_store::layout::{as_i64, collision_backoff, event_doc, offset_of, slot_id, u64_of};
+use crate::event_store::positions::CounterContention;
+use crate::event_store::MongoEventStore;
+
+/// Commits are refused above this size, before the write: the server's limit is 16 MiB per
+/// document, and the envelope fields need some room.
+pub const MAX_COMMIT_BYTES: usize = 16 * 1024 * 1024 - 16 * 1024;
+
+/// How often a writer whose reserved position turned out taken reserves again. On MongoDB
+/// that happens only when a reader closed the position; on servers whose `$inc` loses
+/// concurrent updates (FerretDB 1.x) writers of several processes can be handed the same
+/// position, and each round lets one of them through.
+const MAX_RESERVATIONS: usize = 64;
+
+/// How often an `Any` / `StreamExists` append re-reads a head that moved under it. Each lost
+/// round means another writer's commit landed, so this only ends a writer that loses that
+/// many times in a row (after jittered pauses) to others.
+const MAX_APPEND_ROUNDS: usize = 512;
+
+/// An `Any` / `StreamExists` append lost the race for the stream's next version every time.
+#[derive(Debug, thiserror::Error)]
+#[error("the stream's head kept moving: other writers won every attempt")]
+pub struct StreamContention;
+
+/// How an insert ended.
+enum Inserted {
+    /// The commit is stored from this position.
+    Landed(u64),
+    /// Another commit (returned) holds the version slot.
+    SlotTaken(Document),
+    /// A commit of the stream (returned) already holds some of the batch's event ids.
+    IdsTaken(Document),
+}
+
+/// Whether `commit` holds exactly these event ids (a retry of it).
+fn same_ids(commit: &Document, ids: &[String]) -> bool {
+    commit
+        .get_array("ids")
+        .map(|a| a.iter().filter_map(Bson::as_str).eq(ids.iter().map(String::as_str)))
+        .unwrap_or(false)
+}
+
+/// The answer for a commit that already holds exactly these ids.
+fn repeat(commit: &Document, n: u64) -> Result<AppendResult> {
+    Ok(AppendResult {
+        version: u64_of(commit, "v1")?,
+        position: Position {
+            partition: 0,
+            offset: offset_of(u64_of(commit, "pos")?, n.saturating_sub(1)),
+        },
+    })
+}
+
+fn conflict(stream: &StreamId, expected: ExpectedVersion, actual: u64) -> Error {
+    Error::Conflict {
+        stream: stream.clone(),
+        expected,
+        actual,
+    }
+}
+
+/// The batch's ids are in an earlier commit: its result when this is a retry of it, else the
+/// first id it reuses.
+fn retry_or_reused(stream: &StreamId, events: &[NewEvent], ids: &[String], earlier: &Document) -> Result<AppendResult> {
+    if same_ids(earlier, ids) {
+        return repeat(earlier, ids.len() as u64);
+    }
+    let held: Vec<&str> = earlier
+        .get_array("ids")
+        .map(|a| a.iter().filter_map(Bson::as_str).collect())
+        .unwrap_or_default();
+    let reused = events
+        .iter()
+        .zip(ids)
+        .find(|(_, id)| held.contains(&id.as_str()))
+        .map_or(events[0].event_id, |(e, _)| e.event_id);
+    Err(Error::EventIdReused {
+        stream: stream.clone(),
+        event_id: reused,
+    })
+}
+
+impl MongoEventStore {
+    /// The commit of the stream that holds any of `ids`, where the server cannot refuse them
+    /// with a unique index (elsewhere the insert finds it).
+    async fn ids_holder(&self, stream: &StreamId, ids: &[String]) -> Result<Option<Document>> {
+        let mut found: Vec<Document> = self
+            .client
+            .track(
+                self.commits
+                    .find(doc! { "stream": stream.key(), "ids": { "$in": ids } })
+                    .projection(doc! { "ids": 1, "v1": 1, "pos": 1 })
+                    .sort(doc! { "v0": 1 })
+                    .limit(1)
+                    .into_future(),
+            )
+            .await?
+            .try_collect()
+            .await
+            .map_err(crate::error::backend)?;
+        Ok(found.pop())
+    }
+
+    /// Inserts `commit` (its `_id` is its version slot) at `position`, or at a newly reserved
+    /// position when that one turns out to be taken.
+    async fn insert_commit(
+        &self,
+        stream: &StreamId,
+        commit: &mut Document,
+        ids: &[String],
+        mut position: u64,
+    ) -> Result<Inserted> {
+        let v0 = u64_of(commit, "v0")?;
+        for attempt in 0..MAX_RESERVATIONS {
+            if attempt > 0 {
+                // Writers that collided together would collide again in lockstep: spread them.
+                tokio::time::sleep(collision_backoff(attempt)).await;
+                position = self.positions.reserve(1).await?;
+            }
+            commit.insert("pos", as_i64(position));
+            if let Some(delay) = self.insert_delay.filter(|_| attempt == 0) {
+                tokio::time::sleep(delay).await;
+            }
+            match self
+                .client
+                .track_raw(self.commits.insert_one(&*commit).into_future())
+                .await
+            {
+                Ok(_) => return Ok(Inserted::Landed(position)),
+                Err(Tracked::Driver(e)) if is_duplicate_key(&e) => {
+                    // Which unique key: the slot, the ids (where an index holds them), or the
+                    // position. Told apart by what the server holds, not by the message.
+                    let ids_check = async {
+                        match self.unique_ids {
+                            true => self.ids_holder(stream, ids).await,
+                            false => Ok(None),
+                        }
+                    };
+                    let (slot, earlier) = tokio::join!(self.heads.slot(stream, v0), ids_check);
+                    if let Some(holder) = slot? {
+                        self.positions.release(position).await;
+                        return Ok(Inserted::SlotTaken(holder));
+                    }
+                    if let Some(holder) = earlier? {
+                        self.positions.release(position).await;
+                        return Ok(Inserted::IdsTaken(holder));
+                    }
+                    tracing::debug!(position, "reserved position is taken; reserving again");
+                    self.positions.bump(position).await?;
+                }
+                // The insert may or may not have landed; a reader fills the position if not,
+                // and a retry with the same event ids is answered idempotently.
+                Err(e) => return Err(e.into_error()),
+            }
+        }
+        self.positions.release(position).await;
+        Err(Error::backend(true, CounterContention))
+    }
+
+    /// Inserts a deleted stream's tombstone into its slot; false when another commit took it.
+    pub(crate) async fn insert_tombstone(&self, stream: &StreamId, mut tombstone: Document) -> Result<bool> {
+        let position = self.positions.reserve(1).await?;
+        Ok(matches!(
+            self.insert_commit(stream, &mut tombstone, &[], position).await?,
+            Inserted::Landed(_)
+        ))
+    }
+
+    pub(crate) async fn append_commit(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        validate_append(expected, &events, &self.caps)?;
+        let n = events.len() as u64;
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+        let mut types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        types.sort_unstable();
+        types.dedup();
+        let docs = events.iter().map(event_doc).collect::<Result<Vec<_>>>()?;
+        let mut commit = doc! {
+            "_id": 0_i64,
+            "stream": stream.key(),
+            "at": stream.aggregate_type(),
+            "v0": 0_i64,
+            "v1": 0_i64,
+            "ids": ids.clone(),
+            "types": types,
+            "ts": DateTime::now(),
+            "events": docs,
+        };
+        let size = mongodb::bson::to_vec(&commit)
+            .map_err(|e| Error::serialization("commit", e))?
+            .len();
+        if size > MAX_COMMIT_BYTES {
+            return Err(Error::InvalidInput(format!(
+                "a commit of {size} bytes exceeds MongoDB's document limit ({MAX_COMMIT_BYTES} bytes): split the batch"
+            )));
+        }
+
+        let exact = match expected {
+            ExpectedVersion::Exact(v) => Some(v),
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => None,
+        };
+        let head_lookup = async {
+            match exact {
+                // A first commit goes into slot 1 whatever the head: the insert tells.
+                Some(0) => Ok(Head::default()),
+                _ => self.heads.estimate(stream).await,
+            }
+        };
+        let ids_lookup = async {
+            match self.unique_ids {
+                true => Ok(None),
+                false => self.ids_holder(stream, &ids).await,
+            }
+        };
+        let (head, earlier, position) = tokio::join!(head_lookup, ids_lookup, self.positions.reserve(1));
+        let mut position = Some(position?);
+        let release = |position: Option<u64>| async move {
+            if let Some(p) = position {
+                self.positions.release(p).await;
+            }
+        };
+        let mut head = match (head, earlier) {
+            (Ok(head), Ok(None)) => head,
+            (Ok(_), Ok(Some(earlier))) => {
+                release(position.take()).await;
+                return retry_or_reused(stream, &events, &ids, &earlier);
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                release(position.take()).await;
+                return Err(e);
+            }
+        };
+        for round in 0..MAX_APPEND_ROUNDS {
+            if let Some(want) = exact {
+                if head.version < want && !head.deleted {
+                    head = self.heads.walk(stream, head).await?;
+                }
+                if head.version > want && !head.deleted {
+                    // Slot want + 1 is taken: by this very commit when this is a retry.
+                    release(position.take()).await;
+                    return match self.heads.slot(stream, want + 1).await? {
+                        Some(holder) if same_ids(&holder, &ids) => repeat(&holder, n),
+                        _ => Err(conflict(stream, expected, self.heads.walk(stream, head).await?.version)),
+                    };
+                }
+            }
+            if head.deleted {
+                release(position.take()).await;
+                return Err(Error::StreamDeleted { stream: stream.clone() });
+            }
+            if !expected.accepts(head.version) {
+                // A hinted head may lag behind a stream that exists.
+                head = self.heads.walk(stream, head).await?;
+                if head.deleted || !expected.accepts(head.version) {
+                    release(position.take()).await;
+                    if head.deleted {
+                        return Err(Error::StreamDeleted { stream: stream.clone() });
+                    }
+                    return Err(conflict(stream, expected, head.version));
+                }
+            }
+            let v0 = head.version + 1;
+            commit.insert("_id", slot_id(stream, v0));
+            commit.insert("v0", as_i64(v0));
+            commit.insert("v1", as_i64(head.version + n));
+            let at = match position.take() {
+                Some(p) => p,
+                None => self.positions.reserve(1).await?,
+            };
+            match self.insert_commit(stream, &mut commit, &ids, at).await? {
+                Inserted::Landed(landed) => {
+                    let version = head.version + n;
+                    self.heads
+                        .advance(
+                            stream,
+                            Head {
+                                version,
+                                deleted: false,
+                            },
+                        )
+                        .await;
+                    return Ok(AppendResult {
+                        version,
+                        position: Position {
+                            partition: 0,
+                            offset: offset_of(landed, n - 1),
+                        },
+                    });
+                }
+                Inserted::IdsTaken(holder) => return retry_or_reused(stream, &events, &ids, &holder),
+                Inserted::SlotTaken(holder) => {
+                    if same_ids(&holder, &ids) {
+                        return repeat(&holder, n);
+                    }
+                    head = self.heads.walk(stream, Head::after(&holder)?).await?;
+                    if exact.is_some() {
+                        if head.deleted {
+                            return Err(Error::StreamDeleted { stream: stream.clone() });
+                        }
+                        return Err(conflict(stream, expected, head.version));
+                    }
+                    // The writers that lost this slot would race for the next one in lockstep.
+                    tokio::time::sleep(collision_backoff(round + 1)).await;
+                }
+            }
+        }
+        Err(Error::backend(true, StreamContention))
+    }
+}

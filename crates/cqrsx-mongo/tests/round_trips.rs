@@ -1,0 +1,145 @@
+//! What calls cost in server commands and sequential round trips, counted by the driver's
+//! command monitoring, so a regression fails here on any server. Each path (the plain one real
+//! MongoDB takes, and the fallbacks a server's declared limitations select) has its own counts.
+
+mod common;
+
+use std::sync::Arc;
+
+use cqrsx_core::{
+    Aggregate, EventStore, ExpectedVersion, Filter, NewEvent, Op, Query, ReadStore, Repository, StreamId,
+};
+use cqrsx_mongo::{CommandCount, MongoClientManager, MongoEventStore, MongoReadStore};
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::json("Counted", &serde_json::json!({ "n": n })).expect("json")
+}
+
+fn stream(name: &str) -> StreamId {
+    StreamId::new("Trips", format!("{name}-{}", cqrsx_core::Uuid::now_v7().simple())).expect("stream")
+}
+
+async fn cost<T>(client: &MongoClientManager, call: impl std::future::Future<Output = T>) -> (T, CommandCount) {
+    let before = client.commands();
+    let out = call.await;
+    (out, client.commands() - before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncontended_appends_take_the_round_trips_of_their_path() {
+    let client = common::client(common::config()).await;
+    let caps = client.capabilities().clone();
+    let store = MongoEventStore::new(client.clone());
+    let s = stream("append");
+    // The first appends create the counter document and open the pool's connections, so that
+    // the commands of one round trip go out together, as they do in a running service.
+    for v in 0..4 {
+        store
+            .append(&s, ExpectedVersion::Exact(v), vec![event(v)])
+            .await
+            .expect("append");
+    }
+
+    let (r, exact) = cost(&client, store.append(&s, ExpectedVersion::Exact(4), vec![event(4)])).await;
+    assert_eq!(r.expect("exact").version, 5);
+    let (r, any) = cost(
+        &client,
+        store.append(&s, ExpectedVersion::Any, vec![event(5), event(6)]),
+    )
+    .await;
+    assert_eq!(r.expect("any").version, 7);
+    let (r, fresh) = cost(
+        &client,
+        store.append(&stream("new"), ExpectedVersion::NoStream, vec![event(9)]),
+    )
+    .await;
+    assert_eq!(r.expect("no stream").version, 1);
+
+    // Round trip 1 holds the reservation, the head (not for NoStream) and, without unique
+    // array indexes, the event-id check; round trip 2 the insert; hinted heads add the hint's
+    // advance.
+    let ids = u64::from(!caps.unique_array_indexes);
+    let hint = u64::from(!caps.indexed_queries);
+    assert_eq!(exact.round_trips, 2 + hint, "Exact: {exact:?} ({caps:?})");
+    assert_eq!(exact.commands, 3 + ids + hint, "Exact: {exact:?} ({caps:?})");
+    assert_eq!(any.round_trips, 2 + hint, "Any: {any:?} ({caps:?})");
+    assert_eq!(any.commands, 3 + ids + hint, "Any: {any:?} ({caps:?})");
+    assert_eq!(fresh.round_trips, 2 + hint, "NoStream: {fresh:?} ({caps:?})");
+    assert_eq!(fresh.commands, 2 + ids + hint, "NoStream: {fresh:?} ({caps:?})");
+    if caps.indexed_queries {
+        assert!(exact.round_trips <= 2 && any.round_trips <= 3 && fresh.round_trips <= 3);
+    }
+}
+
+#[derive(Default)]
+struct Tally(u64);
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum TallyEvent {
+    Counted { n: u64 },
+}
+
+impl Aggregate for Tally {
+    const TYPE: &'static str = "Trips";
+    type Event = TallyEvent;
+    fn apply(&mut self, event: &TallyEvent) {
+        let TallyEvent::Counted { n } = event;
+        self.0 += n;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loading_a_long_stream_is_one_query() {
+    let client = common::client(common::config()).await;
+    let store: Arc<dyn EventStore> = Arc::new(MongoEventStore::new(client.clone()));
+    let id = format!("long-{}", cqrsx_core::Uuid::now_v7().simple());
+    let s = StreamId::new("Trips", &id).expect("stream");
+    for b in 0..10u64 {
+        let batch = (0..500).map(|i| event(b * 500 + i)).collect();
+        store
+            .append(&s, ExpectedVersion::Exact(b * 500), batch)
+            .await
+            .expect("append");
+    }
+    let repo = Repository::<Tally>::new(Arc::clone(&store));
+    let (loaded, load) = cost(&client, repo.load(&id)).await;
+    let loaded = loaded.expect("load");
+    assert_eq!(loaded.version(), 5_000);
+    assert_eq!(loaded.state().0, (0..5_000).sum::<u64>());
+    // One `find` (its further batches are getMores of the same cursor); where heads are hinted
+    // the first commits come by `_id` first.
+    let queries = load.commands - load.get_mores;
+    let by_id = if client.capabilities().indexed_queries { 0 } else { 4 };
+    assert_eq!(queries, 1 + by_id, "{load:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sorted_limited_query_and_a_count_are_one_command_each() {
+    let client = common::client(common::config()).await;
+    let store = MongoReadStore::new(client.clone(), "trips").expect("store");
+    store.initialize().await.expect("init");
+    let docs = (0..300)
+        .map(|i: i64| cqrsx_core::Document {
+            id: format!("d{i:03}"),
+            data: serde_json::json!({ "score": (i * 37) % 101, "kind": if i % 3 == 0 { "a" } else { "b" } }),
+        })
+        .collect();
+    let (saved, save) = cost(&client, store.save_many(docs)).await;
+    saved.expect("save many");
+    assert_eq!(save.commands, 1, "save_many is one bulk command: {save:?}");
+    let query = Query::all()
+        .filter(Filter::new("kind", Op::Eq, "b"))
+        .sort_desc("score")
+        .page(0, 10);
+    let (top, q) = cost(&client, store.query(&query)).await;
+    let top = top.expect("query");
+    assert_eq!(top.len(), 10);
+    assert_eq!(q.commands, 1, "{q:?}");
+    let (count, c) = cost(&client, store.count(&[Filter::new("score", Op::Gte, 50)])).await;
+    assert!(count.expect("count") > 0);
+    assert_eq!(c.commands, 1, "{c:?}");
+    let ids: Vec<String> = (0..300).map(|i| format!("d{i:03}")).collect();
+    let (deleted, d) = cost(&client, store.delete_many(&ids)).await;
+    assert_eq!(deleted.expect("delete"), 300);
+    assert_eq!(d.commands, 1, "delete_many is one command: {d:?}");
+}
