@@ -1,6 +1,5 @@
 //! Running commands: every command is printed before it runs.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -9,9 +8,7 @@ pub type Result<T> = std::result::Result<T, String>;
 
 /// Prints a line (xtask is a CLI: its output is the point).
 pub fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    println!("{line}");
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -49,25 +46,19 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     }
 }
 
-/// Runs a command, echoing its stdout as it arrives and returning it; stderr is inherited.
-pub fn run_capture(cmd: &mut Command) -> Result<(bool, String)> {
-    say(&format!("$ {}", show(cmd)));
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
+/// Runs a command with its stdout and stderr written to `log`; returns whether it succeeded and
+/// its stdout and stderr together.
+pub fn run_logged(cmd: &mut Command, log: &Path) -> Result<(bool, String)> {
+    say(&format!("$ {}  > {}", show(cmd), log.display()));
+    let file = std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let err = file.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
+    let status = cmd
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::from(err))
+        .status()
         .map_err(|e| format!("cannot run {}: {e}", show(cmd)))?;
-    let mut captured = String::new();
-    if let Some(stdout) = child.stdout.take() {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let line = line.map_err(|e| format!("reading output: {e}"))?;
-            say(&line);
-            captured.push_str(&line);
-            captured.push('\n');
-        }
-    }
-    let status = child.wait().map_err(|e| format!("waiting for {}: {e}", show(cmd)))?;
-    Ok((status.success(), captured))
+    let output = std::fs::read_to_string(log).map_err(|e| format!("cannot read {}: {e}", log.display()))?;
+    Ok((status.success(), output))
 }
 
 /// Runs a command quietly and returns its output (for probes like `id -u`).

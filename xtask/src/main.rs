@@ -4,6 +4,8 @@
 //!   starting (or installing) the servers it needs.
 //! - `cargo xtask bench` — benchmarks, each beside a raw-driver baseline measured in the same run.
 
+#![allow(clippy::print_stdout)] // a CLI: what it prints is its output
+
 mod bench;
 mod cleanup;
 mod cmd;

@@ -5,6 +5,8 @@
 //! `CQRSX_REDIS_URL`) and `--features mongo -- --backend mongo` (with `CQRSX_MONGO_URI`) run the
 //! same flow on a server.
 
+#![allow(clippy::print_stdout)] // examples are for people: plain println!
+
 use std::sync::Arc;
 
 use cqrsx_core::{Aggregate, Metadata, Repository};
@@ -47,12 +49,7 @@ impl Aggregate for User {
 async fn main() -> cqrsx_core::Result<()> {
     let stores = cqrsx_example_backend::connect("users").await?;
     let users = Repository::<User>::new(Arc::clone(&stores.events)).with_content_type(stores.content_type);
-    let out = std::io::stdout();
-    let say = |line: String| {
-        use std::io::Write;
-        let _ = writeln!(out.lock(), "{line}");
-    };
-    say(format!("backend: {}", stores.name));
+    println!("backend: {}", stores.name);
     // A server keeps the streams of earlier runs: give this run's user its own id there.
     let id = if stores.name == "in-memory" {
         "user-123".to_string()
@@ -71,7 +68,7 @@ async fn main() -> cqrsx_core::Result<()> {
         Metadata::correlated("signup-42"),
     );
     let saved = users.save(&mut user).await?.map(|r| r.version);
-    say(format!("created {id}, stream version {saved:?}"));
+    println!("created {id}, stream version {saved:?}");
 
     // Load, change the email, save: the expected version is the loaded one.
     let mut user = users.load(id).await?;
@@ -79,7 +76,7 @@ async fn main() -> cqrsx_core::Result<()> {
         email: "newemail@example.com".into(),
     });
     users.save(&mut user).await?;
-    say(format!("changed email, stream version {}", user.version()));
+    println!("changed email, stream version {}", user.version());
 
     // A second writer holding the old version loses, with the actual version in the error.
     let mut stale = users.create(id)?;
@@ -87,26 +84,26 @@ async fn main() -> cqrsx_core::Result<()> {
         email: "late@example.com".into(),
     });
     match users.save(&mut stale).await {
-        Err(e) => say(format!("stale writer refused: {e}")),
-        Ok(_) => say("stale writer was accepted (this must not happen)".into()),
+        Err(e) => println!("stale writer refused: {e}"),
+        Ok(_) => println!("stale writer was accepted (this must not happen)"),
     }
 
     let loaded = users.load(id).await?;
     let state = loaded.state();
-    say(format!(
+    println!(
         "loaded {id} at version {}: {} <{}>, email changed {} time(s)",
         loaded.version(),
         state.name,
         state.email,
         state.email_changes
-    ));
+    );
 
-    say("history:".into());
+    println!("history:");
     for (recorded, event) in users.history(id).await? {
-        say(format!(
+        println!(
             "  v{} @{} {} {:?} correlation={:?}",
             recorded.version, recorded.position, recorded.event_type, event, recorded.metadata.correlation_id
-        ));
+        );
     }
     Ok(())
 }

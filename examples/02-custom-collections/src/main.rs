@@ -5,6 +5,8 @@
 //! Needs a MongoDB-wire server: `CQRSX_MONGO_URI=mongodb://127.0.0.1:27017 cargo run -p
 //! example-custom-collections` (`cargo xtask test` shows how to get one without Docker).
 
+#![allow(clippy::print_stdout)] // examples are for people: plain println!
+
 use std::sync::Arc;
 
 use cqrsx_core::{Aggregate, Filter, Query, ReadStore, ReadStoreExt};
@@ -41,11 +43,6 @@ impl Aggregate for Invoice {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> cqrsx_core::Result<()> {
-    let out = std::io::stdout();
-    let say = |line: String| {
-        use std::io::Write;
-        let _ = writeln!(out.lock(), "{line}");
-    };
     let base = MongoConfig::from_env()?;
     let run = cqrsx_core::Uuid::now_v7().simple().to_string();
     let database = format!("cqrsx_example_02_{}", &run[20..]);
@@ -73,11 +70,7 @@ async fn main() -> cqrsx_core::Result<()> {
     invoice.record(InvoiceEvent::Paid);
     invoices.save(&mut invoice).await?;
     let loaded = invoices.load("inv-1").await?;
-    say(format!(
-        "invoice inv-1 at version {}: {:?}",
-        loaded.version(),
-        loaded.state()
-    ));
+    println!("invoice inv-1 at version {}: {:?}", loaded.version(), loaded.state());
 
     let summaries = Arc::new(MongoReadStore::new(client.clone(), "invoice_summaries")?);
     summaries.initialize().await?;
@@ -88,7 +81,7 @@ async fn main() -> cqrsx_core::Result<()> {
         )
         .await?;
     let paid = summaries.query(&Query::all().filter(Filter::eq("paid", true))).await?;
-    say(format!("paid invoices in the read model: {}", paid.len()));
+    println!("paid invoices in the read model: {}", paid.len());
 
     let mut names = client
         .database()
@@ -96,11 +89,11 @@ async fn main() -> cqrsx_core::Result<()> {
         .await
         .map_err(|e| cqrsx_core::Error::backend(true, e))?;
     names.sort();
-    say(format!("collections in {database}:"));
+    println!("collections in {database}:");
     for name in &names {
-        say(format!("  {name}"));
+        println!("  {name}");
     }
-    say(format!(
+    println!(
         "billing uses {}, {}, {}; shipping uses {}, {}, {}",
         billing.events_collection(),
         billing.counters_collection(),
@@ -108,12 +101,12 @@ async fn main() -> cqrsx_core::Result<()> {
         shipping.events_collection(),
         shipping.counters_collection(),
         shipping.snapshots_collection()
-    ));
+    );
     client
         .database()
         .drop()
         .await
         .map_err(|e| cqrsx_core::Error::backend(true, e))?;
-    say(format!("dropped {database}"));
+    println!("dropped {database}");
     Ok(())
 }

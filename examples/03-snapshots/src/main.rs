@@ -6,6 +6,8 @@
 //! settings come from the environment (`CQRSX_SNAPSHOT_POLICY`, `CQRSX_SNAPSHOT_SERIALIZER`, …;
 //! see `SnapshotConfig::from_env`), defaulting here to every 500 events, MessagePack + zstd.
 
+#![allow(clippy::print_stdout)] // examples are for people: plain println!
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -62,11 +64,6 @@ fn config() -> cqrsx_core::Result<SnapshotConfig> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> cqrsx_core::Result<()> {
     let stores = cqrsx_example_backend::connect("accounts").await?;
-    let out = std::io::stdout();
-    let say = |line: String| {
-        use std::io::Write;
-        let _ = writeln!(out.lock(), "{line}");
-    };
     let config = config()?;
     let manager = Arc::new(SnapshotManager::<Account>::from_config(
         Arc::clone(&stores.snapshots),
@@ -74,10 +71,10 @@ async fn main() -> cqrsx_core::Result<()> {
     )?);
     let plain = Repository::<Account>::new(Arc::clone(&stores.events)).with_content_type(stores.content_type);
     let with_snapshots = plain.clone().with_snapshots(manager.clone());
-    say(format!(
+    println!(
         "backend: {}; snapshots: {:?}, {}, keep {:?}",
         stores.name, config.policy, config.serializer, config.keep
-    ));
+    );
 
     let id = format!("acc-{}", cqrsx_core::Uuid::now_v7().simple());
     let mut account = with_snapshots.create(&id)?;
@@ -97,38 +94,38 @@ async fn main() -> cqrsx_core::Result<()> {
         }
     }
     with_snapshots.save(&mut account).await?;
-    say(format!("wrote {EVENTS} events in batches of {BATCH}"));
+    println!("wrote {EVENTS} events in batches of {BATCH}");
 
     let (replayed, replay_info) = plain.load_with_info(&id).await?;
-    say(format!(
+    println!(
         "full replay:   {:>5} events replayed in {:>9.3?} (version {})",
         replay_info.events_replayed,
         replay_info.elapsed,
         replayed.version()
-    ));
+    );
     let (restored, snap_info) = with_snapshots.load_with_info(&id).await?;
-    say(format!(
+    println!(
         "with snapshot: {:>5} events replayed in {:>9.3?} (snapshot at version {})",
         snap_info.events_replayed,
         snap_info.elapsed,
         snap_info.snapshot_version.unwrap_or(0)
-    ));
-    say(format!(
+    );
+    println!(
         "same state either way: {} (balance {}, {} transactions)",
         restored.state() == replayed.state(),
         restored.state().balance,
         restored.state().transactions
-    ));
+    );
 
     let stream = with_snapshots.stream_id(&id)?;
     for info in manager.list(&stream).await? {
-        say(format!(
+        println!(
             "snapshot v{:<5} {:>5} bytes  {}  schema {}",
             info.version, info.size, info.content_type, info.schema_version
-        ));
+        );
     }
     let stats = manager.stats();
-    say(format!(
+    println!(
         "stats: taken {}, hits {}, misses {}, fallbacks {}, pruned {}, {} bytes written, avg restore {:.3?}",
         stats.taken,
         stats.hits,
@@ -137,6 +134,6 @@ async fn main() -> cqrsx_core::Result<()> {
         stats.pruned,
         stats.bytes_written,
         stats.avg_restore_time
-    ));
+    );
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! `cargo run -p example-event-versioning` runs on the in-memory store; add
 //! `--features redis -- --backend redis` or `--features mongo -- --backend mongo` for a server.
 
-use std::io::Write;
+#![allow(clippy::print_stdout)] // examples are for people: plain println!
+
 use std::sync::Arc;
 
 use cqrsx_core::{Aggregate, EventRegistry, EventStore, ExpectedVersion, NewEvent, Repository, StreamId};
@@ -51,11 +52,10 @@ fn split_name(mut v1: Value) -> Result<Value, String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> cqrsx_core::Result<()> {
-    let mut out = std::io::stdout().lock();
     let stores = cqrsx_example_backend::connect("users").await?;
     let store: Arc<dyn EventStore> = Arc::clone(&stores.events);
 
-    let _ = writeln!(out, "backend: {}", stores.name);
+    println!("backend: {}", stores.name);
     // A server keeps the streams of earlier runs: give this run's user its own id there.
     let id = if stores.name == "in-memory" {
         "user-7".to_string()
@@ -67,7 +67,7 @@ async fn main() -> cqrsx_core::Result<()> {
     let stream = StreamId::new("User", id.as_str())?;
     let v1 = NewEvent::json("UserRegistered", &json!({ "name": "Ada Lovelace" }))?.with_schema_version(1);
     store.append(&stream, ExpectedVersion::NoStream, vec![v1]).await?;
-    let _ = writeln!(out, "stored UserRegistered v1: {{\"name\": \"Ada Lovelace\"}}");
+    println!("stored UserRegistered v1: {{\"name\": \"Ada Lovelace\"}}");
 
     // Today's code declares V2 and the upcaster; the chain is checked here, at start-up.
     let registry = EventRegistry::builder()
@@ -77,8 +77,7 @@ async fn main() -> cqrsx_core::Result<()> {
     let users = Repository::<User>::new(Arc::clone(&store)).with_registry(Arc::new(registry))?;
 
     let user = users.load(&id).await?;
-    let _ = writeln!(
-        out,
+    println!(
         "loaded through the upcaster: first_name={:?} last_name={:?}",
         user.state().first_name,
         user.state().last_name
@@ -92,7 +91,7 @@ async fn main() -> cqrsx_core::Result<()> {
     });
     users.save(&mut other).await?;
     for (recorded, event) in users.history("user-8").await? {
-        let _ = writeln!(out, "new event written as v{}: {event:?}", recorded.schema_version);
+        println!("new event written as v{}: {event:?}", recorded.schema_version);
     }
 
     // A registry with a hole in a chain is refused before any read.
@@ -101,7 +100,7 @@ async fn main() -> cqrsx_core::Result<()> {
         .upcaster("UserRegistered", 2, Ok)
         .build();
     if let Err(e) = broken {
-        let _ = writeln!(out, "start-up check: {e}");
+        println!("start-up check: {e}");
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use cqrsx_core::{ContentType, Error, EventStore, ReadStore, Result, SnapshotStore};
+use cqrsx_core::{CheckpointStore, ContentType, Error, EventStore, ReadStore, Result, SnapshotStore};
 
 /// The stores of one backend.
 pub struct Stores {
@@ -17,6 +17,8 @@ pub struct Stores {
     pub snapshots: Arc<dyn SnapshotStore>,
     /// A read store for collection `collection`.
     pub reads: Arc<dyn ReadStore>,
+    /// Projection state: checkpoints, leases, views.
+    pub checkpoints: Arc<dyn CheckpointStore>,
     /// The payload encoding the backend's config asks for.
     pub content_type: ContentType,
 }
@@ -39,16 +41,27 @@ pub fn requested() -> String {
 
 /// Connects the requested backend; `collection` names the read-model collection.
 pub async fn connect(collection: &str) -> Result<Stores> {
+    open(collection, None).await
+}
+
+/// Like [`connect`], but on a server under a namespace of this run's own (a key prefix or a
+/// database named after `run`), so that earlier runs' events and views are not seen.
+pub async fn connect_fresh(collection: &str, run: &str) -> Result<Stores> {
+    open(collection, Some(run)).await
+}
+
+async fn open(collection: &str, fresh: Option<&str>) -> Result<Stores> {
     match requested().as_str() {
         "memory" => Ok(Stores {
             name: "in-memory",
             events: Arc::new(cqrsx_core::memory::InMemoryEventStore::new()),
             snapshots: Arc::new(cqrsx_core::memory::InMemorySnapshotStore::new()),
             reads: Arc::new(cqrsx_core::memory::InMemoryReadStore::new()),
+            checkpoints: Arc::new(cqrsx_core::memory::InMemoryCheckpointStore::new()),
             content_type: ContentType::Json,
         }),
-        "redis" => redis(collection).await,
-        "mongo" => mongo(collection).await,
+        "redis" => redis(collection, fresh).await,
+        "mongo" => mongo(collection, fresh).await,
         other => Err(Error::Config(format!(
             "unknown backend {other:?}: use memory, redis or mongo"
         ))),
@@ -56,41 +69,57 @@ pub async fn connect(collection: &str) -> Result<Stores> {
 }
 
 #[cfg(feature = "redis")]
-async fn redis(collection: &str) -> Result<Stores> {
-    use cqrsx_redis::{RedisClientManager, RedisConfig, RedisEventStore, RedisReadStore, RedisSnapshotStore};
-    let client = RedisClientManager::connect(RedisConfig::from_env()?).await?;
+async fn redis(collection: &str, fresh: Option<&str>) -> Result<Stores> {
+    use cqrsx_redis::{
+        RedisCheckpointStore, RedisClientManager, RedisConfig, RedisEventStore, RedisReadStore, RedisSnapshotStore,
+    };
+    let mut config = RedisConfig::from_env()?;
+    if let Some(run) = fresh {
+        config.key_prefix = format!("{}-{run}", config.key_prefix);
+    }
+    let client = RedisClientManager::connect(config).await?;
     Ok(Stores {
         name: "redis",
         events: Arc::new(RedisEventStore::new(client.clone())),
         snapshots: Arc::new(RedisSnapshotStore::new(client.clone())),
         reads: Arc::new(RedisReadStore::new(client.clone(), collection)?),
+        checkpoints: Arc::new(RedisCheckpointStore::new(client.clone())),
         content_type: client.config().content_type,
     })
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis(_collection: &str) -> Result<Stores> {
+async fn redis(_collection: &str, _fresh: Option<&str>) -> Result<Stores> {
     Err(Error::Config(
         "this example was built without Redis: add `--features redis`".into(),
     ))
 }
 
 #[cfg(feature = "mongo")]
-async fn mongo(collection: &str) -> Result<Stores> {
-    use cqrsx_mongo::{MongoClientManager, MongoConfig, MongoEventStore, MongoReadStore, MongoSnapshotStore};
-    let client = MongoClientManager::connect(MongoConfig::from_env()?).await?;
+async fn mongo(collection: &str, fresh: Option<&str>) -> Result<Stores> {
+    use cqrsx_mongo::{
+        MongoCheckpointStore, MongoClientManager, MongoConfig, MongoEventStore, MongoReadStore, MongoSnapshotStore,
+    };
+    let mut config = MongoConfig::from_env()?;
+    if let Some(run) = fresh {
+        config.database = format!("{}_{run}", config.database);
+    }
+    let client = MongoClientManager::connect(config).await?;
     client.initialize_event_sourcing_schema().await?;
+    let checkpoints = MongoCheckpointStore::new(client.clone());
+    checkpoints.initialize().await?;
     Ok(Stores {
         name: "mongo",
         events: Arc::new(MongoEventStore::new(client.clone())),
         snapshots: Arc::new(MongoSnapshotStore::new(client.clone())),
         reads: Arc::new(MongoReadStore::new(client.clone(), collection)?),
+        checkpoints: Arc::new(checkpoints),
         content_type: client.config().content_type,
     })
 }
 
 #[cfg(not(feature = "mongo"))]
-async fn mongo(_collection: &str) -> Result<Stores> {
+async fn mongo(_collection: &str, _fresh: Option<&str>) -> Result<Stores> {
     Err(Error::Config(
         "this example was built without MongoDB: add `--features mongo`".into(),
     ))
