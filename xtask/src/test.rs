@@ -42,11 +42,14 @@ impl TestRun {
             failed: 0,
             conformance: 0,
             snapshot: 0,
+            // The same case can run in several test binaries: each line once.
             reports: self
                 .report
                 .iter()
                 .filter_map(|line| line.strip_prefix(label).and_then(|l| l.strip_prefix(": ")))
                 .map(str::to_string)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
                 .collect(),
         };
         // A case counts once however many test binaries run it.

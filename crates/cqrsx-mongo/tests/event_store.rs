@@ -27,8 +27,9 @@ async fn a_stalled_writer_never_makes_a_catch_up_reader_skip_its_commit() {
     let client = common::client(config).await;
     let client_counters = client.database().collection::<Document>(&counters_name);
     let fast: Arc<dyn EventStore> = Arc::new(MongoEventStore::new(client.clone()));
-    // The stalled writer holds its reserved position three gap timeouts before inserting.
-    let stalled = MongoEventStore::new(client).with_insert_delay(gap_timeout * 3);
+    // The stalled writer holds its reserved position until the test lets it insert.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let stalled = MongoEventStore::new(client).with_insert_gate(Arc::clone(&gate));
     let (slow_stream, fast_stream) = (stream("slow"), stream("fast"));
 
     let slow = tokio::spawn({
@@ -61,12 +62,16 @@ async fn a_stalled_writer_never_makes_a_catch_up_reader_skip_its_commit() {
         fast_positions.push(r.position);
     }
 
-    // A catch-up reader from the start: it meets the gap, waits, fills it, and must still see
-    // the stalled commit when it lands elsewhere.
+    // A catch-up reader from the start: it meets the gap, waits, fills it, and reads the fast
+    // writer's commits; only then does the stalled writer insert — it meets the filler, so its
+    // commit moves behind the others, where the reader must still see it.
     let mut seen = Vec::new();
     let mut from = Position::start_of(0);
-    let deadline = tokio::time::Instant::now() + gap_timeout * 20;
+    let deadline = tokio::time::Instant::now() + gap_timeout * 60;
     while seen.len() < 6 && tokio::time::Instant::now() < deadline {
+        if seen.len() == 5 && gate.available_permits() == 0 {
+            gate.add_permits(1);
+        }
         let page = fast.read_all(from, 100, &EventFilter::all()).await.expect("read_all");
         seen.extend(
             page.events

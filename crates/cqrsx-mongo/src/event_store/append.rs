@@ -138,8 +138,8 @@ impl MongoEventStore {
                 position = self.positions.reserve(1).await?;
             }
             commit.insert("pos", as_i64(position));
-            if let Some(delay) = self.insert_delay.filter(|_| attempt == 0) {
-                tokio::time::sleep(delay).await;
+            if let Some(gate) = self.insert_gate.as_ref().filter(|_| attempt == 0) {
+                let _ = gate.acquire().await;
             }
             match self
                 .client

@@ -61,7 +61,7 @@ pub struct MongoEventStore {
     tail: Arc<tail::Tail>,
     caps: EventStoreCapabilities,
     gap_timeout: Duration,
-    insert_delay: Option<Duration>,
+    insert_gate: Option<Arc<tokio::sync::Semaphore>>,
     /// Whether a unique index refuses an event id twice in a stream.
     unique_ids: bool,
 }
@@ -98,15 +98,16 @@ impl MongoEventStore {
             client,
             commits,
             caps,
-            insert_delay: None,
+            insert_gate: None,
         }
     }
 
-    /// Makes every append pause between reserving its first position and inserting its commit
-    /// — a stalled writer, for tests of the gap handling. Not for production use.
+    /// Makes every append wait, between reserving its first position and inserting its commit,
+    /// until the test adds a permit to `gate` — a stalled writer, for tests of the gap
+    /// handling. Not for production use.
     #[doc(hidden)]
-    pub fn with_insert_delay(mut self, delay: Duration) -> Self {
-        self.insert_delay = Some(delay);
+    pub fn with_insert_gate(mut self, gate: Arc<tokio::sync::Semaphore>) -> Self {
+        self.insert_gate = Some(gate);
         self
     }
 }
