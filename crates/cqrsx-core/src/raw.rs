@@ -6,7 +6,7 @@ pub use crate::event_store::{
     validate_append, validate_expected, validate_filter, validate_number, validate_position, DEFAULT_PAGE_SIZE,
 };
 pub use crate::read_store::{
-    compare, lookup, total_order, validate_document, validate_field_path, validate_ttl, MAX_TTL,
+    compare, has_nested_arrays, lookup, total_order, validate_document, validate_field_path, validate_ttl, MAX_TTL,
 };
 pub use crate::snapshot_store::validate_snapshot;
 pub use crate::stats::{Latencies, OperationStats, LATENCY_WINDOW};

@@ -168,12 +168,26 @@ impl Query {
         self
     }
 
-    /// Checks field paths and operand shapes.
+    /// Checks field paths and each operator's operand: `Eq` and `Ne` take a string, number or
+    /// boolean; the ranges a number or string; `In` an array of those; `Prefix` a string;
+    /// `Exists` a boolean. Anything else (null, objects, arrays where a scalar is meant) is
+    /// refused, on every backend alike.
     pub fn validate(&self) -> Result<()> {
         for f in &self.filters {
             validate_field_path(&f.field)?;
-            if f.op == Op::In && !f.value.is_array() {
-                return Err(Error::InvalidInput(format!("filter {} In needs an array", f.field)));
+            let scalar = |v: &Value| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_));
+            let fits = match f.op {
+                Op::Eq | Op::Ne => scalar(&f.value),
+                Op::Gt | Op::Gte | Op::Lt | Op::Lte => matches!(f.value, Value::Number(_) | Value::String(_)),
+                Op::In => matches!(&f.value, Value::Array(items) if items.iter().all(scalar)),
+                Op::Prefix => f.value.is_string(),
+                Op::Exists => f.value.is_boolean(),
+            };
+            if !fits {
+                return Err(Error::InvalidInput(format!(
+                    "filter on {}: {:?} does not take {}",
+                    f.field, f.op, f.value
+                )));
             }
         }
         for s in &self.sort {
@@ -349,6 +363,18 @@ pub struct ReadStoreCapabilities {
     pub ttl: bool,
     /// Largest accepted document, in bytes of JSON.
     pub max_document_bytes: usize,
+    /// Whether documents may hold arrays directly inside arrays. Where not (FerretDB 1.x),
+    /// such a document is refused with [`Error::InvalidInput`] before the write.
+    pub nested_arrays: bool,
+}
+
+/// Whether a JSON value holds an array directly inside an array.
+pub fn has_nested_arrays(value: &Value) -> bool {
+    match value {
+        Value::Array(items) => items.iter().any(|v| v.is_array() || has_nested_arrays(v)),
+        Value::Object(map) => map.values().any(has_nested_arrays),
+        _ => false,
+    }
 }
 
 /// Stores read models of one kind (one collection / key space).

@@ -334,6 +334,15 @@ impl CheckpointStore for MongoCheckpointStore {
     #[instrument(skip(self, commit), fields(projection = %lease.key, writes = commit.writes.len()))]
     async fn commit(&self, lease: &Lease, commit: Commit) -> Result<()> {
         commit.validate()?;
+        if !self.client.capabilities().nested_arrays {
+            for w in &commit.writes {
+                if let ViewChange::Put { data, .. } = &w.change {
+                    if cqrsx_core::raw::has_nested_arrays(data) {
+                        return Err(crate::read_store::nested(&w.id));
+                    }
+                }
+            }
+        }
         let statements = commit
             .writes
             .iter()

@@ -119,6 +119,10 @@ pub struct ServerCapabilities {
     /// Unique indexes over array fields refuse a value held by another document (FerretDB 1.x
     /// does not enforce them; the event store then checks event ids with a query).
     pub unique_array_indexes: bool,
+    /// Documents may hold arrays directly inside arrays (FerretDB 1.x refuses them; read
+    /// models and views holding them are refused before the write, event payloads and metadata
+    /// holding them are stored as bytes and text).
+    pub nested_arrays: bool,
     /// The server's version string.
     pub version: String,
     /// Set when the server is FerretDB, with its version.
@@ -214,6 +218,7 @@ impl MongoClientManager {
             atomic_counters: ferretdb.is_none(),
             indexed_queries: ferretdb.is_none(),
             unique_array_indexes: ferretdb.is_none(),
+            nested_arrays: ferretdb.is_none(),
             version: build.get_str("version").unwrap_or_default().to_string(),
             ferretdb,
         })
@@ -380,30 +385,80 @@ impl MongoClientManager {
     }
 }
 
-/// Opens a TCP connection to each configured server, so that a first connection says whether
-/// nothing listens (refused), nothing answers (timeout) or the name does not resolve, before the
-/// driver's server selection (which reports all of these alike). Passes when any server answers.
+/// Says hello to one server the way the driver will, in MongoDB's wire protocol (an `OP_MSG`
+/// `hello`), and tells by the reply's header whether something answered as MongoDB.
+async fn hello(address: &str, target: &str) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fail = |failure, source: Option<cqrsx_core::BoxError>| Error::Connect {
+        failure,
+        target: target.to_string(),
+        source,
+    };
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| fail(crate::error::io_failure(e.kind()), Some(Box::new(e))))?;
+    const OP_MSG: i32 = 2013;
+    let body = mongodb::bson::to_vec(&doc! { "hello": 1, "$db": "admin" }).map_err(|e| Error::backend(false, e))?;
+    let length = i32::try_from(16 + 4 + 1 + body.len()).unwrap_or(i32::MAX);
+    let mut message = Vec::with_capacity(length as usize);
+    for field in [length, 1, 0, OP_MSG, 0] {
+        message.extend_from_slice(&field.to_le_bytes());
+    }
+    message.push(0);
+    message.extend_from_slice(&body);
+    let not_mongodb = |why: String| fail(ConnectFailure::Protocol, Some(Box::new(std::io::Error::other(why))));
+    stream
+        .write_all(&message)
+        .await
+        .map_err(|e| fail(ConnectFailure::Protocol, Some(Box::new(e))))?;
+    let mut header = [0u8; 16];
+    stream
+        .read_exact(&mut header)
+        .await
+        .map_err(|e| not_mongodb(format!("no MongoDB reply: {e}")))?;
+    let op = i32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+    if op != OP_MSG && op != 1 {
+        return Err(not_mongodb(format!(
+            "the server answered {:?}, not a MongoDB message",
+            String::from_utf8_lossy(&header)
+        )));
+    }
+    Ok(())
+}
+
+/// Checks each configured server before the driver's server selection (which reports every
+/// cause alike): whether nothing listens (refused), nothing answers (timeout), the name does not
+/// resolve, or something else than MongoDB answers. Passes when any server answers as MongoDB;
+/// TLS connections and DNS seed lists are left to the driver.
 async fn probe(options: &ClientOptions, target: &str, timeout: Duration) -> Result<()> {
+    if options
+        .tls
+        .as_ref()
+        .is_some_and(|t| matches!(t, mongodb::options::Tls::Enabled(_)))
+    {
+        return Ok(());
+    }
     let mut failure = None;
     for host in &options.hosts {
         let mongodb::options::ServerAddress::Tcp { host, port } = host else {
             return Ok(());
         };
         let address = format!("{host}:{}", port.unwrap_or(27017));
-        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&address)).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => failure = Some((crate::error::io_failure(e.kind()), Some(e))),
-            Err(_) => failure = Some((ConnectFailure::Timeout, None)),
+        match tokio::time::timeout(timeout, hello(&address, target)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(_) => {
+                failure.get_or_insert(Error::Connect {
+                    failure: ConnectFailure::Timeout,
+                    target: target.to_string(),
+                    source: None,
+                });
+            }
         }
     }
-    match failure {
-        None => Ok(()),
-        Some((failure, source)) => Err(Error::Connect {
-            failure,
-            target: target.to_string(),
-            source: source.map(|e| Box::new(e) as cqrsx_core::BoxError),
-        }),
-    }
+    failure.map_or(Ok(()), Err)
 }
 
 /// A failed tracked call, before conversion.

@@ -272,11 +272,17 @@ impl MongoConfig {
     }
 
     /// Reads `CQRSX_MONGO_URI`, `CQRSX_MONGO_DATABASE`, `CQRSX_MONGO_POOL_SIZE`,
-    /// `CQRSX_MONGO_PREFIX` and (a testing aid) `CQRSX_MONGO_ASSUME` over the defaults, then
-    /// validates.
+    /// `CQRSX_MONGO_PREFIX`, `CQRSX_MONGO_CONNECT_TIMEOUT_MS` and (a testing aid)
+    /// `CQRSX_MONGO_ASSUME` over the defaults, then validates.
     pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`MongoConfig::from_env`] over any source of variables (a map, a test's table).
+    /// Durations are whole milliseconds: `CQRSX_MONGO_CONNECT_TIMEOUT_MS`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let mut config = Self::default();
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let var = |name: &str| lookup(name).filter(|v| !v.is_empty());
         if let Some(uri) = var("CQRSX_MONGO_URI") {
             config.uri = uri;
         }
@@ -293,6 +299,12 @@ impl MongoConfig {
         }
         if let Some(assume) = var("CQRSX_MONGO_ASSUME") {
             config.assume = AssumedCapabilities::parse(&assume)?;
+        }
+        if let Some(ms) = var("CQRSX_MONGO_CONNECT_TIMEOUT_MS") {
+            config.connect_timeout = ms
+                .parse()
+                .map(Duration::from_millis)
+                .map_err(|_| Error::Config(format!("CQRSX_MONGO_CONNECT_TIMEOUT_MS={ms} is not a number of ms")))?;
         }
         config.validate()?;
         Ok(config)

@@ -29,6 +29,15 @@ pub(crate) fn is_duplicate_key(error: &MongoError) -> bool {
     }
 }
 
+/// Whether the server answered the write with a refusal (so it certainly did not apply it),
+/// rather than the connection failing (when it may have).
+pub(crate) fn server_refused(error: &MongoError) -> bool {
+    matches!(
+        &*error.kind,
+        ErrorKind::Write(WriteFailure::WriteError(_)) | ErrorKind::Command(_) | ErrorKind::InsertMany(_)
+    ) && !error.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
+}
+
 /// The server's code of a command error (used to recognise "already exists" answers).
 pub(crate) fn command_code(error: &MongoError) -> Option<i32> {
     match &*error.kind {

@@ -54,6 +54,13 @@ impl std::fmt::Debug for MongoReadStore {
     }
 }
 
+/// A document this server cannot store: arrays inside arrays (FerretDB 1.x).
+pub(crate) fn nested(id: &str) -> Error {
+    Error::InvalidInput(format!(
+        "document {id} holds an array inside an array, which this server cannot store"
+    ))
+}
+
 fn to_bson(id: &str, data: &Value) -> Result<bson::Document> {
     match Bson::try_from(data.clone()) {
         Ok(Bson::Document(d)) => Ok(d),
@@ -215,8 +222,12 @@ impl MongoReadStore {
 
     async fn write(&self, docs: Vec<Document>, ttl: Option<Duration>) -> Result<()> {
         let mut statements = Vec::with_capacity(docs.len());
+        let nested_arrays = self.client.capabilities().nested_arrays;
         for d in &docs {
             validate_document(&d.id, &d.data, MAX_DOCUMENT_BYTES)?;
+            if !nested_arrays && cqrsx_core::raw::has_nested_arrays(&d.data) {
+                return Err(nested(&d.id));
+            }
             statements.push((d.id.clone(), to_bson(&d.id, &d.data)?));
         }
         if statements.is_empty() {
@@ -335,6 +346,7 @@ impl ReadStore for MongoReadStore {
         ReadStoreCapabilities {
             ttl: true,
             max_document_bytes: MAX_DOCUMENT_BYTES,
+            nested_arrays: self.client.capabilities().nested_arrays,
         }
     }
 

@@ -170,4 +170,67 @@ async fn a_closed_port_fails_fast_with_a_typed_error() {
     );
     let bad = MongoConfig::default().with_uri("postgres://x");
     assert!(matches!(bad.validate(), Err(Error::Config(_))));
+
+    // A port that accepts and never answers, and one that answers something else.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listener");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let keep = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = std::time::Instant::now();
+    let err =
+        MongoClientManager::connect(MongoConfig::default().with_uri(format!("mongodb://127.0.0.1:{silent_port}/")))
+            .await
+            .expect_err("nothing answers there");
+    assert!(
+        matches!(
+            err,
+            Error::Connect {
+                failure: cqrsx_core::ConnectFailure::Timeout,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    keep.abort();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listener");
+    let http_port = http.local_addr().expect("addr").port();
+    let answer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut socket, _)) = http.accept().await {
+            let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let started = std::time::Instant::now();
+    let err = MongoClientManager::connect(MongoConfig::default().with_uri(format!("mongodb://127.0.0.1:{http_port}/")))
+        .await
+        .expect_err("not MongoDB");
+    assert!(
+        matches!(
+            err,
+            Error::Connect {
+                failure: cqrsx_core::ConnectFailure::Protocol,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    answer.abort();
+    cqrsx_core::testkit::report(
+        "mongo",
+        "connect catalogue: 3 kinds (refused, silent port, not MongoDB)",
+    );
 }

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cqrsx_core::raw::OperationStats;
-use cqrsx_core::{Error, Result};
+use cqrsx_core::{ConnectFailure, Error, Result};
 use fred::prelude::*;
 use fred::types::config::{ClusterDiscoveryPolicy, Config as FredConfig, ReconnectPolicy, Server, ServerConfig};
 use fred::types::{ClusterHash, CustomCommand};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::{parse_node, RedisConfig};
+use crate::config::{parse_node, redact_url, RedisConfig};
 use crate::error::backend;
 
 #[derive(Default)]
@@ -119,11 +120,139 @@ fn fred_config(config: &RedisConfig) -> Result<FredConfig> {
     Ok(fc)
 }
 
+/// Where a config points, for errors (no credentials).
+fn target(config: &RedisConfig) -> String {
+    match (&config.url, config.cluster_nodes.is_empty()) {
+        (Some(url), _) => redact_url(url),
+        (None, false) => config.cluster_nodes.join(","),
+        (None, true) => format!("{}:{}", config.host, config.port),
+    }
+}
+
+/// Reads one RESP reply's first line (`+OK`, `-ERR …`, `$5`, …).
+async fn reply_line(stream: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 512 {
+        if stream.read(&mut byte).await? == 0 {
+            break;
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    Ok(line)
+}
+
+/// A RESP command.
+fn command(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", parts.len()).into_bytes();
+    for p in parts {
+        out.extend_from_slice(format!("${}\r\n", p.len()).as_bytes());
+        out.extend_from_slice(p);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Speaks to one server the way the client will (AUTH, SELECT, PING) and says what is wrong,
+/// by the RESP reply's kind and error code: nothing listening, no answer, not Redis, refused
+/// credentials, refused database.
+async fn probe_server(host: &str, port: u16, config: &FredConfig, target: &str) -> Result<()> {
+    let fail = |failure, source: Option<cqrsx_core::BoxError>| Error::Connect {
+        failure,
+        target: target.to_string(),
+        source,
+    };
+    let mut stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| {
+        let failure = match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
+            std::io::ErrorKind::TimedOut => ConnectFailure::Timeout,
+            _ => ConnectFailure::Unreachable,
+        };
+        fail(failure, Some(Box::new(e)))
+    })?;
+    let mut steps: Vec<(Vec<u8>, ConnectFailure)> = Vec::new();
+    if let Some(password) = &config.password {
+        let auth = match &config.username {
+            Some(user) => command(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
+            None => command(&[b"AUTH", password.as_bytes()]),
+        };
+        steps.push((auth, ConnectFailure::Auth));
+    }
+    steps.push((command(&[b"PING"]), ConnectFailure::Auth));
+    if let Some(db) = config.database.filter(|&db| db != 0) {
+        steps.push((
+            command(&[b"SELECT", db.to_string().as_bytes()]),
+            ConnectFailure::Database,
+        ));
+    }
+    for (request, refusal) in steps {
+        stream
+            .write_all(&request)
+            .await
+            .map_err(|e| fail(ConnectFailure::Protocol, Some(Box::new(e))))?;
+        let line = reply_line(&mut stream)
+            .await
+            .map_err(|e| fail(ConnectFailure::Protocol, Some(Box::new(e))))?;
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        match line.first() {
+            // A simple string or any other well-formed reply: this step passed.
+            Some(b'+' | b'$' | b':' | b'*' | b'%' | b'_') => {}
+            Some(b'-') => {
+                let error = std::io::Error::other(text.trim_start_matches('-').to_string());
+                return Err(fail(refusal, Some(Box::new(error))));
+            }
+            _ => {
+                let error = std::io::Error::other(format!("the server answered {text:?}, not RESP"));
+                return Err(fail(ConnectFailure::Protocol, Some(Box::new(error))));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Probes every configured server (a Cluster needs one seed to answer); the first failure
+/// tells what went wrong when none answers.
+async fn probe(config: &FredConfig, target: &str) -> Result<()> {
+    let servers: Vec<(String, u16)> = match &config.server {
+        ServerConfig::Centralized { server } => vec![(server.host.to_string(), server.port)],
+        ServerConfig::Clustered { hosts, .. } => hosts.iter().map(|h| (h.host.to_string(), h.port)).collect(),
+        _ => return Ok(()),
+    };
+    let mut failure = None;
+    for (host, port) in servers {
+        match probe_server(&host, port, config, target).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
 impl RedisClientManager {
     /// Connects the pool, waits for it, and checks the server's durability settings.
+    ///
+    /// A first connection fails within the config's `connect_timeout` with an
+    /// [`Error::Connect`] saying what went wrong — refused, timed out, unreachable,
+    /// authentication, database, or a server that does not speak Redis. Once connected, the
+    /// pool reconnects on its own after a server restart (commands wait for it).
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         config.validate()?;
         let fc = fred_config(&config)?;
+        let target = target(&config);
+        let deadline = config.connect_timeout;
+        let timed_out = || Error::Connect {
+            failure: ConnectFailure::Timeout,
+            target: target.clone(),
+            source: None,
+        };
+        tokio::time::timeout(deadline, probe(&fc, &target))
+            .await
+            .map_err(|_| timed_out())??;
         let command_timeout = config.read_timeout.max(config.write_timeout);
         let dial_timeout = config.dial_timeout;
         let max_retries = config.max_retries;
@@ -147,7 +276,20 @@ impl RedisClientManager {
                 async { Ok(()) }
             });
         }
-        pool.init().await.map_err(backend)?;
+        match tokio::time::timeout(deadline, pool.init()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(Error::Connect {
+                    failure: ConnectFailure::Protocol,
+                    target,
+                    source: Some(Box::new(e)),
+                })
+            }
+            Err(_) => {
+                let _ = pool.quit().await;
+                return Err(timed_out());
+            }
+        }
         let manager = Self {
             pool,
             config: Arc::new(config),

@@ -34,6 +34,9 @@ pub struct RedisConfig {
     pub max_retries: u32,
     /// Time allowed to open a connection.
     pub dial_timeout: Duration,
+    /// Time allowed for the first connection as a whole (TCP, AUTH, SELECT, PING, the pool):
+    /// past it, `connect` fails with a typed error instead of waiting for a server.
+    pub connect_timeout: Duration,
     /// Time allowed for a command's reply.
     pub read_timeout: Duration,
     /// Time allowed to send a command (fred bounds the whole command by one timeout, so the
@@ -65,7 +68,8 @@ impl Default for RedisConfig {
             database: 0,
             pool_size: 8,
             max_retries: 0,
-            dial_timeout: Duration::from_secs(5),
+            dial_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(3),
             read_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             cluster_nodes: Vec::new(),
@@ -88,6 +92,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("pool_size", &self.pool_size)
             .field("max_retries", &self.max_retries)
             .field("dial_timeout", &self.dial_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .field("read_timeout", &self.read_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("cluster_nodes", &self.cluster_nodes)
@@ -153,6 +158,12 @@ impl RedisConfig {
         self
     }
 
+    /// How long a first connection may take before it fails.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
     /// Cluster mode with these seed nodes (`host:port`).
     pub fn with_cluster_nodes<I, S>(mut self, nodes: I) -> Self
     where
@@ -189,11 +200,17 @@ impl RedisConfig {
 
     /// Reads `CQRSX_REDIS_URL`, `CQRSX_REDIS_CLUSTER_NODES` (comma-separated),
     /// `CQRSX_REDIS_PASSWORD`, `CQRSX_REDIS_DB`, `CQRSX_REDIS_POOL_SIZE`, `CQRSX_REDIS_PREFIX`,
-    /// `CQRSX_REDIS_PARTITIONS`, `CQRSX_REDIS_APPEND_CONCURRENCY` over the defaults, then
-    /// validates.
+    /// `CQRSX_REDIS_PARTITIONS`, `CQRSX_REDIS_APPEND_CONCURRENCY`,
+    /// `CQRSX_REDIS_CONNECT_TIMEOUT_MS` over the defaults, then validates.
     pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`RedisConfig::from_env`] over any source of variables (a map, a test's table).
+    /// Durations are whole milliseconds: `CQRSX_REDIS_CONNECT_TIMEOUT_MS`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let mut config = Self::default();
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let var = |name: &str| lookup(name).filter(|v| !v.is_empty());
         if let Some(url) = var("CQRSX_REDIS_URL") {
             config.url = Some(url);
         }
@@ -225,6 +242,12 @@ impl RedisConfig {
             config.append_concurrency = calls
                 .parse()
                 .map_err(|_| Error::Config(format!("CQRSX_REDIS_APPEND_CONCURRENCY={calls} is not a number")))?;
+        }
+        if let Some(ms) = var("CQRSX_REDIS_CONNECT_TIMEOUT_MS") {
+            config.connect_timeout = ms
+                .parse()
+                .map(Duration::from_millis)
+                .map_err(|_| Error::Config(format!("CQRSX_REDIS_CONNECT_TIMEOUT_MS={ms} is not a number of ms")))?;
         }
         config.validate()?;
         Ok(config)
@@ -260,6 +283,7 @@ impl RedisConfig {
         }
         for (name, d) in [
             ("dial_timeout", self.dial_timeout),
+            ("connect_timeout", self.connect_timeout),
             ("read_timeout", self.read_timeout),
             ("write_timeout", self.write_timeout),
         ] {

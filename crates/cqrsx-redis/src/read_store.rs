@@ -437,6 +437,7 @@ impl ReadStore for RedisReadStore {
         ReadStoreCapabilities {
             ttl: true,
             max_document_bytes: MAX_DOCUMENT_BYTES,
+            nested_arrays: true,
         }
     }
 

@@ -62,3 +62,15 @@ pub(crate) fn u64_at(items: &[Value], i: usize) -> Result<u64> {
         .and_then(int)
         .ok_or_else(|| protocol(format!("missing number at {i}")))
 }
+
+/// A script's `{'corrupt', what}` reply — data in Redis this store did not write — as an
+/// [`Error::Integrity`](cqrsx_core::Error::Integrity).
+pub(crate) fn corrupt(items: &[Value], context: &str) -> Option<cqrsx_core::Error> {
+    if items.first().and_then(text).as_deref() != Some("corrupt") {
+        return None;
+    }
+    let what = items.get(1).and_then(text).unwrap_or_default();
+    Some(cqrsx_core::Error::Integrity(format!(
+        "{context}: stored entry {what:?} is not one this store wrote"
+    )))
+}

@@ -62,10 +62,11 @@ fn number(n: u64) -> i64 {
 }
 
 fn field<T>(items: &[Value], i: usize, parse: impl Fn(&Value) -> Option<T>) -> Result<T> {
+    const NAMES: [&str; 5] = ["version", "content type", "schema version", "payload", "created-at"];
     items
         .get(i)
         .and_then(parse)
-        .ok_or_else(|| protocol(format!("snapshot field {i}")))
+        .ok_or_else(|| cqrsx_core::Error::Integrity(format!("a stored snapshot has no valid {}", NAMES[i % 5])))
 }
 
 #[async_trait]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use cqrsx_core::{EventStore, ExpectedVersion, NewEvent, StreamId};
+use cqrsx_core::{ConnectFailure, EventStore, ExpectedVersion, NewEvent, StreamId};
 use cqrsx_redis::{RedisClientManager, RedisConfig, RedisEventStore};
 
 #[tokio::test]
@@ -22,45 +22,135 @@ async fn ping_and_metrics_count_operations() {
             .expect("append");
     }
     let after = client.metrics();
-    assert!(after.operations >= before.operations + 5, "{before:?} → {after:?}");
+    // Five appends, one script call each (none waited to be grouped: one writer).
+    assert_eq!(after.operations, before.operations + 5, "{before:?} → {after:?}");
     assert!(after.p50 > std::time::Duration::ZERO && after.p99 >= after.p50);
 }
 
 #[tokio::test]
-async fn durability_check_reports_the_test_servers_risks() {
-    // xtask's servers run without AOF or RDB: exactly what the start-up check must flag.
-    let client = RedisClientManager::connect(common::standalone_config())
+async fn durability_check_names_each_risk_of_the_server() {
+    // Two servers of the test's own, with known settings: no AOF and no RDB, then AOF on.
+    let bare = common::LocalServer::start(&["--save", "", "--appendonly", "no"]);
+    let client = RedisClientManager::connect(RedisConfig::default().with_host("127.0.0.1", bare.port))
         .await
         .expect("connect");
     let report = client.durability().await.expect("durability");
+    assert_eq!(
+        (
+            report.aof,
+            report.rdb_schedule.as_str(),
+            report.maxmemory_policy.as_str()
+        ),
+        (false, "", "noeviction")
+    );
     let risks = report.risks();
-    if report.aof {
-        assert!(risks.iter().all(|r| !r.contains("AOF")), "{risks:?}");
-    } else {
-        assert!(
-            risks.iter().any(|r| r.contains("AOF")),
-            "no AOF must be reported: {risks:?}"
-        );
+    assert_eq!(risks.len(), 1, "{risks:?}");
+    assert!(risks[0].contains("no AOF and no RDB"), "{risks:?}");
+
+    let durable = common::LocalServer::start(&["--appendonly", "yes", "--maxmemory-policy", "allkeys-lru"]);
+    let client = RedisClientManager::connect(RedisConfig::default().with_host("127.0.0.1", durable.port))
+        .await
+        .expect("connect");
+    let report = client.durability().await.expect("durability");
+    assert!(report.aof);
+    let risks = report.risks();
+    assert_eq!(risks.len(), 1, "only eviction is a risk: {risks:?}");
+    assert!(risks[0].contains("allkeys-lru"), "{risks:?}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Connects with the default timeouts; the error, and how long it took.
+async fn refused_with(config: RedisConfig) -> (cqrsx_core::Error, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let err = RedisClientManager::connect(config).await.expect_err("must not connect");
+    (err, started.elapsed())
+}
+
+fn failure(err: &cqrsx_core::Error) -> Option<ConnectFailure> {
+    match err {
+        cqrsx_core::Error::Connect { failure, .. } => Some(*failure),
+        _ => None,
     }
 }
 
 #[tokio::test]
-async fn unreachable_server_fails_with_a_backend_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let config = RedisConfig::default()
-        .with_host("127.0.0.1", port)
-        .with_max_retries(1)
-        .with_timeouts(
-            std::time::Duration::from_millis(300),
-            std::time::Duration::from_millis(500),
-            std::time::Duration::from_millis(500),
-        );
-    let err = RedisClientManager::connect(config)
-        .await
-        .expect_err("nothing listens there");
-    assert!(matches!(err, cqrsx_core::Error::Backend { .. }), "{err:?}");
+async fn a_first_connection_fails_fast_with_what_went_wrong() {
+    let bound = std::time::Duration::from_secs(5);
+    // Nothing listens.
+    let port = free_port();
+    let (err, took) = refused_with(RedisConfig::default().with_host("127.0.0.1", port)).await;
+    assert_eq!(failure(&err), Some(ConnectFailure::Refused), "{err:?}");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(took < bound, "{took:?}");
+
+    // A server with a password: a wrong one and a missing one.
+    let locked = common::LocalServer::start(&["--save", "", "--requirepass", "s3cret"]);
+    let (err, took) = refused_with(
+        RedisConfig::default()
+            .with_host("127.0.0.1", locked.port)
+            .with_password("wrong"),
+    )
+    .await;
+    assert_eq!(failure(&err), Some(ConnectFailure::Auth), "{err:?}");
+    assert!(!err.to_string().contains("wrong"), "no password in the error: {err}");
+    assert!(took < bound, "{took:?}");
+    let (err, took) = refused_with(RedisConfig::default().with_host("127.0.0.1", locked.port)).await;
+    assert_eq!(failure(&err), Some(ConnectFailure::Auth), "{err:?}");
+    assert!(took < bound, "{took:?}");
+    let ok = RedisClientManager::connect(
+        RedisConfig::default()
+            .with_host("127.0.0.1", locked.port)
+            .with_password("s3cret"),
+    )
+    .await
+    .expect("the right password connects");
+    ok.ping().await.expect("ping");
+
+    // A database index the server does not have (16 by default).
+    let (err, took) = refused_with(
+        RedisConfig::default()
+            .with_host("127.0.0.1", locked.port)
+            .with_password("s3cret")
+            .with_database(99),
+    )
+    .await;
+    assert_eq!(failure(&err), Some(ConnectFailure::Database), "{err:?}");
+    assert!(took < bound, "{took:?}");
+
+    // A port that accepts and never answers, and one that answers something else than RESP.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listener");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let keep = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let (err, took) = refused_with(RedisConfig::default().with_host("127.0.0.1", silent_port)).await;
+    assert_eq!(failure(&err), Some(ConnectFailure::Timeout), "{err:?}");
+    assert!(took < bound, "{took:?}");
+    keep.abort();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listener");
+    let http_port = http.local_addr().expect("addr").port();
+    let answer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut socket, _)) = http.accept().await {
+            let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let (err, took) = refused_with(RedisConfig::default().with_host("127.0.0.1", http_port)).await;
+    assert_eq!(failure(&err), Some(ConnectFailure::Protocol), "{err:?}");
+    assert!(took < bound, "{took:?}");
+    answer.abort();
+    cqrsx_core::testkit::report(
+        "redis standalone",
+        "connect catalogue: 6 kinds (refused, wrong password, no password, database, silent port, not RESP)",
+    );
 }

@@ -60,3 +60,73 @@ pub async fn fixture_for(config: RedisConfig) -> Fixture {
     let strategy = cqrsx_snapshot::testkit::manager_strategy(&fixture);
     fixture.with_strategy(strategy)
 }
+
+/// A `redis-server` of a test's own, on a free port, stopped when dropped. Needs the binary
+/// `cargo xtask test` names in `CQRSX_TEST_REDIS_SERVER`.
+pub struct LocalServer {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    bin: String,
+    args: Vec<String>,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl LocalServer {
+    /// Starts a server with these extra arguments.
+    pub fn start(args: &[&str]) -> Self {
+        let bin = required("CQRSX_TEST_REDIS_SERVER");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let dir = std::env::temp_dir().join(format!("cqrsx-local-{}", unique_prefix()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut server = Self {
+            port,
+            bin,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            dir,
+            child: None,
+        };
+        server.run();
+        server
+    }
+
+    /// Starts (again) the same server on the same port and data directory.
+    pub fn run(&mut self) {
+        let child = std::process::Command::new(&self.bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(&self.args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        for _ in 0..400 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("redis-server did not listen on {}", self.port);
+    }
+
+    /// Kills the server (as a crash would).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill redis-server");
+            child.wait().expect("reap redis-server");
+        }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

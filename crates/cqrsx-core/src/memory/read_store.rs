@@ -37,6 +37,7 @@ impl std::fmt::Debug for InMemoryReadStore {
 const CAPS: ReadStoreCapabilities = ReadStoreCapabilities {
     ttl: true,
     max_document_bytes: 16 * 1024 * 1024,
+    nested_arrays: true,
 };
 
 fn poisoned() -> Error {

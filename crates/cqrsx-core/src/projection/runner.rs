@@ -753,8 +753,11 @@ impl Run {
                             .clone()
                             .unwrap_or_else(|| Checkpoint::start(checkpoint.partitions()));
                         at.set(event.position);
-                        self.commit(lease, batch, Some(at), Vec::new()).await?;
-                        self.status.send_modify(|s| s.applied += applied);
+                        self.commit(lease, batch, Some(at.clone()), Vec::new()).await?;
+                        self.status.send_modify(|s| {
+                            s.checkpoint = Some(at);
+                            s.applied += applied;
+                        });
                         return Ok(PageEnd::Stopped(Error::Handler {
                             projection: self.key.to_string(),
                             position: event.position,
@@ -765,10 +768,12 @@ impl Run {
                 },
             }
         }
-        self.commit(lease, batch, Some(checkpoint), Vec::new()).await?;
+        self.commit(lease, batch, Some(checkpoint.clone()), Vec::new()).await?;
         self.rate.add(applied);
         let rate = self.rate.per_sec;
+        // One change of the status, so a reader never sees the checkpoint without its counts.
         self.status.send_modify(|s| {
+            s.checkpoint = Some(checkpoint);
             s.applied += applied;
             s.parked += parked;
             s.events_per_sec = rate;
@@ -843,9 +848,6 @@ impl Run {
             }
         }
         batch.settle(&mut self.cache);
-        if let Some(checkpoint) = checkpoint {
-            self.status.send_modify(|s| s.checkpoint = Some(checkpoint));
-        }
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 //! namespace per call) and expand [`crate::conformance_tests!`], which makes one `#[tokio::test]`
 //! per case, so test output names and counts them.
 
+mod bad_input;
 mod event_cases;
 mod projection_cases;
 mod read_cases;
@@ -16,12 +17,13 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+pub use bad_input::*;
 pub use event_cases::*;
 pub use projection_cases::*;
 pub use read_cases::*;
 pub use snapshot_cases::*;
 pub use subscription_cases::*;
-pub use support::{BasicSnapshots, Counter, CounterEvent};
+pub use support::{report, BasicSnapshots, Counter, CounterEvent};
 
 use crate::event_store::EventStore;
 use crate::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemoryReadStore, InMemorySnapshotStore};
@@ -174,6 +176,7 @@ macro_rules! __conformance_cases {
             projection_poison_event_stops_or_parks,
             projection_rebuild_equals_the_live_view,
             projection_bad_input_is_refused,
+            bad_input_catalogue,
         }
     };
 }

@@ -237,4 +237,26 @@ pub async fn read_store_bad_input_writes_nothing(f: Fixture) {
         assert!(matches!(store.query(&q).await, Err(Error::InvalidInput(_))), "{q:?}");
     }
     assert!(matches!(store.get("").await, Err(Error::InvalidInput(_))));
+
+    // Arrays inside arrays: stored exactly where the store declares it can, refused before
+    // the write where it cannot.
+    let nested = json!({"grid": [[1, 2], [3, 4]], "n": i64::MAX});
+    let saved = store.save("grid", nested.clone()).await;
+    if store.capabilities().nested_arrays {
+        saved.expect("nested arrays are declared storable");
+        assert_eq!(store.get("grid").await.expect("get"), Some(nested), "read back exactly");
+        store.delete("grid").await.expect("delete");
+    } else {
+        assert!(matches!(saved, Err(Error::InvalidInput(_))), "{saved:?}");
+        assert_eq!(store.get("grid").await.expect("get"), None, "nothing written");
+    }
+    // Integers round-trip exactly at the edges of i64, and past it they are refused.
+    let edges = json!({"max": i64::MAX, "min": i64::MIN, "big": 9_007_199_254_740_993_i64});
+    store.save("edges", edges.clone()).await.expect("i64 edges");
+    assert_eq!(
+        store.get("edges").await.expect("get"),
+        Some(edges),
+        "integers come back as the same integers"
+    );
+    store.delete("edges").await.expect("delete");
 }

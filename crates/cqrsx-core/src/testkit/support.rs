@@ -81,7 +81,7 @@ pub(crate) fn payload_n(payload: &[u8]) -> u64 {
 
 /// Adds a line to the report file named by `CQRSX_CASE_REPORT` (how `cargo xtask test` shows
 /// the counts a case measured, such as the crash case's skipped and repeated events).
-pub(crate) fn report(label: &str, line: &str) {
+pub fn report(label: &str, line: &str) {
     use std::io::Write;
     let Some(path) = std::env::var_os("CQRSX_CASE_REPORT") else {
         return;

@@ -168,6 +168,12 @@ impl MongoEventStore {
                     tracing::debug!(position, "reserved position is taken; reserving again");
                     self.positions.bump(position).await?;
                 }
+                // The server refused the document: it did not land, so its position is
+                // released at once for readers.
+                Err(Tracked::Driver(e)) if crate::error::server_refused(&e) => {
+                    self.positions.release(position).await;
+                    return Err(crate::error::backend(e));
+                }
                 // The insert may or may not have landed; a reader fills the position if not,
                 // and a retry with the same event ids is answered idempotently.
                 Err(e) => return Err(e.into_error()),

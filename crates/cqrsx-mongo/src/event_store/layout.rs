@@ -153,7 +153,8 @@ pub(crate) fn recorded(
     let id = d
         .get_str("i")
         .map_err(|_| corrupt(format!("event {version} of {stream} has no id")))?;
-    let event_id = Uuid::parse_str(id).map_err(|e| Error::serialization(format!("event id of {stream}"), e))?;
+    let event_id =
+        Uuid::parse_str(id).map_err(|e| corrupt(format!("event {version} of {stream} has id {id:?}: {e}")))?;
     let event_type = d
         .get_str("t")
         .map_err(|_| corrupt(format!("event {version} of {stream} has no type")))?
@@ -161,7 +162,8 @@ pub(crate) fn recorded(
     let content_type = ContentType::parse(
         d.get_str("c")
             .map_err(|_| corrupt(format!("event {version} of {stream} has no content type")))?,
-    )?;
+    )
+    .map_err(|e| corrupt(format!("event {version} of {stream}: {e}")))?;
     let schema_version = match d.get("sv") {
         Some(Bson::Int64(v)) => u32::try_from(*v).ok(),
         Some(Bson::Int32(v)) => u32::try_from(*v).ok(),
@@ -175,13 +177,14 @@ pub(crate) fn recorded(
         (_, Some(Bson::Binary(b))) => b.bytes.clone(),
         _ => return Err(corrupt(format!("event {version} of {stream} has no payload"))),
     };
+    let unreadable = |e: Error| corrupt(format!("event {version} of {stream} has unreadable metadata: {e}"));
     let metadata = match (d.get("m"), d.get("mj")) {
         (Some(Bson::Document(m)), _) => {
             let json = serde_json::to_string(&Bson::Document(m.clone()).into_relaxed_extjson())
-                .map_err(|e| Error::serialization(format!("metadata of event {version} of {stream}"), e))?;
-            Metadata::from_json(&json)?
+                .map_err(|e| unreadable(Error::serialization("metadata", e)))?;
+            Metadata::from_json(&json).map_err(unreadable)?
         }
-        (_, Some(Bson::String(json))) => Metadata::from_json(json)?,
+        (None, Some(Bson::String(json))) => Metadata::from_json(json).map_err(unreadable)?,
         (None, None) => Metadata::default(),
         _ => return Err(corrupt(format!("event {version} of {stream} has unreadable metadata"))),
     };

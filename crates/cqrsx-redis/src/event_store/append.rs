@@ -97,6 +97,9 @@ pub(crate) fn outcome(
             })
         }
         "deleted" => Err(Error::StreamDeleted { stream: stream.clone() }),
+        "corrupt" => Err(Error::Integrity(format!(
+            "stream {stream}: its metadata holds a version that is not a number"
+        ))),
         other => Err(protocol(format!("append status {other}"))),
     }
 }

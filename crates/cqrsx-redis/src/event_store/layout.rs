@@ -207,7 +207,7 @@ impl Commit {
                 Metadata::default()
             } else {
                 let json = std::str::from_utf8(metadata).map_err(|_| reader.corrupt("metadata is not UTF-8"))?;
-                Metadata::from_json(json)?
+                Metadata::from_json(json).map_err(|e| reader.corrupt(&format!("unreadable metadata: {e}")))?
             };
             out.push(RecordedEvent {
                 event_id: Uuid::from_bytes(id),

@@ -26,7 +26,7 @@ use tracing::instrument;
 use crate::client::RedisClientManager;
 use crate::error::protocol;
 use crate::keys::Keys;
-use crate::reply::{array, int, status, text, u64_at};
+use crate::reply::{array, corrupt, int, status, text, u64_at};
 use group_commit::Committer;
 use layout::Commit;
 use tail::Tails;
@@ -185,6 +185,10 @@ impl EventStore for RedisEventStore {
         let (status, rest) = status(reply)?;
         match status.as_str() {
             "deleted" => Err(Error::StreamDeleted { stream: stream.clone() }),
+            "corrupt" => Err(Error::Integrity(format!(
+                "stream {stream}: its commit index holds {:?}, not an entry this store wrote",
+                rest.first().and_then(text).unwrap_or_default()
+            ))),
             "ok" => {
                 let mut rest = rest.into_iter();
                 let from = rest
@@ -249,7 +253,11 @@ impl EventStore for RedisEventStore {
         let reply = self
             .eval(&self.scripts.read_all, vec![self.keys.log(p), self.keys.trim(p)], args)
             .await?;
-        let mut items = array(reply)?.into_iter();
+        let items = array(reply)?;
+        if let Some(e) = corrupt(&items, &format!("the log of partition {p}")) {
+            return Err(e);
+        }
+        let mut items = items.into_iter();
         let next = items
             .next()
             .as_ref()
@@ -294,7 +302,11 @@ impl EventStore for RedisEventStore {
                     vec![number_arg(since.as_millis()), count_arg(max_count)],
                 )
                 .await?;
-            let mut items = array(reply)?.into_iter();
+            let items = array(reply)?;
+            if let Some(e) = corrupt(&items, &format!("the {event_type} index of partition {p}")) {
+                return Err(e);
+            }
+            let mut items = items.into_iter();
             while let (Some(entry), Some(runs), Some(index_id)) = (items.next(), items.next(), items.next()) {
                 // The index entry's id: its milliseconds order commits across partitions.
                 let millis = text(&index_id)
@@ -332,6 +344,9 @@ impl EventStore for RedisEventStore {
             .await?;
         let (status, rest) = status(reply)?;
         match status.as_str() {
+            "corrupt" => Err(Error::Integrity(format!(
+                "stream {stream}: its commit index is damaged"
+            ))),
             "deleted" => Err(Error::StreamDeleted { stream: stream.clone() }),
             "ok" => u64_at(&rest, 0),
             other => Err(protocol(format!("truncate status {other}"))),
@@ -347,6 +362,7 @@ impl EventStore for RedisEventStore {
             .await?;
         let (status, rest) = status(reply)?;
         match status.as_str() {
+            "corrupt" => Err(Error::Integrity(format!("stream {stream}: its metadata is damaged"))),
             "deleted" => Err(Error::StreamDeleted { stream: stream.clone() }),
             "conflict" => Err(Error::Conflict {
                 stream: stream.clone(),

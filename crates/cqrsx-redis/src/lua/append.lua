@@ -9,7 +9,7 @@
 --       offsets (`from-to,...`, empty when the commit holds only that type).
 -- Reply: one per append: {'ok', version, position} | {'dup', version, position}
 --      | {'conflict', actual} | {'ids', actual, offset of the first reused id}
---      | {'deleted', actual}
+--      | {'deleted', actual} | {'corrupt', what} (a meta hash this store did not write)
 -- Every check of an append runs before its first write, so a refused append writes nothing
 -- and does not affect the others. One HMGET reads the version, the tombstone and every event
 -- id; one HSET writes the version and the ids; the commit is one log entry, one index entry
@@ -35,6 +35,7 @@ local function append(k, a)
     for j = 1, #part do got[i + j - 1] = part[j] end
   end
   local ver = tonumber(got[1]) or 0
+  if got[1] and not tonumber(got[1]) then return {'corrupt', 'version'} end
   if got[2] == '1' then return {'deleted', ver} end
 
   -- got[i + 2] is the version already holding event i's id, if any. A retry repeats every id

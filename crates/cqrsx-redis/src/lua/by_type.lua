@@ -3,10 +3,21 @@
 -- `from-to,...` of this type when the commit mixes types), 2 partition log, 3 partially
 -- truncated commits (hash: first position -> events removed).
 -- ARGV: 1 since (ms), 2 most events.
--- Reply: {log entry, offsets `from-to,...` or '', index entry id, ...}
+-- Reply: {log entry, offsets `from-to,...` or '', index entry id, ...}, or {'corrupt', id}
+-- for an entry this store did not write.
 -- Commits gone from the log (deleted streams, truncation) are skipped.
 local since = tonumber(ARGV[1])
 local max = tonumber(ARGV[2])
+-- A log entry's event count, or nil when the entry is not a commit this store wrote.
+local function count_of(e)
+  local f = e[2]
+  if f[1] ~= 's' or f[3] ~= 'v' or f[5] ~= 'n' or f[7] ~= 'a' or f[9] ~= 'r' or f[11] ~= 't' or f[13] ~= 'e' then
+    return nil
+  end
+  local n, v = tonumber(f[6]), tonumber(f[4])
+  if not n or n < 1 or n % 1 ~= 0 or not v or v < 1 or not tonumber(f[10]) then return nil end
+  return n
+end
 local trimmed = redis.call('HLEN', KEYS[3]) > 0
 local out = {}
 local found = 0
@@ -17,10 +28,12 @@ while found < max do
   local entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 256)
   for _, entry in ipairs(entries) do
     start = '(' .. entry[1]
+    if entry[2][1] ~= 'g' or not tonumber(entry[2][2]) then return {'corrupt', entry[1]} end
     local g, runs = entry[2][2], entry[2][4] or ''
     local e = redis.call('XRANGE', KEYS[2], g .. '-0', g .. '-0')
+    local n = e[1] and count_of(e[1])
+    if e[1] and not n then return {'corrupt', e[1][1]} end
     if e[1] and tonumber(e[1][2][10]) >= since then
-      local n = tonumber(e[1][2][6])
       local k = 0
       if trimmed then k = tonumber(redis.call('HGET', KEYS[3], g)) or 0 end
       -- Offsets of this type still readable, as runs.

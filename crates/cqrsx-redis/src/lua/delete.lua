@@ -1,9 +1,11 @@
 -- Deletes a stream, leaving a tombstone that refuses later appends.
 -- KEYS: 1 commit index, 2 meta hash, 3 partition log, 4 partially truncated commits.
--- ARGV: 1 expected version (as append). Reply: {'deleted'} | {'conflict', actual} | {'ok'}
+-- ARGV: 1 expected version (as append).
+-- Reply: {'deleted'} | {'conflict', actual} | {'ok'} | {'corrupt', what}
 -- The stream's commits leave the log, so readers of the log and of type indexes skip them.
 local meta = redis.call('HMGET', KEYS[2], 'v', 'd')
 local ver = tonumber(meta[1]) or 0
+if meta[1] and not tonumber(meta[1]) then return {'corrupt', 'version'} end
 if meta[2] == '1' then return {'deleted'} end
 local expected = tonumber(ARGV[1])
 if (expected == -2 and ver ~= 0) or (expected == -3 and ver == 0) or (expected >= 0 and expected ~= ver) then

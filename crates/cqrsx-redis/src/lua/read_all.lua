@@ -4,7 +4,8 @@
 -- aggregate types, then those. Empty lists match everything.
 -- Reply: {next position, {log entry, first offset, last offset, ...}}: each returned commit
 -- with the range of its events (0-based) in the page; the caller keeps those that match the
--- type filter. Deleted streams' commits are gone from the log; truncated events are skipped.
+-- type filter, or {'corrupt', entry id} for an entry this store did not write. Deleted
+-- streams' commits are gone from the log; truncated events are skipped.
 local fmt = string.format
 local from = tonumber(ARGV[1])
 local max = tonumber(ARGV[2])
@@ -15,6 +16,16 @@ for i = 1, nt do types[ARGV[4 + i]] = true end
 local na = tonumber(ARGV[5 + nt])
 local aggs = {}
 for i = 1, na do aggs[ARGV[5 + nt + i]] = true end
+-- A log entry's event count, or nil when the entry is not a commit this store wrote.
+local function count_of(e)
+  local f = e[2]
+  if f[1] ~= 's' or f[3] ~= 'v' or f[5] ~= 'n' or f[7] ~= 'a' or f[9] ~= 'r' or f[11] ~= 't' or f[13] ~= 'e' then
+    return nil
+  end
+  local n, v = tonumber(f[6]), tonumber(f[4])
+  if not n or n < 1 or n % 1 ~= 0 or not v or v < 1 or not tonumber(f[10]) then return nil end
+  return n
+end
 local trimmed = redis.call('HLEN', KEYS[2]) > 0
 local out = {}
 local found = 0
@@ -24,8 +35,10 @@ local nextpos = from
 local cursor = fmt('%d-0', from)
 local prev = redis.call('XREVRANGE', KEYS[1], cursor, '-', 'COUNT', 1)
 if prev[1] then
+  local n = count_of(prev[1])
+  if not n then return {'corrupt', prev[1][1]} end
   local first = tonumber(string.match(prev[1][1], '^(%d+)'))
-  if first + tonumber(prev[1][2][6]) - 1 >= from then cursor = prev[1][1] end
+  if first + n - 1 >= from then cursor = prev[1][1] end
 end
 
 -- The offsets in [lo, hi] whose event type passes the filter, for commits that mix types.
@@ -45,7 +58,8 @@ while found < max and budget > 0 do
     local f = e[2]
     local first_s = string.match(e[1], '^(%d+)')
     local first = tonumber(first_s)
-    local n = tonumber(f[6])
+    local n = count_of(e)
+    if not n then return {'corrupt', e[1]} end
     local last = first + n - 1
     cursor = '(' .. e[1]
     budget = budget - 1

@@ -1,8 +1,17 @@
 -- Reads a stream's commits from a version. KEYS: 1 commit index, 2 meta hash, 3 partition log.
 -- ARGV: 1 from version, 2 most events.
 -- Reply: {'deleted'} | {'ok', truncated-before version, log entry, log entry, ...}
+--      | {'corrupt', entry id} for an index entry this store did not write
 -- Each log entry is a whole commit; the caller keeps its events from the version on. Commits
 -- removed from the log by truncation are skipped.
+-- A commit index entry's position and event count, or nil when it is not one this store wrote.
+local function commit_of(c)
+  local f = c[2]
+  if f[1] ~= 'g' or f[3] ~= 'n' then return nil end
+  local g, n = tonumber(f[2]), tonumber(f[4])
+  if not g or not n or n < 1 then return nil end
+  return g, n
+end
 local meta = redis.call('HMGET', KEYS[2], 'd', 'tr')
 if meta[1] == '1' then return {'deleted'} end
 local fmt = string.format
@@ -13,8 +22,10 @@ local out = {'ok', fmt('%d', from)}
 local start = fmt('%d-0', from)
 local prev = redis.call('XREVRANGE', KEYS[1], start, '-', 'COUNT', 1)
 if prev[1] then
+  local _, n = commit_of(prev[1])
+  if not n then return {'corrupt', prev[1][1]} end
   local v0 = tonumber(string.match(prev[1][1], '^(%d+)'))
-  if v0 + tonumber(prev[1][2][4]) - 1 >= from then start = prev[1][1] end
+  if v0 + n - 1 >= from then start = prev[1][1] end
 end
 local found = 0
 while found < want do
@@ -22,7 +33,8 @@ while found < want do
   if #commits == 0 then break end
   for _, c in ipairs(commits) do
     local v0 = tonumber(string.match(c[1], '^(%d+)'))
-    local n = tonumber(c[2][4])
+    local _, n = commit_of(c)
+    if not n then return {'corrupt', c[1]} end
     local entry = redis.call('XRANGE', KEYS[3], c[2][2] .. '-0', c[2][2] .. '-0')
     if entry[1] then
       out[#out + 1] = entry[1]

@@ -1,9 +1,17 @@
 -- Removes a stream's events below a version. KEYS: 1 commit index, 2 meta hash, 3 partition
 -- log, 4 partially truncated commits (hash: first position -> events removed). ARGV: 1 version.
--- Reply: {'deleted'} | {'ok', events removed}
+-- Reply: {'deleted'} | {'ok', events removed} | {'corrupt', index entry id}
 -- Commits wholly below the version leave the log; a commit cut in two keeps its entry and
 -- records how many of its events are gone. Index entries stay (a retry of a truncated commit
 -- is still recognised); the meta hash remembers the cut for stream reads.
+-- A commit index entry's position and event count, or nil when it is not one this store wrote.
+local function commit_of(c)
+  local f = c[2]
+  if f[1] ~= 'g' or f[3] ~= 'n' then return nil end
+  local g, n = tonumber(f[2]), tonumber(f[4])
+  if not g or not n or n < 1 then return nil end
+  return g, n
+end
 local meta = redis.call('HMGET', KEYS[2], 'd', 'tr')
 if meta[1] == '1' then return {'deleted'} end
 local fmt = string.format
@@ -15,6 +23,7 @@ while true do
   for _, c in ipairs(commits) do
     start = '(' .. c[1]
     local v0 = tonumber(string.match(c[1], '^(%d+)'))
+    if not commit_of(c) then return {'corrupt', c[1]} end
     local g, n = c[2][2], tonumber(c[2][4])
     if redis.call('XRANGE', KEYS[3], g .. '-0', g .. '-0')[1] then
       local done = tonumber(redis.call('HGET', KEYS[4], g)) or 0

@@ -1,0 +1,343 @@
+//! The MongoDB part of the bad-input catalogue: stored documents damaged behind the store's
+//! back (written straight into the server) read back as `Error::Integrity`, never as a panic,
+//! a wrong value or an opaque error.
+
+mod common;
+
+use std::time::Duration;
+
+use cqrsx_core::projection::ViewKey;
+use cqrsx_core::{
+    CheckpointStore, Error, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, ReadStore, SnapshotStore,
+    StreamId,
+};
+use cqrsx_mongo::{MongoCheckpointStore, MongoEventStore, MongoReadStore, MongoSnapshotStore};
+use mongodb::bson::{doc, Bson, DateTime, Document};
+use mongodb::options::ReturnDocument;
+
+fn integrity<T: std::fmt::Debug>(kind: &str, result: cqrsx_core::Result<T>, failures: &mut Vec<String>) {
+    if !matches!(result, Err(Error::Integrity(_))) {
+        failures.push(format!("{kind}: expected Integrity, got {result:?}"));
+    }
+}
+
+/// A valid stored event.
+fn event() -> Document {
+    doc! {
+        "i": cqrsx_core::Uuid::now_v7().to_string(),
+        "t": "Broken",
+        "c": "application/json",
+        "sv": 1_i64,
+        "p": { "n": 1_i64 },
+    }
+}
+
+/// A commit's events: one valid event, changed by `change`.
+fn with_event(change: &dyn Fn(&mut Document)) -> Bson {
+    let mut e = event();
+    change(&mut e);
+    Bson::Array(vec![Bson::Document(e)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_stored_documents_read_as_an_integrity_error() {
+    let config = common::config();
+    let client = common::client(config.clone()).await;
+    let store = MongoEventStore::new(client.clone());
+    let database = client.database();
+    let commits = database.collection::<Document>(&config.events_collection());
+    let counters = database.collection::<Document>(&config.counters_collection());
+
+    let commit = |stream: &str, events: Bson| {
+        doc! {
+            "_id": format!("{stream}\u{1f}1"),
+            "stream": stream,
+            "at": "Broken",
+            "v0": 1_i64,
+            "v1": 1_i64,
+            "ids": ["x"],
+            "types": ["Broken"],
+            "ts": DateTime::now(),
+            "events": events,
+        }
+    };
+
+    type Damage = Box<dyn Fn(&mut Document)>;
+    let kinds: Vec<(&str, Damage)> = vec![
+        (
+            "a commit without events",
+            Box::new(|c: &mut Document| {
+                c.remove("events");
+            }),
+        ),
+        (
+            "an event that is not a document",
+            Box::new(|c: &mut Document| {
+                c.insert("events", vec![Bson::Int64(7)]);
+            }),
+        ),
+        (
+            "an event without an id",
+            Box::new(|c: &mut Document| {
+                c.insert(
+                    "events",
+                    with_event(&|e: &mut Document| {
+                        e.remove("i");
+                    }),
+                );
+            }),
+        ),
+        (
+            "an event id that is not a UUID",
+            Box::new(|c: &mut Document| {
+                c.insert(
+                    "events",
+                    with_event(&|e: &mut Document| {
+                        e.insert("i", "not-a-uuid");
+                    }),
+                );
+            }),
+        ),
+        (
+            "an event without a type",
+            Box::new(|c: &mut Document| {
+                c.insert(
+                    "events",
+                    with_event(&|e: &mut Document| {
+                        e.remove("t");
+                    }),
+                );
+            }),
+        ),
+        (
+            "an unknown content type",
+            Box::new(|c: &mut Document| {
+                c.insert(
+                    "events",
+                    with_event(&|e: &mut Document| {
+                        e.insert("c", "text/x-unknown");
+                    }),
+                );
+            }),
+        ),
+        (
+            "a schema version that is not a number",
+            Box::new(|c: &mut Document| {
+                c.insert(
+                    "events",
+                    with_event(&|e: &mut Document| {
+                        e.insert("sv", "two");
+                    }),
+                );
+            }),
+        ),
+        (
+            "schema version 0",
+            Box::new(|c: &mut Document| {
+                c.insert(
+                    "events",
+                    with_event(&|e: &mut Document| {
+                        e.insert("sv", 0_i64);
+                    }),
+                );
+            }),
+        ),
+        (
+            "an event without a payload",
+            Box::new(|c: &mut Document| {
+                c.insert(
+                    "events",
+                    with_event(&|e: &mut Document| {
+                        e.remove("p");
+                    }),
+                );
+            }),
+        ),
+        (
+            "metadata of the wrong type",
+            Box::new(|c: &mut Document| {
+                c.insert(
+                    "events",
+                    with_event(&|e: &mut Document| {
+                        e.insert("m", 5_i64);
+                    }),
+                );
+            }),
+        ),
+        (
+            "metadata text that is not JSON",
+            Box::new(|c: &mut Document| {
+                c.insert(
+                    "events",
+                    with_event(&|e: &mut Document| {
+                        e.insert("mj", "{nope");
+                    }),
+                );
+            }),
+        ),
+        (
+            "a stream that is not a stream key",
+            Box::new(|c: &mut Document| {
+                c.insert("stream", "no slash");
+            }),
+        ),
+        (
+            "a first version that is not an integer",
+            Box::new(|c: &mut Document| {
+                c.insert("v0", "one");
+            }),
+        ),
+        (
+            "a commit without a time",
+            Box::new(|c: &mut Document| {
+                c.remove("ts");
+            }),
+        ),
+        (
+            "a negative truncation count",
+            Box::new(|c: &mut Document| {
+                c.insert("tr", -1_i64);
+            }),
+        ),
+    ];
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (i, (kind, damage)) in kinds.iter().enumerate() {
+        count += 1;
+        let stream = StreamId::new("Broken", format!("k{i}")).expect("stream");
+        let reserved = counters
+            .find_one_and_update(doc! { "_id": "global_position" }, doc! { "$inc": { "n": 1_i64 } })
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .expect("reserve")
+            .expect("counter");
+        let position = reserved.get_i64("n").expect("n");
+        let mut damaged = commit(stream.key(), Bson::Array(vec![Bson::Document(event())]));
+        damaged.insert("pos", position);
+        damage(&mut damaged);
+        commits.insert_one(damaged).await.expect("insert");
+        let from = Position {
+            partition: 0,
+            offset: (position as u64) << 16,
+        };
+        integrity(
+            &format!("{kind} (read_all)"),
+            store.read_all(from, 10, &EventFilter::all()).await,
+            &mut failures,
+        );
+        if !kind.contains("stream key") && !kind.contains("first version") {
+            integrity(
+                &format!("{kind} (read_stream)"),
+                store.read_stream(&stream, 1, 10).await,
+                &mut failures,
+            );
+        }
+        commits.delete_one(doc! { "pos": position }).await.expect("delete");
+        commits
+            .insert_one(doc! { "_id": format!("\u{1f}fill\u{1f}{position}"), "pos": position, "filler": true })
+            .await
+            .expect("filler");
+    }
+
+    counters
+        .update_one(doc! { "_id": "global_position" }, doc! { "$set": { "n": "many" } })
+        .await
+        .expect("update");
+    count += 1;
+    integrity(
+        "position counter that is not a number",
+        store.head().await,
+        &mut failures,
+    );
+
+    let reads = MongoReadStore::new(client.clone(), "broken").expect("reads");
+    reads.initialize().await.expect("init");
+    database
+        .collection::<Document>(&config.read_model_collection("broken"))
+        .insert_one(doc! { "_id": "doc", "data": 1 })
+        .await
+        .expect("insert");
+    count += 1;
+    integrity("read model without its data", reads.get("doc").await, &mut failures);
+
+    let snapshots = MongoSnapshotStore::new(client.clone());
+    let snap = StreamId::new("Broken", "snap").expect("stream");
+    database
+        .collection::<Document>(&config.snapshots_collection())
+        .insert_one(doc! { "_id": "s", "s": snap.key(), "v": 3_i64, "sv": 1_i64, "n": 2_i64, "t": DateTime::now() })
+        .await
+        .expect("insert");
+    count += 1;
+    integrity(
+        "snapshot without a content type",
+        snapshots.latest(&snap, None).await,
+        &mut failures,
+    );
+
+    let checkpoints = MongoCheckpointStore::new(client.clone());
+    checkpoints.initialize().await.expect("init");
+    let state = database.collection::<Document>(&config.read_model_collection("projections"));
+    let key = ViewKey::new("broken", 1).expect("key");
+    let lease = checkpoints
+        .acquire(&key, "me", Duration::from_secs(5))
+        .await
+        .expect("acquire")
+        .expect("lease");
+    state
+        .update_one(
+            doc! { "kind": "claim", "p": "broken" },
+            doc! { "$set": { "cp": "1,x" } },
+        )
+        .await
+        .expect("update");
+    count += 1;
+    integrity(
+        "checkpoint that is not offsets",
+        checkpoints.checkpoint(&key).await,
+        &mut failures,
+    );
+    state
+        .insert_one(doc! { "_id": "bad-parked", "kind": "parked", "p": "broken", "v": 1_i64, "position": "x" })
+        .await
+        .expect("insert");
+    count += 1;
+    integrity(
+        "parked event with missing fields",
+        checkpoints.parked(&key).await,
+        &mut failures,
+    );
+    state
+        .insert_one(doc! { "_id": "bad-active", "kind": "active", "p": "broken", "v": "two" })
+        .await
+        .expect("insert");
+    count += 1;
+    integrity(
+        "active version that is not a number",
+        checkpoints.active_version("broken").await,
+        &mut failures,
+    );
+    database
+        .collection::<Document>(&config.read_model_collection("view_broken_v1"))
+        .insert_one(doc! { "_id": "doc", "d": { "a": 1_i64 }, "_p": -5_i64 })
+        .await
+        .expect("insert");
+    count += 1;
+    integrity(
+        "view document with a negative position",
+        checkpoints.get(&key, "doc").await,
+        &mut failures,
+    );
+    checkpoints.release(&lease).await.expect("release");
+
+    let stream = StreamId::new("Broken", "ok").expect("stream");
+    let _ = store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![NewEvent::json("Ok", &1).expect("json")],
+        )
+        .await;
+    cqrsx_core::testkit::report("mongo", &format!("corrupt-data catalogue: {count} kinds"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

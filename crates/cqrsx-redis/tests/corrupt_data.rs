@@ -1,0 +1,264 @@
+//! The Redis part of the bad-input catalogue: stored data damaged behind the store's back
+//! (written straight into the server) reads back as `Error::Integrity`, never as a panic, a
+//! wrong value or an opaque error.
+
+mod common;
+
+use std::time::Duration;
+
+use cqrsx_core::projection::ViewKey;
+use cqrsx_core::{
+    CheckpointStore, Error, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, ReadStore, SnapshotStore,
+    StreamId,
+};
+use cqrsx_redis::{RedisCheckpointStore, RedisClientManager, RedisEventStore, RedisReadStore, RedisSnapshotStore};
+use fred::prelude::*;
+use fred::types::Value;
+
+fn integrity<T: std::fmt::Debug>(kind: &str, result: cqrsx_core::Result<T>, failures: &mut Vec<String>) {
+    if !matches!(result, Err(Error::Integrity(_))) {
+        failures.push(format!("{kind}: expected Integrity, got {result:?}"));
+    }
+}
+
+/// A valid events field for one event, then the same with one part broken.
+fn events_field(event: &NewEvent) -> Vec<u8> {
+    let mut out = vec![1u8];
+    out.extend_from_slice(event.event_id.as_bytes());
+    out.push(0);
+    out.push(1);
+    out.push(event.payload.len() as u8);
+    out.extend_from_slice(&event.payload);
+    out.push(0);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_stored_data_reads_as_an_integrity_error() {
+    let config = common::standalone_config();
+    let prefix = config.key_prefix.clone();
+    let client = RedisClientManager::connect(config).await.expect("connect");
+    let store = RedisEventStore::new(client.clone());
+    let raw = client.client();
+    let event = NewEvent::json("Broken", &serde_json::json!({"n": 1})).expect("json");
+    let good = events_field(&event);
+    let mut truncated = good.clone();
+    truncated.truncate(10);
+    let mut unknown_format = good.clone();
+    unknown_format[0] = 9;
+    let mut unknown_content = good.clone();
+    unknown_content[17] = 7;
+    let mut bad_metadata = good.clone();
+    bad_metadata.pop();
+    bad_metadata.extend_from_slice(&[3, b'{', b'x', b'!']);
+
+    // Each kind: the fields of a commit's log entry (some missing or broken).
+    let base = |stream: &str| -> Vec<(String, Value)> {
+        vec![
+            ("s".into(), stream.into()),
+            ("v".into(), "1".into()),
+            ("n".into(), "1".into()),
+            ("a".into(), "Broken".into()),
+            ("r".into(), "1700000000000".into()),
+            ("t".into(), "Broken".into()),
+            ("e".into(), Value::Bytes(good.clone().into())),
+        ]
+    };
+    let with = |stream: &str, field: &str, value: Option<Value>| {
+        let mut fields = base(stream);
+        match value {
+            Some(v) => fields
+                .iter_mut()
+                .filter(|(k, _)| k == field)
+                .for_each(|(_, old)| *old = v.clone()),
+            None => fields.retain(|(k, _)| k != field),
+        }
+        fields
+    };
+    type Entry<'a> = Box<dyn Fn(&str) -> Vec<(String, Value)> + 'a>;
+    let kinds: Vec<(&str, Entry<'_>)> = vec![
+        ("log entry without events", Box::new(|s| with(s, "e", None))),
+        (
+            "events of an unknown format",
+            Box::new(|s| with(s, "e", Some(Value::Bytes(unknown_format.clone().into())))),
+        ),
+        (
+            "events cut short",
+            Box::new(|s| with(s, "e", Some(Value::Bytes(truncated.clone().into())))),
+        ),
+        (
+            "an unknown content type",
+            Box::new(|s| with(s, "e", Some(Value::Bytes(unknown_content.clone().into())))),
+        ),
+        (
+            "metadata that is not JSON",
+            Box::new(|s| with(s, "e", Some(Value::Bytes(bad_metadata.clone().into())))),
+        ),
+        ("an event count of 0", Box::new(|s| with(s, "n", Some("0".into())))),
+        (
+            "an event count that is not a number",
+            Box::new(|s| with(s, "n", Some("one".into()))),
+        ),
+        (
+            "a stream that is not a stream key",
+            Box::new(|s| with(s, "s", Some("no slash".into()))),
+        ),
+        ("no first version", Box::new(|s| with(s, "v", None))),
+        ("fewer types than events", Box::new(|s| with(s, "n", Some("2".into())))),
+        ("no recorded-at", Box::new(|s| with(s, "r", None))),
+    ];
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (i, (kind, fields)) in kinds.iter().enumerate() {
+        count += 1;
+        let stream = StreamId::new("Broken", format!("k{i}")).expect("stream");
+        let keys = store.stream_keys(&stream);
+        let (index, log, seq) = (&keys[0], &keys[2], &keys[3]);
+        let position: u64 = raw.incr(seq).await.expect("reserve");
+        let id = format!("{position}-0");
+        let _: String = raw
+            .xadd(log, false, None, id.as_str(), fields(stream.key()))
+            .await
+            .expect("xadd");
+        let _: String = raw
+            .xadd(
+                index,
+                false,
+                None,
+                "1-0",
+                vec![("g", position.to_string()), ("n", "1".to_string())],
+            )
+            .await
+            .expect("xadd index");
+        integrity(
+            &format!("{kind} (read_stream)"),
+            store.read_stream(&stream, 1, 10).await,
+            &mut failures,
+        );
+        let from = Position {
+            partition: 0,
+            offset: position,
+        };
+        integrity(
+            &format!("{kind} (read_all)"),
+            store.read_all(from, 10, &EventFilter::all()).await,
+            &mut failures,
+        );
+        // Remove it again, so the next kind reads its own.
+        let _: i64 = raw.xdel(log, id.as_str()).await.expect("xdel");
+    }
+
+    // Numbers and documents other stores keep.
+    let meta_stream = StreamId::new("Broken", "meta").expect("stream");
+    store
+        .append(
+            &meta_stream,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::json("Ok", &1).expect("json")],
+        )
+        .await
+        .expect("append");
+    let keys = store.stream_keys(&meta_stream);
+    let _: i64 = raw.hset(&keys[1], ("v", "x")).await.expect("hset");
+    count += 1;
+    integrity(
+        "stream version that is not a number",
+        store.stream_version(&meta_stream).await,
+        &mut failures,
+    );
+    let _: () = raw.set(&keys[3], "x", None, None, false).await.expect("set");
+    count += 1;
+    integrity(
+        "position counter that is not a number",
+        store.head().await,
+        &mut failures,
+    );
+
+    let reads = RedisReadStore::new(client.clone(), "broken").expect("reads");
+    reads.save("doc", serde_json::json!({"a": 1})).await.expect("save");
+    let _: () = raw
+        .set(format!("{{{prefix}:rm:broken}}:d:doc"), "{not json", None, None, false)
+        .await
+        .expect("set");
+    count += 1;
+    integrity("read model that is not JSON", reads.get("doc").await, &mut failures);
+
+    let snapshots = RedisSnapshotStore::new(client.clone());
+    let snap = StreamId::new("Broken", "snap").expect("stream");
+    snapshots
+        .save(cqrsx_core::SnapshotRecord {
+            stream: snap.clone(),
+            version: 3,
+            content_type: "application/json".into(),
+            schema_version: 1,
+            payload: b"{}".to_vec(),
+            created_at: cqrsx_core::Timestamp(1),
+        })
+        .await
+        .expect("snapshot");
+    let snap_data = format!("{}:data", store.stream_keys(&snap)[0].replace(":s:", ":snap:"));
+    let _: i64 = raw.hset(&snap_data, ("3:sv", "x")).await.expect("hset");
+    count += 1;
+    integrity(
+        "snapshot schema version that is not a number",
+        snapshots.latest(&snap, None).await,
+        &mut failures,
+    );
+    let _: i64 = raw.hdel(&snap_data, "3:c").await.expect("hdel");
+    count += 1;
+    integrity(
+        "snapshot without a content type",
+        snapshots.latest(&snap, None).await,
+        &mut failures,
+    );
+
+    let checkpoints = RedisCheckpointStore::new(client.clone());
+    let key = ViewKey::new("broken", 1).expect("key");
+    let tag = format!("{{{prefix}:pj:broken}}:");
+    let _: () = raw
+        .set(format!("{tag}cp:1"), "1,x", None, None, false)
+        .await
+        .expect("set");
+    count += 1;
+    integrity(
+        "checkpoint that is not offsets",
+        checkpoints.checkpoint(&key).await,
+        &mut failures,
+    );
+    let _: i64 = raw.hset(format!("{tag}dl:1"), ("0:1", "{oops")).await.expect("hset");
+    count += 1;
+    integrity(
+        "parked event that is not JSON",
+        checkpoints.parked(&key).await,
+        &mut failures,
+    );
+    let _: () = raw
+        .set(format!("{tag}active"), "v2", None, None, false)
+        .await
+        .expect("set");
+    count += 1;
+    integrity(
+        "active version that is not a number",
+        checkpoints.active_version("broken").await,
+        &mut failures,
+    );
+    let lease = checkpoints
+        .acquire(&key, "me", Duration::from_secs(5))
+        .await
+        .expect("acquire")
+        .expect("lease");
+    let _: () = raw
+        .set(format!("{tag}v1:d:doc"), "[not json", None, None, false)
+        .await
+        .expect("set");
+    count += 1;
+    integrity(
+        "view document that is not JSON",
+        checkpoints.get(&key, "doc").await,
+        &mut failures,
+    );
+    checkpoints.release(&lease).await.expect("release");
+
+    cqrsx_core::testkit::report("redis standalone", &format!("corrupt-data catalogue: {count} kinds"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
