@@ -40,34 +40,62 @@ async fn uncontended_appends_take_the_round_trips_of_their_path() {
             .expect("append");
     }
 
-    let (r, exact) = cost(&client, store.append(&s, ExpectedVersion::Exact(4), vec![event(4)])).await;
-    assert_eq!(r.expect("exact").version, 5);
-    let (r, any) = cost(
-        &client,
-        store.append(&s, ExpectedVersion::Any, vec![event(5), event(6)]),
-    )
-    .await;
-    assert_eq!(r.expect("any").version, 7);
-    let (r, fresh) = cost(
-        &client,
-        store.append(&stream("new"), ExpectedVersion::NoStream, vec![event(9)]),
-    )
-    .await;
-    assert_eq!(r.expect("no stream").version, 1);
+    // Commands are exact on every attempt. Round trips are the least over a few attempts:
+    // a busy machine can only make commands that go out together look sequential (one
+    // finishing before the next started), never the reverse, so the least is the path's own.
+    let mut exact = Vec::new();
+    let mut any = Vec::new();
+    let mut fresh = Vec::new();
+    let mut version = 4;
+    for _ in 0..5 {
+        let (r, cost_exact) = cost(
+            &client,
+            store.append(&s, ExpectedVersion::Exact(version), vec![event(version)]),
+        )
+        .await;
+        assert_eq!(r.expect("exact").version, version + 1);
+        let (r, cost_any) = cost(
+            &client,
+            store.append(&s, ExpectedVersion::Any, vec![event(version + 1), event(version + 2)]),
+        )
+        .await;
+        assert_eq!(r.expect("any").version, version + 3);
+        version += 3;
+        let (r, cost_fresh) = cost(
+            &client,
+            store.append(&stream("new"), ExpectedVersion::NoStream, vec![event(0)]),
+        )
+        .await;
+        assert_eq!(r.expect("no stream").version, 1);
+        exact.push(cost_exact);
+        any.push(cost_any);
+        fresh.push(cost_fresh);
+    }
+    let least = |costs: &[CommandCount]| costs.iter().map(|c| c.round_trips).min().unwrap_or(0);
+    let commands = |costs: &[CommandCount]| {
+        let all: Vec<u64> = costs.iter().map(|c| c.commands).collect();
+        assert!(
+            all.windows(2).all(|w| w[0] == w[1]),
+            "commands differ between attempts: {costs:?}"
+        );
+        all[0]
+    };
+    let (exact_trips, any_trips, fresh_trips) = (least(&exact), least(&any), least(&fresh));
+    let (exact_commands, any_commands, fresh_commands) = (commands(&exact), commands(&any), commands(&fresh));
 
     // Round trip 1 holds the reservation, the head (not for NoStream) and, without unique
     // array indexes, the event-id check; round trip 2 the insert; hinted heads add the hint's
     // advance.
     let ids = u64::from(!caps.unique_array_indexes);
     let hint = u64::from(!caps.indexed_queries);
-    assert_eq!(exact.round_trips, 2 + hint, "Exact: {exact:?} ({caps:?})");
-    assert_eq!(exact.commands, 3 + ids + hint, "Exact: {exact:?} ({caps:?})");
-    assert_eq!(any.round_trips, 2 + hint, "Any: {any:?} ({caps:?})");
-    assert_eq!(any.commands, 3 + ids + hint, "Any: {any:?} ({caps:?})");
-    assert_eq!(fresh.round_trips, 2 + hint, "NoStream: {fresh:?} ({caps:?})");
-    assert_eq!(fresh.commands, 2 + ids + hint, "NoStream: {fresh:?} ({caps:?})");
+    assert_eq!(exact_trips, 2 + hint, "Exact: {exact:?} ({caps:?})");
+    assert_eq!(exact_commands, 3 + ids + hint, "Exact: {exact:?} ({caps:?})");
+    assert_eq!(any_trips, 2 + hint, "Any: {any:?} ({caps:?})");
+    assert_eq!(any_commands, 3 + ids + hint, "Any: {any:?} ({caps:?})");
+    assert_eq!(fresh_trips, 2 + hint, "NoStream: {fresh:?} ({caps:?})");
+    assert_eq!(fresh_commands, 2 + ids + hint, "NoStream: {fresh:?} ({caps:?})");
     if caps.indexed_queries {
-        assert!(exact.round_trips <= 2 && any.round_trips <= 3 && fresh.round_trips <= 3);
+        assert!(exact_trips <= 2 && any_trips <= 3 && fresh_trips <= 3);
     }
 }
 

@@ -5,6 +5,11 @@
 
 use std::sync::Arc;
 
+/// The README's code blocks, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 use cqrsx_core::{CheckpointStore, ContentType, Error, EventStore, ReadStore, Result, SnapshotStore};
 
 /// The stores of one backend.
