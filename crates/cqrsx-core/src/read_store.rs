@@ -300,45 +300,69 @@ pub fn validate_field_path(path: &str) -> Result<()> {
 /// Checks a read model before it is written: a valid id, an object body whose keys are not
 /// empty, do not start with `$` and contain no `.` or NUL, whose integers fit in an `i64` (what
 /// every backend stores exactly; larger ones would come back as floats from BSON), and a size
-/// within `max_bytes`.
-pub fn validate_document(id: &str, data: &Value, max_bytes: usize) -> Result<usize> {
+/// within `max_bytes` (measured exactly only for a document that could be near it).
+pub fn validate_document(id: &str, data: &Value, max_bytes: usize) -> Result<()> {
     validate_id("read model id", id)?;
-    let Value::Object(map) = data else {
+    if !data.is_object() {
         return Err(Error::InvalidInput(format!("read model {id} must be a JSON object")));
-    };
-    fn check(value: &Value, depth: usize) -> Result<()> {
+    }
+    /// Checks names and integers, and returns an upper bound of the value's JSON size.
+    fn check(value: &Value, depth: usize) -> Result<usize> {
         if depth > 100 {
             return Err(Error::InvalidInput("read model nests deeper than 100 levels".into()));
         }
+        // A string's JSON is at most six bytes per byte (`\u00XX`) and its quotes.
+        let string = |s: &str| 6 * s.len() + 2;
         match value {
             Value::Object(map) => {
+                let mut bound = 2;
                 for (k, v) in map {
                     if k.is_empty() || k.starts_with('$') || k.contains('.') || k.contains('\0') {
                         return Err(Error::InvalidInput(format!("field name {k:?} is not allowed")));
                     }
-                    check(v, depth + 1)?;
+                    bound += string(k) + 2 + check(v, depth + 1)?;
                 }
-                Ok(())
+                Ok(bound)
             }
-            Value::Array(items) => items.iter().try_for_each(|v| check(v, depth + 1)),
+            Value::Array(items) => items
+                .iter()
+                .try_fold(2, |bound, v| Ok(bound + 1 + check(v, depth + 1)?)),
             Value::Number(n) if n.is_u64() && n.as_i64().is_none() => Err(Error::InvalidInput(format!(
                 "integer {n} is over {} (i64::MAX), the largest every backend stores exactly; store it as a string",
                 i64::MAX
             ))),
-            _ => Ok(()),
+            Value::Number(_) => Ok(32),
+            Value::String(s) => Ok(string(s)),
+            Value::Bool(_) | Value::Null => Ok(5),
         }
     }
-    check(data, 0)?;
-    let _ = map;
-    let size = serde_json::to_vec(data)
-        .map_err(|e| Error::serialization("read model", e))?
-        .len();
+    if check(data, 0)? <= max_bytes {
+        return Ok(());
+    }
+    // Only a document near the limit is measured exactly.
+    let mut counted = ByteCount(0);
+    serde_json::to_writer(&mut counted, data).map_err(|e| Error::serialization("read model", e))?;
+    let size = counted.0;
     if size > max_bytes {
         return Err(Error::InvalidInput(format!(
             "read model {id} is {size} bytes, over the limit of {max_bytes}"
         )));
     }
-    Ok(size)
+    Ok(())
+}
+
+/// Counts the bytes written to it: a document's JSON size without building the JSON.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The longest TTL a read model or view document may have (100 years; every backend stores

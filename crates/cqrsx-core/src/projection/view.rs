@@ -64,11 +64,10 @@ impl DocCache {
         self.docs.clear();
     }
 
+    /// Keeps `known` (a cache of capacity 0 still keeps the document last read, which the
+    /// handler reading it borrows).
     fn insert(&mut self, id: String, known: Known) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.docs.len() >= self.capacity && !self.docs.contains_key(&id) {
+        if self.docs.len() >= self.capacity.max(1) && !self.docs.contains_key(&id) {
             self.docs.clear();
         }
         self.docs.insert(id, known);
@@ -215,44 +214,48 @@ impl View<'_> {
 
     /// A document by id.
     pub async fn get(&mut self, id: &str) -> Result<Option<Value>> {
+        Ok(self.current(id).await?.cloned())
+    }
+
+    /// A document decoded into `T` (straight from the view's copy, without cloning it).
+    pub async fn get_model<T: DeserializeOwned>(&mut self, id: &str) -> Result<Option<T>> {
+        match self.current(id).await? {
+            Some(v) => T::deserialize(v)
+                .map(Some)
+                .map_err(|e| Error::serialization(format!("view document {id}"), e)),
+            None => Ok(None),
+        }
+    }
+
+    /// The document as the handler should see it: staged by an earlier event of the batch,
+    /// else as the store holds it (from the runner's cache, or read).
+    async fn current(&mut self, id: &str) -> Result<Option<&Value>> {
         validate_id("view document id", id)?;
-        if let Some(staged) = self.batch.staged.get(id) {
-            return Ok(match &staged.change {
-                ViewChange::Put { data, .. } => Some(data.clone()),
+        if self.batch.staged.contains_key(id) {
+            return Ok(match &self.batch.staged[id].change {
+                ViewChange::Put { data, .. } => Some(data),
                 ViewChange::Delete => None,
             });
         }
-        let now = Instant::now();
-        let known = match self.cache.docs.get(id) {
-            Some(known) => known.clone(),
-            None => {
-                let doc = self.batch.store.get(&self.batch.key, id).await?;
-                let known = Known {
-                    applied: doc.as_ref().and_then(|d| d.applied),
-                    data: doc.and_then(|d| d.data),
-                    expires: None,
-                };
-                self.cache.insert(id.to_string(), known.clone());
-                known
-            }
-        };
-        self.batch.read.insert(id.to_string());
+        if !self.cache.docs.contains_key(id) {
+            let doc = self.batch.store.get(&self.batch.key, id).await?;
+            let known = Known {
+                applied: doc.as_ref().and_then(|d| d.applied),
+                data: doc.and_then(|d| d.data),
+                expires: None,
+            };
+            self.cache.insert(id.to_string(), known);
+        }
+        if !self.batch.read.contains(id) {
+            self.batch.read.insert(id.to_string());
+        }
+        let known = &self.cache.docs[id];
         if self.replay_of.is_none() && known.applied.is_some_and(|applied| applied >= self.position) {
             // The store already holds this event's effect on the document (a commit cut short
             // before its checkpoint): changes to it while applying the event are dropped.
             self.skip.insert(id.to_string());
         }
-        Ok(known.live(now).cloned())
-    }
-
-    /// A document decoded into `T`.
-    pub async fn get_model<T: DeserializeOwned>(&mut self, id: &str) -> Result<Option<T>> {
-        match self.get(id).await? {
-            Some(v) => serde_json::from_value(v)
-                .map(Some)
-                .map_err(|e| Error::serialization(format!("view document {id}"), e)),
-            None => Ok(None),
-        }
+        Ok(known.live(Instant::now()))
     }
 
     /// Inserts or replaces a document.
@@ -292,7 +295,10 @@ impl View<'_> {
             position: self.position,
             replay_of: self.replay_of,
         };
-        let before = self.batch.staged.insert(id.to_string(), staged);
+        let before = match self.batch.staged.get_mut(id) {
+            Some(current) => Some(std::mem::replace(current, staged)),
+            None => self.batch.staged.insert(id.to_string(), staged),
+        };
         self.batch.undo.push((id.to_string(), before));
         Ok(())
     }
