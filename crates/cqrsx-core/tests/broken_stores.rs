@@ -444,15 +444,31 @@ fn broken_checkpoints(fault: CheckpointFault) -> Fixture {
     )
 }
 
-async fn fails(case: &str, fixture: Fixture) -> bool {
+/// How long one case may run: a case must end, passing or failing, never hang.
+const CASE_BOUND: Duration = Duration::from_secs(180);
+
+/// Runs a case to its end; `Err` when it panicked, a hang being a failure of this test.
+async fn run_case(case: &str, fixture: Fixture) -> Result<(), tokio::task::JoinError> {
     let run = CASES.iter().find(|(name, _)| *name == case).expect("case exists").1;
-    tokio::spawn(run(fixture)).await.is_err_and(|e| e.is_panic())
+    let task = tokio::spawn(run(fixture));
+    let abort = task.abort_handle();
+    match tokio::time::timeout(CASE_BOUND, task).await {
+        Ok(result) => result,
+        Err(_) => {
+            abort.abort();
+            panic!("{case} did not end within {CASE_BOUND:?}");
+        }
+    }
+}
+
+async fn fails(case: &str, fixture: Fixture) -> bool {
+    run_case(case, fixture).await.is_err_and(|e| e.is_panic())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_case_passes_on_the_in_memory_store() {
-    for (name, run) in CASES {
-        let result = tokio::spawn(run(Fixture::in_memory())).await;
+    for (name, _) in CASES {
+        let result = run_case(name, Fixture::in_memory()).await;
         assert!(result.is_ok(), "{name} failed on the in-memory store");
     }
 }

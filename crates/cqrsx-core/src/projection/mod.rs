@@ -3,7 +3,10 @@
 //! [`CheckpointStore`], so that after any crash the view equals the fold of the events — none
 //! skipped, none applied twice.
 
+mod handle;
+mod options;
 mod runner;
+mod status;
 mod store;
 mod view;
 
@@ -12,9 +15,10 @@ use async_trait::async_trait;
 use crate::error::BoxError;
 use crate::event::{EventFilter, RecordedEvent};
 
-pub use runner::{
-    ErrorPolicy, OnFailure, ProjectionHandle, ProjectionRunner, ProjectionStatus, RunnerOptions, RunnerState,
-};
+pub use handle::ProjectionHandle;
+pub use options::{ErrorPolicy, OnFailure, RunnerOptions};
+pub use runner::ProjectionRunner;
+pub use status::{ProjectionStatus, RunnerState};
 pub use store::{
     CheckpointCapabilities, CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewDoc, ViewKey, ViewWrite,
 };

@@ -1,13 +1,15 @@
 //! The conformance suite every backend runs (feature `testkit`).
 //!
 //! Each case is a plain async function over the core traits that panics when the store breaks
-//! its part of the contract in DESIGN.md. A backend's tests build a [`Fixture`] (fresh
+//! its part of the contract documented on the core traits. A backend's tests build a [`Fixture`] (fresh
 //! namespace per call) and expand [`crate::conformance_tests!`], which makes one `#[tokio::test]`
 //! per case, so test output names and counts them.
 
+mod append_cases;
 mod bad_input;
 mod event_cases;
 mod projection_cases;
+mod projection_support;
 mod read_cases;
 mod snapshot_cases;
 mod subscription_cases;
@@ -17,6 +19,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+pub use append_cases::*;
 pub use bad_input::*;
 pub use event_cases::*;
 pub use projection_cases::*;

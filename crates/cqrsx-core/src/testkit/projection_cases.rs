@@ -1,212 +1,24 @@
 //! Projection cases: contract items 11–13 — crashes, leases and fencing, poison events,
 //! rebuilds, bad input.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::support::{ev, payload_n, report, unique};
+use super::projection_support::{
+    anomalies, expected_tallies, fast, runner, settle, view_tallies, Dice, TallyProjection, POISON,
+};
+use super::support::{ev, report, unique};
 use super::Fixture;
 use crate::error::Error;
-use crate::event::{EventFilter, Position, RecordedEvent};
+use crate::event::Position;
 use crate::projection::{
-    Commit, ErrorPolicy, HandlerResult, Projection, ProjectionHandle, ProjectionRunner, RunnerOptions, RunnerState,
-    View, ViewChange, ViewKey, ViewWrite,
+    Commit, ErrorPolicy, ProjectionRunner, RunnerOptions, RunnerState, ViewChange, ViewKey, ViewWrite,
 };
-use crate::read_store::ReadStoreExt;
 use crate::stream::{ExpectedVersion, StreamId};
 use crate::subscription::Checkpoint;
-
-/// The payload `n` that fails the handler until the projection is "fixed".
-const POISON: u64 = 666_666;
-
-/// Per stream: how many events were applied, their sum, the last version, and any version
-/// seen out of order (a repeat or a gap) — so a skipped or repeated event shows in the view.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Tally {
-    count: u64,
-    sum: u64,
-    last: u64,
-    repeats: u64,
-    gaps: u64,
-}
-
-/// The suite's projection: a [`Tally`] per stream of one aggregate type.
-struct TallyProjection {
-    name: String,
-    version: u32,
-    aggregate: String,
-    fixed: Arc<AtomicBool>,
-    inside: Arc<AtomicUsize>,
-    most_inside: Arc<AtomicUsize>,
-}
-
-impl TallyProjection {
-    fn new(name: &str, aggregate: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            version: 1,
-            aggregate: aggregate.to_string(),
-            fixed: Arc::new(AtomicBool::new(false)),
-            inside: Arc::new(AtomicUsize::new(0)),
-            most_inside: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-
-    fn version(mut self, version: u32) -> Self {
-        self.version = version;
-        self
-    }
-}
-
-#[async_trait]
-impl Projection for TallyProjection {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn version(&self) -> u32 {
-        self.version
-    }
-
-    fn filter(&self) -> EventFilter {
-        EventFilter::aggregate_types([self.aggregate.clone()])
-    }
-
-    async fn apply(&self, event: &RecordedEvent, view: &mut View<'_>) -> HandlerResult {
-        /// Counts the handler as left even when its future is dropped (an aborted runner).
-        struct Inside<'a>(&'a AtomicUsize);
-        impl Drop for Inside<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
-        let _inside = Inside(&self.inside);
-        self.most_inside.fetch_max(now, Ordering::SeqCst);
-        async {
-            let n = payload_n(&event.payload);
-            if n == POISON && !self.fixed.load(Ordering::SeqCst) {
-                return Err("poison event".into());
-            }
-            let id = event.stream.id();
-            let mut tally: Tally = view.get_model(id).await?.unwrap_or_default();
-            if event.version <= tally.last {
-                tally.repeats += 1;
-            } else if event.version != tally.last + 1 {
-                tally.gaps += 1;
-            }
-            tally.count += 1;
-            tally.sum += n;
-            tally.last = tally.last.max(event.version);
-            view.put_model(id, &tally)?;
-            Ok(())
-        }
-        .await
-    }
-}
-
-/// What the view must hold: the fold over each stream.
-async fn expected_tallies(f: &Fixture, streams: &[StreamId]) -> BTreeMap<String, Tally> {
-    let mut out = BTreeMap::new();
-    for s in streams {
-        let events = f.events.read_stream(s, 1, usize::MAX).await.expect("read stream");
-        if events.is_empty() {
-            continue;
-        }
-        out.insert(
-            s.id().to_string(),
-            Tally {
-                count: events.len() as u64,
-                sum: events.iter().map(|e| payload_n(&e.payload)).sum(),
-                last: events.last().map_or(0, |e| e.version),
-                repeats: 0,
-                gaps: 0,
-            },
-        );
-    }
-    out
-}
-
-async fn view_tallies(f: &Fixture, key: &ViewKey, streams: &[StreamId]) -> BTreeMap<String, Tally> {
-    let view = f.checkpoints.view(key).expect("view");
-    let mut out = BTreeMap::new();
-    for s in streams {
-        if let Some(t) = view.load_model::<Tally>(s.id()).await.expect("view document") {
-            out.insert(s.id().to_string(), t);
-        }
-    }
-    out
-}
-
-/// Events skipped and events applied twice, comparing the view with the fold.
-fn anomalies(view: &BTreeMap<String, Tally>, fold: &BTreeMap<String, Tally>) -> (u64, u64) {
-    let (mut skipped, mut twice) = (0, 0);
-    for (id, want) in fold {
-        let got = view.get(id).cloned().unwrap_or_default();
-        skipped += want.count.saturating_sub(got.count) + got.gaps;
-        twice += got.count.saturating_sub(want.count) + got.repeats;
-    }
-    (skipped, twice)
-}
-
-fn fast(owner: &str) -> RunnerOptions {
-    RunnerOptions::default()
-        .owner(owner)
-        .lease_ttl(Duration::from_secs(2))
-        .page_size(16)
-        .poll_between(Duration::from_millis(1), Duration::from_millis(20))
-        .errors(ErrorPolicy {
-            backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(10),
-            ..ErrorPolicy::stop_after(1)
-        })
-}
-
-fn runner(f: &Fixture, projection: Arc<TallyProjection>, options: RunnerOptions) -> ProjectionHandle {
-    ProjectionRunner::new(projection, Arc::clone(&f.events), Arc::clone(&f.checkpoints))
-        .with_options(options)
-        .spawn()
-        .expect("spawn runner")
-}
-
-/// Waits until the runner has applied everything up to the log's current head.
-async fn settle(f: &Fixture, handle: &ProjectionHandle, within: Duration) {
-    let head = f.events.head().await.expect("head");
-    let covered = |s: &crate::projection::ProjectionStatus| {
-        s.checkpoint
-            .as_ref()
-            .is_some_and(|c| head.positions().all(|p| p.offset <= 1 || c.next(p.partition) >= p))
-    };
-    if let Err(e) = handle.wait_for(within, covered).await {
-        panic!("the runner did not catch up: {e}; status {:?}", handle.status());
-    }
-}
-
-/// A small pseudo-random sequence (xorshift), seeded from the clock.
-struct Dice(u64);
-
-impl Dice {
-    fn new() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(7);
-        Self(seed | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
 
 /// Contract 11: while writers append, the runner is aborted at random points (at least 50
 /// times, including mid-commit) and restarted; at the end the view equals the fold of the
@@ -261,7 +73,10 @@ pub async fn projection_survives_crashes_without_skips_or_repeats(f: Fixture) {
     }
     let handle = runner(&f, Arc::clone(&projection), fast("crash-test"));
     settle(&f, &handle, Duration::from_secs(120)).await;
-    handle.stop().await.expect("stop");
+    let status = handle.status();
+    if let Err(e) = handle.stop().await {
+        panic!("the last runner ended with {e}; its status before the stop: {status:?}");
+    }
     let fold = expected_tallies(&f, &streams).await;
     let view = view_tallies(&f, &key, &streams).await;
     let (skipped, twice) = anomalies(&view, &fold);

@@ -32,7 +32,13 @@ async fn catch_up(store: &Arc<dyn EventStore>, options: SubscriptionOptions) -> 
     let mut sub = subscribe(Arc::clone(store), options.until_caught_up()).expect("subscribe");
     let mut events: Vec<RecordedEvent> = Vec::new();
     let mut last: Option<Checkpoint> = None;
-    while let Some(message) = sub.try_next().await.expect("subscription") {
+    // A store that never lets the reader reach its head must fail the case, not hang it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while let Some(message) = tokio::time::timeout_at(deadline, sub.try_next())
+        .await
+        .expect("the catch-up did not reach the head within 120 s")
+        .expect("subscription")
+    {
         match message {
             SubscriptionMessage::Events {
                 events: page,

@@ -1,0 +1,135 @@
+//! [`ProjectionHandle`]: a running projection's status, waits, stop and replay.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{Error, Result};
+use crate::event::Position;
+use crate::projection::status::{ProjectionStatus, RunnerState};
+use crate::projection::store::ViewKey;
+
+/// What a handle asks of its runner.
+pub(super) enum Command {
+    ReplayParked(oneshot::Sender<Result<u64>>),
+    Stop,
+}
+
+/// A running projection: its status, and ways to wait for it, stop it or replay what it
+/// parked.
+#[derive(Debug)]
+pub struct ProjectionHandle {
+    pub(super) key: ViewKey,
+    pub(super) status: watch::Receiver<ProjectionStatus>,
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) task: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl ProjectionHandle {
+    /// The projection version it runs.
+    pub fn key(&self) -> &ViewKey {
+        &self.key
+    }
+
+    /// The current status.
+    pub fn status(&self) -> ProjectionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the runner's committed checkpoint covers `position` (for example the
+    /// position of an append the caller made), so the caller reads its own writes. Fails with
+    /// [`Error::Timeout`] after `timeout`, and with the runner's error if it ends first.
+    pub async fn wait_until_caught_up(&self, position: Position, timeout: Duration) -> Result<()> {
+        self.wait_for(timeout, |s| s.checkpoint.as_ref().is_some_and(|c| c.covers(position)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits until the status satisfies `condition`; [`Error::Timeout`] after `timeout`, or
+    /// the runner's error if it ends without satisfying it.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&ProjectionStatus) -> bool,
+    ) -> Result<ProjectionStatus> {
+        let mut rx = self.status.clone();
+        let wait = async {
+            loop {
+                {
+                    let status = rx.borrow_and_update();
+                    if condition(&status) {
+                        return Ok(status.clone());
+                    }
+                    if status.ended() {
+                        return Err(ended_error(&status));
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    let status = rx.borrow().clone();
+                    return if condition(&status) {
+                        Ok(status)
+                    } else {
+                        Err(ended_error(&status))
+                    };
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                operation: format!("waiting for projection {}", self.key),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Applies every parked event of this version through the handler again (once the cause
+    /// is fixed); each one that succeeds is applied once and leaves the dead letters. Returns
+    /// how many were applied; those that still fail stay parked.
+    pub async fn replay_parked(&self) -> Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::ReplayParked(tx))
+            .await
+            .map_err(|_| Error::InvalidInput(format!("projection {} is not running", self.key)))?;
+        rx.await
+            .map_err(|_| Error::InvalidInput(format!("projection {} stopped", self.key)))?
+    }
+
+    /// Asks the runner to stop after its current page, release its lease and end; returns how
+    /// it ended.
+    pub async fn stop(mut self) -> Result<()> {
+        let _ = self.commands.send(Command::Stop).await;
+        self.join_inner().await
+    }
+
+    /// Kills the runner where it is, as a crash would: its lease is not released.
+    pub fn abort(&self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+
+    /// Waits for the runner to end; its result.
+    pub async fn join(mut self) -> Result<()> {
+        self.join_inner().await
+    }
+
+    async fn join_inner(&mut self) -> Result<()> {
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(result) => result,
+                Err(e) if e.is_cancelled() => Ok(()),
+                Err(e) => Err(Error::backend(false, e)),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+fn ended_error(status: &ProjectionStatus) -> Error {
+    match (&status.state, &status.last_error) {
+        (RunnerState::Failed, Some(e)) => Error::InvalidInput(format!("projection {} failed: {e}", status.key)),
+        (state, _) => Error::InvalidInput(format!("projection {} ended ({state:?})", status.key)),
+    }
+}

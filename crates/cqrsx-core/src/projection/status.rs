@@ -1,0 +1,87 @@
+//! What a runner reports: its state, checkpoint, lag, rate and last error.
+
+use std::time::Instant;
+
+use crate::projection::store::ViewKey;
+use crate::subscription::Checkpoint;
+
+/// What a runner is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerState {
+    /// Reading its checkpoint.
+    Starting,
+    /// Another runner holds the lease; this one waits to take over.
+    WaitingForLease,
+    /// Reading past events.
+    CatchingUp,
+    /// Caught up, following new events.
+    Live,
+    /// Stopped on request.
+    Stopped,
+    /// A newer version became active; this one stopped.
+    Superseded,
+    /// Stopped on an error (see [`ProjectionStatus::last_error`]).
+    Failed,
+}
+
+/// A runner's status, readable at any time (and traced).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectionStatus {
+    /// The projection version it runs.
+    pub key: ViewKey,
+    /// What it is doing.
+    pub state: RunnerState,
+    /// The checkpoint it last committed: everything before it is applied.
+    pub checkpoint: Option<Checkpoint>,
+    /// How far behind the log it is, per partition (events; commits on MongoDB, whose
+    /// positions count commits).
+    pub lag: Vec<u64>,
+    /// Events applied by this runner.
+    pub applied: u64,
+    /// Recent throughput.
+    pub events_per_sec: f64,
+    /// The last error (a handler's, a commit's, a lost lease).
+    pub last_error: Option<String>,
+    /// Events parked by this projection version.
+    pub parked: u64,
+    /// The fencing token of the lease it holds.
+    pub token: Option<u64>,
+}
+
+impl ProjectionStatus {
+    /// The lag over all partitions.
+    pub fn total_lag(&self) -> u64 {
+        self.lag.iter().sum()
+    }
+
+    /// Whether the runner has ended.
+    pub fn ended(&self) -> bool {
+        matches!(
+            self.state,
+            RunnerState::Stopped | RunnerState::Superseded | RunnerState::Failed
+        )
+    }
+}
+
+/// Events per second over the recent past (an exponentially weighted average of commits).
+#[derive(Debug, Default)]
+pub(super) struct Rate {
+    last: Option<Instant>,
+    pub(super) per_sec: f64,
+}
+
+impl Rate {
+    pub(super) fn add(&mut self, events: u64) {
+        let now = Instant::now();
+        if let Some(last) = self.last {
+            let secs = now.duration_since(last).as_secs_f64().max(1e-6);
+            let sample = events as f64 / secs;
+            self.per_sec = if self.per_sec == 0.0 {
+                sample
+            } else {
+                0.8 * self.per_sec + 0.2 * sample
+            };
+        }
+        self.last = Some(now);
+    }
+}

@@ -1,0 +1,159 @@
+//! The catalogue's read side: subscriptions, checkpoints and projections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use serde_json::json;
+
+use crate::testkit::support::unique;
+
+use super::{put, Catalogue, Expect, Seeded};
+use crate::error::Error;
+use crate::event::EventFilter;
+use crate::projection::{Lease, ViewKey};
+use crate::read_store::MAX_TTL;
+use crate::subscription::{subscribe, Checkpoint, SubscriptionOptions};
+
+pub(super) async fn check(c: &mut Catalogue<'_>, seeded: &Seeded) {
+    let f = c.f;
+    let store = Arc::clone(&f.events);
+    let partitions = seeded.partitions;
+    let view_key = seeded.view_key.clone();
+    let lease = seeded.lease.clone();
+    use Expect::*;
+
+    // Subscriptions and checkpoints.
+    let sub = |options: SubscriptionOptions| {
+        let store = Arc::clone(&store);
+        async move { subscribe(store, options).map(|_| ()) }
+    };
+    c.check(
+        "subscribe: page size 0",
+        InvalidInput,
+        sub(SubscriptionOptions::default().page_size(0)),
+    )
+    .await;
+    c.check(
+        "subscribe: page size 10,001",
+        InvalidInput,
+        sub(SubscriptionOptions::default().page_size(10_001)),
+    )
+    .await;
+    c.check(
+        "subscribe: checkpoint of another layout",
+        InvalidInput,
+        sub(SubscriptionOptions::default().from(Checkpoint::start(partitions + 1))),
+    )
+    .await;
+    c.check(
+        "subscribe: bad type in the filter",
+        InvalidInput,
+        sub(SubscriptionOptions::default().filter(EventFilter::event_types(["A B"]))),
+    )
+    .await;
+    c.check("subscribe: checkpoint from the future", InvalidInput, async {
+        let head = store.head().await?;
+        let future = Checkpoint::from_offsets(head.positions().map(|p| p.offset + 1_000))?;
+        let mut sub = subscribe(Arc::clone(&store), SubscriptionOptions::default().from(future))?;
+        sub.try_next().await.map(|_| ())
+    })
+    .await;
+    c.check("checkpoint: offset 0", InvalidInput, async {
+        Checkpoint::from_offsets([0])
+    })
+    .await;
+    c.check("checkpoint: no partitions", InvalidInput, async {
+        Checkpoint::from_offsets([])
+    })
+    .await;
+    c.check("checkpoint: not numbers", InvalidInput, async {
+        "1,x".parse::<Checkpoint>()
+    })
+    .await;
+
+    // Projections: names, options, leases, view writes.
+    let checkpoints = Arc::clone(&f.checkpoints);
+    c.check("projection: empty name", InvalidInput, async { ViewKey::new("", 1) })
+        .await;
+    c.check("projection: name with a space", InvalidInput, async {
+        ViewKey::new("a b", 1)
+    })
+    .await;
+    c.check("projection: name over 128 bytes", InvalidInput, async {
+        ViewKey::new("p".repeat(129), 1)
+    })
+    .await;
+    c.check("projection: version 0", InvalidInput, async { ViewKey::new("p", 0) })
+        .await;
+    c.check("projection: unknown name", NotFound, async {
+        checkpoints.active_view(&unique("unknown")).await.map(|(k, _)| k)
+    })
+    .await;
+    c.check("projection: impossible name", InvalidInput, async {
+        checkpoints.active_view("a b").await.map(|(k, _)| k)
+    })
+    .await;
+    c.check(
+        "lease: empty owner",
+        InvalidInput,
+        checkpoints.acquire(&view_key, "", Duration::from_secs(1)),
+    )
+    .await;
+    c.check("lease: held by another owner", Valid, async {
+        match checkpoints
+            .acquire(&view_key, "someone-else", Duration::from_secs(1))
+            .await?
+        {
+            None => Ok(()),
+            Some(_) => Err(Error::InvalidInput("a held lease was granted".into())),
+        }
+    })
+    .await;
+    c.check(
+        "view write: empty document id",
+        InvalidInput,
+        checkpoints.commit(&lease, put("", json!({"a": 1}), None)),
+    )
+    .await;
+    c.check(
+        "view write: not an object",
+        InvalidInput,
+        checkpoints.commit(&lease, put("d", json!([1]), None)),
+    )
+    .await;
+    c.check(
+        "view write: $ field",
+        InvalidInput,
+        checkpoints.commit(&lease, put("d", json!({"$a": 1}), None)),
+    )
+    .await;
+    c.check(
+        "view write: zero TTL",
+        InvalidInput,
+        checkpoints.commit(&lease, put("d", json!({"a": 1}), Some(Duration::ZERO))),
+    )
+    .await;
+    c.check(
+        "view write: TTL over 100 years",
+        InvalidInput,
+        checkpoints.commit(&lease, put("d", json!({"a": 1}), Some(MAX_TTL * 2))),
+    )
+    .await;
+    let stale = Lease {
+        token: lease.token.saturating_sub(1),
+        ..lease.clone()
+    };
+    c.check(
+        "view write: a lease that was taken over",
+        LeaseLost,
+        checkpoints.commit(&stale, put("d", json!({"a": 2}), None)),
+    )
+    .await;
+    c.check(
+        "lease: renew one that was taken over",
+        LeaseLost,
+        checkpoints.renew(&stale, Duration::from_secs(1)),
+    )
+    .await;
+}
