@@ -95,7 +95,7 @@ pub trait EventStore: Send + Sync {
     async fn read_all(&self, from: Position, max_count: usize, filter: &EventFilter) -> Result<AllPage>;
 
     /// Up to `max_count` events of type `event_type` recorded at or after `since`, in commit
-    /// order (the seed's `GetEventsByType`); deleted streams' events are skipped.
+    /// order (`GetEventsByType` of the Go cqrsx package); deleted streams' events are skipped.
     async fn events_by_type(&self, event_type: &str, since: Timestamp, max_count: usize) -> Result<Vec<RecordedEvent>>;
 
     /// Removes the stream's events with version < `before` (compaction). The stream's version is

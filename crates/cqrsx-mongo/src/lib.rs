@@ -1,6 +1,7 @@
-//! MongoDB backend for cqrsx, on the official `mongodb` driver: event store, snapshot store and
-//! read store. Works on MongoDB and on MongoDB-wire servers without transactions or change
-//! streams (FerretDB); it uses neither.
+//! MongoDB backend for cqrsx, on the official `mongodb` driver: event store, snapshot store,
+//! read store and checkpoint store. Needs no transactions (each commit is one document); the
+//! live tail of a subscription follows a change stream where the server has them (a replica
+//! set) and polls elsewhere (FerretDB).
 //!
 //! ```no_run
 //! use cqrsx_mongo::{MongoClientManager, MongoConfig, MongoEventStore};
@@ -12,9 +13,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layout: the commits collection holds one document per append (`_id` = its first global
-//! position, `stream`, `v0`..`v1`, `ids`, `types`, `ts`, `events`), the counters collection the
-//! last reserved position, the snapshots collection one document per (stream, version).
+//! Layout: the commits collection holds one document per append (`_id` = its version slot,
+//! the stream key and first version; `stream`, `v0`..`v1`, `ids`, `types`, `ts`, `pos` (its
+//! global commit number), `events`), the counters collection the last reserved commit number,
+//! the snapshots collection one document per (stream, version), the projections collection
+//! checkpoints, leases and parked events, and each projection version's view its own
+//! collection. [`ServerCapabilities`], detected at connect, pick the plain path or a
+//! server's fallback (see [`MongoEventStore`]).
 
 mod checkpoint_store;
 mod client;

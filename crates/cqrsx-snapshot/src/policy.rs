@@ -55,7 +55,7 @@ pub trait SnapshotPolicy: Send + Sync + fmt::Debug {
     fn should_snapshot(&self, ctx: &SnapshotContext<'_>) -> bool;
 }
 
-/// Every `n` events since the last snapshot (the seed's `NewFrequencySnapshotPolicy(n)`).
+/// Every `n` events since the last snapshot (`NewFrequencySnapshotPolicy(n)` of the Go cqrsx package).
 #[derive(Debug, Clone, Copy)]
 pub struct EveryNEvents(pub u64);
 

@@ -1,4 +1,4 @@
-//! Example 01: the seed's User aggregate — create, change email, save, load, show the history.
+//! Example 01: the User aggregate of the Go cqrsx package's example — create, change email, save, load, show the history.
 //!
 //! `cargo run -p example-basic-event-sourcing` runs on the in-memory store;
 //! `cargo run -p example-basic-event-sourcing --features redis -- --backend redis` (with
