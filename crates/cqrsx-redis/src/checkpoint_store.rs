@@ -197,15 +197,13 @@ impl CheckpointStore for RedisCheckpointStore {
                 ViewChange::Delete => DocWrite::Delete { id: w.id },
             });
         }
-        let (doc_keys, write_args) = collection.write_parts(&writes);
+        let write_args = collection.write_args(&writes);
         let mut keys = vec![
             self.key(&lease.key, "token"),
             self.key(&lease.key, "cp"),
             self.key(&lease.key, "dl"),
-            collection.ids(),
         ];
-        keys.extend(collection.index_keys());
-        keys.extend(doc_keys);
+        keys.extend(collection.keys());
         let mut args: Vec<Value> = vec![
             "commit".into(),
             lease.token.to_string().into(),
@@ -280,28 +278,10 @@ impl CheckpointStore for RedisCheckpointStore {
 
     #[instrument(skip(self), fields(projection = %key))]
     async fn drop_view(&self, key: &ViewKey) -> Result<()> {
-        // The documents' keys are only known from the view's ids: read them, then delete with
-        // every key declared, a batch at a time.
-        let view = RedisReadStore::over(
-            self.client.clone(),
-            self.collection(key).tag().to_string(),
-            self.indexes.get(key.projection()).cloned().unwrap_or_default(),
-        );
-        let collection = self.collection(key);
-        let client = self.client.client();
-        loop {
-            let ids: Vec<String> = self
-                .client
-                .track(client.zrange(collection.ids(), 0, 499, None, false, None, false))
-                .await?;
-            if ids.is_empty() {
-                break;
-            }
-            view.delete_many(&ids).await?;
-        }
-        let mut doomed = vec![self.key(key, "cp"), self.key(key, "dl"), collection.ids()];
-        doomed.extend(collection.index_keys());
-        let _: i64 = self.client.track(client.del(doomed)).await?;
+        // A view is a fixed set of keys: removed in one call, freed in the background.
+        let mut doomed = vec![self.key(key, "cp"), self.key(key, "dl")];
+        doomed.extend(self.collection(key).keys());
+        let _: i64 = self.client.track(self.client.client().unlink(doomed)).await?;
         Ok(())
     }
 

@@ -1,5 +1,5 @@
-//! Redis backend for cqrsx, on [fred](https://docs.rs/fred): event store, snapshot store and
-//! read store, standalone or on Redis Cluster.
+//! Redis backend for cqrsx, on [fred](https://docs.rs/fred): event store, snapshot store,
+//! read store and checkpoint store, standalone or on Redis Cluster.
 //!
 //! ```no_run
 //! use cqrsx_core::{Aggregate, EventStore};
@@ -13,15 +13,17 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layout: a stream's events live in a Redis Stream (`{prefix:p}:s:<Type/id>`, entry ids
-//! `<version>-0`), next to a metadata hash (`{prefix:p}:m:<Type/id>`: version, tombstone, and
-//! each event id's version, for idempotent retries); each append also adds one entry for the
-//! commit to its partition's log (`{prefix:p}:log`, entry id `<first position>-0`; the commit's
-//! events take the next dense positions) and one per event type to that type's index stream
-//! (`{prefix:p}:t:<type>`, auto ids, so `events_by_type` starts at a time). All keys of one
-//! stream and its partition share the hash tag `{prefix:p}`, so an append never crosses Cluster
-//! slots. Concurrent appends beyond
-//! [`RedisConfig::append_concurrency`] calls per partition are grouped into one call.
+//! Layout: each partition has a log (a Redis Stream, `{prefix:p}:log`) with one entry per
+//! commit at `<first position>-0` holding the commit's events (they take the next dense
+//! positions); each stream has an index of its commits (`{prefix:p}:s:<Type/id>`, entry ids
+//! `<first version>-0`, pointing into the log) and a metadata hash (`{prefix:p}:m:<Type/id>`:
+//! version, tombstone, truncation point, each event id's version for idempotent retries); each
+//! event type has an index of the commits that hold it (`{prefix:p}:t:<type>`, auto ids, so
+//! `events_by_type` starts at a time). All keys of one call share the hash tag `{prefix:p}` and
+//! are declared in the script's `KEYS`, so an append never crosses Cluster slots. Concurrent
+//! appends beyond [`RedisConfig::append_concurrency`] calls per partition are grouped into one
+//! call. Read models live under `{prefix:rm:<collection>}`, projections under
+//! `{prefix:pj:<name>}`.
 
 mod checkpoint_store;
 mod client;

@@ -22,8 +22,12 @@ use crate::reply::{array, int, text};
 /// The largest document accepted, in bytes of JSON.
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 
-/// Documents fetched per `MGET`.
+/// Documents fetched per `HMGET` when a query's candidates are too many for one reply.
 const FETCH_CHUNK: usize = 512;
+
+/// Candidates a query's script call returns with their documents; beyond this it returns the
+/// ids and the documents follow in chunks, so no one call blocks the server for long.
+const INLINE_DOCS: i64 = 1_000;
 
 /// The keys of one collection: every key starts with its hash tag, so a Cluster keeps the
 /// collection in one slot and every call's keys can be declared (see `lua/docs.lua`).
@@ -78,8 +82,14 @@ impl Collection {
         format!("{}ids", self.tag)
     }
 
-    fn doc(&self, id: &str) -> String {
-        format!("{}d:{id}", self.tag)
+    /// The hash of documents by id.
+    pub(crate) fn docs(&self) -> String {
+        format!("{}docs", self.tag)
+    }
+
+    /// The hash of each document's index entries.
+    fn entries(&self) -> String {
+        format!("{}entries", self.tag)
     }
 
     /// The index keys, three per field (numbers, strings, others), in declaration order.
@@ -93,9 +103,10 @@ impl Collection {
         keys
     }
 
-    /// KEYS of a `read_model.lua` call before the documents' own keys.
-    fn base_keys(&self) -> Vec<String> {
-        let mut keys = vec![self.ids()];
+    /// Every key of the collection, as `docs.lua` takes them: ids, docs, entries, then the
+    /// index keys.
+    pub(crate) fn keys(&self) -> Vec<String> {
+        let mut keys = vec![self.ids(), self.docs(), self.entries()];
         keys.extend(self.index_keys());
         keys
     }
@@ -111,16 +122,12 @@ impl Collection {
         self.indexes.iter().position(|f| f == field).map(|i| i as i64 + 1)
     }
 
-    /// Keys and arguments of a batch of writes for `docs_write`: each document's d:<id> and
-    /// e:<id> keys, and the arguments after the descriptor.
-    pub(crate) fn write_parts(&self, writes: &[DocWrite]) -> (Vec<String>, Vec<RValue>) {
-        let mut keys = Vec::with_capacity(2 * writes.len());
+    /// The arguments of a batch of writes for `docs_write`, after the descriptor.
+    pub(crate) fn write_args(&self, writes: &[DocWrite]) -> Vec<RValue> {
         let mut args = vec![RValue::from(writes.len() as i64)];
         for w in writes {
             match w {
                 DocWrite::Put { id, json, ttl, data } => {
-                    keys.push(self.doc(id));
-                    keys.push(format!("{}e:{id}", self.tag));
                     let ttl_ms = ttl.map_or(0, |t| i64::try_from(t.as_millis().max(1)).unwrap_or(i64::MAX));
                     args.extend([
                         RValue::from("put"),
@@ -135,24 +142,25 @@ impl Collection {
                     }
                 }
                 DocWrite::Delete { id } => {
-                    keys.push(self.doc(id));
-                    keys.push(format!("{}e:{id}", self.tag));
                     args.extend([RValue::from("del"), id.as_str().into()]);
                 }
             }
         }
-        (keys, args)
+        args
     }
 }
 
 /// A read-model collection in Redis.
 ///
-/// Documents are JSON strings (`T d:<id>`, with `PX` when they expire) under the collection's
-/// hash tag `T`; a sorted set of ids scored by expiry tells live documents from expired ones,
-/// and each indexed field has sorted sets of its numbers and strings. Every script call
+/// A collection is a fixed set of keys under its hash tag `T`: a hash of JSON documents by
+/// id, a sorted set of ids scored by expiry (which tells live documents from expired ones:
+/// reads never return those, and writes and counts remove a bounded number of them per call;
+/// [`RedisReadStore::purge_expired`] removes all), and
+/// per indexed field sorted sets of its numbers and strings. Every call is one script that
 /// declares each key it touches. An equality, range or prefix filter on an indexed field picks
 /// the candidates on the server; a count answered by one index, or a query sorted by one
-/// numeric indexed field with a limit (top-N), transfers only what it returns.
+/// numeric indexed field with a limit (top-N), is one call that transfers only what it
+/// returns.
 ///
 /// ```no_run
 /// # async fn demo(client: cqrsx_redis::RedisClientManager) -> cqrsx_core::Result<()> {
@@ -188,6 +196,27 @@ pub(crate) fn read_model_script() -> Script {
         include_str!("lua/docs.lua"),
         include_str!("lua/read_model.lua")
     ))
+}
+
+/// A stored document: its JSON, which this store wrote.
+fn parse(id: &str, json: &str) -> Result<Document> {
+    Ok(Document {
+        data: serde_json::from_str(json).map_err(|e| Error::Integrity(format!("read model {id} is not JSON: {e}")))?,
+        id: id.to_string(),
+    })
+}
+
+/// Documents from a reply's `id, JSON` pairs (a JSON of nil: removed in the meantime).
+fn pairs(items: impl Iterator<Item = RValue>) -> Result<Vec<Document>> {
+    let items: Vec<RValue> = items.collect();
+    let mut docs = Vec::with_capacity(items.len() / 2);
+    for pair in items.chunks(2) {
+        let id = pair.first().and_then(text).ok_or_else(|| protocol("a document id"))?;
+        if let Some(json) = pair.get(1).and_then(text) {
+            docs.push(parse(&id, &json)?);
+        }
+    }
+    Ok(docs)
 }
 
 /// A bound of a score range: `x`, `(x` (exclusive), `-inf`, `+inf`.
@@ -273,9 +302,8 @@ impl RedisReadStore {
         self
     }
 
-    async fn call(&self, op: &str, doc_keys: Vec<String>, args: Vec<RValue>) -> Result<RValue> {
-        let mut keys = self.collection.base_keys();
-        keys.extend(doc_keys);
+    async fn call(&self, op: &str, args: Vec<RValue>) -> Result<RValue> {
+        let keys = self.collection.keys();
         let mut all = vec![RValue::from(op)];
         all.extend(self.collection.descriptor());
         all.extend(args);
@@ -289,8 +317,8 @@ impl RedisReadStore {
         if writes.is_empty() {
             return Ok(0);
         }
-        let (keys, args) = self.collection.write_parts(&writes);
-        let reply = self.call("write", keys, args).await?;
+        let args = self.collection.write_args(&writes);
+        let reply = self.call("write", args).await?;
         int(&reply).ok_or_else(|| protocol("write reply"))
     }
 
@@ -311,37 +339,39 @@ impl RedisReadStore {
         self.write(writes).await.map(|_| ())
     }
 
-    /// Documents by id, in order; `None` for those that are gone (expired).
+    /// Documents by id, in order; `None` for those that are gone.
     async fn fetch(&self, ids: &[String]) -> Result<Vec<Option<Document>>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(FETCH_CHUNK) {
-            let keys: Vec<String> = chunk.iter().map(|id| self.collection.doc(id)).collect();
-            let client = self.client.client();
-            let values: Vec<Option<String>> = if keys.len() == 1 {
-                vec![self.client.track(client.get(keys[0].clone())).await?]
-            } else {
-                self.client.track(client.mget(keys)).await?
-            };
+            let values: Vec<Option<String>> = self
+                .client
+                .track(self.client.client().hmget(self.collection.docs(), chunk.to_vec()))
+                .await?;
             for (id, json) in chunk.iter().zip(values) {
-                out.push(match json {
-                    Some(json) => Some(Document {
-                        data: serde_json::from_str(&json)
-                            .map_err(|e| Error::Integrity(format!("read model {id} is not JSON: {e}")))?,
-                        id: id.clone(),
-                    }),
-                    None => None,
-                });
+                out.push(json.map(|json| parse(id, &json)).transpose()?);
             }
         }
         Ok(out)
     }
 
     /// Removes up to a batch of expired documents and their index entries.
-    async fn purge(&self) -> Result<()> {
-        let reply = self.call("expired", Vec::new(), vec![RValue::from(500)]).await?;
-        let ids: Vec<String> = array(reply)?.iter().filter_map(text).collect();
-        let writes = ids.into_iter().map(|id| DocWrite::Delete { id }).collect();
-        self.write(writes).await.map(|_| ())
+    async fn purge(&self) -> Result<u64> {
+        let reply = self.call("purge", vec![RValue::from(500)]).await?;
+        int(&reply).ok_or_else(|| protocol("purge reply"))
+    }
+
+    /// Removes every document whose expiry has passed, a batch per call; how many. Reads never
+    /// return expired documents, and writes remove a few each, so this is only needed to free
+    /// memory in a collection that is rarely written.
+    pub async fn purge_expired(&self) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = self.purge().await?;
+            total += n;
+            if n < 500 {
+                return Ok(total);
+            }
+        }
     }
 
     /// The cheapest exact selection of candidates for these filters.
@@ -372,20 +402,21 @@ impl RedisReadStore {
         ("all", 0, "".into(), "".into())
     }
 
-    /// Live candidates of a selection, fetched.
+    /// Live candidates of a selection, with their documents.
     async fn candidates(&self, selection: Selection) -> Result<Vec<Document>> {
         let (mode, slot, min, max) = selection;
         let reply = self
-            .call("ids", Vec::new(), vec![mode.into(), slot.into(), min, max])
+            .call("ids", vec![mode.into(), slot.into(), min, max, INLINE_DOCS.into()])
             .await?;
         let mut items = array(reply)?.into_iter();
-        let expired = items.next().as_ref().and_then(int).unwrap_or(0);
-        let ids: Vec<String> = items.filter_map(|v| text(&v)).collect();
-        let docs = self.fetch(&ids).await?;
-        if expired > 0 || docs.iter().any(Option::is_none) {
-            self.purge().await?;
+        match items.next().as_ref().and_then(text).as_deref() {
+            Some("docs") => pairs(items),
+            Some("ids") => {
+                let ids: Vec<String> = items.filter_map(|v| text(&v)).collect();
+                Ok(self.fetch(&ids).await?.into_iter().flatten().collect())
+            }
+            other => Err(protocol(format!("ids reply {other:?}"))),
         }
-        Ok(docs.into_iter().flatten().collect())
     }
 
     /// A query sorted by one numeric indexed field with a limit, answered by the index when
@@ -417,17 +448,11 @@ impl RedisReadStore {
             i64::try_from(need).unwrap_or(i64::MAX).into(),
             bounded.into(),
         ];
-        let mut items = array(self.call("top", Vec::new(), args).await?)?.into_iter();
+        let mut items = array(self.call("top", args).await?)?.into_iter();
         if items.next().as_ref().and_then(text).as_deref() != Some("ok") {
             return Ok(None);
         }
-        let ids: Vec<String> = items.filter_map(|v| text(&v)).collect();
-        let docs = self.fetch(&ids).await?;
-        if docs.iter().any(Option::is_none) {
-            // A document expired between the two calls: the general path is exact.
-            return Ok(None);
-        }
-        Ok(Some(query.apply(docs.into_iter().flatten())))
+        Ok(Some(query.apply(pairs(items)?)))
     }
 }
 
@@ -469,13 +494,11 @@ impl ReadStore for RedisReadStore {
     #[instrument(skip(self))]
     async fn get(&self, id: &str) -> Result<Option<Value>> {
         validate_id("read model id", id)?;
-        Ok(self
-            .fetch(&[id.to_string()])
-            .await?
-            .into_iter()
-            .flatten()
-            .next()
-            .map(|d| d.data))
+        let reply = self.call("get", vec![RValue::from(id)]).await?;
+        match text(&reply) {
+            Some(json) => Ok(Some(parse(id, &json)?.data)),
+            None => Ok(None),
+        }
     }
 
     #[instrument(skip(self))]
@@ -500,16 +523,8 @@ impl ReadStore for RedisReadStore {
         // One filter that the index answers exactly, or none: counted on the server.
         if filters.len() <= 1 && (filters.is_empty() || selection.0 != "all") {
             let (mode, slot, min, max) = selection;
-            let reply = self
-                .call("count", Vec::new(), vec![mode.into(), slot.into(), min, max])
-                .await?;
-            let items = array(reply)?;
-            let expired = items.first().and_then(int).unwrap_or(0);
-            let live = items.get(1).and_then(int).ok_or_else(|| protocol("count reply"))?;
-            if expired > 0 {
-                self.purge().await?;
-            }
-            return Ok(live);
+            let reply = self.call("count", vec![mode.into(), slot.into(), min, max]).await?;
+            return int(&reply).ok_or_else(|| protocol("count reply"));
         }
         Ok(query.count_matching(&self.candidates(selection).await?))
     }

@@ -176,12 +176,18 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
 
     let reads = RedisReadStore::new(client.clone(), "broken").expect("reads");
     reads.save("doc", serde_json::json!({"a": 1})).await.expect("save");
-    let _: () = raw
-        .set(format!("{{{prefix}:rm:broken}}:d:doc"), "{not json", None, None, false)
+    let _: i64 = raw
+        .hset(format!("{{{prefix}:rm:broken}}:docs"), ("doc", "{not json"))
         .await
-        .expect("set");
+        .expect("hset");
     count += 1;
     integrity("read model that is not JSON", reads.get("doc").await, &mut failures);
+    count += 1;
+    integrity(
+        "read model that is not JSON, met by a query",
+        reads.query(&cqrsx_core::Query::all()).await,
+        &mut failures,
+    );
 
     let snapshots = RedisSnapshotStore::new(client.clone());
     let snap = StreamId::new("Broken", "snap").expect("stream");
@@ -247,10 +253,15 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
         .await
         .expect("acquire")
         .expect("lease");
-    let _: () = raw
-        .set(format!("{tag}v1:d:doc"), "[not json", None, None, false)
+    // A live document (its id in the view's ids) whose JSON is damaged.
+    let _: i64 = raw
+        .zadd(format!("{tag}v1:ids"), None, None, false, false, (f64::INFINITY, "doc"))
         .await
-        .expect("set");
+        .expect("zadd");
+    let _: i64 = raw
+        .hset(format!("{tag}v1:docs"), ("doc", "[not json"))
+        .await
+        .expect("hset");
     count += 1;
     integrity(
         "view document that is not JSON",

@@ -7,7 +7,7 @@
 --   renew    KEYS lease, token   ARGV token, ttl ms, owner -> 'ok' | 'lost'
 --   release  KEYS lease, token   ARGV token              -> 'ok'
 --   activate KEYS token, active  ARGV token, version     -> 'ok' | 'lost'
---   commit   KEYS token, cp, dl, view ids, 3 keys per index field, d/e keys per document
+--   commit   KEYS token, cp, dl, the view's ids, docs, entries, 3 keys per index field
 --            ARGV token, checkpoint ('' keeps it), parked count, (position, JSON) each,
 --            replayed count, positions, index field count, names, writes (see docs_write)
 --                                                        -> 'ok' | 'lost'
@@ -49,8 +49,8 @@ elseif op == 'commit' then
   for i = 1, replayed do redis.call('HDEL', KEYS[3], ARGV[a + i]) end
   a = a + replayed + 1
   local c
-  c, a = docs_collection(a, 4, 5)
-  docs_write(c, a, 5 + 3 * #c.fields)
+  c, a = docs_collection(a, 4)
+  docs_write(c, a)
   if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3]) end
   return 'ok'
 end

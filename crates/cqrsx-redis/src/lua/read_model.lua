@@ -1,27 +1,33 @@
 -- Read-model operations on one collection (docs.lua is prepended; see its header for the
--- layout). KEYS: 1 T ids, then 3 per index field (x, xs, xo), then per document written its
--- d:<id> and e:<id>. ARGV: 1 operation, 2 number of index fields, then their names, then the
--- operation's arguments:
+-- layout). KEYS: ids, docs, entries, then 3 per index field (x, xs, xo). ARGV: 1 operation,
+-- 2 number of index fields, then their names, then the operation's arguments:
 --   write, (count, then per document: 'put', id, json, ttl ms, (kind, value) per index field
 --          | 'del', id)                              -> how many deletes found a live document
---   ids, mode ('all' | 'score' | 'lex'), field slot, min, max
---                                                    -> {expired seen, live id, ...}
---   count, mode, field slot, min, max                 -> {expired seen, live count}
+--   get, id                                          -> the JSON | nil
+--   ids, mode ('all' | 'score' | 'lex'), field slot, min, max, most inline
+--                                                    -> {'docs', id, json, ...} for at most
+--                                                       `most` candidates, else {'ids', id, ...}
+--   count, mode, field slot, min, max                 -> live count
 --   top, field slot, 'asc' | 'desc', min, max, how many, bounded (1: a range on the field)
---                                                    -> {'fallback'} | {'ok', id, ...}
---   expired, most                                     -> ids whose expiry passed
+--                                                    -> {'fallback'} | {'ok', id, json, ...}
+--   purge, most                                      -> how many expired documents were removed
+-- Reads never return an expired document.
+-- Reads skip expired documents and, where they meet some, remove a bounded number of them.
 local op = ARGV[1]
-local c, a = docs_collection(2, 1, 2)
+local c, a = docs_collection(2, 1)
 
 if op == 'write' then
-  local removed = docs_write(c, a, c.ix + 3 * #c.fields)
-  return removed
+  return docs_write(c, a)
 end
 
 local now = docs_now()
-local function live(id)
-  local score = redis.call('ZSCORE', KEYS[c.ids], id)
-  return score and tonumber(score) > now
+
+if op == 'get' then
+  local id = ARGV[a]
+  if not docs_live(c, id, now) then return nil end
+  return redis.call('HGET', KEYS[c.docs], id)
+elseif op == 'purge' then
+  return docs_purge(c, now, tonumber(ARGV[a]))
 end
 
 -- Candidate ids of a selection: every id, a score range of a numeric index, or a value range
@@ -36,32 +42,37 @@ local function select(mode, j, min, max)
     end
     return ids
   end
-  return redis.call('ZRANGE', KEYS[c.ids], 0, -1)
+  return redis.call('ZRANGEBYSCORE', KEYS[c.ids], string.format('(%d', now), '+inf')
 end
 
-if op == 'ids' or op == 'count' then
-  local mode, j, min, max = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3]
-  if op == 'count' and mode == 'all' then
-    local total = redis.call('ZCARD', KEYS[c.ids])
-    local alive = redis.call('ZCOUNT', KEYS[c.ids], string.format('(%d', now), '+inf')
-    return {total - alive, alive}
+if op == 'ids' then
+  local mode, j, min, max, most = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+  local live = {}
+  for _, id in ipairs(select(mode, j, min, max)) do
+    if mode == 'all' or docs_live(c, id, now) then live[#live + 1] = id end
   end
-  local out, expired, seen = {0}, 0, {}
+  if #live > most then
+    table.insert(live, 1, 'ids')
+    return live
+  end
+  return docs_fetch(c, live, {'docs'})
+elseif op == 'count' then
+  local mode, j, min, max = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3]
+  -- With no expired document left, an index counts in O(log n).
+  docs_purge(c, now, 1000)
+  local expired = redis.call('ZCOUNT', KEYS[c.ids], '-inf', string.format('(%d', now))
+  if mode == 'all' then
+    return redis.call('ZCARD', KEYS[c.ids]) - expired
+  elseif expired == 0 and mode == 'score' then
+    return redis.call('ZCOUNT', KEYS[c.ix + 3 * (j - 1)], min, max)
+  elseif expired == 0 and mode == 'lex' then
+    return redis.call('ZLEXCOUNT', KEYS[c.ix + 3 * (j - 1) + 1], min, max)
+  end
   local n = 0
   for _, id in ipairs(select(mode, j, min, max)) do
-    if not seen[id] then
-      seen[id] = true
-      if live(id) then
-        n = n + 1
-        if op == 'ids' then out[#out + 1] = id end
-      else
-        expired = expired + 1
-      end
-    end
+    if docs_live(c, id, now) then n = n + 1 end
   end
-  out[1] = expired
-  if op == 'count' then return {expired, n} end
-  return out
+  return n
 elseif op == 'top' then
   local j, dir, min, max = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local need, bounded = tonumber(ARGV[a + 4]), ARGV[a + 5] == '1'
@@ -74,22 +85,28 @@ elseif op == 'top' then
   local numeric = redis.call('ZCARD', KEYS[xk])
   -- Ascending, documents without the field come first (unless a range on it excludes them).
   if dir == 'asc' and not bounded and all > numeric then return {'fallback'} end
-  local out, taken, last, pos = {'ok'}, 0, nil, 0
-  while true do
+  -- Chunks start just past what is needed (expired ids and ties take more) and double.
+  local ids, taken, last, pos, size = {}, 0, nil, 0, need + 1
+  local done = false
+  while not done do
     local chunk
     if dir == 'asc' then
-      chunk = redis.call('ZRANGEBYSCORE', KEYS[xk], min, max, 'WITHSCORES', 'LIMIT', pos, 256)
+      chunk = redis.call('ZRANGEBYSCORE', KEYS[xk], min, max, 'WITHSCORES', 'LIMIT', pos, size)
     else
-      chunk = redis.call('ZREVRANGEBYSCORE', KEYS[xk], max, min, 'WITHSCORES', 'LIMIT', pos, 256)
+      chunk = redis.call('ZREVRANGEBYSCORE', KEYS[xk], max, min, 'WITHSCORES', 'LIMIT', pos, size)
     end
     if #chunk == 0 then break end
     pos = pos + #chunk / 2
+    size = math.min(2 * size, 1024)
     for i = 1, #chunk, 2 do
       local id, score = chunk[i], chunk[i + 1]
       -- Past what is needed, only ties of the last score still count (ids break ties).
-      if taken >= need and score ~= last then return out end
-      if live(id) then
-        out[#out + 1] = id
+      if taken >= need and score ~= last then
+        done = true
+        break
+      end
+      if docs_live(c, id, now) then
+        ids[#ids + 1] = id
         taken = taken + 1
         last = score
       end
@@ -97,8 +114,6 @@ elseif op == 'top' then
   end
   -- Descending, documents without the field come last: needed when the numbers run out.
   if dir == 'desc' and not bounded and taken < need and all > numeric then return {'fallback'} end
-  return out
-elseif op == 'expired' then
-  return redis.call('ZRANGEBYSCORE', KEYS[c.ids], '-inf', string.format('(%d', now), 'LIMIT', 0, tonumber(ARGV[a]))
+  return docs_fetch(c, ids, {'ok'})
 end
 return redis.error_reply('unknown read-model operation ' .. op)
