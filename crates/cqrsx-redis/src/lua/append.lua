@@ -16,6 +16,8 @@
 -- and one entry per event type. Numbers go to Redis as %d strings (Lua's own formatting is a
 -- slow %.14g).
 local CHUNK = 1000
+local WIDE = 16
+local WIDE_MARK = string.rep('.', 65)
 local fmt = string.format
 local now
 
@@ -76,6 +78,12 @@ local function append(k, a)
     end
   end
   local last = ver + n
+  if n >= WIDE then
+    -- A large batch: from now on the stream's ids live in a hash table (a value longer than
+    -- the server's listpack limit converts the hash), where a lookup is O(1); a small hash is a
+    -- listpack, scanned per lookup, which costs O(ids × stream length) for a batch.
+    redis.call('HSETNX', KEYS[k + 1], '_', WIDE_MARK)
+  end
   local writes = {'v', fmt('%d', last)}
   for i = 1, n do
     writes[#writes + 1] = ARGV[ids + i - 1]
