@@ -7,6 +7,7 @@
 
 mod codec;
 mod mongo;
+mod projection;
 mod redis;
 mod snapshot;
 mod store;
@@ -32,6 +33,14 @@ pub struct Scale {
     pub append_rounds: usize,
     /// Codec iterations.
     pub codec_iterations: usize,
+    /// Events of the projection throughput row.
+    pub projection_events: usize,
+    /// Appends per writer of the append→view latency row.
+    pub latency_appends: usize,
+    /// Read models of the largest read-model query row.
+    pub read_models: usize,
+    /// Events of the Redis memory row.
+    pub memory_events: usize,
 }
 
 impl Scale {
@@ -43,6 +52,10 @@ impl Scale {
                 repeats: 3,
                 append_rounds: 3,
                 codec_iterations: 2_000,
+                projection_events: 5_000,
+                latency_appends: 10,
+                read_models: 20_000,
+                memory_events: 20_000,
             }
         } else {
             Self {
@@ -51,6 +64,10 @@ impl Scale {
                 repeats: 10,
                 append_rounds: 5,
                 codec_iterations: 20_000,
+                projection_events: 20_000,
+                latency_appends: 40,
+                read_models: 100_000,
+                memory_events: 100_000,
             }
         }
     }
@@ -177,15 +194,15 @@ pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
     let scale = Scale::new(quick);
     let out_dir = cmd::root().join("target").join("bench");
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-    let mut all = Vec::new();
-    let mut groups: Vec<(&str, Vec<BenchRow>)> = Vec::new();
+    let mut all = Section::default();
+    let mut groups: Vec<(&str, Section)> = Vec::new();
     if backends.contains(&Backend::Memory) {
         say("=== codec ===");
-        groups.push(("codec", codec::rows(scale)?));
+        groups.push(("codec", codec::rows(scale)?.into()));
         say("=== snapshot serializers ===");
-        groups.push(("snapshot", snapshot::rows(scale)?));
+        groups.push(("snapshot", snapshot::rows(scale)?.into()));
         say("=== memory ===");
-        groups.push(("memory", store::memory_rows(scale).await?));
+        groups.push(("memory", store::memory_rows(scale).await?.into()));
     }
     let mut servers = Vec::new();
     if backends.contains(&Backend::Redis) {
@@ -214,11 +231,12 @@ pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
         groups.push(("mongo", mongo::rows(&uri, scale).await?));
         servers.push(server);
     }
-    for (name, rows) in groups {
-        let json = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+    for (name, section) in groups {
+        let json = serde_json::to_string_pretty(&section).map_err(|e| e.to_string())?;
         let path = out_dir.join(format!("{name}.json"));
         std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        all.extend(rows);
+        all.rows.extend(section.rows);
+        all.facts.extend(section.facts);
     }
     let report = markdown(&all);
     let path = out_dir.join("report.md");
@@ -228,7 +246,8 @@ pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
     Ok(())
 }
 
-fn markdown(rows: &[BenchRow]) -> String {
+fn markdown(section: &Section) -> String {
+    let rows = &section.rows;
     let mut md = String::from(
         "| backend | case | ours µs/op | ours ops/s | baseline | baseline µs/op | ratio | note |\n\
          |---|---|---:|---:|---|---:|---:|---|\n",
@@ -246,7 +265,77 @@ fn markdown(rows: &[BenchRow]) -> String {
             r.note
         ));
     }
+    if !section.facts.is_empty() {
+        md.push_str("\n| backend | figure | ours | baseline | baseline's | note |\n|---|---|---:|---|---:|---|\n");
+        for f in &section.facts {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                f.backend, f.case, f.ours, f.baseline_name, f.baseline, f.note
+            ));
+        }
+    }
     md
+}
+
+/// A figure that is not a time: bytes, commands, round trips — ours beside a baseline's.
+#[derive(Debug, Serialize)]
+pub struct Fact {
+    /// Backend.
+    pub backend: String,
+    /// What is measured.
+    pub case: String,
+    /// Our figure, with its unit.
+    pub ours: String,
+    /// What the baseline does.
+    pub baseline_name: String,
+    /// The baseline's figure.
+    pub baseline: String,
+    /// Extra facts.
+    pub note: String,
+}
+
+impl Fact {
+    /// A fact.
+    pub fn new(
+        backend: &str,
+        case: impl Into<String>,
+        ours: impl Into<String>,
+        baseline_name: &str,
+        baseline: impl Into<String>,
+        note: impl Into<String>,
+    ) -> Self {
+        let fact = Self {
+            backend: backend.into(),
+            case: case.into(),
+            ours: ours.into(),
+            baseline_name: baseline_name.into(),
+            baseline: baseline.into(),
+            note: note.into(),
+        };
+        say(&format!(
+            "{:<10} {:<46} {:>14} | {:<28} {:>14}  {}",
+            fact.backend, fact.case, fact.ours, fact.baseline_name, fact.baseline, fact.note
+        ));
+        fact
+    }
+}
+
+/// One group's rows and facts.
+#[derive(Debug, Default, Serialize)]
+pub struct Section {
+    /// Timed rows with ratios.
+    pub rows: Vec<BenchRow>,
+    /// Figures that are not times.
+    pub facts: Vec<Fact>,
+}
+
+impl From<Vec<BenchRow>> for Section {
+    fn from(rows: Vec<BenchRow>) -> Self {
+        Self {
+            rows,
+            facts: Vec::new(),
+        }
+    }
 }
 
 /// Prints and keeps a row.

@@ -1,90 +1,398 @@
-//! Redis rows: our store against raw fred XADD of the same fields, on the same server.
+//! Redis rows, on the same server as ours: appends against a raw `XADD` (information), a
+//! minimal checked append (one script: version check, `XADD`s, version write) and the unchecked
+//! two-step append a user would otherwise write (version read, then `RPUSH` per event + `HSET` +
+//! `EXPIRE` in one pipeline); reads against a raw `XRANGE` + decode; memory per stored event;
+//! read-model queries against a raw read of the same index.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
-use cqrsx_core::NewEvent;
-use cqrsx_redis::{RedisClientManager, RedisConfig, RedisEventStore, RedisSnapshotStore};
+use cqrsx_core::{Filter, NewEvent, Op, Query, ReadStore};
+use cqrsx_redis::{
+    RedisCheckpointStore, RedisClientManager, RedisConfig, RedisEventStore, RedisReadStore, RedisSnapshotStore,
+};
 use fred::prelude::*;
+use fred::types::scripts::Script;
+use fred::types::Value;
 
-use super::store::{store_rows, RawBaseline, Subject};
-use super::{BenchRow, Scale};
-use crate::cmd::Result;
+use super::store::{decode_raw, store_rows, AppendBaseline, RawBaseline, Subject};
+use super::{keep, BenchRow, Fact, Scale, Section};
+use crate::cmd::{say, Result};
 
-struct RawXadd(RedisClientManager);
+fn error(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
 
-fn fields(e: &NewEvent) -> Result<Vec<(&'static str, fred::types::Value)>> {
-    let metadata = if e.metadata.is_empty() {
-        String::new()
+fn metadata_json(e: &NewEvent) -> Result<String> {
+    if e.metadata.is_empty() {
+        Ok(String::new())
     } else {
-        e.metadata.to_json().map_err(|e| e.to_string())?
-    };
+        e.metadata.to_json().map_err(error)
+    }
+}
+
+fn fields(e: &NewEvent) -> Result<Vec<(&'static str, Value)>> {
     Ok(vec![
         ("i", e.event_id.to_string().into()),
         ("t", e.event_type.as_str().into()),
         ("c", e.content_type.as_str().into()),
-        ("p", fred::types::Value::Bytes(e.payload.clone().into())),
-        ("m", metadata.into()),
+        ("p", Value::Bytes(e.payload.clone().into())),
+        ("m", metadata_json(e)?.into()),
     ])
 }
 
+/// One `XADD` per event (pipelined for batches): stores the bytes, checks nothing.
+struct RawXadd(RedisClientManager);
+
 #[async_trait]
-impl RawBaseline for RawXadd {
+impl AppendBaseline for RawXadd {
     fn name(&self, batch: usize) -> String {
         if batch == 1 {
-            "XADD".into()
+            "XADD (information)".into()
         } else {
-            format!("{batch}× XADD pipelined")
+            format!("{batch}× XADD pipelined (information)")
         }
     }
 
     async fn write(&self, key: &str, batch: &[NewEvent]) -> Result<()> {
         let client = self.0.client();
-        if batch.len() == 1 {
-            let _: String = client
-                .xadd(key, false, None, "*", fields(&batch[0])?)
-                .await
-                .map_err(|e| e.to_string())?;
-            return Ok(());
-        }
         let pipe = client.pipeline();
         for e in batch {
-            let () = pipe
-                .xadd(key, false, None, "*", fields(e)?)
-                .await
-                .map_err(|e| e.to_string())?;
+            let () = pipe.xadd(key, false, None, "*", fields(e)?).await.map_err(error)?;
         }
-        let _: Vec<String> = pipe.all().await.map_err(|e| e.to_string())?;
+        let _: Vec<String> = pipe.all().await.map_err(error)?;
         Ok(())
-    }
-
-    async fn read(&self, key: &str) -> Result<usize> {
-        let entries: fred::types::Value = self
-            .0
-            .client()
-            .xrange(key, "-", "+", None)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(entries.into_array().len())
     }
 }
 
+#[async_trait]
+impl RawBaseline for RawXadd {
+    async fn read(&self, key: &str) -> Result<usize> {
+        let entries: Value = self.0.client().xrange(key, "-", "+", None).await.map_err(error)?;
+        let entries = entries.into_array();
+        for entry in &entries {
+            // [id, [field, value, …]]
+            let Value::Array(parts) = entry else {
+                return Err("an XRANGE entry that is not an array".into());
+            };
+            let Some(Value::Array(kv)) = parts.get(1) else {
+                return Err("an XRANGE entry without fields".into());
+            };
+            let mut event_type = None;
+            let mut payload = None;
+            for pair in kv.chunks(2) {
+                match (pair[0].as_str().as_deref(), pair.get(1)) {
+                    (Some("t"), Some(v)) => event_type = v.as_string(),
+                    (Some("p"), Some(v)) => payload = v.as_bytes().map(<[u8]>::to_vec),
+                    _ => {}
+                }
+            }
+            let (Some(event_type), Some(payload)) = (event_type, payload) else {
+                return Err("an XRANGE entry without type or payload".into());
+            };
+            decode_raw(&event_type, &payload)?;
+        }
+        Ok(entries.len())
+    }
+}
+
+/// The least a correct optimistic append does: one script that reads the stream's version,
+/// compares it with the expected one, `XADD`s the events and writes the version.
+struct CheckedAppend {
+    client: RedisClientManager,
+    script: Script,
+    versions: Mutex<HashMap<String, u64>>,
+}
+
+const CHECKED_APPEND: &str = r"
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return redis.error_reply('conflict') end
+local n = 0
+for i = 2, #ARGV, 5 do
+  redis.call('XADD', KEYS[2], '*', 'i', ARGV[i], 't', ARGV[i + 1], 'c', ARGV[i + 2], 'p', ARGV[i + 3], 'm', ARGV[i + 4])
+  n = n + 1
+end
+redis.call('HSET', KEYS[1], 'v', v + n)
+return v + n
+";
+
+impl CheckedAppend {
+    fn new(client: RedisClientManager) -> Self {
+        Self {
+            client,
+            script: Script::from_lua(CHECKED_APPEND),
+            versions: Mutex::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl AppendBaseline for CheckedAppend {
+    fn name(&self, _batch: usize) -> String {
+        "checked append (version check + XADD in one script)".into()
+    }
+
+    async fn write(&self, key: &str, batch: &[NewEvent]) -> Result<()> {
+        let expected = self
+            .versions
+            .lock()
+            .map_err(|_| "poisoned")?
+            .get(key)
+            .copied()
+            .unwrap_or(0);
+        let mut args: Vec<Value> = vec![expected.to_string().into()];
+        for e in batch {
+            args.extend(fields(e)?.into_iter().map(|(_, v)| v));
+        }
+        let keys = vec![format!("{{{key}}}:v"), format!("{{{key}}}:s")];
+        let version: u64 = self
+            .script
+            .evalsha_with_reload(self.client.client(), keys, args)
+            .await
+            .map_err(error)?;
+        self.versions
+            .lock()
+            .map_err(|_| "poisoned")?
+            .insert(key.to_string(), version);
+        Ok(())
+    }
+}
+
+/// What a user would otherwise write (the Go package's pattern): read the version, compare in
+/// the client, then one pipeline of `RPUSH` per event (a JSON record each), `HSET` of the
+/// version and `EXPIRE`. Not atomic: racing writers both pass the check.
+struct TwoStep(RedisClientManager);
+
+#[async_trait]
+impl AppendBaseline for TwoStep {
+    fn name(&self, _batch: usize) -> String {
+        "unchecked two-step (HGET, then RPUSH + HSET + EXPIRE)".into()
+    }
+
+    async fn write(&self, key: &str, batch: &[NewEvent]) -> Result<()> {
+        let client = self.0.client();
+        let meta = format!("{{{key}}}:meta");
+        let list = format!("{{{key}}}:events");
+        let version: Option<u64> = client.hget(&meta, "version").await.map_err(error)?;
+        let version = version.unwrap_or(0);
+        let pipe = client.pipeline();
+        for (i, e) in batch.iter().enumerate() {
+            let record = format!(
+                r#"{{"id":"{}","type":"{}","version":{},"content_type":"{}","data":{},"metadata":{}}}"#,
+                e.event_id,
+                e.event_type,
+                version + i as u64 + 1,
+                e.content_type.as_str(),
+                String::from_utf8_lossy(&e.payload),
+                if e.metadata.is_empty() {
+                    "null".to_string()
+                } else {
+                    metadata_json(e)?
+                },
+            );
+            let () = pipe.rpush(&list, record).await.map_err(error)?;
+        }
+        let () = pipe
+            .hset(&meta, ("version", version + batch.len() as u64))
+            .await
+            .map_err(error)?;
+        let () = pipe.expire(&list, 86_400, None).await.map_err(error)?;
+        let _: Vec<Value> = pipe.all().await.map_err(error)?;
+        Ok(())
+    }
+}
+
+async fn used_memory(client: &RedisClientManager) -> Result<u64> {
+    let info: String = client
+        .client()
+        .info(Some(fred::types::InfoKind::Memory))
+        .await
+        .map_err(error)?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "INFO memory without used_memory".into())
+}
+
+/// Bytes per stored event: `used_memory` before and after `events` events in streams of 100
+/// (batches of 10), ours against raw `XADD`s of the same fields.
+async fn memory_facts(client: &RedisClientManager, run_id: &str, scale: Scale, facts: &mut Vec<Fact>) -> Result<()> {
+    let config = client.config().clone().with_key_prefix(format!("mem-{run_id}"));
+    let ours = RedisClientManager::connect(config).await.map_err(error)?;
+    let store = RedisEventStore::new(ours.clone());
+    let raw = RawXadd(client.clone());
+    let streams = scale.memory_events / 100;
+    let template = super::store::sample_events(10)?;
+    let payload: usize = template.iter().map(|e| e.payload.len()).sum::<usize>() / template.len();
+    let with_metadata: usize = template
+        .iter()
+        .map(|e| e.payload.len() + metadata_json(e).map(|m| m.len()).unwrap_or(0))
+        .sum::<usize>()
+        / template.len();
+    let before = used_memory(client).await?;
+    for s in 0..streams {
+        let stream = cqrsx_core::StreamId::new("BenchMemory", format!("m{s}")).map_err(error)?;
+        for b in 0..10u64 {
+            let events = template
+                .iter()
+                .cloned()
+                .map(|e| e.with_id(cqrsx_core::Uuid::now_v7()))
+                .collect();
+            cqrsx_core::EventStore::append(&store, &stream, cqrsx_core::ExpectedVersion::Exact(b * 10), events)
+                .await
+                .map_err(error)?;
+        }
+    }
+    let middle = used_memory(client).await?;
+    for s in 0..streams {
+        let key = format!("mem-raw-{run_id}-{s}");
+        for _ in 0..10 {
+            let events: Vec<NewEvent> = template
+                .iter()
+                .cloned()
+                .map(|e| e.with_id(cqrsx_core::Uuid::now_v7()))
+                .collect();
+            raw.write(&key, &events).await?;
+        }
+    }
+    let after = used_memory(client).await?;
+    let events = (streams * 100) as f64;
+    let ours_per_event = middle.saturating_sub(before) as f64 / events;
+    let raw_per_event = after.saturating_sub(middle) as f64 / events;
+    facts.push(Fact::new(
+        "redis",
+        format!("memory per stored event ({} events, streams of 100)", streams * 100),
+        format!("{ours_per_event:.0} B"),
+        "raw XADD of the same fields",
+        format!("{raw_per_event:.0} B"),
+        format!(
+            "payload {payload} B ({with_metadata} B with metadata): ours {:.1}× the payload, {:.1}× with metadata",
+            ours_per_event / payload as f64,
+            ours_per_event / with_metadata as f64
+        ),
+    ));
+    Ok(())
+}
+
+/// Top 10 by an indexed field, and a count, at two collection sizes, against a raw read of
+/// the same index (`ZRANGE … REV` of ten ids, `ZCARD`).
+async fn read_model_rows(client: &RedisClientManager, scale: Scale, rows: &mut Vec<BenchRow>) -> Result<()> {
+    let collection = "benchrm";
+    let store = RedisReadStore::new(client.clone(), collection)
+        .and_then(|s| s.with_index("score"))
+        .map_err(error)?;
+    // The index `RedisReadStore` keeps for a numeric field (see `read_store.rs`).
+    let index = format!("{{{}:rm:{collection}}}:x:score", client.config().key_prefix);
+    let queries = 500u64;
+    let mut saved = 0usize;
+    for size in [scale.read_models / 10, scale.read_models] {
+        while saved < size {
+            let docs = (saved..(saved + 1_000).min(size))
+                .map(|i| cqrsx_core::Document {
+                    id: format!("m{i}"),
+                    data: serde_json::json!({ "score": (i * 7_919) % 1_000_003, "name": format!("model {i}") }),
+                })
+                .collect();
+            store.save_many(docs).await.map_err(error)?;
+            saved = (saved + 1_000).min(size);
+        }
+        let indexed: u64 = client.client().zcard(&index).await.map_err(error)?;
+        if indexed != size as u64 {
+            return Err(format!("the index {index} holds {indexed} ids, not {size}"));
+        }
+        let top = Query::all().sort_desc("score").page(0, 10);
+        let ours = super::time(queries, async {
+            for _ in 0..queries {
+                let docs = store.query(&top).await.map_err(error)?;
+                if docs.len() != 10 {
+                    return Err(format!("the top-10 query returned {} documents", docs.len()));
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        let raw = super::time(queries, async {
+            for _ in 0..queries {
+                let ids: Vec<String> = client
+                    .client()
+                    .zrange(&index, 0, 9, None, true, None, false)
+                    .await
+                    .map_err(error)?;
+                if ids.len() != 10 {
+                    return Err(format!("ZRANGE returned {} ids", ids.len()));
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        keep(
+            rows,
+            BenchRow::new(
+                "redis",
+                format!("read-model top 10 by an indexed field, {size} models"),
+                ours,
+                "ZRANGE REV of the index (10 ids only)",
+                raw,
+            )
+            .note("ours returns the 10 documents; target ≥ 0.5 and flat in the size"),
+        );
+        let range = [Filter::new("score", Op::Gte, 500_000)];
+        let ours = super::time(queries, async {
+            for _ in 0..queries {
+                store.count(&range).await.map_err(error)?;
+            }
+            Ok(())
+        })
+        .await?;
+        let raw = super::time(queries, async {
+            for _ in 0..queries {
+                let _: u64 = client
+                    .client()
+                    .zcount(&index, 500_000.0, f64::INFINITY)
+                    .await
+                    .map_err(error)?;
+            }
+            Ok(())
+        })
+        .await?;
+        keep(
+            rows,
+            BenchRow::new(
+                "redis",
+                format!("read-model count of a range, {size} models"),
+                ours,
+                "ZCOUNT of the index",
+                raw,
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// Redis rows on a standalone server at `url`.
-pub async fn rows(url: &str, scale: Scale) -> Result<Vec<BenchRow>> {
+pub async fn rows(url: &str, scale: Scale) -> Result<Section> {
     let run_id = format!("b{}", cqrsx_core::Uuid::now_v7().simple());
     let config = RedisConfig::default()
         .with_url(url)
         .with_key_prefix(format!("bench-{run_id}"))
         .with_pool_size(16);
-    let client = RedisClientManager::connect(config).await.map_err(|e| e.to_string())?;
+    let client = RedisClientManager::connect(config).await.map_err(error)?;
     let subject = Subject {
         backend: "redis".into(),
         events: Arc::new(RedisEventStore::new(client.clone())),
         snapshots: super::snapshot_strategy(Arc::new(RedisSnapshotStore::new(client.clone()))),
+        checkpoints: Arc::new(RedisCheckpointStore::new(client.clone())),
         baseline: Arc::new(RawXadd(client.clone())),
-        run_id,
+        comparable: vec![
+            Arc::new(CheckedAppend::new(client.clone())),
+            Arc::new(TwoStep(client.clone())),
+        ],
+        run_id: run_id.clone(),
     };
     let before = client.metrics();
+    let started = Instant::now();
     let mut rows = store_rows(&subject, scale).await?;
     let after = client.metrics();
     if let Some(first) = rows.first_mut() {
@@ -96,5 +404,9 @@ pub async fn rows(url: &str, scale: Scale) -> Result<Vec<BenchRow>> {
             after.operations - before.operations
         );
     }
-    Ok(rows)
+    read_model_rows(&client, scale, &mut rows).await?;
+    let mut facts = Vec::new();
+    memory_facts(&client, &run_id, scale, &mut facts).await?;
+    say(&format!("redis rows took {:.0} s", started.elapsed().as_secs_f64()));
+    Ok(Section { rows, facts })
 }

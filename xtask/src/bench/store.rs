@@ -6,23 +6,37 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use cqrsx_core::testkit::{Counter, CounterEvent};
 use cqrsx_core::{
-    AggregateRoot, ContentType, EventCodec, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
-    Repository, SnapshotStrategy, StreamId,
+    AggregateRoot, CheckpointStore, Codec, ContentType, EventCodec, EventFilter, EventStore, ExpectedVersion,
+    JsonCodec, Metadata, NewEvent, Position, Repository, SnapshotStrategy, StreamId,
 };
 
 use super::{keep, median, time, BenchRow, Measure, Scale};
 use crate::cmd::Result;
 
-/// The raw-driver baseline of a backend: the minimum work that stores the same bytes.
+/// A baseline append: how the same events are written without our store.
 #[async_trait]
-pub trait RawBaseline: Send + Sync {
-    /// A short description for the report ("XADD", "insert_many", …).
+pub trait AppendBaseline: Send + Sync {
+    /// A short description for the report ("XADD", "checked script", …).
     fn name(&self, batch: usize) -> String;
-    /// Writes one batch of events under `key` the plain way (one call per batch, pipelined
-    /// where ours batches), storing the same bytes: id, type, content type, payload, metadata.
+    /// Writes one batch of events under `key` (each key written by one writer at a time).
     async fn write(&self, key: &str, batch: &[NewEvent]) -> Result<()>;
-    /// Reads every record under `key`, returning how many there were.
+}
+
+/// The raw-driver baseline of a backend: the minimum work that stores the same bytes, and
+/// reads them back into the same event type.
+#[async_trait]
+pub trait RawBaseline: AppendBaseline {
+    /// Reads every record under `key` and decodes each payload into a [`CounterEvent`] (as a
+    /// load or a projection does), returning how many there were.
     async fn read(&self, key: &str) -> Result<usize>;
+}
+
+/// Decodes one raw record's payload the way our codec does: the variant named by the event
+/// type, from the JSON of its content.
+pub fn decode_raw(event_type: &str, payload: &[u8]) -> Result<CounterEvent> {
+    JsonCodec
+        .decode_variant::<CounterEvent>(event_type, payload)
+        .map_err(|e| e.to_string())
 }
 
 /// Everything one backend's store rows need.
@@ -33,13 +47,17 @@ pub struct Subject {
     pub events: Arc<dyn EventStore>,
     /// The snapshot strategy for the "with snapshots" loads.
     pub snapshots: Arc<dyn SnapshotStrategy<Counter>>,
-    /// The baseline.
+    /// Checkpoints and views for the projection rows.
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    /// The raw baseline (information for appends; the yardstick of reads).
     pub baseline: Arc<dyn RawBaseline>,
+    /// Appends that do comparable work, each with its own rows.
+    pub comparable: Vec<Arc<dyn AppendBaseline>>,
     /// A unique prefix for stream ids and baseline keys.
     pub run_id: String,
 }
 
-fn sample_events(count: usize) -> Result<Vec<NewEvent>> {
+pub fn sample_events(count: usize) -> Result<Vec<NewEvent>> {
     let codec = EventCodec::new(ContentType::Json);
     (0..count)
         .map(|i| {
@@ -67,76 +85,105 @@ where
     Ok(())
 }
 
-/// Append rows: batch 1/10/100 × 1/16 writers, each writer on its own stream, against the
-/// baseline writing the same payload bytes. Each writer is a task of its own. Ours and the
-/// baseline take turns for a few rounds (fresh streams each round) and each side reports its
-/// median round, so a slow spell of the machine does not land on one side only.
+/// Appends `per_writer` batches of `template` from each of `writers` tasks, each writer on
+/// its own stream named by `name`, with exact expected versions.
+async fn our_appends(
+    subject: &Subject,
+    writers: usize,
+    per_writer: usize,
+    template: &[NewEvent],
+    name: impl Fn(usize) -> String,
+) -> Result<()> {
+    let batch = template.len();
+    let tasks = (0..writers).map(|w| {
+        let store = Arc::clone(&subject.events);
+        let template = template.to_vec();
+        let stream = StreamId::new("BenchAppend", name(w));
+        async move {
+            let stream = stream.map_err(|e| e.to_string())?;
+            for round in 0..per_writer {
+                let expected = ExpectedVersion::Exact((round * batch) as u64);
+                let events = template
+                    .iter()
+                    .cloned()
+                    .map(|e| e.with_id(cqrsx_core::Uuid::now_v7()))
+                    .collect();
+                store
+                    .append(&stream, expected, events)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        }
+    });
+    run_writers(tasks).await
+}
+
+/// The same appends through a baseline, each writer under its own key.
+async fn baseline_appends(
+    baseline: &Arc<dyn AppendBaseline>,
+    writers: usize,
+    per_writer: usize,
+    template: &[NewEvent],
+    name: impl Fn(usize) -> String,
+) -> Result<()> {
+    let tasks = (0..writers).map(|w| {
+        let raw = Arc::clone(baseline);
+        let template = template.to_vec();
+        let key = format!("raw-{}", name(w));
+        async move {
+            for _ in 0..per_writer {
+                let events: Vec<NewEvent> = template
+                    .iter()
+                    .cloned()
+                    .map(|e| e.with_id(cqrsx_core::Uuid::now_v7()))
+                    .collect();
+                raw.write(&key, &events).await?;
+            }
+            Ok::<_, String>(())
+        }
+    });
+    run_writers(tasks).await
+}
+
+/// Append rows: batch 1/10/100 × 1/16 writers, each writer on its own stream, against every
+/// baseline writing the same events. Each writer is a task of its own. Ours and the baselines
+/// take turns for a few rounds (fresh streams each round) and each side reports its median
+/// round, so a slow spell of the machine does not land on one side only.
 pub async fn append_rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>) -> Result<()> {
+    let raw: Arc<dyn AppendBaseline> = subject.baseline.clone();
+    let baselines: Vec<Arc<dyn AppendBaseline>> =
+        std::iter::once(raw).chain(subject.comparable.iter().cloned()).collect();
     for writers in [1usize, 16] {
         for batch in [1usize, 10, 100] {
             let per_writer = (scale.append_events / writers / batch).max(1);
             let total = (per_writer * batch * writers) as u64;
             let template = sample_events(batch)?;
             let mut ours = Vec::new();
-            let mut base = Vec::new();
+            let mut theirs = vec![Vec::new(); baselines.len()];
             for round in 0..scale.append_rounds {
                 let name = |w: usize| format!("{}-{writers}-{batch}-{w}-r{round}", subject.run_id);
-                ours.push(
-                    time(total, async {
-                        let tasks = (0..writers).map(|w| {
-                            let store = Arc::clone(&subject.events);
-                            let template = template.clone();
-                            let stream = StreamId::new("BenchAppend", name(w));
-                            async move {
-                                let stream = stream.map_err(|e| e.to_string())?;
-                                for round in 0..per_writer {
-                                    let expected = ExpectedVersion::Exact((round * batch) as u64);
-                                    let events = template
-                                        .iter()
-                                        .cloned()
-                                        .map(|e| e.with_id(cqrsx_core::Uuid::now_v7()))
-                                        .collect();
-                                    store
-                                        .append(&stream, expected, events)
-                                        .await
-                                        .map_err(|e| e.to_string())?;
-                                }
-                                Ok::<_, String>(())
-                            }
-                        });
-                        run_writers(tasks).await
-                    })
-                    .await?,
-                );
-                base.push(
-                    time(total, async {
-                        let tasks = (0..writers).map(|w| {
-                            let raw = Arc::clone(&subject.baseline);
-                            let template = template.clone();
-                            let key = format!("raw-{}", name(w));
-                            async move {
-                                for _ in 0..per_writer {
-                                    raw.write(&key, &template).await?;
-                                }
-                                Ok::<_, String>(())
-                            }
-                        });
-                        run_writers(tasks).await
-                    })
-                    .await?,
+                ours.push(time(total, our_appends(subject, writers, per_writer, &template, name)).await?);
+                for (b, baseline) in baselines.iter().enumerate() {
+                    let name = |w: usize| format!("b{b}-{}-{writers}-{batch}-{w}-r{round}", subject.run_id);
+                    theirs[b]
+                        .push(time(total, baseline_appends(baseline, writers, per_writer, &template, name)).await?);
+                }
+            }
+            let ours = median(ours);
+            for (baseline, measures) in baselines.iter().zip(theirs) {
+                keep(
+                    rows,
+                    BenchRow::new(
+                        &subject.backend,
+                        format!("append batch {batch}, {writers} writer(s) (per event)"),
+                        ours,
+                        &baseline.name(batch),
+                        median(measures),
+                    )
+                    .note(format!("{total} events × {} rounds, medians", scale.append_rounds)),
                 );
             }
-            keep(
-                rows,
-                BenchRow::new(
-                    &subject.backend,
-                    format!("append batch {batch}, {writers} writer(s) (per event)"),
-                    median(ours),
-                    &subject.baseline.name(batch),
-                    median(base),
-                )
-                .note(format!("{total} events × {} rounds, medians", scale.append_rounds)),
-            );
         }
     }
     Ok(())
@@ -211,7 +258,7 @@ pub async fn load_rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>
             );
         }
         let base = median(base);
-        let name = format!("raw read of {size} records");
+        let name = format!("raw read + decode of {size} records");
         let (replay, snapped) = (median(replay), median(snapped));
         if size == 100 {
             hundred_replay = Some(replay);
@@ -257,6 +304,7 @@ pub async fn load_rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>
 /// `read_all` row: every event of the run in pages of 1,000, against a raw read of as many.
 pub async fn read_all_rows(subject: &Subject, rows: &mut Vec<BenchRow>) -> Result<()> {
     let filter = EventFilter::aggregate_types(["BenchAppend"]);
+    let codec = EventCodec::new(ContentType::Json);
     let mut total = 0u64;
     let ours = {
         let start = std::time::Instant::now();
@@ -269,6 +317,9 @@ pub async fn read_all_rows(subject: &Subject, rows: &mut Vec<BenchRow>) -> Resul
                     .await
                     .map_err(|e| e.to_string())?;
                 total += page.events.len() as u64;
+                for event in &page.events {
+                    codec.decode::<CounterEvent>(event).map_err(|e| e.to_string())?;
+                }
                 if page.next == from {
                     break;
                 }
@@ -280,7 +331,7 @@ pub async fn read_all_rows(subject: &Subject, rows: &mut Vec<BenchRow>) -> Resul
             secs: start.elapsed().as_secs_f64(),
         }
     };
-    let key = format!("raw-{}-1-100-0-r0", subject.run_id);
+    let key = format!("raw-b0-{}-1-100-0-r0", subject.run_id);
     let mut base_total = 0u64;
     let base = {
         let start = std::time::Instant::now();
@@ -294,9 +345,9 @@ pub async fn read_all_rows(subject: &Subject, rows: &mut Vec<BenchRow>) -> Resul
         rows,
         BenchRow::new(
             &subject.backend,
-            "read_all, pages of 1000 (per event)",
+            "read_all + decode, pages of 1000 (per event)",
             ours,
-            "raw read (per record)",
+            "raw read + decode (per record)",
             base,
         )
         .note(format!("{total} events")),
@@ -310,15 +361,19 @@ pub async fn store_rows(subject: &Subject, scale: Scale) -> Result<Vec<BenchRow>
     append_rows(subject, scale, &mut rows).await?;
     load_rows(subject, scale, &mut rows).await?;
     read_all_rows(subject, &mut rows).await?;
+    super::projection::rows(subject, scale, &mut rows).await?;
     Ok(rows)
 }
 
-/// The in-memory baseline: a mutex-guarded map of byte vectors.
+/// A raw record: event type and payload.
+type Record = (String, Vec<u8>);
+
+/// The in-memory baseline: a mutex-guarded map of records.
 #[derive(Default)]
-struct MemoryBaseline(Mutex<HashMap<String, Vec<Vec<u8>>>>);
+struct MemoryBaseline(Mutex<HashMap<String, Vec<Record>>>);
 
 #[async_trait]
-impl RawBaseline for MemoryBaseline {
+impl AppendBaseline for MemoryBaseline {
     fn name(&self, batch: usize) -> String {
         format!("Mutex<Vec> push ×{batch}")
     }
@@ -327,18 +382,24 @@ impl RawBaseline for MemoryBaseline {
         let mut map = self.0.lock().map_err(|_| "poisoned")?;
         map.entry(key.to_string())
             .or_default()
-            .extend(batch.iter().map(|e| e.payload.clone()));
+            .extend(batch.iter().map(|e| (e.event_type.clone(), e.payload.clone())));
         Ok(())
     }
+}
 
+#[async_trait]
+impl RawBaseline for MemoryBaseline {
     async fn read(&self, key: &str) -> Result<usize> {
-        let copy: Vec<Vec<u8>> = self
+        let copy = self
             .0
             .lock()
             .map_err(|_| "poisoned")?
             .get(key)
             .cloned()
             .unwrap_or_default();
+        for (event_type, payload) in &copy {
+            decode_raw(event_type, payload)?;
+        }
         Ok(copy.len())
     }
 }
@@ -351,7 +412,9 @@ pub async fn memory_rows(scale: Scale) -> Result<Vec<BenchRow>> {
         backend: "memory".into(),
         events,
         snapshots: super::snapshot_strategy(snapshots),
+        checkpoints: Arc::new(cqrsx_core::memory::InMemoryCheckpointStore::new()),
         baseline: Arc::new(MemoryBaseline::default()),
+        comparable: Vec::new(),
         run_id: format!("b{}", cqrsx_core::Uuid::now_v7().simple()),
     };
     store_rows(&subject, scale).await
