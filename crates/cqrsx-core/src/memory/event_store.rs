@@ -197,7 +197,15 @@ impl EventStore for InMemoryEventStore {
         entry.commits.insert(first_version, (count, last));
         let committed = state.log.len() as u64;
         drop(guard);
-        self.committed.send_replace(committed);
+        // Appends publish outside the lock, so in any order: the head only moves forward (a
+        // late publish of an earlier append must not take it back).
+        self.committed.send_if_modified(|head| {
+            let ahead = committed > *head;
+            if ahead {
+                *head = committed;
+            }
+            ahead
+        });
         Ok(last)
     }
 
@@ -311,5 +319,46 @@ impl EventStore for InMemoryEventStore {
             Ok(_) => Wake::Signalled,
             Err(_) => Wake::TimedOut,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::InMemoryEventStore;
+    use crate::{EventStore, ExpectedVersion, NewEvent, StreamId};
+
+    /// Appends publish the head outside the store's lock: racing publishes must never leave it
+    /// behind the log (a checkpoint of everything applied would then look ahead of the log).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_head_never_falls_behind_racing_appends() {
+        let store = Arc::new(InMemoryEventStore::new());
+        for round in 0..20 {
+            let writers: Vec<_> = (0..16)
+                .map(|w| {
+                    let store = Arc::clone(&store);
+                    tokio::spawn(async move {
+                        let stream = StreamId::new("Race", format!("r{round}w{w}")).expect("stream");
+                        for i in 0..20 {
+                            let event = NewEvent::json("Raced", &i).expect("event");
+                            store
+                                .append(&stream, ExpectedVersion::Any, vec![event])
+                                .await
+                                .expect("append");
+                        }
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.await.expect("writer");
+            }
+            let written = (round + 1) * 16 * 20;
+            assert_eq!(
+                store.head().await.expect("head").next(0).offset,
+                written + 1,
+                "round {round}"
+            );
+        }
     }
 }
