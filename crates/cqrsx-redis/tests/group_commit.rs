@@ -115,9 +115,12 @@ async fn standalone_grouped_appends_each_get_their_own_outcome() {
     grouped_appends_each_get_their_own_outcome(common::standalone_config()).await;
 }
 
-#[tokio::test]
-async fn cluster_grouped_appends_each_get_their_own_outcome() {
-    grouped_appends_each_get_their_own_outcome(common::cluster_config()).await;
+/// Named `cluster::…` like every Cluster test, so the summary counts it on the Cluster row.
+mod cluster {
+    #[tokio::test]
+    async fn grouped_appends_each_get_their_own_outcome() {
+        super::grouped_appends_each_get_their_own_outcome(super::common::cluster_config()).await;
+    }
 }
 
 #[tokio::test]
