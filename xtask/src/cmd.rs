@@ -79,9 +79,14 @@ pub fn is_root() -> bool {
     probe("id", &["-u"]).is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// The `cargo` the user invoked.
+pub fn cargo_program() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
 /// `cargo` as invoked by the user.
 pub fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut cmd = Command::new(cargo_program());
     cmd.current_dir(root());
     cmd
 }

@@ -9,6 +9,8 @@
 mod bench;
 mod cleanup;
 mod cmd;
+mod docker;
+mod engine;
 mod providers;
 mod test;
 
@@ -54,6 +56,11 @@ enum Command {
         /// Skip the fmt and clippy steps.
         #[arg(long)]
         no_lint: bool,
+        /// As root on Debian: install Docker's engine if missing, run it in a private network
+        /// namespace, and take the container path (testcontainers) for Redis standalone on it.
+        /// Everything it starts is removed when the run ends.
+        #[arg(long)]
+        local_engine: bool,
     },
     /// Benchmarks with same-run baselines; writes target/bench/*.json and target/bench/report.md.
     Bench {
@@ -68,6 +75,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread exists: it sets DOCKER_HOST for testcontainers.
+    docker::route_through_relay();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -77,10 +86,16 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Test { backend, no_lint } => test::run(&backend, !no_lint).await,
+            Command::Test {
+                backend,
+                no_lint,
+                local_engine,
+            } => test::run(&backend, !no_lint, local_engine).await,
             Command::Bench { backend, quick } => bench::run(&backend, quick).await,
         }
     });
+    drop(runtime);
+    docker::remove_relay_socket();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,9 +1,10 @@
 //! Servers for the test and bench matrix.
 //!
 //! For each server, in order: a URL from the environment; a container through testcontainers
-//! when a Docker engine answers; a local binary started on a free loopback port (installed first
-//! when it is missing and this machine can install it). A backend that cannot be provided is an
-//! error, never a silent skip.
+//! when a Docker engine answers (see `docker.rs`); a local binary started on a free loopback port
+//! (installed first when it is missing and this machine can install it). When the container path
+//! is not taken, the provider says why. A backend that cannot be provided is an error, never a
+//! silent skip.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -16,11 +17,15 @@ use testcontainers_modules::mongo::Mongo;
 use testcontainers_modules::redis::Redis;
 
 use crate::cmd::{self, say, Result};
+use crate::docker;
 
 /// Redis image tag for the testcontainers path (the module's default, 5.0, has no Functions).
-const REDIS_TAG: &str = "7.4";
+pub const REDIS_TAG: &str = "7.4";
 /// MongoDB image tag for the testcontainers path.
 const MONGO_TAG: &str = "8.0";
+/// How long a container may take to start (an image that is missing and cannot be pulled
+/// fails sooner).
+const CONTAINER_START: Duration = Duration::from_secs(180);
 /// The FerretDB release installed when no MongoDB-wire server is available.
 const FERRETDB_VERSION: &str = "v1.24.2";
 
@@ -48,7 +53,28 @@ pub struct Provided {
     pub provider: String,
     /// Variables the test or bench process gets.
     pub env: Vec<(String, String)>,
+    /// Whether the server is a container (removed with it: no data to clean up).
+    pub in_container: bool,
+    /// Why the container path was not taken, when it was not.
+    pub no_container: Option<String>,
     _guard: Guard,
+}
+
+impl Provided {
+    fn new(provider: String, env: Vec<(String, String)>, guard: Guard) -> Self {
+        Self {
+            provider,
+            env,
+            in_container: matches!(guard, Guard::RedisContainer { .. } | Guard::MongoContainer { .. }),
+            no_container: None,
+            _guard: guard,
+        }
+    }
+
+    fn without_container(mut self, reason: Option<String>) -> Self {
+        self.no_container = reason;
+        self
+    }
 }
 
 /// A temporary directory removed on drop.
@@ -107,17 +133,6 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) -> Result<()> {
     Err(format!("{what} did not listen on 127.0.0.1:{port} within 30s"))
 }
 
-/// Whether a Docker engine answers (any error means no).
-pub async fn docker_answers() -> bool {
-    if std::env::var_os("CQRSX_NO_DOCKER").is_some() {
-        return false;
-    }
-    match testcontainers::core::client::docker_client_instance().await {
-        Ok(docker) => docker.ping().await.is_ok(),
-        Err(_) => false,
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Redis
 
@@ -146,7 +161,7 @@ pub fn redis_server_binary() -> Result<PathBuf> {
         return cmd::which("redis-server").ok_or_else(|| format!("redis-server still missing after apt-get; {hint}"));
     }
     Err(format!(
-        "no Redis available: no CQRSX_REDIS_URL, no Docker engine, no redis-server; {hint}"
+        "no Redis available: no CQRSX_REDIS_URL, no usable Docker engine, no redis-server; {hint}"
     ))
 }
 
@@ -182,35 +197,44 @@ fn start_redis(label: &str, extra: &[&str], port: u16) -> Result<Guard> {
 /// A standalone Redis.
 pub async fn redis_standalone() -> Result<Provided> {
     if let Ok(url) = std::env::var("CQRSX_REDIS_URL") {
-        return Ok(Provided {
-            provider: format!("CQRSX_REDIS_URL ({})", redact(&url)),
-            env: redis_env(url),
-            _guard: Guard::External,
-        });
+        let provider = format!("CQRSX_REDIS_URL ({})", redact(&url));
+        return Ok(Provided::new(provider, redis_env(url), Guard::External));
     }
-    if docker_answers().await {
-        let container = Redis::default()
-            .with_tag(REDIS_TAG)
-            .start()
-            .await
-            .map_err(|e| format!("testcontainers redis:{REDIS_TAG}: {e}"))?;
-        let host = container.get_host().await.map_err(|e| e.to_string())?;
-        let port = container.get_host_port_ipv4(6379).await.map_err(|e| e.to_string())?;
-        return Ok(Provided {
-            provider: format!("testcontainers redis:{REDIS_TAG}"),
-            env: redis_env(format!("redis://{host}:{port}")),
-            _guard: Guard::RedisContainer {
-                _container: Box::new(container),
-            },
-        });
-    }
+    let no_container = match redis_container().await {
+        Ok(provided) => return Ok(provided),
+        Err(reason) => reason,
+    };
+    say(&format!("redis: container path not taken: {no_container}"));
     let port = free_port()?;
     let guard = start_redis("redis", &[], port)?;
-    Ok(Provided {
-        provider: format!("local redis-server 127.0.0.1:{port}"),
-        env: redis_env(format!("redis://127.0.0.1:{port}")),
-        _guard: guard,
-    })
+    let provider = format!("local redis-server 127.0.0.1:{port}");
+    Ok(
+        Provided::new(provider, redis_env(format!("redis://127.0.0.1:{port}")), guard)
+            .without_container(Some(no_container)),
+    )
+}
+
+/// `redis:<REDIS_TAG>` through testcontainers, or why not.
+async fn redis_container() -> Result<Provided> {
+    docker::usable().await?;
+    let started = tokio::time::timeout(CONTAINER_START, Redis::default().with_tag(REDIS_TAG).start()).await;
+    let container = started
+        .map_err(|_| format!("redis:{REDIS_TAG} did not start within {} s", CONTAINER_START.as_secs()))?
+        .map_err(|e| format!("testcontainers redis:{REDIS_TAG}: {e}"))?;
+    let host = container.get_host().await.map_err(|e| e.to_string())?;
+    let port = container.get_host_port_ipv4(6379).await.map_err(|e| e.to_string())?;
+    let provider = match docker::local_netns() {
+        Some(netns) => format!("testcontainers redis:{REDIS_TAG} (local engine, netns {netns})"),
+        None => format!("testcontainers redis:{REDIS_TAG}"),
+    };
+    let guard = Guard::RedisContainer {
+        _container: Box::new(container),
+    };
+    Ok(Provided::new(
+        provider,
+        redis_env(format!("redis://{host}:{port}")),
+        guard,
+    ))
 }
 
 fn redis_env(url: String) -> Vec<(String, String)> {
@@ -225,11 +249,9 @@ fn redis_env(url: String) -> Vec<(String, String)> {
 /// A 3-master Redis Cluster.
 pub async fn redis_cluster() -> Result<Provided> {
     if let Ok(nodes) = std::env::var("CQRSX_REDIS_CLUSTER_NODES") {
-        return Ok(Provided {
-            provider: format!("CQRSX_REDIS_CLUSTER_NODES ({nodes})"),
-            env: vec![("CQRSX_TEST_REDIS_CLUSTER_NODES".into(), nodes)],
-            _guard: Guard::External,
-        });
+        let provider = format!("CQRSX_REDIS_CLUSTER_NODES ({nodes})");
+        let env = vec![("CQRSX_TEST_REDIS_CLUSTER_NODES".into(), nodes)];
+        return Ok(Provided::new(provider, env, Guard::External));
     }
     // Containers would need their announced addresses mapped to the host; three local
     // processes are simpler and as real, so the cluster always runs from the local binary.
@@ -267,11 +289,9 @@ pub async fn redis_cluster() -> Result<Provided> {
         ));
     }
     wait_cluster_ok(&cli, &nodes)?;
-    Ok(Provided {
-        provider: format!("local 3-master redis cluster {}", nodes.join(",")),
-        env: vec![("CQRSX_TEST_REDIS_CLUSTER_NODES".into(), nodes.join(","))],
-        _guard: Guard::Cluster { _nodes: guards },
-    })
+    let provider = format!("local 3-master redis cluster {}", nodes.join(","));
+    let env = vec![("CQRSX_TEST_REDIS_CLUSTER_NODES".into(), nodes.join(","))];
+    Ok(Provided::new(provider, env, Guard::Cluster { _nodes: guards }))
 }
 
 fn wait_cluster_ok(cli: &Path, nodes: &[String]) -> Result<()> {
@@ -302,31 +322,49 @@ fn wait_cluster_ok(cli: &Path, nodes: &[String]) -> Result<()> {
 /// A MongoDB-wire server.
 pub async fn mongo() -> Result<Provided> {
     if let Ok(uri) = std::env::var("CQRSX_MONGO_URI") {
-        return Ok(Provided {
-            provider: format!("CQRSX_MONGO_URI ({})", redact(&uri)),
-            env: vec![("CQRSX_TEST_MONGO_URI".into(), uri)],
-            _guard: Guard::External,
-        });
+        let provider = format!("CQRSX_MONGO_URI ({})", redact(&uri));
+        return Ok(Provided::new(
+            provider,
+            vec![("CQRSX_TEST_MONGO_URI".into(), uri)],
+            Guard::External,
+        ));
     }
-    if docker_answers().await {
-        let container = Mongo::repl_set()
-            .with_tag(MONGO_TAG)
-            .start()
-            .await
-            .map_err(|e| format!("testcontainers mongo:{MONGO_TAG}: {e}"))?;
-        let host = container.get_host().await.map_err(|e| e.to_string())?;
-        let port = container.get_host_port_ipv4(27017).await.map_err(|e| e.to_string())?;
-        return Ok(Provided {
-            provider: format!("testcontainers mongo:{MONGO_TAG} (single-node replica set)"),
-            env: vec![(
-                "CQRSX_TEST_MONGO_URI".into(),
-                format!("mongodb://{host}:{port}/?directConnection=true"),
-            )],
-            _guard: Guard::MongoContainer {
-                _container: Box::new(container),
-            },
-        });
+    let no_container = match mongo_container().await {
+        Ok(provided) => return Ok(provided),
+        Err(reason) => reason,
+    };
+    say(&format!("mongo: container path not taken: {no_container}"));
+    Ok(mongo_local().await?.without_container(Some(no_container)))
+}
+
+/// `mongo:<MONGO_TAG>` as a single-node replica set through testcontainers, or why not.
+async fn mongo_container() -> Result<Provided> {
+    docker::usable().await?;
+    if let Some(netns) = docker::local_netns() {
+        return Err(format!(
+            "the local engine (netns {netns}) has only the redis image built here; mongo:{MONGO_TAG} needs a registry"
+        ));
     }
+    let started = tokio::time::timeout(CONTAINER_START, Mongo::repl_set().with_tag(MONGO_TAG).start()).await;
+    let container = started
+        .map_err(|_| format!("mongo:{MONGO_TAG} did not start within {} s", CONTAINER_START.as_secs()))?
+        .map_err(|e| format!("testcontainers mongo:{MONGO_TAG}: {e}"))?;
+    let host = container.get_host().await.map_err(|e| e.to_string())?;
+    let port = container.get_host_port_ipv4(27017).await.map_err(|e| e.to_string())?;
+    let provider = format!("testcontainers mongo:{MONGO_TAG} (single-node replica set)");
+    let uri = format!("mongodb://{host}:{port}/?directConnection=true");
+    let guard = Guard::MongoContainer {
+        _container: Box::new(container),
+    };
+    Ok(Provided::new(
+        provider,
+        vec![("CQRSX_TEST_MONGO_URI".into(), uri)],
+        guard,
+    ))
+}
+
+/// A local `mongod`, else FerretDB (built with Go when missing).
+async fn mongo_local() -> Result<Provided> {
     if let Some(mongod) = cmd::which("mongod") {
         let port = free_port()?;
         let dir = TempDir::new("mongod")?;
@@ -345,11 +383,9 @@ pub async fn mongo() -> Result<Provided> {
             .spawn()
             .map_err(|e| format!("cannot start mongod: {e}"))?;
         wait_for_port(port, "mongod", &mut child)?;
-        return Ok(Provided {
-            provider: format!("local mongod 127.0.0.1:{port}"),
-            env: vec![("CQRSX_TEST_MONGO_URI".into(), format!("mongodb://127.0.0.1:{port}"))],
-            _guard: Guard::Process { child, _dir: dir },
-        });
+        let provider = format!("local mongod 127.0.0.1:{port}");
+        let env = vec![("CQRSX_TEST_MONGO_URI".into(), format!("mongodb://127.0.0.1:{port}"))];
+        return Ok(Provided::new(provider, env, Guard::Process { child, _dir: dir }));
     }
     let ferret = ferretdb_binary()?;
     let port = free_port()?;
@@ -368,11 +404,9 @@ pub async fn mongo() -> Result<Provided> {
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", ferret.display()))?;
     wait_for_port(port, "ferretdb", &mut child)?;
-    Ok(Provided {
-        provider: format!("local FerretDB {FERRETDB_VERSION} (SQLite) 127.0.0.1:{port}"),
-        env: vec![("CQRSX_TEST_MONGO_URI".into(), format!("mongodb://127.0.0.1:{port}"))],
-        _guard: Guard::Process { child, _dir: dir },
-    })
+    let provider = format!("local FerretDB {FERRETDB_VERSION} (SQLite) 127.0.0.1:{port}");
+    let env = vec![("CQRSX_TEST_MONGO_URI".into(), format!("mongodb://127.0.0.1:{port}"))];
+    Ok(Provided::new(provider, env, Guard::Process { child, _dir: dir }))
 }
 
 /// A working FerretDB binary: on PATH, in `~/go/bin`, or built by xtask into `target/tools`.
@@ -391,7 +425,7 @@ fn ferretdb_binary() -> Result<PathBuf> {
     );
     if cmd::which("go").is_none() {
         return Err(format!(
-            "no MongoDB available: no CQRSX_MONGO_URI, no Docker engine, no mongod, no Go; {hint}"
+            "no MongoDB available: no CQRSX_MONGO_URI, no usable Docker engine, no mongod, no Go; {hint}"
         ));
     }
     say(&format!(

@@ -3,11 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
 use cqrsx_mongo::{MongoClientManager, MongoConfig};
 
 use crate::cmd::{self, say, Result};
+use crate::docker;
+use crate::engine::{self, LocalEngine};
 use crate::providers::{self, Provided};
 use crate::Backend;
 
@@ -80,10 +83,14 @@ impl TestRun {
 }
 
 /// A `cargo test` of one group, logged to a file of its own.
+#[derive(Clone)]
 struct Group {
     name: &'static str,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// The network namespace the tests run in (that of xtask's own engine, whose container
+    /// ports are reachable only from inside it).
+    netns: Option<String>,
 }
 
 fn log_dir() -> PathBuf {
@@ -97,7 +104,19 @@ fn run_group(group: &Group) -> Result<TestRun> {
     let log = dir.join(format!("{}.log", group.name));
     let report = dir.join(format!("{}.report", group.name));
     let _ = std::fs::remove_file(&report);
-    let mut command = cmd::cargo();
+    let mut command = match &group.netns {
+        // Offline: nothing outside the namespace is reachable (everything is built already).
+        Some(netns) => {
+            let mut command = Command::new("nsenter");
+            command
+                .arg(format!("--net=/var/run/netns/{netns}"))
+                .arg(cmd::cargo_program())
+                .current_dir(cmd::root())
+                .env("CARGO_NET_OFFLINE", "true");
+            command
+        }
+        None => cmd::cargo(),
+    };
     command.arg("test").args(&group.args);
     for (k, v) in &group.env {
         command.env(k, v);
@@ -211,6 +230,7 @@ async fn plan(backend: Backend) -> Result<Planned> {
                         .map(String::from)
                         .to_vec(),
                     env: Vec::new(),
+                    netns: None,
                 },
                 vec![RowSpec {
                     backend: "memory",
@@ -227,37 +247,69 @@ async fn plan(backend: Backend) -> Result<Planned> {
             say(&format!("redis standalone: {}", standalone.provider));
             let cluster = providers::redis_cluster().await?;
             say(&format!("redis cluster: {}", cluster.provider));
-            let mut env = standalone.env.clone();
-            env.extend(cluster.env.iter().cloned());
-            let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-            let cleanup = vec![
-                Cleanup::Redis(var("CQRSX_TEST_REDIS_URL"), None),
-                Cleanup::Redis(None, var("CQRSX_TEST_REDIS_CLUSTER_NODES")),
-            ];
-            let rows = vec![
-                RowSpec {
-                    backend: "redis standalone",
-                    provider: standalone.provider.clone(),
-                    label: "redis standalone",
-                    select: |n| !n.starts_with("cluster::"),
-                },
-                RowSpec {
-                    backend: "redis cluster",
-                    provider: cluster.provider.clone(),
-                    label: "redis cluster",
-                    select: |n| n.starts_with("cluster::"),
-                },
-            ];
-            Ok(Planned {
-                backend,
-                groups: vec![(
+            let var = |p: &Provided, name: &str| p.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            // A container's data goes with it; local servers are cleaned.
+            let mut cleanup = vec![Cleanup::Redis(None, var(&cluster, "CQRSX_TEST_REDIS_CLUSTER_NODES"))];
+            if !standalone.in_container {
+                cleanup.push(Cleanup::Redis(var(&standalone, "CQRSX_TEST_REDIS_URL"), None));
+            }
+            let standalone_row = RowSpec {
+                backend: "redis standalone",
+                provider: standalone.provider.clone(),
+                label: "redis standalone",
+                select: |n| !n.starts_with("cluster::"),
+            };
+            let cluster_row = RowSpec {
+                backend: "redis cluster",
+                provider: cluster.provider.clone(),
+                label: "redis cluster",
+                select: |n| n.starts_with("cluster::"),
+            };
+            let args = |filter: &[&str]| {
+                let mut args = vec!["-p".to_string(), "cqrsx-redis".to_string()];
+                if !filter.is_empty() {
+                    args.push("--".into());
+                    args.extend(filter.iter().map(|a| a.to_string()));
+                }
+                args
+            };
+            let netns = docker::local_netns().filter(|_| standalone.in_container);
+            let groups = match netns {
+                // The standalone container is reachable only inside the engine's namespace and
+                // the cluster only outside it: one group each.
+                Some(netns) => vec![
+                    (
+                        Group {
+                            name: "redis",
+                            args: args(&["--skip", "cluster::"]),
+                            env: standalone.env.clone(),
+                            netns: Some(netns.to_string()),
+                        },
+                        vec![standalone_row],
+                    ),
+                    (
+                        Group {
+                            name: "redis-cluster",
+                            args: args(&["cluster::"]),
+                            env: cluster.env.clone(),
+                            netns: None,
+                        },
+                        vec![cluster_row],
+                    ),
+                ],
+                None => vec![(
                     Group {
                         name: "redis",
-                        args: ["-p", "cqrsx-redis"].map(String::from).to_vec(),
-                        env,
+                        args: args(&[]),
+                        env: standalone.env.iter().chain(&cluster.env).cloned().collect(),
+                        netns: None,
                     },
-                    rows,
+                    vec![standalone_row, cluster_row],
                 )],
+            };
+            Ok(Planned {
+                backend,
+                groups,
                 _servers: vec![standalone, cluster],
                 cleanup,
             })
@@ -271,11 +323,10 @@ async fn plan(backend: Backend) -> Result<Planned> {
                 .find(|(k, _)| k == "CQRSX_TEST_MONGO_URI")
                 .map(|(_, v)| v.clone())
                 .ok_or("the mongo provider gave no URI")?;
-            // With a Docker engine the suite also runs on real MongoDB (tests/docker.rs).
-            let docker = providers::docker_answers().await;
+            // On a real MongoDB container the Docker-only tests run too (tests/docker.rs).
             let mut args = vec!["-p".to_string(), "cqrsx-mongo".to_string()];
-            if docker {
-                say("docker answers: the suite also runs on real MongoDB through testcontainers");
+            if server.in_container {
+                say("mongo:8.0 runs: the Docker-only tests (tests/docker.rs) run too");
                 args.extend(["--features".to_string(), "docker-tests".to_string()]);
             }
             let mut groups = vec![(
@@ -283,6 +334,7 @@ async fn plan(backend: Backend) -> Result<Planned> {
                     name: "mongo",
                     args,
                     env: server.env.clone(),
+                    netns: None,
                 },
                 vec![RowSpec {
                     backend: "mongo",
@@ -311,6 +363,7 @@ async fn plan(backend: Backend) -> Result<Planned> {
                         name: "mongo-plain",
                         args: ["-p", "cqrsx-mongo"].map(String::from).to_vec(),
                         env,
+                        netns: None,
                     },
                     vec![RowSpec {
                         backend: "mongo, plain path",
@@ -331,7 +384,10 @@ async fn plan(backend: Backend) -> Result<Planned> {
 }
 
 /// Runs the matrix; fails if any step fails or any requested backend cannot be provided.
-pub async fn run(backends: &[Backend], lint_first: bool) -> Result<()> {
+///
+/// With `local_engine`, the container path runs on a Docker engine of xtask's own (see
+/// `engine.rs`) when this machine can have one.
+pub async fn run(backends: &[Backend], lint_first: bool, local_engine: bool) -> Result<()> {
     let started = Instant::now();
     if lint_first {
         lint()?;
@@ -339,6 +395,12 @@ pub async fn run(backends: &[Backend], lint_first: bool) -> Result<()> {
     // Build every test target once, with progress on the terminal, before the groups run side
     // by side (each then only runs what is built).
     cmd::run(cmd::cargo().args(["test", "--workspace", "--no-run"]))?;
+    let engine = if local_engine { start_engine().await } else { None };
+    let containers = match docker::status().await {
+        docker::Status::Usable { engine } => format!("containers: testcontainers through {engine}"),
+        docker::Status::NotUsed(reason) => format!("containers: not used: {reason}"),
+    };
+    say(&containers);
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     let mut planned = Vec::new();
@@ -366,11 +428,7 @@ pub async fn run(backends: &[Backend], lint_first: bool) -> Result<()> {
     let mut handles = Vec::new();
     for p in &planned {
         for (group, _) in &p.groups {
-            let group = Group {
-                name: group.name,
-                args: group.args.clone(),
-                env: group.env.clone(),
-            };
+            let group = group.clone();
             handles.push(tokio::task::spawn_blocking(move || run_group(&group)));
         }
     }
@@ -403,8 +461,23 @@ pub async fn run(backends: &[Backend], lint_first: bool) -> Result<()> {
             }
         }
     }
+    let notes: Vec<String> = planned
+        .iter()
+        .flat_map(|p| &p._servers)
+        .filter_map(|s| {
+            s.no_container
+                .as_ref()
+                .map(|why| format!("  {} (container path not taken: {why})", s.provider))
+        })
+        .collect();
+    // Containers go before the engine that runs them.
     drop(planned);
+    drop(engine);
     say("\n=== summary ===");
+    say(&containers);
+    for note in &notes {
+        say(note);
+    }
     say(&format!(
         "{:<18} {:>7} {:>7} {:>12} {:>9}  provider",
         "backend", "passed", "failed", "conformance", "snapshot"
@@ -431,5 +504,24 @@ pub async fn run(backends: &[Backend], lint_first: bool) -> Result<()> {
         Ok(())
     } else {
         Err(format!("test matrix failed:\n  {}", failures.join("\n  ")))
+    }
+}
+
+/// Starts xtask's own engine and makes it the one testcontainers uses; `None` (having said why)
+/// when this machine cannot have one.
+async fn start_engine() -> Option<LocalEngine> {
+    match tokio::task::spawn_blocking(|| engine::start(providers::REDIS_TAG)).await {
+        Ok(Ok(engine)) => {
+            docker::use_local_engine(engine.endpoint(), engine.netns.clone());
+            Some(engine)
+        }
+        Ok(Err(reason)) => {
+            say(&format!("local engine: not set up: {reason}"));
+            None
+        }
+        Err(e) => {
+            say(&format!("local engine: not set up: {e}"));
+            None
+        }
     }
 }
