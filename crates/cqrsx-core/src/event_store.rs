@@ -7,12 +7,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
+use crate::checkpoint::{Checkpoint, Wake};
 use crate::error::{Error, Result};
 use crate::event::{
     validate_new_event, AllPage, AppendResult, EventFilter, NewEvent, Position, RecordedEvent, Timestamp,
 };
 use crate::stream::{validate_type_name, ExpectedVersion, StreamId};
-use crate::subscription::{Checkpoint, Wake};
 
 /// Default number of events fetched per round trip when a stream is read as a [`futures::Stream`].
 pub const DEFAULT_PAGE_SIZE: usize = 512;

@@ -38,6 +38,7 @@
 //! ```
 
 mod aggregate;
+mod checkpoint;
 mod codec;
 mod error;
 mod event;
@@ -58,6 +59,7 @@ pub mod raw;
 pub mod testkit;
 
 pub use aggregate::{Aggregate, AggregateRoot, Uncommitted};
+pub use checkpoint::{Checkpoint, Wake};
 pub use codec::{Codec, EventCodec, JsonCodec, MessagePackCodec};
 pub use error::{BoxError, ConnectFailure, Error, Result};
 pub use event::{
@@ -72,7 +74,7 @@ pub use registry::{EventRegistry, EventRegistryBuilder, UpcastFn};
 pub use repository::Repository;
 pub use snapshot_store::{LoadInfo, Restored, SnapshotInfo, SnapshotRecord, SnapshotStore, SnapshotStrategy};
 pub use stream::{ExpectedVersion, StreamId};
-pub use subscription::{subscribe, Checkpoint, Subscription, SubscriptionMessage, SubscriptionOptions, Wake};
+pub use subscription::{subscribe, Subscription, SubscriptionMessage, SubscriptionOptions};
 
 /// Re-exported so that backends and users name the same versions.
 pub use async_trait::async_trait;

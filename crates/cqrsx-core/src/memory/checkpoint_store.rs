@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::Position;
 use crate::memory::InMemoryReadStore;
@@ -14,7 +15,6 @@ use crate::projection::{
     CheckpointCapabilities, CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewDoc, ViewKey,
 };
 use crate::read_store::ReadStore;
-use crate::subscription::Checkpoint;
 
 struct Held {
     owner: String,

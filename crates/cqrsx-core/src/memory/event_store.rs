@@ -8,13 +8,13 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::checkpoint::{Checkpoint, Wake};
 use crate::error::{Error, Result};
 use crate::event::{AllPage, AppendResult, EventFilter, NewEvent, Position, RecordedEvent, Timestamp};
 use crate::event_store::{
     validate_append, validate_filter, validate_number, validate_position, EventStore, EventStoreCapabilities,
 };
 use crate::stream::{validate_type_name, ExpectedVersion, StreamId};
-use crate::subscription::{Checkpoint, Wake};
 
 /// Log entries one `read_all` call looks at, at most.
 const READ_ALL_SCAN_BUDGET: usize = 100_000;

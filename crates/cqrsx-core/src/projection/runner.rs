@@ -9,6 +9,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{BoxError, Error, Result};
 use crate::event::{EventFilter, Position, RecordedEvent};
 use crate::event_store::EventStore;
@@ -18,7 +19,7 @@ use crate::projection::status::{ProjectionStatus, Rate, RunnerState};
 use crate::projection::store::{CheckpointStore, Lease, ParkedEvent, ViewKey};
 use crate::projection::view::{Batch, DocCache};
 use crate::projection::Projection;
-use crate::subscription::{subscribe, Checkpoint, SubscriptionMessage, SubscriptionOptions};
+use crate::subscription::{subscribe, SubscriptionMessage, SubscriptionOptions};
 
 /// Runs a [`Projection`] over an event store into a [`CheckpointStore`].
 ///

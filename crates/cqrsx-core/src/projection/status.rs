@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
+use crate::checkpoint::Checkpoint;
 use crate::projection::store::ViewKey;
-use crate::subscription::Checkpoint;
 
 /// What a runner is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

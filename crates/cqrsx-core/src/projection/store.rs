@@ -8,11 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::{Position, RecordedEvent, Timestamp};
 use crate::read_store::ReadStore;
 use crate::stream::validate_type_name;
-use crate::subscription::Checkpoint;
 
 /// One version of one projection: the unit that has a checkpoint, a lease and a view.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

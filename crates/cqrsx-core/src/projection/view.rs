@@ -9,12 +9,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::Position;
 use crate::projection::store::{CheckpointStore, Commit, ParkedEvent, ViewChange, ViewKey, ViewWrite};
 use crate::read_store::validate_document;
 use crate::stream::validate_id;
-use crate::subscription::Checkpoint;
 
 /// The largest view document, in bytes of JSON (every backend can store this much).
 pub const MAX_VIEW_DOCUMENT_BYTES: usize = 15 * 1024 * 1024;

@@ -12,13 +12,13 @@ use super::projection_support::{
 };
 use super::support::{ev, report, unique};
 use super::Fixture;
+use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::event::Position;
 use crate::projection::{
     Commit, ErrorPolicy, ProjectionRunner, RunnerOptions, RunnerState, ViewChange, ViewKey, ViewWrite,
 };
 use crate::stream::{ExpectedVersion, StreamId};
-use crate::subscription::Checkpoint;
 
 /// Contract 11: while writers append, the runner is aborted at random points (at least 50
 /// times, including mid-commit) and restarted; at the end the view equals the fold of the

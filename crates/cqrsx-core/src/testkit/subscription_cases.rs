@@ -9,11 +9,12 @@ use tokio::sync::mpsc;
 
 use super::support::{ev, unique};
 use super::Fixture;
+use crate::checkpoint::{Checkpoint, Wake};
 use crate::error::Error;
 use crate::event::{EventFilter, NewEvent, RecordedEvent};
 use crate::event_store::EventStore;
 use crate::stream::{ExpectedVersion, StreamId};
-use crate::subscription::{subscribe, Checkpoint, SubscriptionMessage, SubscriptionOptions, Wake};
+use crate::subscription::{subscribe, SubscriptionMessage, SubscriptionOptions};
 
 /// The independent fold: every event of `streams`, read stream by stream.
 async fn fold(store: &dyn EventStore, streams: &[StreamId]) -> BTreeMap<(String, u64), RecordedEvent> {

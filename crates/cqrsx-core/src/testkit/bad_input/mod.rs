@@ -17,13 +17,13 @@ use uuid::Uuid;
 
 use super::support::{evs, report, unique};
 use super::Fixture;
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::{EventFilter, NewEvent, Position, Timestamp};
 use crate::projection::{Commit, Lease, ViewChange, ViewKey, ViewWrite};
 use crate::read_store::{Document, Query};
 use crate::snapshot_store::SnapshotRecord;
 use crate::stream::{ExpectedVersion, StreamId, MAX_NAME_LEN};
-use crate::subscription::Checkpoint;
 
 /// How long any refusal may take: a bad input is answered at once, never by a hang.
 const BOUND: Duration = Duration::from_secs(5);

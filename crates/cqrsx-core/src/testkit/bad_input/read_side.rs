@@ -9,11 +9,12 @@ use serde_json::json;
 use crate::testkit::support::unique;
 
 use super::{put, Catalogue, Expect, Seeded};
+use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::event::EventFilter;
 use crate::projection::{Lease, ViewKey};
 use crate::read_store::MAX_TTL;
-use crate::subscription::{subscribe, Checkpoint, SubscriptionOptions};
+use crate::subscription::{subscribe, SubscriptionOptions};
 
 pub(super) async fn check(c: &mut Catalogue<'_>, seeded: &Seeded) {
     let f = c.f;
