@@ -13,6 +13,7 @@ use mongodb::event::EventHandler;
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Database, IndexModel};
 
+use crate::capabilities::ServerCapabilities;
 use crate::config::{redact_uri, MongoConfig};
 use crate::error::{backend, command_code};
 
@@ -100,33 +101,6 @@ impl CommandCounter {
             round_trips: self.round_trips.load(Ordering::SeqCst),
         }
     }
-}
-
-/// What the server can do, detected at connect time (and, as a testing aid, overridden by
-/// [`MongoConfig::assume`](crate::MongoConfig)).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServerCapabilities {
-    /// Change streams (a replica set or sharded cluster): live subscriptions wake on them.
-    pub change_streams: bool,
-    /// TTL indexes (FerretDB 1.x has none; expiry is then enforced on read only).
-    pub ttl_indexes: bool,
-    /// `$inc` is atomic under concurrency (FerretDB 1.x loses concurrent increments; the event
-    /// store then serialises its own reservations).
-    pub atomic_counters: bool,
-    /// Queries on fields other than `_id` use indexes (FerretDB 1.x with SQLite scans the
-    /// collection; the event store then reads streams by `_id`).
-    pub indexed_queries: bool,
-    /// Unique indexes over array fields refuse a value held by another document (FerretDB 1.x
-    /// does not enforce them; the event store then checks event ids with a query).
-    pub unique_array_indexes: bool,
-    /// Documents may hold arrays directly inside arrays (FerretDB 1.x refuses them; read
-    /// models and views holding them are refused before the write, event payloads and metadata
-    /// holding them are stored as bytes and text).
-    pub nested_arrays: bool,
-    /// The server's version string.
-    pub version: String,
-    /// Set when the server is FerretDB, with its version.
-    pub ferretdb: Option<String>,
 }
 
 /// The MongoDB connection every store shares. Cheap to clone.

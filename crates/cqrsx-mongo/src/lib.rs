@@ -21,6 +21,7 @@
 //! collection. [`ServerCapabilities`], detected at connect, pick the plain path or a
 //! server's fallback (see [`MongoEventStore`]).
 
+mod capabilities;
 mod checkpoint_store;
 mod client;
 mod config;
@@ -31,9 +32,10 @@ mod snapshot_store;
 
 use std::sync::Arc;
 
+pub use capabilities::{AssumedCapabilities, ServerCapabilities};
 pub use checkpoint_store::MongoCheckpointStore;
-pub use client::{CommandCount, MongoClientManager, MongoMetrics, ServerCapabilities, TimeoutError};
-pub use config::{AssumedCapabilities, MongoConfig};
+pub use client::{CommandCount, MongoClientManager, MongoMetrics, TimeoutError};
+pub use config::MongoConfig;
 pub use event_store::{CounterContention, MongoEventStore, StreamContention, MAX_COMMIT_BYTES};
 pub use read_store::{MongoReadStore, MAX_DOCUMENT_BYTES};
 pub use snapshot_store::{MongoSnapshotStore, MAX_SNAPSHOT_BYTES};
