@@ -1,13 +1,9 @@
 //! [`SnapshotConfig`]: snapshots as configuration (policy, serializer, schema version,
-//! retention), and [`RepositorySnapshotExt`], which plugs it into any repository.
+//! retention); `RepositorySnapshotExt` (in the manager's module) plugs it into any repository.
 
-use std::sync::Arc;
-
-use cqrsx_core::{Aggregate, Error, Repository, Result, SnapshotStore};
-use serde::de::DeserializeOwned;
+use cqrsx_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::manager::SnapshotManager;
 use crate::policy::PolicyConfig;
 use crate::serializer::SnapshotSerializer;
 
@@ -141,43 +137,6 @@ impl SnapshotConfig {
             }
         }
         self.policy.validate()
-    }
-}
-
-/// Adds configured snapshots to any [`Repository`] — in-memory, Redis or Mongo alike.
-///
-/// ```
-/// use std::sync::Arc;
-/// use cqrsx_core::memory::{InMemoryEventStore, InMemorySnapshotStore};
-/// use cqrsx_core::Repository;
-/// use cqrsx_snapshot::{RepositorySnapshotExt, SnapshotConfig};
-/// # #[derive(Default, serde::Serialize, serde::Deserialize)] struct Counter;
-/// # #[derive(serde::Serialize, serde::Deserialize)] enum Never {}
-/// # impl cqrsx_core::Aggregate for Counter { const TYPE: &'static str = "Counter"; type Event = Never; fn apply(&mut self, _: &Never) {} }
-///
-/// let config = SnapshotConfig::from_env().unwrap();
-/// let repo = Repository::<Counter>::new(Arc::new(InMemoryEventStore::new()))
-///     .with_snapshot_config(Arc::new(InMemorySnapshotStore::new()), &config)
-///     .unwrap();
-/// # let _ = repo;
-/// ```
-pub trait RepositorySnapshotExt<A>: Sized {
-    /// Restores from and takes snapshots in `store` as `config` says; unchanged when snapshots
-    /// are disabled.
-    fn with_snapshot_config(self, store: Arc<dyn SnapshotStore>, config: &SnapshotConfig) -> Result<Self>;
-}
-
-impl<A> RepositorySnapshotExt<A> for Repository<A>
-where
-    A: Aggregate + Serialize + DeserializeOwned,
-{
-    fn with_snapshot_config(self, store: Arc<dyn SnapshotStore>, config: &SnapshotConfig) -> Result<Self> {
-        if !config.enabled {
-            config.validate()?;
-            return Ok(self);
-        }
-        let manager = SnapshotManager::<A>::from_config(store, config)?;
-        Ok(self.with_snapshots(Arc::new(manager)))
     }
 }
 

@@ -51,8 +51,8 @@ mod serializer;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use config::{RepositorySnapshotExt, SnapshotConfig};
-pub use manager::{SnapshotManager, SnapshotStats};
+pub use config::SnapshotConfig;
+pub use manager::{RepositorySnapshotExt, SnapshotManager, SnapshotStats};
 pub use policy::{
     Adaptive, AllOf, Always, AnyOf, EveryNEvents, FnPolicy, LoadSample, Never, PolicyConfig, SnapshotContext,
     SnapshotPolicy, TimeSinceLast, VersionInterval,

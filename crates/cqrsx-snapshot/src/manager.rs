@@ -1,5 +1,6 @@
 //! The [`SnapshotManager`]: the full [`SnapshotStrategy`] — policy after save, restore with
-//! schema and content checks, retention, listing and statistics.
+//! schema and content checks, retention, listing and statistics — and
+//! [`RepositorySnapshotExt`], which plugs a configured one into any repository.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cqrsx_core::{
-    async_trait, Aggregate, AggregateRoot, Error, LoadInfo, Restored, Result, SnapshotInfo, SnapshotRecord,
+    async_trait, Aggregate, AggregateRoot, Error, LoadInfo, Repository, Restored, Result, SnapshotInfo, SnapshotRecord,
     SnapshotStore, SnapshotStrategy, StreamId, Timestamp,
 };
 use serde::de::DeserializeOwned;
@@ -431,5 +432,42 @@ where
         }
         self.take(root).await?;
         Ok(true)
+    }
+}
+
+/// Adds configured snapshots to any [`Repository`] — in-memory, Redis or Mongo alike.
+///
+/// ```
+/// use std::sync::Arc;
+/// use cqrsx_core::memory::{InMemoryEventStore, InMemorySnapshotStore};
+/// use cqrsx_core::Repository;
+/// use cqrsx_snapshot::{RepositorySnapshotExt, SnapshotConfig};
+/// # #[derive(Default, serde::Serialize, serde::Deserialize)] struct Counter;
+/// # #[derive(serde::Serialize, serde::Deserialize)] enum Never {}
+/// # impl cqrsx_core::Aggregate for Counter { const TYPE: &'static str = "Counter"; type Event = Never; fn apply(&mut self, _: &Never) {} }
+///
+/// let config = SnapshotConfig::from_env().unwrap();
+/// let repo = Repository::<Counter>::new(Arc::new(InMemoryEventStore::new()))
+///     .with_snapshot_config(Arc::new(InMemorySnapshotStore::new()), &config)
+///     .unwrap();
+/// # let _ = repo;
+/// ```
+pub trait RepositorySnapshotExt<A>: Sized {
+    /// Restores from and takes snapshots in `store` as `config` says; unchanged when snapshots
+    /// are disabled.
+    fn with_snapshot_config(self, store: Arc<dyn SnapshotStore>, config: &SnapshotConfig) -> Result<Self>;
+}
+
+impl<A> RepositorySnapshotExt<A> for Repository<A>
+where
+    A: Aggregate + Serialize + DeserializeOwned,
+{
+    fn with_snapshot_config(self, store: Arc<dyn SnapshotStore>, config: &SnapshotConfig) -> Result<Self> {
+        if !config.enabled {
+            config.validate()?;
+            return Ok(self);
+        }
+        let manager = SnapshotManager::<A>::from_config(store, config)?;
+        Ok(self.with_snapshots(Arc::new(manager)))
     }
 }
