@@ -73,6 +73,16 @@ impl Scale {
     }
 }
 
+/// Every store row of one backend: appends, loads, `read_all`, projections.
+async fn subject_rows(subject: &store::Subject, scale: Scale) -> Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    store::append_rows(subject, scale, &mut rows).await?;
+    store::load_rows(subject, scale, &mut rows).await?;
+    store::read_all_rows(subject, &mut rows).await?;
+    projection::rows(subject, scale, &mut rows).await?;
+    Ok(rows)
+}
+
 /// A measurement: `ops` operations in `elapsed`.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Measure {

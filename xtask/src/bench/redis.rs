@@ -17,7 +17,7 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::Value;
 
-use super::store::{decode_raw, store_rows, AppendBaseline, RawBaseline, Subject};
+use super::store::{decode_raw, AppendBaseline, RawBaseline, Subject};
 use super::{keep, BenchRow, Fact, Scale, Section};
 use crate::cmd::{say, Result};
 
@@ -393,7 +393,7 @@ pub async fn rows(url: &str, scale: Scale) -> Result<Section> {
     };
     let before = client.metrics();
     let started = Instant::now();
-    let mut rows = store_rows(&subject, scale).await?;
+    let mut rows = super::subject_rows(&subject, scale).await?;
     let after = client.metrics();
     if let Some(first) = rows.first_mut() {
         first.note = format!(

@@ -150,7 +150,7 @@ async fn baseline_appends(
 /// baseline writing the same events. Each writer is a task of its own. Ours and the baselines
 /// take turns for a few rounds (fresh streams each round) and each side reports its median
 /// round, so a slow spell of the machine does not land on one side only.
-pub async fn append_rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>) -> Result<()> {
+pub(super) async fn append_rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>) -> Result<()> {
     let raw: Arc<dyn AppendBaseline> = subject.baseline.clone();
     let baselines: Vec<Arc<dyn AppendBaseline>> =
         std::iter::once(raw).chain(subject.comparable.iter().cloned()).collect();
@@ -208,7 +208,7 @@ async fn seed_aggregate(subject: &Subject, id: &str, events: usize) -> Result<()
 
 /// Load rows: 100 and N-event aggregates, by full replay and through snapshots, against a raw
 /// read of the same number of records.
-pub async fn load_rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>) -> Result<()> {
+pub(super) async fn load_rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>) -> Result<()> {
     let mut hundred_replay = None;
     for size in [100usize, scale.large_aggregate] {
         let id = format!("{}-load-{size}", subject.run_id);
@@ -302,7 +302,7 @@ pub async fn load_rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>
 }
 
 /// `read_all` row: every event of the run in pages of 1,000, against a raw read of as many.
-pub async fn read_all_rows(subject: &Subject, rows: &mut Vec<BenchRow>) -> Result<()> {
+pub(super) async fn read_all_rows(subject: &Subject, rows: &mut Vec<BenchRow>) -> Result<()> {
     let filter = EventFilter::aggregate_types(["BenchAppend"]);
     let codec = EventCodec::new(ContentType::Json);
     let mut total = 0u64;
@@ -353,16 +353,6 @@ pub async fn read_all_rows(subject: &Subject, rows: &mut Vec<BenchRow>) -> Resul
         .note(format!("{total} events")),
     );
     Ok(())
-}
-
-/// Every store row of one backend.
-pub async fn store_rows(subject: &Subject, scale: Scale) -> Result<Vec<BenchRow>> {
-    let mut rows = Vec::new();
-    append_rows(subject, scale, &mut rows).await?;
-    load_rows(subject, scale, &mut rows).await?;
-    read_all_rows(subject, &mut rows).await?;
-    super::projection::rows(subject, scale, &mut rows).await?;
-    Ok(rows)
 }
 
 /// A raw record: event type and payload.
@@ -417,5 +407,5 @@ pub async fn memory_rows(scale: Scale) -> Result<Vec<BenchRow>> {
         comparable: Vec::new(),
         run_id: format!("b{}", cqrsx_core::Uuid::now_v7().simple()),
     };
-    store_rows(&subject, scale).await
+    super::subject_rows(&subject, scale).await
 }
