@@ -24,6 +24,8 @@ use crate::cmd::Result;
 
 /// The engine's socket when `DOCKER_HOST` is unset.
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+/// The `DOCKER_HOST` the user configured, for xtask processes that xtask starts.
+const CONFIGURED: &str = "CQRSX_DOCKER_HOST_CONFIGURED";
 /// How long the probe waits for the engine's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -69,7 +71,13 @@ static STATUS: tokio::sync::OnceCell<Status> = tokio::sync::OnceCell::const_new(
 /// Points `DOCKER_HOST` at the relay (which starts only if an engine answers). Called by `main`
 /// before any thread exists, since it changes the process environment.
 pub fn route_through_relay() {
-    let configured = std::env::var("DOCKER_HOST").ok();
+    // An xtask started by xtask (the bench runs itself in release) inherits the relay as
+    // DOCKER_HOST: it reads the engine its parent was configured with instead.
+    let configured = match std::env::var(CONFIGURED) {
+        Ok(inherited) => Some(inherited).filter(|host| !host.is_empty()),
+        Err(_) => std::env::var("DOCKER_HOST").ok(),
+    };
+    std::env::set_var(CONFIGURED, configured.as_deref().unwrap_or(""));
     // TLS engines cannot be relayed (the relay would have to terminate TLS): they are used as
     // configured, and the probe says if their API is too old.
     if configured
