@@ -70,16 +70,22 @@ pub(crate) fn events_field(events: &[NewEvent]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Reads the `e` field.
+/// Reads the `e` field of the commit at position `first` of `stream`.
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
-    what: &'a str,
+    first: u64,
+    stream: &'a StreamId,
 }
 
 impl<'a> Reader<'a> {
+    /// The error for a field this store did not write (named only when it happens: reads are
+    /// the hot path).
     fn corrupt(&self, why: &str) -> Error {
-        Error::Integrity(format!("{}: {why} at byte {}", self.what, self.at))
+        Error::Integrity(format!(
+            "commit at position {} of {}: {why} at byte {}",
+            self.first, self.stream, self.at
+        ))
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -164,28 +170,24 @@ impl Commit {
 
     /// The commit's events at offsets `keep` accepts (0-based), with positions in `partition`.
     pub(crate) fn events(&self, partition: u32, mut keep: impl FnMut(u64, &str) -> bool) -> Result<Vec<RecordedEvent>> {
-        let what = format!("commit at position {} of {}", self.first, self.stream);
+        let mut reader = Reader {
+            bytes: &self.events,
+            at: 0,
+            first: self.first,
+            stream: &self.stream,
+        };
         let types: Vec<&str> = if self.types.contains('\n') {
             self.types.split('\n').collect()
         } else {
             vec![self.types.as_str(); usize::try_from(self.count).unwrap_or(0)]
         };
         if types.len() as u64 != self.count {
-            return Err(Error::Integrity(format!(
-                "{what}: {} event types for {} events",
-                types.len(),
-                self.count
-            )));
+            return Err(reader.corrupt(&format!("{} event types for {} events", types.len(), self.count)));
         }
-        let mut reader = Reader {
-            bytes: &self.events,
-            at: 0,
-            what: &what,
-        };
         if reader.take(1)? != [FORMAT] {
-            return Err(Error::Integrity(format!("{what}: unknown events format")));
+            return Err(reader.corrupt("unknown events format"));
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(types.len());
         for (k, event_type) in types.iter().enumerate() {
             let k = k as u64;
             let id: [u8; 16] = reader
