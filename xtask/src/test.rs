@@ -196,7 +196,7 @@ struct Planned {
     backend: Backend,
     groups: Vec<(Group, Vec<RowSpec>)>,
     /// Kept alive until the matrix ends.
-    _servers: Vec<Provided>,
+    servers: Vec<Provided>,
     /// Runs after the group's tests (the servers' test data is removed).
     cleanup: Vec<Cleanup>,
 }
@@ -239,7 +239,7 @@ async fn plan(backend: Backend) -> Result<Planned> {
                     select: any,
                 }],
             )],
-            _servers: Vec::new(),
+            servers: Vec::new(),
             cleanup: Vec::new(),
         }),
         Backend::Redis => {
@@ -310,7 +310,7 @@ async fn plan(backend: Backend) -> Result<Planned> {
             Ok(Planned {
                 backend,
                 groups,
-                _servers: vec![standalone, cluster],
+                servers: vec![standalone, cluster],
                 cleanup,
             })
         }
@@ -376,7 +376,7 @@ async fn plan(backend: Backend) -> Result<Planned> {
             Ok(Planned {
                 backend,
                 groups,
-                _servers: vec![server],
+                servers: vec![server],
                 cleanup: vec![Cleanup::Mongo(uri)],
             })
         }
@@ -463,7 +463,7 @@ pub async fn run(backends: &[Backend], lint_first: bool, local_engine: bool) -> 
     }
     let notes: Vec<String> = planned
         .iter()
-        .flat_map(|p| &p._servers)
+        .flat_map(|p| &p.servers)
         .filter_map(|s| {
             s.no_container
                 .as_ref()
