@@ -118,11 +118,14 @@ fn install_engine() -> Result<()> {
         .map_err(|e| format!("cannot write {}: {e}", policy.display()))?;
         let _ = Command::new("chmod").args(["+x", "/usr/sbin/policy-rc.d"]).status();
     }
-    let installed = cmd::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "docker.io"])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    );
+    // A fresh machine has no package lists yet.
+    let installed = cmd::run(Command::new("apt-get").args(["update", "-qq"])).and_then(|()| {
+        cmd::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "docker.io"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    });
     if ours {
         let _ = std::fs::remove_file(policy);
     }
