@@ -167,7 +167,7 @@ mod script_keys {
     /// Commands the scripts use that take no key.
     const KEYLESS: &[&str] = &["TIME"];
 
-    /// Each script with its name.
+    /// Each script with its name (`log.lua`, a library of pure functions, calls Redis not at all).
     const SCRIPTS: &[(&str, &str)] = &[
         ("append.lua", include_str!("lua/append.lua")),
         ("by_type.lua", include_str!("lua/by_type.lua")),

@@ -50,10 +50,22 @@ pub(crate) struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Self {
-            read_stream: Script::from_lua(include_str!("../lua/read_stream.lua")),
-            read_all: Script::from_lua(include_str!("../lua/read_all.lua")),
-            by_type: Script::from_lua(include_str!("../lua/by_type.lua")),
-            truncate: Script::from_lua(include_str!("../lua/truncate.lua")),
+            read_stream: Script::from_lua(concat!(
+                include_str!("../lua/log.lua"),
+                include_str!("../lua/read_stream.lua")
+            )),
+            read_all: Script::from_lua(concat!(
+                include_str!("../lua/log.lua"),
+                include_str!("../lua/read_all.lua")
+            )),
+            by_type: Script::from_lua(concat!(
+                include_str!("../lua/log.lua"),
+                include_str!("../lua/by_type.lua")
+            )),
+            truncate: Script::from_lua(concat!(
+                include_str!("../lua/log.lua"),
+                include_str!("../lua/truncate.lua")
+            )),
             delete: Script::from_lua(include_str!("../lua/delete.lua")),
         }
     }

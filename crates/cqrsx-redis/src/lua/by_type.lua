@@ -8,16 +8,6 @@
 -- Commits gone from the log (deleted streams, truncation) are skipped.
 local since = tonumber(ARGV[1])
 local max = tonumber(ARGV[2])
--- A log entry's event count, or nil when the entry is not a commit this store wrote.
-local function count_of(e)
-  local f = e[2]
-  if f[1] ~= 's' or f[3] ~= 'v' or f[5] ~= 'n' or f[7] ~= 'a' or f[9] ~= 'r' or f[11] ~= 't' or f[13] ~= 'e' then
-    return nil
-  end
-  local n, v = tonumber(f[6]), tonumber(f[4])
-  if not n or n < 1 or n % 1 ~= 0 or not v or v < 1 or not tonumber(f[10]) then return nil end
-  return n
-end
 local trimmed = redis.call('HLEN', KEYS[3]) > 0
 local out = {}
 local found = 0

@@ -8,10 +8,11 @@
 --   T xs:<f>   `<value>\0<id>` for ids whose field f is a string (score 0, ordered by value)
 --   T xo:<f>   ids whose field f holds anything else but null (booleans, objects, arrays)
 -- A document whose expiry has passed is gone to every reader; writes and counts remove a
--- bounded number of such documents per call, the `purge` operation any number. Every key is passed in KEYS by the
--- caller: `c` describes a collection's keys there — c.ids, c.docs, c.entries (positions of
--- those keys) and c.ix (position of the first index key; field j's x, xs, xo keys follow at
--- c.ix + 3 * (j - 1)), c.fields (j -> field name), c.slot (field name -> j).
+-- bounded number of such documents per call, the `purge` operation any number. Every key is
+-- passed in KEYS by the caller: `c` describes a collection's keys there — c.ids, c.docs,
+-- c.entries (positions of those keys) and c.ix (position of the first index key; field j's x,
+-- xs, xo keys follow at c.ix + 3 * (j - 1)), c.fields (j -> field name), c.slot (field name ->
+-- j).
 
 -- The server's clock in ms.
 local function docs_now()

@@ -16,16 +16,6 @@ for i = 1, nt do types[ARGV[4 + i]] = true end
 local na = tonumber(ARGV[5 + nt])
 local aggs = {}
 for i = 1, na do aggs[ARGV[5 + nt + i]] = true end
--- A log entry's event count, or nil when the entry is not a commit this store wrote.
-local function count_of(e)
-  local f = e[2]
-  if f[1] ~= 's' or f[3] ~= 'v' or f[5] ~= 'n' or f[7] ~= 'a' or f[9] ~= 'r' or f[11] ~= 't' or f[13] ~= 'e' then
-    return nil
-  end
-  local n, v = tonumber(f[6]), tonumber(f[4])
-  if not n or n < 1 or n % 1 ~= 0 or not v or v < 1 or not tonumber(f[10]) then return nil end
-  return n
-end
 local trimmed = redis.call('HLEN', KEYS[2]) > 0
 local out = {}
 local found = 0

@@ -4,14 +4,6 @@
 --      | {'corrupt', entry id} for an index entry this store did not write
 -- Each log entry is a whole commit; the caller keeps its events from the version on. Commits
 -- removed from the log by truncation are skipped.
--- A commit index entry's position and event count, or nil when it is not one this store wrote.
-local function commit_of(c)
-  local f = c[2]
-  if f[1] ~= 'g' or f[3] ~= 'n' then return nil end
-  local g, n = tonumber(f[2]), tonumber(f[4])
-  if not g or not n or n < 1 then return nil end
-  return g, n
-end
 local meta = redis.call('HMGET', KEYS[2], 'd', 'tr')
 if meta[1] == '1' then return {'deleted'} end
 local fmt = string.format

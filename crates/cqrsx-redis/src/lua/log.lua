@@ -1,0 +1,25 @@
+-- Library of the event store's layout, prepended to the scripts that read the log or a
+-- stream's commit index (it declares no keys of its own).
+-- A partition log entry is one commit: fields s (stream), v (first version), n (event count),
+-- a (aggregate type), r (recorded at, ms), t (event types), e (the events).
+-- A commit index entry: fields g (the commit's first position) and n (its event count).
+
+-- A log entry's event count, or nil when the entry is not a commit this store wrote.
+local function count_of(e)
+  local f = e[2]
+  if f[1] ~= 's' or f[3] ~= 'v' or f[5] ~= 'n' or f[7] ~= 'a' or f[9] ~= 'r' or f[11] ~= 't' or f[13] ~= 'e' then
+    return nil
+  end
+  local n, v = tonumber(f[6]), tonumber(f[4])
+  if not n or n < 1 or n % 1 ~= 0 or not v or v < 1 or not tonumber(f[10]) then return nil end
+  return n
+end
+
+-- A commit index entry's position and event count, or nil when it is not one this store wrote.
+local function commit_of(c)
+  local f = c[2]
+  if f[1] ~= 'g' or f[3] ~= 'n' then return nil end
+  local g, n = tonumber(f[2]), tonumber(f[4])
+  if not g or not n or n < 1 then return nil end
+  return g, n
+end
