@@ -26,7 +26,7 @@ pub use projection_cases::*;
 pub use read_cases::*;
 pub use snapshot_cases::*;
 pub use subscription_cases::*;
-pub use support::{report, BasicSnapshots, Counter, CounterEvent};
+pub use support::{expect_config_errors, report, BasicSnapshots, Counter, CounterEvent};
 
 use crate::event_store::EventStore;
 use crate::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemoryReadStore, InMemorySnapshotStore};

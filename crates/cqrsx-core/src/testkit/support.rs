@@ -91,6 +91,26 @@ pub fn report(label: &str, line: &str) {
     }
 }
 
+/// Checks a backend's catalogue of refused configurations: every outcome must be an
+/// `Error::Config` whose message names the case's needle (the setting or variable at fault).
+/// Reports the number of kinds under `label`, then fails listing every case that was answered
+/// otherwise.
+pub fn expect_config_errors<'a>(label: &str, cases: impl IntoIterator<Item = (&'a str, crate::Result<()>, &'a str)>) {
+    let mut failures = Vec::new();
+    let mut kinds = 0;
+    for (kind, outcome, needle) in cases {
+        kinds += 1;
+        match outcome {
+            Err(crate::Error::Config(m)) if m.contains(needle) => {}
+            other => failures.push(format!(
+                "{kind}: expected a config error naming {needle}, got {other:?}"
+            )),
+        }
+    }
+    report(label, &format!("bad-config catalogue: {kinds} kinds"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// A minimal snapshot strategy: JSON state every `every` events. Enough to hold the store and
 /// repository to contract item 7; `cqrsx-snapshot` has the full manager.
 pub struct BasicSnapshots {
