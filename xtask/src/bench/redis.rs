@@ -17,7 +17,7 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::Value;
 
-use super::store::{decode_raw, AppendBaseline, RawBaseline, Subject};
+use super::store::{decode_raw, fresh_ids, AppendBaseline, RawBaseline, Subject};
 use super::{keep, BenchRow, Fact, Scale, Section};
 use crate::cmd::{say, Result};
 
@@ -235,11 +235,7 @@ async fn memory_facts(client: &RedisClientManager, run_id: &str, scale: Scale, f
     for s in 0..streams {
         let stream = cqrsx_core::StreamId::new("BenchMemory", format!("m{s}")).map_err(error)?;
         for b in 0..10u64 {
-            let events = template
-                .iter()
-                .cloned()
-                .map(|e| e.with_id(cqrsx_core::Uuid::now_v7()))
-                .collect();
+            let events = fresh_ids(&template);
             cqrsx_core::EventStore::append(&store, &stream, cqrsx_core::ExpectedVersion::Exact(b * 10), events)
                 .await
                 .map_err(error)?;
@@ -249,11 +245,7 @@ async fn memory_facts(client: &RedisClientManager, run_id: &str, scale: Scale, f
     for s in 0..streams {
         let key = format!("mem-raw-{run_id}-{s}");
         for _ in 0..10 {
-            let events: Vec<NewEvent> = template
-                .iter()
-                .cloned()
-                .map(|e| e.with_id(cqrsx_core::Uuid::now_v7()))
-                .collect();
+            let events = fresh_ids(&template);
             raw.write(&key, &events).await?;
         }
     }

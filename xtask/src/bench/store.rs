@@ -103,11 +103,7 @@ async fn our_appends(
             let stream = stream.map_err(|e| e.to_string())?;
             for round in 0..per_writer {
                 let expected = ExpectedVersion::Exact((round * batch) as u64);
-                let events = template
-                    .iter()
-                    .cloned()
-                    .map(|e| e.with_id(cqrsx_core::Uuid::now_v7()))
-                    .collect();
+                let events = fresh_ids(&template);
                 store
                     .append(&stream, expected, events)
                     .await
@@ -133,11 +129,7 @@ async fn baseline_appends(
         let key = format!("raw-{}", name(w));
         async move {
             for _ in 0..per_writer {
-                let events: Vec<NewEvent> = template
-                    .iter()
-                    .cloned()
-                    .map(|e| e.with_id(cqrsx_core::Uuid::now_v7()))
-                    .collect();
+                let events = fresh_ids(&template);
                 raw.write(&key, &events).await?;
             }
             Ok::<_, String>(())
@@ -353,6 +345,15 @@ pub(super) async fn read_all_rows(subject: &Subject, rows: &mut Vec<BenchRow>) -
         .note(format!("{total} events")),
     );
     Ok(())
+}
+
+/// The template's events under new ids (every append of a row is a new command).
+pub fn fresh_ids(template: &[NewEvent]) -> Vec<NewEvent> {
+    template
+        .iter()
+        .cloned()
+        .map(|e| e.with_id(cqrsx_core::Uuid::now_v7()))
+        .collect()
 }
 
 /// A raw record: event type and payload.
