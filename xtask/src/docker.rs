@@ -252,6 +252,8 @@ async fn connect(endpoint: &Endpoint) -> std::io::Result<Box<dyn Io>> {
 async fn relay(listener: UnixListener, engine: Endpoint, api: (u32, u32)) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors or the like: wait instead of spinning.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let engine = engine.clone();
