@@ -1,6 +1,7 @@
 //! Stream identity and the expected-version rules of optimistic concurrency.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
@@ -20,25 +21,26 @@ pub const MAX_NAME_LEN: usize = 256;
 /// assert!(StreamId::new("User", "").is_err());
 /// # Ok::<(), cqrsx_core::Error>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// A stream id is one shared string (`Type/id`): cloning it, as every event read carries its
+/// stream, does not allocate.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct StreamId {
-    aggregate_type: String,
-    id: String,
-    key: String,
+    /// `Type/id`.
+    key: Arc<str>,
+    /// Where the `/` is.
+    split: usize,
 }
 
 impl StreamId {
     /// A validated stream id.
-    pub fn new(aggregate_type: impl Into<String>, id: impl Into<String>) -> Result<Self> {
-        let aggregate_type = aggregate_type.into();
-        let id = id.into();
-        validate_type_name("aggregate type", &aggregate_type)?;
-        validate_id("aggregate id", &id)?;
-        let key = format!("{aggregate_type}/{id}");
+    pub fn new(aggregate_type: impl AsRef<str>, id: impl AsRef<str>) -> Result<Self> {
+        let (aggregate_type, id) = (aggregate_type.as_ref(), id.as_ref());
+        validate_type_name("aggregate type", aggregate_type)?;
+        validate_id("aggregate id", id)?;
         Ok(Self {
-            aggregate_type,
-            id,
-            key,
+            key: format!("{aggregate_type}/{id}").into(),
+            split: aggregate_type.len(),
         })
     }
 
@@ -54,17 +56,30 @@ impl StreamId {
 
     /// The aggregate type, e.g. `User`.
     pub fn aggregate_type(&self) -> &str {
-        &self.aggregate_type
+        &self.key[..self.split]
     }
 
     /// The aggregate id, e.g. `user-123`.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.key[self.split + 1..]
     }
 
     /// `Type/id`: the unique key backends store the stream under.
     pub fn key(&self) -> &str {
         &self.key
+    }
+}
+
+/// Ordered by aggregate type, then id.
+impl Ord for StreamId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.aggregate_type(), self.id()).cmp(&(other.aggregate_type(), other.id()))
+    }
+}
+
+impl PartialOrd for StreamId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
