@@ -45,11 +45,18 @@ local function select(mode, j, min, max)
   return redis.call('ZRANGEBYSCORE', KEYS[c.ids], string.format('(%d', now), '+inf')
 end
 
+-- Whether some document has expired (and not yet been purged): only then must each indexed
+-- id be checked for being live, one ZSCORE each.
+local function some_expired()
+  return redis.call('ZCOUNT', KEYS[c.ids], '-inf', string.format('(%d', now)) > 0
+end
+
 if op == 'ids' then
   local mode, j, min, max, most = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+  local check = mode ~= 'all' and some_expired()
   local live = {}
   for _, id in ipairs(select(mode, j, min, max)) do
-    if mode == 'all' or docs_live(c, id, now) then live[#live + 1] = id end
+    if not check or docs_live(c, id, now) then live[#live + 1] = id end
   end
   if #live > most then
     table.insert(live, 1, 'ids')
@@ -86,6 +93,7 @@ elseif op == 'top' then
   -- Ascending, documents without the field come first (unless a range on it excludes them).
   if dir == 'asc' and not bounded and all > numeric then return {'fallback'} end
   -- Chunks start just past what is needed (expired ids and ties take more) and double.
+  local check = some_expired()
   local ids, taken, last, pos, size = {}, 0, nil, 0, need + 1
   local done = false
   while not done do
@@ -105,7 +113,7 @@ elseif op == 'top' then
         done = true
         break
       end
-      if docs_live(c, id, now) then
+      if not check or docs_live(c, id, now) then
         ids[#ids + 1] = id
         taken = taken + 1
         last = score
