@@ -174,7 +174,6 @@ mod script_keys {
         ("delete.lua", include_str!("lua/delete.lua")),
         ("docs.lua", include_str!("lua/docs.lua")),
         ("projection.lua", include_str!("lua/projection.lua")),
-        ("read_all.lua", include_str!("lua/read_all.lua")),
         ("read_model.lua", include_str!("lua/read_model.lua")),
         ("read_stream.lua", include_str!("lua/read_stream.lua")),
         ("snapshot.lua", include_str!("lua/snapshot.lua")),

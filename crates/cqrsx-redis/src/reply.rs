@@ -17,6 +17,23 @@ pub(crate) fn text(v: &Value) -> Option<String> {
     }
 }
 
+/// A text or binary reply's bytes, borrowed.
+pub(crate) fn raw(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::String(s) => Some(s.as_bytes()),
+        Value::Bytes(b) => Some(b),
+        _ => None,
+    }
+}
+
+/// A text or binary reply as a non-negative integer, read without a copy.
+pub(crate) fn raw_int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Integer(i) => u64::try_from(*i).ok(),
+        other => std::str::from_utf8(raw(other)?).ok()?.parse().ok(),
+    }
+}
+
 /// A reply as bytes.
 pub(crate) fn bytes(v: &Value) -> Option<Vec<u8>> {
     match v {

@@ -10,7 +10,7 @@
 use cqrsx_core::{ContentType, Error, Metadata, NewEvent, Position, RecordedEvent, Result, StreamId, Timestamp, Uuid};
 use fred::types::Value;
 
-use crate::reply::{bytes, int, text};
+use crate::reply::{raw, raw_int, text};
 
 /// The first byte of every events field this version writes.
 const FORMAT: u8 = 1;
@@ -123,7 +123,8 @@ pub(crate) struct Commit {
     pub(crate) count: u64,
     pub(crate) recorded_at: Timestamp,
     types: String,
-    events: Vec<u8>,
+    /// The `e` field, text or bytes (checked by `parse`).
+    events: Value,
 }
 
 impl Commit {
@@ -133,7 +134,9 @@ impl Commit {
         let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
             return Err(Error::Integrity("a log entry without id and fields".into()));
         };
-        let id = text(&id).ok_or_else(|| Error::Integrity("a log entry id that is not text".into()))?;
+        let id = raw(&id)
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .ok_or_else(|| Error::Integrity("a log entry id that is not text".into()))?;
         let first = id
             .split('-')
             .next()
@@ -143,20 +146,24 @@ impl Commit {
             (None, None, None, None, None, None);
         let mut it = crate::reply::array(fields)?.into_iter();
         while let (Some(name), Some(value)) = (it.next(), it.next()) {
-            match text(&name).as_deref() {
-                Some("s") => stream = text(&value),
-                Some("v") => v0 = int(&value),
-                Some("n") => count = int(&value),
-                Some("r") => recorded_at = int(&value),
-                Some("t") => types = text(&value),
-                Some("e") => events = bytes(&value),
+            match raw(&name) {
+                Some(b"s") => {
+                    stream = raw(&value)
+                        .and_then(|s| std::str::from_utf8(s).ok())
+                        .map(StreamId::parse)
+                }
+                Some(b"v") => v0 = raw_int(&value),
+                Some(b"n") => count = raw_int(&value),
+                Some(b"r") => recorded_at = raw_int(&value),
+                Some(b"t") => types = text(&value),
+                Some(b"e") => events = raw(&value).is_some().then_some(value),
                 _ => {}
             }
         }
         let missing = |field: &str| Error::Integrity(format!("log entry {id} has no valid {field} field"));
-        let stream = stream.ok_or_else(|| missing("stream (s)"))?;
-        let stream = StreamId::parse(&stream)
-            .map_err(|e| Error::Integrity(format!("log entry {id} names stream {stream:?}: {e}")))?;
+        let stream = stream
+            .ok_or_else(|| missing("stream (s)"))?
+            .map_err(|e| Error::Integrity(format!("log entry {id} names no stream: {e}")))?;
         Ok(Self {
             first,
             stream,
@@ -171,7 +178,7 @@ impl Commit {
     /// The commit's events at offsets `keep` accepts (0-based), with positions in `partition`.
     pub(crate) fn events(&self, partition: u32, mut keep: impl FnMut(u64, &str) -> bool) -> Result<Vec<RecordedEvent>> {
         let mut reader = Reader {
-            bytes: &self.events,
+            bytes: raw(&self.events).unwrap_or_default(),
             at: 0,
             first: self.first,
             stream: &self.stream,

@@ -5,6 +5,7 @@
 mod append;
 mod group_commit;
 mod layout;
+mod read_all;
 mod tail;
 
 use std::sync::Arc;
@@ -31,17 +32,12 @@ use group_commit::Committer;
 use layout::Commit;
 use tail::Tails;
 
-/// How many log entries one `read_all` call examines at most, so a selective filter over a long
-/// log cannot block the server; the page then ends early with `next` moved past what was seen.
-const READ_ALL_SCAN_BUDGET: usize = 10_000;
-
 /// The largest batch: a bound that keeps one script's run (which blocks the server) short.
 const MAX_BATCH: usize = 5_000;
 
 /// The Lua scripts, loaded once per server (and again after a restart, on `NOSCRIPT`).
 pub(crate) struct Scripts {
     read_stream: Script,
-    read_all: Script,
     by_type: Script,
     truncate: Script,
     delete: Script,
@@ -53,10 +49,6 @@ impl Scripts {
             read_stream: Script::from_lua(concat!(
                 include_str!("../lua/log.lua"),
                 include_str!("../lua/read_stream.lua")
-            )),
-            read_all: Script::from_lua(concat!(
-                include_str!("../lua/log.lua"),
-                include_str!("../lua/read_all.lua")
             )),
             by_type: Script::from_lua(concat!(
                 include_str!("../lua/log.lua"),
@@ -252,49 +244,7 @@ impl EventStore for RedisEventStore {
                 next: from,
             });
         }
-        let p = from.partition;
-        let mut args: Vec<Value> = vec![
-            number_arg(from.offset),
-            count_arg(max_count),
-            count_arg(READ_ALL_SCAN_BUDGET.max(max_count)),
-            (filter.event_types.len() as i64).into(),
-        ];
-        args.extend(filter.event_types.iter().map(|t| Value::from(t.as_str())));
-        args.push((filter.aggregate_types.len() as i64).into());
-        args.extend(filter.aggregate_types.iter().map(|t| Value::from(t.as_str())));
-        let reply = self
-            .eval(&self.scripts.read_all, vec![self.keys.log(p), self.keys.trim(p)], args)
-            .await?;
-        let items = array(reply)?;
-        if let Some(e) = corrupt(&items, &format!("the log of partition {p}")) {
-            return Err(e);
-        }
-        let mut items = items.into_iter();
-        let next = items
-            .next()
-            .as_ref()
-            .and_then(int)
-            .ok_or_else(|| protocol("read_all next"))?;
-        let mut events = Vec::new();
-        let mut page = array(items.next().unwrap_or(Value::Null))?.into_iter();
-        while let (Some(entry), Some(lo), Some(hi)) = (page.next(), page.next(), page.next()) {
-            let (lo, hi) = (
-                int(&lo).ok_or_else(|| protocol("read_all range"))?,
-                int(&hi).ok_or_else(|| protocol("read_all range"))?,
-            );
-            let commit = Commit::parse(entry)?;
-            events.extend(commit.events(p, |k, t| {
-                (lo..=hi).contains(&k) && (filter.event_types.is_empty() || filter.event_types.iter().any(|f| f == t))
-            })?);
-        }
-        events.truncate(max_count);
-        Ok(AllPage {
-            events,
-            next: Position {
-                partition: p,
-                offset: next.max(from.offset),
-            },
-        })
+        self.read_log(from, max_count, filter).await
     }
 
     #[instrument(skip(self))]
