@@ -20,14 +20,28 @@ if op == 'write' then
   return docs_write(c, a)
 end
 
-local now = docs_now()
+-- The server's clock, read once, and only when an expiry must be compared with it.
+local clock
+local function now()
+  clock = clock or docs_now()
+  return clock
+end
+
+-- Whether a document whose expiry score is `score` (false: no such document) is live.
+local function live_score(score)
+  return score ~= false and score ~= nil and (score == 'inf' or tonumber(score) > now())
+end
+
+local function live(id)
+  return live_score(redis.call('ZSCORE', KEYS[c.ids], id))
+end
 
 if op == 'get' then
   local id = ARGV[a]
-  if not docs_live(c, id, now) then return nil end
+  if not live(id) then return nil end
   return redis.call('HGET', KEYS[c.docs], id)
 elseif op == 'purge' then
-  return docs_purge(c, now, tonumber(ARGV[a]))
+  return docs_purge(c, now(), tonumber(ARGV[a]))
 end
 
 -- Candidate ids of a selection: every id, a score range of a numeric index, or a value range
@@ -42,32 +56,34 @@ local function select(mode, j, min, max)
     end
     return ids
   end
-  return redis.call('ZRANGEBYSCORE', KEYS[c.ids], string.format('(%d', now), '+inf')
+  return redis.call('ZRANGEBYSCORE', KEYS[c.ids], string.format('(%d', now()), '+inf')
 end
 
 -- Whether some document has expired (and not yet been purged): only then must each indexed
--- id be checked for being live, one ZSCORE each.
+-- id be checked for being live, one ZSCORE each. The soonest expiry tells, and when no
+-- document has one the clock is not read.
 local function some_expired()
-  return redis.call('ZCOUNT', KEYS[c.ids], '-inf', string.format('(%d', now)) > 0
+  local soonest = redis.call('ZRANGE', KEYS[c.ids], 0, 0, 'WITHSCORES')
+  return soonest[2] ~= nil and not live_score(soonest[2])
 end
 
 if op == 'ids' then
   local mode, j, min, max, most = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
   local check = mode ~= 'all' and some_expired()
-  local live = {}
+  local found = {}
   for _, id in ipairs(select(mode, j, min, max)) do
-    if not check or docs_live(c, id, now) then live[#live + 1] = id end
+    if not check or live(id) then found[#found + 1] = id end
   end
-  if #live > most then
-    table.insert(live, 1, 'ids')
-    return live
+  if #found > most then
+    table.insert(found, 1, 'ids')
+    return found
   end
-  return docs_fetch(c, live, {'docs'})
+  return docs_fetch(c, found, {'docs'})
 elseif op == 'count' then
   local mode, j, min, max = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3]
   -- With no expired document left, an index counts in O(log n).
-  docs_purge(c, now, 1000)
-  local expired = redis.call('ZCOUNT', KEYS[c.ids], '-inf', string.format('(%d', now))
+  docs_purge(c, now(), 1000)
+  local expired = redis.call('ZCOUNT', KEYS[c.ids], '-inf', string.format('(%d', now()))
   if mode == 'all' then
     return redis.call('ZCARD', KEYS[c.ids]) - expired
   elseif expired == 0 and mode == 'score' then
@@ -77,7 +93,7 @@ elseif op == 'count' then
   end
   local n = 0
   for _, id in ipairs(select(mode, j, min, max)) do
-    if docs_live(c, id, now) then n = n + 1 end
+    if live(id) then n = n + 1 end
   end
   return n
 elseif op == 'top' then
@@ -85,13 +101,16 @@ elseif op == 'top' then
   local need, bounded = tonumber(ARGV[a + 4]), ARGV[a + 5] == '1'
   local xk = c.ix + 3 * (j - 1)
   -- Only numbers in the field: strings and other kinds would sort around them.
-  if redis.call('ZCARD', KEYS[xk + 1]) > 0 or redis.call('ZCARD', KEYS[xk + 2]) > 0 then
+  -- (Redis deletes an empty sorted set, so one EXISTS asks both indexes.)
+  if redis.call('EXISTS', KEYS[xk + 1], KEYS[xk + 2]) > 0 then
     return {'fallback'}
   end
-  local all = redis.call('ZCARD', KEYS[c.ids])
-  local numeric = redis.call('ZCARD', KEYS[xk])
+  -- Whether some documents lack a number in the field (two ZCARDs, asked only when it matters).
+  local function some_without()
+    return redis.call('ZCARD', KEYS[c.ids]) > redis.call('ZCARD', KEYS[xk])
+  end
   -- Ascending, documents without the field come first (unless a range on it excludes them).
-  if dir == 'asc' and not bounded and all > numeric then return {'fallback'} end
+  if dir == 'asc' and not bounded and some_without() then return {'fallback'} end
   -- Chunks start just past what is needed (expired ids and ties take more) and double.
   local check = some_expired()
   local ids, taken, last, pos, size = {}, 0, nil, 0, need + 1
@@ -113,7 +132,7 @@ elseif op == 'top' then
         done = true
         break
       end
-      if not check or docs_live(c, id, now) then
+      if not check or live(id) then
         ids[#ids + 1] = id
         taken = taken + 1
         last = score
@@ -121,7 +140,7 @@ elseif op == 'top' then
     end
   end
   -- Descending, documents without the field come last: needed when the numbers run out.
-  if dir == 'desc' and not bounded and taken < need and all > numeric then return {'fallback'} end
+  if dir == 'desc' and not bounded and taken < need and some_without() then return {'fallback'} end
   return docs_fetch(c, ids, {'ok'})
 end
 return redis.error_reply('unknown read-model operation ' .. op)
