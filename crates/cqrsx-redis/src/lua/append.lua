@@ -19,7 +19,6 @@ local CHUNK = 1000
 local WIDE = 16
 local WIDE_MARK = string.rep('.', 65)
 local fmt = string.format
-local now
 
 local function append(k, a)
   local expected = tonumber(ARGV[a])
@@ -58,25 +57,26 @@ local function append(k, a)
     return {'conflict', ver}
   end
 
-  if not now then
-    local t = redis.call('TIME')
-    now = fmt('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-  end
   local first = redis.call('INCRBY', KEYS[2], n) - n + 1
   local v0 = ver + 1
   local first_s, v0_s, n_s = fmt('%d', first), fmt('%d', v0), ARGV[a + 3]
+  -- Auto ids keep each type index in commit order and carry the time events_by_type starts at;
+  -- the first one's time (the server's clock in ms, never behind that index's last entry) is
+  -- the commit's recorded-at, so the clock costs no command of its own.
+  local now
+  for j = 1, m do
+    local id
+    if ARGV[runs + j - 1] == '' then
+      id = redis.call('XADD', KEYS[k + 1 + j], '*', 'g', first_s)
+    else
+      id = redis.call('XADD', KEYS[k + 1 + j], '*', 'g', first_s, 'k', ARGV[runs + j - 1])
+    end
+    now = now or string.match(id, '^(%d+)')
+  end
   -- The commit, at its first position: event i sits at position first + i and version v0 + i.
   redis.call('XADD', KEYS[1], first_s .. '-0', 's', stream, 'v', v0_s, 'n', n_s, 'a', aggregate,
     'r', now, 't', types, 'e', blob)
   redis.call('XADD', KEYS[k], v0_s .. '-0', 'g', first_s, 'n', n_s)
-  -- Auto ids keep each type index in commit order and carry the time events_by_type starts at.
-  for j = 1, m do
-    if ARGV[runs + j - 1] == '' then
-      redis.call('XADD', KEYS[k + 1 + j], '*', 'g', first_s)
-    else
-      redis.call('XADD', KEYS[k + 1 + j], '*', 'g', first_s, 'k', ARGV[runs + j - 1])
-    end
-  end
   local last = ver + n
   if n >= WIDE then
     -- A large batch: from now on the stream's ids live in a hash table (a value longer than
