@@ -20,12 +20,12 @@ use super::RedisEventStore;
 use crate::error::protocol;
 use crate::reply::{array, int, raw_int};
 
-/// How many log entries one `read_all` call examines at most, so a selective filter over a long
-/// log cannot keep a reader busy for long; the page then ends early with `next` moved past what
-/// was seen.
+/// How many events one `read_all` call examines at most, so a selective filter over a long log
+/// cannot keep a reader busy for long; the page then ends early with `next` moved past what was
+/// seen.
 const SCAN_BUDGET: usize = 10_000;
 
-/// The most log entries one `XRANGE` returns.
+/// The widest window of positions one `XRANGE` reads.
 const CHUNK: usize = 1_000;
 
 /// A page being collected.
@@ -97,31 +97,36 @@ impl RedisEventStore {
         };
         let mut budget = SCAN_BUDGET.max(max_count);
         let unfiltered = filter.event_types.is_empty() && filter.aggregate_types.is_empty();
-        let mut after = None;
+        // The next position no commit read so far holds; the first trip also reads the commit
+        // that holds `from` when it starts before it.
+        let mut pos = from.offset;
+        let mut first_trip = true;
+        let mut window = max_count;
         loop {
-            // An unfiltered page needs at most one entry per missing event.
-            let want = if unfiltered {
+            // Positions are dense, so the commits starting in [pos, pos + window) hold the
+            // window's events: an unfiltered page needs a window of exactly the missing events
+            // (commits of any size), a filtered one doubles it each trip.
+            window = if unfiltered {
                 max_count - page.events.len()
+            } else if first_trip {
+                window
             } else {
-                CHUNK
-            };
-            let chunk = want.min(budget).min(CHUNK);
-            let first_trip = after.is_none();
+                window.saturating_mul(2)
+            }
+            .clamp(1, budget.clamp(1, CHUNK));
+            let end = pos.saturating_add(window as u64);
             let trx = self.client.client().multi();
             let calls = async {
                 let () = trx.hlen(&trim).await?;
-                match after {
-                    // The commit holding `from` may start before it.
-                    None => {
-                        let () = trx.xrevrange(&log, format!("{}-0", from.offset), "-", Some(1)).await?;
-                        let () = trx
-                            .xrange(&log, format!("({}-0", from.offset), "+", Some(chunk as u64))
-                            .await?;
-                    }
-                    Some(after) => {
-                        let () = trx.xrange(&log, format!("({after}-0"), "+", Some(chunk as u64)).await?;
-                    }
+                if first_trip {
+                    let () = trx.xrevrange(&log, format!("({pos}-0"), "-", Some(1)).await?;
                 }
+                let () = trx
+                    .xrange(&log, format!("{pos}-0"), format!("({end}-0"), Some(window as u64))
+                    .await?;
+                // The first commit past the window: where the next one starts (past any hole
+                // deleted streams left), or none at the end of the log.
+                let () = trx.xrange(&log, format!("{end}-0"), "+", Some(1)).await?;
                 trx.exec::<Value>(true).await
             };
             let mut replies = array(self.client.track(calls).await?)?.into_iter();
@@ -130,22 +135,21 @@ impl RedisEventStore {
                 .as_ref()
                 .and_then(int)
                 .ok_or_else(|| protocol("HLEN of truncated commits"))?;
-            let mut commits = Vec::with_capacity(chunk + 1);
-            let mut returned = 0;
+            let mut commits = Vec::with_capacity(window + 2);
+            let mut more = false;
             for (i, reply) in replies.enumerate() {
                 let entries = array(reply)?;
-                // The first trip's replies are the commit holding `from`, then the chunk.
-                if !first_trip || i == 1 {
-                    returned = entries.len();
-                }
+                // The first trip's replies: the commit before `from`, the window, the next
+                // commit; a later trip's: the window, the next commit.
+                more = !entries.is_empty() && i == usize::from(first_trip) + 1;
                 for entry in entries {
                     commits.push(Commit::parse(entry)?);
                 }
             }
-            let Some(last) = commits.last().map(|c| c.first) else {
+            let Some(last) = commits.last() else {
                 break;
             };
-            after = Some(last);
+            pos = last.first + last.count;
             let cuts = if trimmed > 0 {
                 let (again, cuts) = self.reread_with_cuts(&log, &trim, &commits).await?;
                 commits = again;
@@ -155,12 +159,13 @@ impl RedisEventStore {
             };
             for commit in &commits {
                 page.take(commit, cuts.get(&commit.first).copied().unwrap_or(0))?;
+                budget = budget.saturating_sub(usize::try_from(commit.count).unwrap_or(usize::MAX));
                 if page.full() {
                     break;
                 }
             }
-            budget = budget.saturating_sub(returned);
-            if page.full() || returned < chunk || budget == 0 {
+            first_trip = false;
+            if page.full() || budget == 0 || !more {
                 break;
             }
         }
