@@ -13,12 +13,14 @@
 -- Every check of an append runs before its first write, so a refused append writes nothing
 -- and does not affect the others. One HMGET reads the version, the tombstone and every event
 -- id; one HSET writes the version and the ids; the commit is one log entry, one index entry
--- and one entry per event type. Numbers go to Redis as %d strings (Lua's own formatting is a
--- slow %.14g).
+-- and one entry per event type. The position counter is one INCRBY per call, plus one SET
+-- when a group wrote more than one append. Numbers go to Redis as %d strings (Lua's own
+-- formatting is a slow %.14g).
 local CHUNK = 1000
 local WIDE = 16
 local WIDE_MARK = string.rep('.', 65)
 local fmt = string.format
+local seq, grouped
 
 local function append(k, a)
   local expected = tonumber(ARGV[a])
@@ -57,7 +59,16 @@ local function append(k, a)
     return {'conflict', ver}
   end
 
-  local first = redis.call('INCRBY', KEYS[2], n) - n + 1
+  -- The first append of a call moves the position counter; the others of its group count on
+  -- from there, and the counter is written once at the end.
+  local first
+  if seq then
+    first, grouped = seq + 1, true
+    seq = seq + n
+  else
+    seq = redis.call('INCRBY', KEYS[2], n)
+    first = seq - n + 1
+  end
   local v0 = ver + 1
   local first_s, v0_s, n_s = fmt('%d', first), fmt('%d', v0), ARGV[a + 3]
   -- Auto ids keep each type index in commit order and carry the time events_by_type starts at;
@@ -103,4 +114,5 @@ for g = 1, tonumber(ARGV[1]) do
   a = a + 7 + n + m
   k = k + 2 + m
 end
+if grouped then redis.call('SET', KEYS[2], fmt('%d', seq)) end
 return replies
