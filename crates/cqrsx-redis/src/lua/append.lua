@@ -17,7 +17,7 @@
 -- when a group wrote more than one append. Numbers go to Redis as %d strings (Lua's own
 -- formatting is a slow %.14g).
 local CHUNK = 1000
-local WIDE = 16
+local WIDE = 8
 local WIDE_MARK = string.rep('.', 65)
 local fmt = string.format
 local seq, grouped
@@ -89,13 +89,15 @@ local function append(k, a)
     'r', now, 't', types, 'e', blob)
   redis.call('XADD', KEYS[k], v0_s .. '-0', 'g', first_s, 'n', n_s)
   local last = ver + n
-  if n >= WIDE then
-    -- A large batch: from now on the stream's ids live in a hash table (a value longer than
-    -- the server's listpack limit converts the hash), where a lookup is O(1); a small hash is a
-    -- listpack, scanned per lookup, which costs O(ids × stream length) for a batch.
-    redis.call('HSETNX', KEYS[k + 1], '_', WIDE_MARK)
-  end
   local writes = {'v', fmt('%d', last)}
+  if n >= WIDE then
+    -- A batch: from now on the stream's ids live in a hash table (a value longer than the
+    -- server's listpack limit converts the hash, before the write), where a lookup is O(1); a
+    -- small hash is a listpack, scanned per lookup, which costs O(ids × stream length) for a
+    -- batch. Measured at 16 writers × batch 10: 43 µs of server time per append, against 52 µs
+    -- when only batches of 16 and more converted it.
+    writes[3], writes[4] = '_', WIDE_MARK
+  end
   for i = 1, n do
     writes[#writes + 1] = ARGV[ids + i - 1]
     writes[#writes + 1] = fmt('%d', v0 + i - 1)
