@@ -1,5 +1,5 @@
 //! A stream's metadata hash (version and event ids) stays a compact listpack while appends are
-//! single events, and becomes a hash table with the first batch of 8 or more: a batch looks up
+//! single events, and becomes a hash table with the first batch of 16 or more: a batch looks up
 //! and writes every one of its ids, which in a listpack is a scan each.
 
 mod common;
@@ -37,24 +37,24 @@ async fn the_id_hash_turns_into_a_hash_table_with_the_first_batch() {
             .expect("single");
     }
     store
-        .append(&stream, ExpectedVersion::Any, events(7))
+        .append(&stream, ExpectedVersion::Any, events(15))
         .await
-        .expect("seven");
+        .expect("fifteen");
     assert_eq!(
         encoding(&client, &meta).await,
         "listpack",
         "small appends keep the listpack"
     );
     store
-        .append(&stream, ExpectedVersion::Any, events(8))
+        .append(&stream, ExpectedVersion::Any, events(16))
         .await
-        .expect("eight");
-    assert_eq!(encoding(&client, &meta).await, "hashtable", "a batch of 8 converts it");
+        .expect("sixteen");
+    assert_eq!(encoding(&client, &meta).await, "hashtable", "a batch of 16 converts it");
     store
         .append(&stream, ExpectedVersion::Any, events(1))
         .await
         .expect("single");
-    assert_eq!(store.stream_version(&stream).await.expect("version"), 19);
+    assert_eq!(store.stream_version(&stream).await.expect("version"), 35);
     let versions: Vec<u64> = store
         .read_stream(&stream, 1, 100)
         .await
@@ -62,5 +62,5 @@ async fn the_id_hash_turns_into_a_hash_table_with_the_first_batch() {
         .iter()
         .map(|e| e.version)
         .collect();
-    assert_eq!(versions, (1..=19).collect::<Vec<_>>());
+    assert_eq!(versions, (1..=35).collect::<Vec<_>>());
 }
