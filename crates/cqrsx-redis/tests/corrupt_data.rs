@@ -96,6 +96,10 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
         ),
         ("an event count of 0", Box::new(|s| with(s, "n", Some("0".into())))),
         (
+            "an event count past the largest position",
+            Box::new(|s| with(s, "n", Some("18446744073709551615".into()))),
+        ),
+        (
             "an event count that is not a number",
             Box::new(|s| with(s, "n", Some("one".into()))),
         ),

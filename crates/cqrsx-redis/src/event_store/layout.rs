@@ -7,7 +7,9 @@
 //! module and only read by it: a format byte, then per event its id (16 bytes), content type
 //! (1 byte), schema version, payload and metadata (each length-prefixed, lengths as LEB128).
 
-use cqrsx_core::{ContentType, Error, Metadata, NewEvent, Position, RecordedEvent, Result, StreamId, Timestamp, Uuid};
+use cqrsx_core::{
+    ContentType, Error, Metadata, NewEvent, Position, RecordedEvent, Result, StreamId, Timestamp, Uuid, MAX_NUMBER,
+};
 use fred::types::Value;
 
 use crate::reply::{raw, raw_int, text};
@@ -141,6 +143,7 @@ impl Commit {
             .split('-')
             .next()
             .and_then(|p| p.parse::<u64>().ok())
+            .filter(|&p| p <= MAX_NUMBER)
             .ok_or_else(|| Error::Integrity(format!("log entry id {id:?} is not a position")))?;
         let (mut stream, mut v0, mut count, mut recorded_at, mut types, mut events) =
             (None, None, None, None, None, None);
@@ -167,8 +170,13 @@ impl Commit {
         Ok(Self {
             first,
             stream,
-            v0: v0.filter(|&v| v > 0).ok_or_else(|| missing("version (v)"))?,
-            count: count.filter(|&n| n > 0).ok_or_else(|| missing("count (n)"))?,
+            // Positions and versions stay below 2^53, so sums of them never overflow.
+            v0: v0
+                .filter(|&v| v > 0 && v <= MAX_NUMBER)
+                .ok_or_else(|| missing("version (v)"))?,
+            count: count
+                .filter(|&n| n > 0 && n <= MAX_NUMBER)
+                .ok_or_else(|| missing("count (n)"))?,
             recorded_at: Timestamp(recorded_at.ok_or_else(|| missing("recorded-at (r)"))?),
             types: types.ok_or_else(|| missing("types (t)"))?,
             events: events.ok_or_else(|| missing("events (e)"))?,
