@@ -31,8 +31,8 @@ local function append(k, a, n, m)
   local runs = ids + n -- type j's offsets at runs + j - 1
 
   local got
-  if n == 1 then
-    got = redis.call('HMGET', KEYS[k + 1], 'v', 'd', ARGV[ids])
+  if n <= CHUNK then
+    got = redis.call('HMGET', KEYS[k + 1], 'v', 'd', unpack(ARGV, ids, ids + n - 1))
   else
     local fields = {'v', 'd'}
     for i = 1, n do fields[i + 2] = ARGV[ids + i - 1] end
