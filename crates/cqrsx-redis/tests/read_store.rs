@@ -15,7 +15,7 @@ async fn indexed(collection: &str) -> (RedisClientManager, RedisReadStore) {
         .await
         .expect("connect");
     let mut store = RedisReadStore::new(client.clone(), collection).expect("store");
-    for field in ["a", "address.city", "age", "name", "nickname", "score"] {
+    for field in ["a", "address.city", "age", "name", "nickname", "rank", "score"] {
         store = store.with_index(field).expect("index");
     }
     (client, store)

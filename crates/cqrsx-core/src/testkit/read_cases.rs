@@ -71,6 +71,10 @@ fn people() -> Vec<Document> {
             if i % 5 == 0 {
                 data["nickname"] = json!(format!("nick{i}"));
             }
+            // A number with many ties, missing from every third document.
+            if i % 3 != 2 {
+                data["rank"] = json!(i % 7);
+            }
             Document {
                 id: format!("p-{i:02}"),
                 data,
@@ -122,6 +126,24 @@ pub async fn read_store_query_matches_reference_semantics(f: Fixture) {
             .page(10, 100),
         Query::all().sort_asc("address.city").sort_desc("age").page(5, 10),
         Query::all().filter(Filter::eq("address.city", "Nowhere")),
+        // Sorted and limited on one field: ties at the edge of the page (ids break them),
+        // documents without the field (first ascending, last descending), ranges and offsets.
+        Query::all().sort_desc("rank").page(0, 1),
+        Query::all().sort_desc("rank").page(0, 3),
+        Query::all().sort_desc("rank").page(0, 8),
+        Query::all().sort_desc("rank").page(4, 4),
+        Query::all().sort_desc("rank").page(20, 10),
+        Query::all().sort_asc("rank").page(0, 4),
+        Query::all()
+            .filter(Filter::new("rank", Op::Gte, 2))
+            .sort_asc("rank")
+            .page(1, 5),
+        Query::all()
+            .filter(Filter::new("rank", Op::Lt, 5))
+            .sort_desc("rank")
+            .page(0, 6),
+        Query::all().sort_desc("age").page(0, 5),
+        Query::all().sort_asc("score").page(2, 6),
     ];
     for q in &queries {
         let got = store.query(q).await.expect("query");

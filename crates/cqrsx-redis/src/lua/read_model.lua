@@ -111,34 +111,48 @@ elseif op == 'top' then
   end
   -- Ascending, documents without the field come first (unless a range on it excludes them).
   if dir == 'asc' and not bounded and some_without() then return {'fallback'} end
-  -- Chunks start just past what is needed (expired ids and ties take more) and double.
-  local check = some_expired()
-  local ids, taken, last, pos, size = {}, 0, nil, 0, need + 1
-  local done = false
-  while not done do
-    local chunk
+  -- Ids of the range in the query's order, from `pos`; options such as WITHSCORES go last.
+  local function range(pos, size, ...)
     if dir == 'asc' then
-      chunk = redis.call('ZRANGEBYSCORE', KEYS[xk], min, max, 'WITHSCORES', 'LIMIT', pos, size)
-    else
-      chunk = redis.call('ZREVRANGEBYSCORE', KEYS[xk], max, min, 'WITHSCORES', 'LIMIT', pos, size)
+      return redis.call('ZRANGEBYSCORE', KEYS[xk], min, max, 'LIMIT', pos, size, ...)
     end
-    if #chunk == 0 then break end
-    pos = pos + #chunk / 2
-    size = math.min(2 * size, 1024)
-    for i = 1, #chunk, 2 do
-      local id, score = chunk[i], chunk[i + 1]
-      -- Past what is needed, only ties of the last score still count (ids break ties).
-      if taken >= need and score ~= last then
-        done = true
-        break
-      end
-      if not check or live(id) then
-        ids[#ids + 1] = id
-        taken = taken + 1
-        last = score
+    return redis.call('ZREVRANGEBYSCORE', KEYS[xk], max, min, 'LIMIT', pos, size, ...)
+  end
+  -- Nothing expired: the first `need` ids answer, unless the next one ties with the last (the
+  -- client breaks ties by id, so a tie at the edge needs every tied id). Ids alone and the two
+  -- scores at the edge cost the server less than every score of the page (Redis formats each
+  -- score as text). Returns nil when the chunked scan must answer.
+  local function first_ids()
+    local ids = range(0, need + 1)
+    if #ids <= need then return ids end
+    local edge = range(need - 1, 2, 'WITHSCORES')
+    if edge[2] == edge[4] then return nil end
+    ids[need + 1] = nil
+    return ids
+  end
+  -- Chunks start just past what is needed (expired ids and ties take more) and double.
+  local function scan(check)
+    local ids, taken, last, pos, size = {}, 0, nil, 0, need + 1
+    while true do
+      local chunk = range(pos, size, 'WITHSCORES')
+      if #chunk == 0 then return ids end
+      pos = pos + #chunk / 2
+      size = math.min(2 * size, 1024)
+      for i = 1, #chunk, 2 do
+        local id, score = chunk[i], chunk[i + 1]
+        -- Past what is needed, only ties of the last score still count (ids break ties).
+        if taken >= need and score ~= last then return ids end
+        if not check or live(id) then
+          ids[#ids + 1] = id
+          taken = taken + 1
+          last = score
+        end
       end
     end
   end
+  local check = some_expired()
+  local ids = (not check and need <= 1000 and first_ids()) or scan(check)
+  local taken = #ids
   -- Descending, documents without the field come last: needed when the numbers run out.
   if dir == 'desc' and not bounded and taken < need and some_without() then return {'fallback'} end
   return docs_fetch(c, ids, {'ok'})
