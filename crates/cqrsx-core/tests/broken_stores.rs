@@ -486,6 +486,7 @@ async fn each_case_catches_the_fault_it_guards_against() {
         ),
         ("batch_append_is_all_or_nothing", Fault::SplitsBatches),
         ("retried_append_is_idempotent", Fault::ForgetsEventIds),
+        ("event_ids_are_unique_in_any_order", Fault::ForgetsEventIds),
         ("read_returns_every_envelope_field_in_order", Fault::DropsMetadata),
         ("catch_up_reader_sees_every_event_once", Fault::SkipsPositions),
         (

@@ -1,12 +1,16 @@
-//! A stream's metadata hash (version and event ids) stays a compact listpack while appends are
-//! single events, and becomes a hash table with the first batch of 16 or more: a batch looks up
-//! and writes every one of its ids, which in a listpack is a scan each.
+//! A stream's metadata hash: while its event ids arrive in increasing order (time-ordered ids,
+//! the default) it holds the version and the largest id only, whatever the stream's length;
+//! each commit index entry holds its commit's ids. The first append out of order writes every
+//! id into the hash (id -> version), which stays a compact listpack while appends are small and
+//! becomes a hash table with the first batch of 16 or more: a batch looks up and writes every
+//! one of its ids, which in a listpack is a scan each.
 
 mod common;
 
-use cqrsx_core::{EventStore, ExpectedVersion, NewEvent, StreamId};
+use cqrsx_core::{EventStore, ExpectedVersion, NewEvent, StreamId, Uuid};
 use cqrsx_redis::{RedisClientManager, RedisEventStore};
 use fred::prelude::*;
+use fred::types::Value;
 
 fn events(n: usize) -> Vec<NewEvent> {
     (0..n)
@@ -22,24 +26,80 @@ async fn encoding(client: &RedisClientManager, key: &str) -> String {
         .expect("OBJECT ENCODING")
 }
 
+/// The meta hash's fields, by name (ids are their 16 bytes).
+async fn fields(client: &RedisClientManager, key: &str) -> Vec<Vec<u8>> {
+    let all: Value = client.client().hgetall(key).await.expect("HGETALL");
+    let mut names: Vec<Vec<u8>> = all
+        .into_array()
+        .chunks(2)
+        .map(|pair| pair[0].as_bytes().expect("field").to_vec())
+        .collect();
+    names.sort();
+    names
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_id_hash_turns_into_a_hash_table_with_the_first_batch() {
+async fn ordered_ids_need_no_hash_field_and_the_first_out_of_order_indexes_them() {
     let client = RedisClientManager::connect(common::standalone_config())
         .await
         .expect("connect");
     let store = RedisEventStore::new(client.clone());
     let stream = StreamId::new("Laid", "s").expect("stream");
-    let meta = store.stream_keys(&stream)[1].clone();
-    for _ in 0..3 {
+    let [index, meta] = [0, 1].map(|i| store.stream_keys(&stream)[i].clone());
+    let mut written = Vec::new();
+    for n in [1, 1, 1, 15, 16] {
+        let batch = events(n);
+        written.extend(batch.iter().map(|e| e.event_id));
         store
-            .append(&stream, ExpectedVersion::Any, events(1))
+            .append(&stream, ExpectedVersion::Any, batch)
             .await
-            .expect("single");
+            .expect("ordered");
     }
-    store
-        .append(&stream, ExpectedVersion::Any, events(15))
+    assert_eq!(
+        fields(&client, &meta).await,
+        vec![b"h".to_vec(), b"v".to_vec()],
+        "ordered ids: the version and the largest id only"
+    );
+    let high: Vec<u8> = client.client().hget(&meta, "h").await.expect("HGET");
+    assert_eq!(high, written[33].as_bytes().to_vec());
+    let last: Value = client
+        .client()
+        .xrevrange(&index, "+", "-", Some(1))
         .await
-        .expect("fifteen");
+        .expect("XREVRANGE");
+    let last = last.into_array();
+    let entry = last[0].clone().into_array();
+    let entry_fields = entry[1].clone().into_array();
+    assert_eq!(
+        entry_fields[4].as_str().as_deref(),
+        Some("i"),
+        "the commit holds its ids"
+    );
+    let ids: Vec<u8> = written[18..].iter().flat_map(|id| id.as_bytes().to_vec()).collect();
+    assert_eq!(entry_fields[5].as_bytes().expect("ids"), &ids[..]);
+
+    // An id below the others: the stream's ids move into the hash, a compact listpack.
+    let low = events(1).remove(0).with_id(Uuid::from_u128(1));
+    written.push(low.event_id);
+    store
+        .append(&stream, ExpectedVersion::Exact(34), vec![low])
+        .await
+        .expect("out of order");
+    let mut expected: Vec<Vec<u8>> = written.iter().map(|id| id.as_bytes().to_vec()).collect();
+    expected.push(b"v".to_vec());
+    expected.sort();
+    assert_eq!(fields(&client, &meta).await, expected, "every id, and no largest id");
+    assert_eq!(
+        encoding(&client, &meta).await,
+        "listpack",
+        "small appends keep the listpack"
+    );
+    for n in [1, 15] {
+        store
+            .append(&stream, ExpectedVersion::Any, events(n))
+            .await
+            .expect("indexed");
+    }
     assert_eq!(
         encoding(&client, &meta).await,
         "listpack",
@@ -50,11 +110,7 @@ async fn the_id_hash_turns_into_a_hash_table_with_the_first_batch() {
         .await
         .expect("sixteen");
     assert_eq!(encoding(&client, &meta).await, "hashtable", "a batch of 16 converts it");
-    store
-        .append(&stream, ExpectedVersion::Any, events(1))
-        .await
-        .expect("single");
-    assert_eq!(store.stream_version(&stream).await.expect("version"), 35);
+    assert_eq!(store.stream_version(&stream).await.expect("version"), 67);
     let versions: Vec<u64> = store
         .read_stream(&stream, 1, 100)
         .await
@@ -62,5 +118,5 @@ async fn the_id_hash_turns_into_a_hash_table_with_the_first_batch() {
         .iter()
         .map(|e| e.version)
         .collect();
-    assert_eq!(versions, (1..=35).collect::<Vec<_>>());
+    assert_eq!(versions, (1..=67).collect::<Vec<_>>());
 }

@@ -11,7 +11,8 @@ use super::event_cases::{all_of_aggregate_type, assert_conflict, versions};
 use super::support::{ev, evs, fresh_stream, payload_n, unique, Counter};
 use super::Fixture;
 use crate::error::Error;
-use crate::event::{ContentType, EventFilter, NewEvent, Position};
+use crate::event::{AppendResult, ContentType, EventFilter, NewEvent, Position};
+use crate::event_store::EventStore;
 use crate::repository::Repository;
 use crate::stream::{ExpectedVersion, StreamId};
 
@@ -326,6 +327,182 @@ pub async fn retried_append_is_idempotent(f: Fixture) {
         .expect("an id of another stream is accepted");
     assert_eq!(elsewhere.version, 1);
     assert_ne!(elsewhere.position, first.position);
+}
+
+/// An event whose id is `id`.
+fn with_id(n: u64, id: u128) -> NewEvent {
+    ev("Any", n).with_id(Uuid::from_u128(id))
+}
+
+/// Appends each batch with the exact expected version, as commits of their own.
+async fn commit_each(
+    store: &dyn EventStore,
+    s: &StreamId,
+    batches: impl IntoIterator<Item = Vec<NewEvent>>,
+) -> Vec<(Vec<NewEvent>, AppendResult)> {
+    let mut version = store.stream_version(s).await.expect("version");
+    let mut commits = Vec::new();
+    for batch in batches {
+        let result = store
+            .append(s, ExpectedVersion::Exact(version), batch.clone())
+            .await
+            .expect("append");
+        version = result.version;
+        commits.push((batch, result));
+    }
+    commits
+}
+
+/// Retries every commit, with a stale expected version: each returns its original result.
+async fn assert_retries(store: &dyn EventStore, s: &StreamId, commits: &[(Vec<NewEvent>, AppendResult)], when: &str) {
+    for (i, (batch, original)) in commits.iter().enumerate() {
+        let again = store
+            .append(s, ExpectedVersion::NoStream, batch.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{when}: retry of commit {i}: {e}"));
+        assert_eq!(&again, original, "{when}: retry of commit {i}");
+    }
+}
+
+/// Appends that reuse an id are refused by name, whatever the expected version.
+async fn assert_reused(store: &dyn EventStore, s: &StreamId, cases: Vec<(&str, Vec<NewEvent>, Uuid)>, version: u64) {
+    for (what, batch, reused) in cases {
+        for expected in [ExpectedVersion::Any, ExpectedVersion::Exact(version)] {
+            match store.append(s, expected, batch.clone()).await {
+                Err(Error::EventIdReused { event_id, .. }) => {
+                    assert_eq!(event_id, reused, "{what}: the error names the reused id")
+                }
+                other => panic!("{what} ({expected}): expected EventIdReused, got {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        store.stream_version(s).await.expect("version"),
+        version,
+        "refusals write nothing"
+    );
+}
+
+/// Contract 4, continued: ids are unique per stream whatever their order. Time-ordered ids
+/// (the default), ids below every earlier one, descending and scattered ids are each accepted
+/// once; a retry of any earlier commit, however far back and after truncation, returns its
+/// result; a reused id is refused by name. (The Redis store keeps time-ordered ids without a
+/// lookup per id, and indexes a stream's ids at its first append out of order: this walks
+/// both layouts and the switch.)
+pub async fn event_ids_are_unique_in_any_order(f: Fixture) {
+    let store = f.events.as_ref();
+    let s = fresh_stream("C4o");
+    // 40 commits of 1 to 4 time-ordered events.
+    let mut commits = commit_each(store, &s, (0..40).map(|c| evs("Ord", 0, c % 4 + 1))).await;
+    assert_retries(store, &s, &commits, "time-ordered ids").await;
+    let reuse_cases = |commits: &[(Vec<NewEvent>, AppendResult)]| {
+        let id = |c: usize, i: usize| commits[c].0[i].clone();
+        vec![
+            (
+                "the last id of an old commit, then a new one",
+                vec![id(11, 3), ev("New", 0)],
+                id(11, 3).event_id,
+            ),
+            (
+                "a new id, then an old one",
+                vec![ev("New", 0), id(2, 2)],
+                id(2, 2).event_id,
+            ),
+            (
+                "an old commit's first ids only",
+                vec![id(22, 0), id(22, 1)],
+                id(22, 0).event_id,
+            ),
+            (
+                "an old commit and one more",
+                vec![id(5, 0), id(5, 1), ev("New", 0)],
+                id(5, 0).event_id,
+            ),
+            (
+                "the first and the last ids",
+                vec![id(0, 0), id(39, 3)],
+                id(0, 0).event_id,
+            ),
+        ]
+    };
+    let version = commits[39].1.version;
+    assert_reused(store, &s, reuse_cases(&commits), version).await;
+
+    // Ids below every id so far, increasing (new, accepted once); time-ordered ids again; fresh
+    // ones in descending order; scattered ones.
+    let later = [
+        vec![with_id(1, 10), with_id(2, 20), with_id(3, 30)],
+        evs("Ord", 0, 2),
+        evs("Ord", 0, 3).into_iter().rev().collect(),
+        vec![with_id(4, 25), with_id(5, 5), with_id(6, u128::MAX)],
+    ];
+    commits.extend(commit_each(store, &s, later).await);
+    let version = commits.last().expect("commits").1.version;
+    assert_eq!(version, 100 + 3 + 2 + 3 + 3);
+    assert_retries(store, &s, &commits, "after ids out of order").await;
+    let mut cases = reuse_cases(&commits);
+    cases.push(("an id below the others", vec![with_id(7, 20)], Uuid::from_u128(20)));
+    cases.push((
+        "the largest id",
+        vec![with_id(7, u128::MAX)],
+        Uuid::from_u128(u128::MAX),
+    ));
+    cases.push((
+        "new ids between old ones, then an old one",
+        vec![with_id(7, 11), with_id(8, 21), with_id(9, 30)],
+        Uuid::from_u128(30),
+    ));
+    assert_reused(store, &s, cases, version).await;
+    let events = store.read_stream(&s, 1, 1000).await.expect("read");
+    assert_eq!(events.len() as u64, version, "every commit once");
+    let ids: HashSet<Uuid> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), events.len(), "no id twice");
+    let written: Vec<Uuid> = commits.iter().flat_map(|(b, _)| b.iter().map(|e| e.event_id)).collect();
+    assert_eq!(
+        events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        written,
+        "in commit order"
+    );
+
+    // A stream whose first commit is out of order, then a retry and an id in between.
+    let t = fresh_stream("C4o");
+    let first = vec![with_id(1, 50), with_id(2, 40), with_id(3, 30)];
+    let result = store
+        .append(&t, ExpectedVersion::NoStream, first.clone())
+        .await
+        .expect("descending ids");
+    assert_eq!(
+        store
+            .append(&t, ExpectedVersion::Any, first.clone())
+            .await
+            .expect("retry"),
+        result
+    );
+    store
+        .append(&t, ExpectedVersion::Exact(3), vec![with_id(4, 35)])
+        .await
+        .expect("an id between");
+    assert_reused(
+        store,
+        &t,
+        vec![("a middle id", vec![with_id(5, 40)], Uuid::from_u128(40))],
+        4,
+    )
+    .await;
+
+    // Truncation keeps the ids: retries of removed commits still return their result.
+    let u = fresh_stream("C4o");
+    let mut kept = commit_each(store, &u, (0..10).map(|c| evs("Ord", 0, c % 3 + 1))).await;
+    let version = kept[9].1.version;
+    store.truncate_before(&u, version - 2).await.expect("truncate");
+    assert_retries(store, &u, &kept, "after truncation").await;
+    let batch = vec![with_id(1, 1)];
+    let result = store
+        .append(&u, ExpectedVersion::Exact(version), batch.clone())
+        .await
+        .expect("an id out of order after truncation");
+    kept.push((batch, result));
+    assert_retries(store, &u, &kept, "after truncation and ids out of order").await;
 }
 
 /// Contract 8: truncate-before removes old events but keeps the version; delete leaves a

@@ -157,6 +157,7 @@ macro_rules! __conformance_cases {
             concurrent_writers_never_duplicate_or_skip_versions,
             batch_append_is_all_or_nothing,
             retried_append_is_idempotent,
+            event_ids_are_unique_in_any_order,
             read_returns_every_envelope_field_in_order,
             catch_up_reader_sees_every_event_once,
             read_all_pages_inside_batches,
