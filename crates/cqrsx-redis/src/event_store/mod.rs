@@ -67,9 +67,12 @@ impl Scripts {
 ///
 /// Each partition has a log (a Redis Stream) with one entry per commit, at its first position,
 /// holding the commit's events; the commit's events take the next dense positions. Each stream
-/// has an index of its commits (first version → position) and a metadata hash (version,
-/// tombstone, truncation point, and each event id's version for idempotent retries); each event
-/// type has an index of the commits that hold it. An append is one Lua script that checks the
+/// has an index of its commits (first version → position, and the commit's event ids) and a
+/// metadata hash (version, tombstone, truncation point, and the largest event id while the
+/// stream's ids have only increased, or else each event id's version); each event type has an
+/// index of the commits that hold it. Time-ordered (v7) ids, the default, need no lookup per
+/// id: an append whose ids increase from above the largest is new, and retries are found by a
+/// binary search over the commit index. An append is one Lua script that checks the
 /// tombstone, the event ids and the expected version before its first write, then writes one
 /// log entry, one index entry, one entry per event type and the hash. Redis runs a script
 /// alone, so readers never see half a batch and positions never have gaps. Every key a script
