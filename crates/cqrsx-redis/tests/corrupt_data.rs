@@ -152,6 +152,38 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
         let _: i64 = raw.xdel(log, id.as_str()).await.expect("xdel");
     }
 
+    // An ordered stream (time-ordered ids) finds a retry in its commit index, by the ids each
+    // entry keeps: an entry without them is damage, reported before anything is written.
+    let ordered = StreamId::new("Broken", "ordered").expect("stream");
+    let batch = vec![NewEvent::json("Ok", &1).expect("json")];
+    let result = store
+        .append(&ordered, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .expect("append");
+    let index = store.stream_keys(&ordered)[0].clone();
+    let _: i64 = raw.del(&index).await.expect("del");
+    let _: String = raw
+        .xadd(
+            &index,
+            false,
+            None,
+            "1-0",
+            vec![("g", result.position.offset.to_string()), ("n", "1".to_string())],
+        )
+        .await
+        .expect("xadd index");
+    count += 1;
+    integrity(
+        "commit index entry without its ids (a retry)",
+        store.append(&ordered, ExpectedVersion::Any, batch).await,
+        &mut failures,
+    );
+    assert_eq!(
+        store.stream_version(&ordered).await.expect("version"),
+        1,
+        "nothing written"
+    );
+
     // Numbers and documents other stores keep.
     let meta_stream = StreamId::new("Broken", "meta").expect("stream");
     store

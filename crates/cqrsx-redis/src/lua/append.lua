@@ -49,8 +49,8 @@ local function version_of(entry)
   return tonumber(string.match(entry[1], '^(%d+)'))
 end
 
--- In an ordered stream of `ver` events (KEYS[k] its commit index): the entry holding id x and x's offset in
--- it, nil if no commit holds it, or false for an entry without ids.
+-- In an ordered stream of `ver` events (KEYS[k] its commit index): the entry holding id x and
+-- x's offset in it, nil if no commit holds it, or false for an entry without ids.
 local function find(k, x, ver)
   local lo, hi = 1, ver
   while lo <= hi do
@@ -58,10 +58,11 @@ local function find(k, x, ver)
     local c = redis.call('XREVRANGE', KEYS[k], fmt('%d-0', mid), '-', 'COUNT', 1)[1]
     if not c or c[2][5] ~= 'i' then return false end
     local ids, v0 = c[2][6], version_of(c)
+    -- (The bounds move past `mid` even if the index were damaged: the search always ends.)
     if above(sub(ids, 1, 16), x) then
-      hi = v0 - 1
+      hi = math.min(v0, mid) - 1
     elseif above(x, sub(ids, -16)) then
-      lo = v0 + #ids / 16
+      lo = math.max(v0 + #ids / 16, mid + 1)
     else
       local at = 1
       while true do
