@@ -423,6 +423,15 @@ pub async fn event_ids_are_unique_in_any_order(f: Fixture) {
                 vec![id(0, 0), id(39, 3)],
                 id(0, 0).event_id,
             ),
+            (
+                "many new ids and an old one among them",
+                (0..30u128)
+                    .map(|i| with_id(i as u64, 1000 + i * 7 % 30))
+                    .chain([id(30, 1)])
+                    .chain((0..9u128).map(|i| with_id(i as u64, 2000 + i)))
+                    .collect(),
+                id(30, 1).event_id,
+            ),
         ]
     };
     let version = commits[39].1.version;
@@ -496,11 +505,11 @@ pub async fn event_ids_are_unique_in_any_order(f: Fixture) {
     let version = kept[9].1.version;
     store.truncate_before(&u, version - 2).await.expect("truncate");
     assert_retries(store, &u, &kept, "after truncation").await;
-    let batch = vec![with_id(1, 1)];
+    let batch: Vec<NewEvent> = (1..=20u64).map(|i| with_id(i, u128::from(i) * 13 % 20 + 1)).collect();
     let result = store
         .append(&u, ExpectedVersion::Exact(version), batch.clone())
         .await
-        .expect("an id out of order after truncation");
+        .expect("ids out of order after truncation");
     kept.push((batch, result));
     assert_retries(store, &u, &kept, "after truncation and ids out of order").await;
 }
