@@ -21,7 +21,8 @@
 -- before it, as time-ordered (v7) ids are: its meta hash keeps only the largest id ('h'), and
 -- each commit index entry keeps its commit's ids ('i'). An append whose ids increase from
 -- above 'h' is new, with no lookup per id. Any other append looks its ids up by binary search
--- over the versions (ids grow with them). The first accepted append out of that order makes
+-- over the versions (ids grow with them), or a large batch in one walk over the commit index.
+-- The first accepted append out of that order (after every check, before its writes) makes
 -- the stream "indexed": every id becomes a field of the meta hash (id -> version), and 'h'
 -- goes. A retry is recognised in both: it repeats every id of one earlier commit, in order.
 local CHUNK = 1000
