@@ -8,6 +8,7 @@
 mod append_cases;
 mod bad_input;
 mod event_cases;
+mod id_cases;
 mod projection_cases;
 mod projection_support;
 mod read_cases;
@@ -22,6 +23,7 @@ use futures::future::BoxFuture;
 pub use append_cases::*;
 pub use bad_input::*;
 pub use event_cases::*;
+pub use id_cases::*;
 pub use projection_cases::*;
 pub use read_cases::*;
 pub use snapshot_cases::*;
