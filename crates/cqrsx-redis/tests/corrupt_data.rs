@@ -183,6 +183,25 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
         1,
         "nothing written"
     );
+    let meta = store.stream_keys(&ordered)[1].clone();
+    let _: i64 = raw.hset(&meta, ("h", "short")).await.expect("hset");
+    count += 1;
+    integrity(
+        "largest event id that is not 16 bytes",
+        store
+            .append(
+                &ordered,
+                ExpectedVersion::Any,
+                vec![NewEvent::json("Ok", &2).expect("json")],
+            )
+            .await,
+        &mut failures,
+    );
+    assert_eq!(
+        store.stream_version(&ordered).await.expect("version"),
+        1,
+        "nothing written"
+    );
 
     // Numbers and documents other stores keep.
     let meta_stream = StreamId::new("Broken", "meta").expect("stream");

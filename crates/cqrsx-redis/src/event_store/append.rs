@@ -109,6 +109,7 @@ pub(crate) fn outcome(
         "corrupt" => Err(Error::Integrity(
             match rest.first().and_then(Value::as_str).as_deref() {
                 Some("index") => format!("stream {stream}: its commit index holds an entry this store did not write"),
+                Some("high") => format!("stream {stream}: its metadata holds a largest event id that is not 16 bytes"),
                 _ => format!("stream {stream}: its metadata holds a version that is not a number"),
             },
         )),

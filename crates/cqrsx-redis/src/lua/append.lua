@@ -57,7 +57,7 @@ local function find(k, x, ver)
   while lo <= hi do
     local mid = math.floor((lo + hi) / 2)
     local c = redis.call('XREVRANGE', KEYS[k], fmt('%d-0', mid), '-', 'COUNT', 1)[1]
-    if not c or c[2][5] ~= 'i' then return false end
+    if not c or c[2][5] ~= 'i' or #c[2][6] == 0 or #c[2][6] % 16 ~= 0 then return false end
     local ids, v0 = c[2][6], version_of(c)
     -- (The bounds move past `mid` even if the index were damaged: the search always ends.)
     if above(sub(ids, 1, 16), x) then
@@ -207,6 +207,7 @@ local function append(k, a, n, m)
   end
   if got[2] == '1' then return {'deleted', ver} end
   local high = got[3]
+  if high and #high ~= 16 then return {'corrupt', 'high'} end
   local ordered = high or ver == 0
   -- New by order alone: increasing ids, all above every id of the stream.
   local fresh = ordered and sorted and (not high or above(sub(ids, 1, 16), high))
