@@ -12,9 +12,11 @@ pub(crate) struct Keys {
 pub(crate) struct StreamKeys {
     pub(crate) partition: u32,
     /// The stream's commits: one entry per commit at `<first version>-0` with its first
-    /// position (`g`) and event count (`n`).
+    /// position (`g`), event count (`n`) and, while the stream's ids only increase, its event
+    /// ids (`i`).
     pub(crate) index: String,
-    /// Version, tombstone, truncation point and each event id's version.
+    /// Version, tombstone, truncation point, and the largest event id while the ids only
+    /// increase, or else each event id's version.
     pub(crate) meta: String,
 }
 

@@ -58,7 +58,6 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
             ("s".into(), stream.into()),
             ("v".into(), "1".into()),
             ("n".into(), "1".into()),
-            ("a".into(), "Broken".into()),
             ("r".into(), "1700000000000".into()),
             ("t".into(), "Broken".into()),
             ("e".into(), Value::Bytes(good.clone().into())),

@@ -120,3 +120,38 @@ async fn ordered_ids_need_no_hash_field_and_the_first_out_of_order_indexes_them(
         .collect();
     assert_eq!(versions, (1..=67).collect::<Vec<_>>());
 }
+
+/// A commit is one partition log entry, at its first position, with exactly these fields: the
+/// stream key (which names the aggregate type), first version, event count, recorded-at, types
+/// and the events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_is_one_log_entry_of_six_fields() {
+    let client = RedisClientManager::connect(common::standalone_config())
+        .await
+        .expect("connect");
+    let store = RedisEventStore::new(client.clone());
+    let stream = StreamId::new("Laid", "entry").expect("stream");
+    let log = store.stream_keys(&stream)[2].clone();
+    let mut batch = events(3);
+    batch[1] = NewEvent::json("Other", &1).expect("json");
+    let done = store
+        .append(&stream, ExpectedVersion::NoStream, batch)
+        .await
+        .expect("append");
+    let first = done.position.offset - 2;
+    let id = format!("{first}-0");
+    let entries: Value = client.client().xrange(&log, &id, &id, None).await.expect("XRANGE");
+    let entry = entries.into_array().remove(0).into_array();
+    let names: Vec<String> = entry[1]
+        .clone()
+        .into_array()
+        .chunks(2)
+        .map(|pair| pair[0].as_string().expect("field name"))
+        .collect();
+    assert_eq!(names, ["s", "v", "n", "r", "t", "e"]);
+    let values = entry[1].clone().into_array();
+    assert_eq!(values[1].as_str().as_deref(), Some("Laid/entry"));
+    assert_eq!(values[3].as_str().as_deref(), Some("1"));
+    assert_eq!(values[5].as_str().as_deref(), Some("3"));
+    assert_eq!(values[9].as_str().as_deref(), Some("Laid\nOther\nLaid"));
+}

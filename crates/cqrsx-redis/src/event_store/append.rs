@@ -12,9 +12,13 @@ use crate::event_store::layout::{events_field, types_field};
 use crate::keys::Keys;
 use crate::reply::{status, u64_at};
 
-/// Each event type's offsets in a batch as runs `from-to,...`, or empty when the batch holds
-/// only that type (the type index then needs no offsets).
-fn type_runs(events: &[NewEvent]) -> BTreeMap<&str, String> {
+/// The event types of a batch, each with its offsets as runs `from-to,...`; the offsets are
+/// left empty when the batch holds one type (the type index then needs none).
+fn type_runs(events: &[NewEvent]) -> Vec<(&str, String)> {
+    let first = events.first().map_or("", |e| e.event_type.as_str());
+    if events.iter().all(|e| e.event_type == first) {
+        return vec![(first, String::new())];
+    }
     let mut runs: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
     for (k, e) in events.iter().enumerate() {
         let list = runs.entry(e.event_type.as_str()).or_default();
@@ -23,17 +27,13 @@ fn type_runs(events: &[NewEvent]) -> BTreeMap<&str, String> {
             _ => list.push((k, k)),
         }
     }
-    let single = runs.len() == 1;
     runs.into_iter()
         .map(|(t, list)| {
-            let text = if single {
-                String::new()
-            } else {
-                list.iter()
-                    .map(|(a, b)| format!("{a}-{b}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
+            let text = list
+                .iter()
+                .map(|(a, b)| format!("{a}-{b}"))
+                .collect::<Vec<_>>()
+                .join(",");
             (t, text)
         })
         .collect()
@@ -47,6 +47,16 @@ fn increasing_ids(events: &[NewEvent]) -> bool {
         .all(|w| w[0].event_id.as_bytes() < w[1].event_id.as_bytes())
 }
 
+/// An append's header argument: the expected version (a double: every version is below 2^53),
+/// the number of event types and whether the ids increase, big-endian, 13 bytes.
+fn header(expected: ExpectedVersion, types: usize, increasing: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13);
+    out.extend_from_slice(&(expected.to_wire() as f64).to_be_bytes());
+    out.extend_from_slice(&u32::try_from(types).unwrap_or(u32::MAX).to_be_bytes());
+    out.push(u8::from(increasing));
+    out
+}
+
 /// The keys and arguments of one append (see the header of `append.lua`).
 pub(crate) fn part(keys: &Keys, stream: &StreamId, expected: ExpectedVersion, events: &[NewEvent]) -> Result<Part> {
     let stream_keys = keys.stream(stream.key());
@@ -54,22 +64,22 @@ pub(crate) fn part(keys: &Keys, stream: &StreamId, expected: ExpectedVersion, ev
     let mut key_list = Vec::with_capacity(2 + runs.len());
     key_list.push(stream_keys.index);
     key_list.push(stream_keys.meta);
-    key_list.extend(runs.keys().map(|t| keys.type_index(stream_keys.partition, t)));
-    let mut args: Vec<Value> = Vec::with_capacity(9 + runs.len());
-    args.push(expected.to_wire().into());
-    args.push(stream.key().into());
-    args.push(stream.aggregate_type().into());
-    args.push((events.len() as i64).into());
-    args.push((runs.len() as i64).into());
-    args.push(types_field(events).into());
-    args.push(Value::Bytes(events_field(events)?.into()));
+    key_list.extend(runs.iter().map(|(t, _)| keys.type_index(stream_keys.partition, t)));
     let mut ids = Vec::with_capacity(16 * events.len());
     for e in events {
         ids.extend_from_slice(e.event_id.as_bytes());
     }
+    let mut args: Vec<Value> = Vec::with_capacity(5 + runs.len());
+    args.push(Value::Bytes(
+        header(expected, runs.len(), increasing_ids(events)).into(),
+    ));
+    args.push(stream.key().into());
+    args.push(types_field(events).into());
+    args.push(Value::Bytes(events_field(events)?.into()));
     args.push(Value::Bytes(ids.into()));
-    args.push(if increasing_ids(events) { "1" } else { "0" }.into());
-    args.extend(runs.into_values().map(Value::from));
+    if runs.len() > 1 {
+        args.extend(runs.into_iter().map(|(_, offsets)| Value::from(offsets)));
+    }
     Ok(Part {
         keys: key_list,
         args,
@@ -131,12 +141,10 @@ mod tests {
     #[test]
     fn runs_name_each_types_offsets_unless_the_batch_has_one_type() {
         let single = batch(&["A", "A", "A"]);
-        let runs = type_runs(&single);
-        assert_eq!(runs.into_iter().collect::<Vec<_>>(), vec![("A", String::new())]);
+        assert_eq!(type_runs(&single), vec![("A", String::new())]);
         let mixed = batch(&["A", "B", "B", "A", "C", "A", "A"]);
-        let runs = type_runs(&mixed);
         assert_eq!(
-            runs.into_iter().collect::<Vec<_>>(),
+            type_runs(&mixed),
             vec![
                 ("A", "0-0,3-3,5-6".to_string()),
                 ("B", "1-2".to_string()),

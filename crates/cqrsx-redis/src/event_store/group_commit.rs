@@ -131,8 +131,7 @@ impl Committer {
         let mut keys = Vec::with_capacity(2 + parts.iter().map(|p| p.keys.len()).sum::<usize>());
         keys.push(log.clone());
         keys.push(seq.clone());
-        let mut args = Vec::with_capacity(1 + parts.iter().map(|p| p.args.len()).sum::<usize>());
-        args.push(Value::from(parts.len() as i64));
+        let mut args = Vec::with_capacity(parts.iter().map(|p| p.args.len()).sum::<usize>());
         for part in parts {
             keys.extend(part.keys);
             args.extend(part.args);

@@ -1,9 +1,9 @@
 //! How a commit sits in a partition log entry, and how it is read back.
 //!
 //! A commit is one entry of its partition's log (a Redis Stream), at id `<first position>-0`,
-//! with the fields `s` stream key, `v` first version, `n` event count, `a` aggregate type, `r`
-//! recorded-at (ms), `t` event types (one name when every event has it, else one per event,
-//! newline-separated: the scripts filter on it) and `e` the events. `e` is written by this
+//! with the fields `s` stream key (`Type/id`, so it names the aggregate type), `v` first
+//! version, `n` event count, `r` recorded-at (ms), `t` event types (one name when every event
+//! has it, else one per event, newline-separated: the scripts filter on it) and `e` the events. `e` is written by this
 //! module and only read by it: a format byte, then per event its id (16 bytes), content type
 //! (1 byte), schema version, payload and metadata (each length-prefixed, lengths as LEB128).
 
@@ -258,8 +258,6 @@ mod tests {
             "3".into(),
             "n".into(),
             events.len().to_string().into(),
-            "a".into(),
-            "T".into(),
             "r".into(),
             "1700000000000".into(),
             "t".into(),
@@ -312,7 +310,7 @@ mod tests {
             panic!("fields")
         };
         let good = fields.clone();
-        fields[13] = Value::Bytes(vec![FORMAT, 1, 2].into());
+        fields[11] = Value::Bytes(vec![FORMAT, 1, 2].into());
         let commit = Commit::parse(Value::Array(vec!["1-0".into(), Value::Array(fields)])).expect("parse");
         assert!(matches!(commit.events(0, |_, _| true), Err(Error::Integrity(_))));
         let mut no_stream = good.clone();

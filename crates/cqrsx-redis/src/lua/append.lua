@@ -3,11 +3,13 @@
 -- KEYS: 1 partition log, 2 position counter, then per append: the stream's commit index, its
 --       meta hash, and the index stream of each event type in the batch. Every key shares the
 --       partition's hash tag, and every key the script touches is one of these.
--- ARGV: 1 number of appends, then per append: expected (-1 any, -2 no stream, -3 stream
---       exists, n exact), stream key, aggregate type, event count n, number of event types m,
---       the event types field, the events blob, the event ids (16 bytes each, concatenated),
---       '1' if the ids strictly increase (as unsigned big-endian numbers) else '0', then per
---       event type its offsets (`from-to,...`, empty when the commit holds only that type).
+-- ARGV: per append, until the arguments end: a header (13 bytes, big-endian: the expected
+--       version as a double (-1 any, -2 no stream, -3 stream exists, n exact), the number of
+--       event types m (u32), and 1 if the event ids strictly increase (as unsigned big-endian
+--       numbers) else 0 (u8)), the stream key, the event types field, the events blob, the
+--       event ids (16 bytes each, concatenated: n events), then, only when m > 1, per event
+--       type its offsets (`from-to,...`). Every argument costs the call time (measured: about
+--       half a microsecond each), so a single append sends five.
 -- Reply: one per append: {'ok', version, position} | {'dup', version, position}
 --      | {'conflict', actual} | {'ids', actual, offset of the first reused id}
 --      | {'deleted', actual} | {'corrupt', what} (a meta hash or index this store did not write)
@@ -27,7 +29,6 @@
 -- goes. A retry is recognised in both: it repeats every id of one earlier commit, in order.
 local CHUNK = 1000
 local WIDE = 16
-local WIDE_MARK = string.rep('.', 65)
 local fmt, sub = string.format, string.sub
 local seq, grouped
 
@@ -42,162 +43,169 @@ local function above(a, b)
   return a4 > b4
 end
 
-local function id_at(ids, i)
-  return sub(ids, i * 16 - 15, i * 16)
-end
+-- The checks of an append that is not new by order alone (a retry, a reused id, ids out of
+-- order), and the switch to indexed. A script's functions are made anew on every call, and the
+-- common append needs none of these, so they are made only when needed (measured: making them
+-- on every call cost a single-event append 2-4 us of its 60-90).
+local function slow_path()
+  local function id_at(ids, i)
+    return sub(ids, i * 16 - 15, i * 16)
+  end
 
-local function version_of(entry)
-  return tonumber(string.match(entry[1], '^(%d+)'))
-end
+  local function version_of(entry)
+    return tonumber(string.match(entry[1], '^(%d+)'))
+  end
 
--- In an ordered stream of `ver` events (KEYS[k] its commit index): the entry holding id x and
--- x's offset in it, nil if no commit holds it, or false for an entry without ids.
-local function find(k, x, ver)
-  local lo, hi = 1, ver
-  while lo <= hi do
-    local mid = math.floor((lo + hi) / 2)
-    local c = redis.call('XREVRANGE', KEYS[k], fmt('%d-0', mid), '-', 'COUNT', 1)[1]
-    if not c or c[2][5] ~= 'i' or #c[2][6] == 0 or #c[2][6] % 16 ~= 0 then return false end
-    local ids, v0 = c[2][6], version_of(c)
-    -- (The bounds move past `mid` even if the index were damaged: the search always ends.)
-    if above(sub(ids, 1, 16), x) then
-      hi = math.min(v0, mid) - 1
-    elseif above(x, sub(ids, -16)) then
-      lo = math.max(v0 + #ids / 16, mid + 1)
-    else
-      local at = 1
-      while true do
-        local s = string.find(ids, x, at, true)
-        if not s then return nil end
-        if s % 16 == 1 then return c, (s - 1) / 16 end
-        at = s + 1
+  -- In an ordered stream of `ver` events (KEYS[k] its commit index): the entry holding id x and
+  -- x's offset in it, nil if no commit holds it, or false for an entry without ids.
+  local function find(k, x, ver)
+    local lo, hi = 1, ver
+    while lo <= hi do
+      local mid = math.floor((lo + hi) / 2)
+      local c = redis.call('XREVRANGE', KEYS[k], fmt('%d-0', mid), '-', 'COUNT', 1)[1]
+      if not c or c[2][5] ~= 'i' or #c[2][6] == 0 or #c[2][6] % 16 ~= 0 then return false end
+      local ids, v0 = c[2][6], version_of(c)
+      -- (The bounds move past `mid` even if the index were damaged: the search always ends.)
+      if above(sub(ids, 1, 16), x) then
+        hi = math.min(v0, mid) - 1
+      elseif above(x, sub(ids, -16)) then
+        lo = math.max(v0 + #ids / 16, mid + 1)
+      else
+        local at = 1
+        while true do
+          local s = string.find(ids, x, at, true)
+          if not s then return nil end
+          if s % 16 == 1 then return c, (s - 1) / 16 end
+          at = s + 1
+        end
       end
     end
-  end
-  return nil
-end
-
--- Ids 2..n of a batch, looked up in one walk over the commit index: the offset of the first one
--- the stream holds, nil if none, false for an entry without ids.
-local function first_held(k, ids, n)
-  local want = {}
-  for i = 2, n do want[id_at(ids, i)] = i end
-  local first
-  local start = '-'
-  while true do
-    local commits = redis.call('XRANGE', KEYS[k], start, '+', 'COUNT', 256)
-    for _, c in ipairs(commits) do
-      start = '(' .. c[1]
-      if c[2][5] ~= 'i' then return false end
-      local held = c[2][6]
-      for p = 1, #held - 15, 16 do
-        local i = want[sub(held, p, p + 15)]
-        if i and (not first or i < first) then first = i end
-      end
-    end
-    if #commits < 256 then break end
-  end
-  return first and first - 1
-end
-
--- The checks of an append to an ordered stream whose ids are not all new by order alone:
--- a reply if it is a retry or reuses an id, nil if every id is new.
-local function check_ordered(k, ids, n, ver, sorted, high)
-  local c, j = find(k, sub(ids, 1, 16), ver)
-  if c == false then return {'corrupt', 'index'} end
-  if c then
-    if j == 0 and c[2][6] == ids then
-      return {'dup', version_of(c) + n - 1, tonumber(c[2][2]) + n - 1}
-    end
-    return {'ids', ver, 0}
-  end
-  -- A binary search per id reads about log2(ver) index entries; one walk over the index reads
-  -- every id of the stream once (measured: 5,000 ids against 10,000 single-event commits took
-  -- 1.1 s of searches). Take whichever reads less.
-  if n > 2 and ver < (n - 1) * math.log(ver) / math.log(2) * 16 then
-    local held = first_held(k, ids, n)
-    if held == false then return {'corrupt', 'index'} end
-    if held then return {'ids', ver, held} end
     return nil
   end
-  for i = 2, n do
-    local x = id_at(ids, i)
-    -- In increasing ids, the first one above the largest so far starts the new ones.
-    if sorted and above(x, high) then return nil end
-    c = find(k, x, ver)
+
+  -- Ids 2..n of a batch, looked up in one walk over the commit index: the offset of the first one
+  -- the stream holds, nil if none, false for an entry without ids.
+  local function first_held(k, ids, n)
+    local want = {}
+    for i = 2, n do want[id_at(ids, i)] = i end
+    local first
+    local start = '-'
+    while true do
+      local commits = redis.call('XRANGE', KEYS[k], start, '+', 'COUNT', 256)
+      for _, c in ipairs(commits) do
+        start = '(' .. c[1]
+        if c[2][5] ~= 'i' then return false end
+        local held = c[2][6]
+        for p = 1, #held - 15, 16 do
+          local i = want[sub(held, p, p + 15)]
+          if i and (not first or i < first) then first = i end
+        end
+      end
+      if #commits < 256 then break end
+    end
+    return first and first - 1
+  end
+
+  -- The checks of an append to an ordered stream whose ids are not all new by order alone:
+  -- a reply if it is a retry or reuses an id, nil if every id is new.
+  local function check_ordered(k, ids, n, ver, sorted, high)
+    local c, j = find(k, sub(ids, 1, 16), ver)
     if c == false then return {'corrupt', 'index'} end
-    if c then return {'ids', ver, i - 1} end
-  end
-  return nil
-end
-
--- The checks of an append to an indexed stream: a reply if it is a retry or reuses an id,
--- nil if every id is new.
-local function check_indexed(k, ids, n, ver)
-  local got
-  if n <= CHUNK then
-    local fields = {}
-    for i = 1, n do fields[i] = id_at(ids, i) end
-    got = redis.call('HMGET', KEYS[k + 1], unpack(fields))
-  else
-    got = {}
-    for i = 1, n, CHUNK do
-      local fields = {}
-      for j = i, math.min(i + CHUNK - 1, n) do fields[#fields + 1] = id_at(ids, j) end
-      local part = redis.call('HMGET', KEYS[k + 1], unpack(fields))
-      for j = 1, #part do got[i + j - 1] = part[j] end
+    if c then
+      if j == 0 and c[2][6] == ids then
+        return {'dup', version_of(c) + n - 1, tonumber(c[2][2]) + n - 1}
+      end
+      return {'ids', ver, 0}
     end
-  end
-  -- got[i] is the version already holding event i's id, if any.
-  if got[1] then
-    local first = tonumber(got[1])
+    -- A binary search per id reads about log2(ver) index entries; one walk over the index reads
+    -- every id of the stream once (measured: 5,000 ids against 10,000 single-event commits took
+    -- 1.1 s of searches). Take whichever reads less.
+    if n > 2 and ver < (n - 1) * math.log(ver) / math.log(2) * 16 then
+      local held = first_held(k, ids, n)
+      if held == false then return {'corrupt', 'index'} end
+      if held then return {'ids', ver, held} end
+      return nil
+    end
     for i = 2, n do
-      if tonumber(got[i]) ~= first + i - 1 then return {'ids', ver, 0} end
+      local x = id_at(ids, i)
+      -- In increasing ids, the first one above the largest so far starts the new ones.
+      if sorted and above(x, high) then return nil end
+      c = find(k, x, ver)
+      if c == false then return {'corrupt', 'index'} end
+      if c then return {'ids', ver, i - 1} end
     end
-    local c = redis.call('XRANGE', KEYS[k], fmt('%d-0', first), fmt('%d-0', first))
-    if not c[1] or tonumber(c[1][2][4]) ~= n then return {'ids', ver, 0} end
-    return {'dup', first + n - 1, tonumber(c[1][2][2]) + n - 1}
+    return nil
   end
-  for i = 2, n do
-    if got[i] then return {'ids', ver, i - 1} end
-  end
-  return nil
-end
 
--- Makes an ordered stream indexed: each id of its commits becomes a field of the meta hash.
--- False, with 'h' kept, at an index entry without ids (the fields written so far hold the
--- versions they will hold, and an ordered stream does not read them).
-local function index_ids(k)
-  local start = '-'
-  while true do
-    local commits = redis.call('XRANGE', KEYS[k], start, '+', 'COUNT', 256)
-    local writes = {}
-    for _, c in ipairs(commits) do
-      start = '(' .. c[1]
-      if c[2][5] ~= 'i' then return false end
-      local ids, v0 = c[2][6], version_of(c)
-      for i = 1, #ids / 16 do
-        writes[#writes + 1] = id_at(ids, i)
-        writes[#writes + 1] = fmt('%d', v0 + i - 1)
-      end
-      if #writes >= CHUNK * 2 then
-        redis.call('HSET', KEYS[k + 1], unpack(writes))
-        writes = {}
+  -- The checks of an append to an indexed stream: a reply if it is a retry or reuses an id,
+  -- nil if every id is new.
+  local function check_indexed(k, ids, n, ver)
+    local got
+    if n <= CHUNK then
+      local fields = {}
+      for i = 1, n do fields[i] = id_at(ids, i) end
+      got = redis.call('HMGET', KEYS[k + 1], unpack(fields))
+    else
+      got = {}
+      for i = 1, n, CHUNK do
+        local fields = {}
+        for j = i, math.min(i + CHUNK - 1, n) do fields[#fields + 1] = id_at(ids, j) end
+        local part = redis.call('HMGET', KEYS[k + 1], unpack(fields))
+        for j = 1, #part do got[i + j - 1] = part[j] end
       end
     end
-    if #writes > 0 then redis.call('HSET', KEYS[k + 1], unpack(writes)) end
-    if #commits < 256 then break end
+    -- got[i] is the version already holding event i's id, if any.
+    if got[1] then
+      local first = tonumber(got[1])
+      for i = 2, n do
+        if tonumber(got[i]) ~= first + i - 1 then return {'ids', ver, 0} end
+      end
+      local c = redis.call('XRANGE', KEYS[k], fmt('%d-0', first), fmt('%d-0', first))
+      if not c[1] or tonumber(c[1][2][4]) ~= n then return {'ids', ver, 0} end
+      return {'dup', first + n - 1, tonumber(c[1][2][2]) + n - 1}
+    end
+    for i = 2, n do
+      if got[i] then return {'ids', ver, i - 1} end
+    end
+    return nil
   end
-  redis.call('HDEL', KEYS[k + 1], 'h')
-  return true
+
+  -- Makes an ordered stream indexed: each id of its commits becomes a field of the meta hash.
+  -- False, with 'h' kept, at an index entry without ids (the fields written so far hold the
+  -- versions they will hold, and an ordered stream does not read them).
+  local function index_ids(k)
+    local start = '-'
+    while true do
+      local commits = redis.call('XRANGE', KEYS[k], start, '+', 'COUNT', 256)
+      local writes = {}
+      for _, c in ipairs(commits) do
+        start = '(' .. c[1]
+        if c[2][5] ~= 'i' then return false end
+        local ids, v0 = c[2][6], version_of(c)
+        for i = 1, #ids / 16 do
+          writes[#writes + 1] = id_at(ids, i)
+          writes[#writes + 1] = fmt('%d', v0 + i - 1)
+        end
+        if #writes >= CHUNK * 2 then
+          redis.call('HSET', KEYS[k + 1], unpack(writes))
+          writes = {}
+        end
+      end
+      if #writes > 0 then redis.call('HSET', KEYS[k + 1], unpack(writes)) end
+      if #commits < 256 then break end
+    end
+    redis.call('HDEL', KEYS[k + 1], 'h')
+    return true
+  end
+
+  return check_ordered, check_indexed, index_ids
 end
 
-local function append(k, a, n, m)
-  local expected = tonumber(ARGV[a])
-  local stream, aggregate = ARGV[a + 1], ARGV[a + 2]
-  local n_s, types, blob, ids = ARGV[a + 3], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
-  local sorted = ARGV[a + 8] == '1'
-  local runs = a + 9 -- type j's offsets at runs + j - 1
+-- One append: its arguments start at ARGV[a] and its keys at KEYS[k] (see the header).
+local function append(k, a, expected, m, sorted)
+  local stream, types, blob, ids = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local n = #ids / 16
+  local runs = a + 5 -- type j's offsets at runs + j - 1, when m > 1
 
   local got = redis.call('HMGET', KEYS[k + 1], 'v', 'd', 'h')
   local ver = 0
@@ -211,7 +219,9 @@ local function append(k, a, n, m)
   local ordered = high or ver == 0
   -- New by order alone: increasing ids, all above every id of the stream.
   local fresh = ordered and sorted and (not high or above(sub(ids, 1, 16), high))
+  local check_ordered, check_indexed, index_ids
   if not fresh then
+    check_ordered, check_indexed, index_ids = slow_path()
     local reply
     if ordered then
       reply = check_ordered(k, ids, n, ver, sorted, high)
@@ -237,24 +247,23 @@ local function append(k, a, n, m)
     first = seq - n + 1
   end
   local v0 = ver + 1
-  local first_s, v0_s = fmt('%d', first), fmt('%d', v0)
+  local first_s, v0_s, n_s = fmt('%d', first), fmt('%d', v0), fmt('%d', n)
   -- Auto ids keep each type index in commit order and carry the time events_by_type starts at;
   -- the first one's time (the server's clock in ms, never behind that index's last entry) is
   -- the commit's recorded-at, so the clock costs no command of its own.
   local now
-  for j = 1, m do
-    local id
-    if ARGV[runs + j - 1] == '' then
-      id = redis.call('XADD', KEYS[k + 1 + j], '*', 'g', first_s)
-    else
-      id = redis.call('XADD', KEYS[k + 1 + j], '*', 'g', first_s, 'k', ARGV[runs + j - 1])
+  if m == 1 then
+    now = redis.call('XADD', KEYS[k + 2], '*', 'g', first_s)
+  else
+    for j = 1, m do
+      local id = redis.call('XADD', KEYS[k + 1 + j], '*', 'g', first_s, 'k', ARGV[runs + j - 1])
+      now = now or id
     end
-    now = now or string.match(id, '^(%d+)')
   end
+  now = string.match(now, '^(%d+)')
   -- The commit, at its first position: event i sits at position first + i and version v0 + i.
   -- (An explicit id without its `-seq` part is `-0`.)
-  redis.call('XADD', KEYS[1], first_s, 's', stream, 'v', v0_s, 'n', n_s, 'a', aggregate,
-    'r', now, 't', types, 'e', blob)
+  redis.call('XADD', KEYS[1], first_s, 's', stream, 'v', v0_s, 'n', n_s, 'r', now, 't', types, 'e', blob)
   local last = ver + n
   local last_s = fmt('%d', last)
   if fresh then
@@ -268,10 +277,10 @@ local function append(k, a, n, m)
     -- A large batch: from now on the stream's ids live in a hash table (a value longer than
     -- the server's listpack limit converts the hash, before the write), where a lookup is O(1);
     -- a small hash is a listpack, scanned per lookup.
-    writes[3], writes[4] = '_', WIDE_MARK
+    writes[3], writes[4] = '_', string.rep('.', 65)
   end
   for i = 1, n do
-    writes[#writes + 1] = id_at(ids, i)
+    writes[#writes + 1] = sub(ids, i * 16 - 15, i * 16)
     writes[#writes + 1] = fmt('%d', v0 + i - 1)
   end
   for i = 1, #writes, CHUNK * 2 do
@@ -281,11 +290,11 @@ local function append(k, a, n, m)
 end
 
 local replies = {}
-local a, k = 2, 3
-for g = 1, tonumber(ARGV[1]) do
-  local n, m = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  replies[g] = append(k, a, n, m)
-  a = a + 9 + m
+local a, k = 1, 3
+while a <= #ARGV do
+  local expected, m, sorted = struct.unpack('>dI4B', ARGV[a])
+  replies[#replies + 1] = append(k, a, expected, m, sorted == 1)
+  a = a + 5 + (m > 1 and m or 0)
   k = k + 2 + m
 end
 if grouped then redis.call('SET', KEYS[2], fmt('%d', seq)) end

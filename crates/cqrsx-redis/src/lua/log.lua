@@ -1,17 +1,18 @@
 -- Library of the event store's layout, prepended to the scripts that read the log or a
 -- stream's commit index (it declares no keys of its own).
--- A partition log entry is one commit: fields s (stream), v (first version), n (event count),
--- a (aggregate type), r (recorded at, ms), t (event types), e (the events).
+-- A partition log entry is one commit: fields s (stream key, `Type/id`: it names the aggregate
+-- type too), v (first version), n (event count), r (recorded at, ms), t (event types),
+-- e (the events).
 -- A commit index entry: fields g (the commit's first position) and n (its event count).
 
 -- A log entry's event count, or nil when the entry is not a commit this store wrote.
 local function count_of(e)
   local f = e[2]
-  if f[1] ~= 's' or f[3] ~= 'v' or f[5] ~= 'n' or f[7] ~= 'a' or f[9] ~= 'r' or f[11] ~= 't' or f[13] ~= 'e' then
+  if f[1] ~= 's' or f[3] ~= 'v' or f[5] ~= 'n' or f[7] ~= 'r' or f[9] ~= 't' or f[11] ~= 'e' then
     return nil
   end
   local n, v = tonumber(f[6]), tonumber(f[4])
-  if not n or n < 1 or n % 1 ~= 0 or not v or v < 1 or not tonumber(f[10]) then return nil end
+  if not n or n < 1 or n % 1 ~= 0 or not v or v < 1 or not tonumber(f[8]) then return nil end
   return n
 end
 
