@@ -17,7 +17,7 @@ use tracing::instrument;
 use crate::client::RedisClientManager;
 use crate::error::protocol;
 use crate::keys::Keys;
-use crate::reply::{array, int, text};
+use crate::reply::{array, int, raw, text};
 
 /// The largest document accepted, in bytes of JSON.
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
@@ -96,9 +96,25 @@ impl Collection {
     pub(crate) fn index_keys(&self) -> Vec<String> {
         let mut keys = Vec::with_capacity(3 * self.indexes.len());
         for f in &self.indexes {
-            keys.push(format!("{}x:{f}", self.tag));
-            keys.push(format!("{}xs:{f}", self.tag));
-            keys.push(format!("{}xo:{f}", self.tag));
+            keys.extend(self.field_keys(f));
+        }
+        keys
+    }
+
+    /// The three index keys of one field.
+    fn field_keys(&self, field: &str) -> [String; 3] {
+        ["x", "xs", "xo"].map(|kind| format!("{}{kind}:{field}", self.tag))
+    }
+
+    /// The keys a read takes (see `read_model.lua`): ids, docs, then the index keys of the
+    /// field at `slot` (none for 0).
+    fn read_keys(&self, slot: i64) -> Vec<String> {
+        let mut keys = Vec::with_capacity(5);
+        keys.push(self.ids());
+        keys.push(self.docs());
+        let field = usize::try_from(slot - 1).ok().and_then(|i| self.indexes.get(i));
+        if let Some(field) = field {
+            keys.extend(self.field_keys(field));
         }
         keys
     }
@@ -199,21 +215,27 @@ pub(crate) fn read_model_script() -> Script {
 }
 
 /// A stored document: its JSON, which this store wrote.
-fn parse(id: &str, json: &str) -> Result<Document> {
+fn parse(id: &str, json: &[u8]) -> Result<Document> {
     Ok(Document {
-        data: serde_json::from_str(json).map_err(|e| Error::Integrity(format!("read model {id} is not JSON: {e}")))?,
+        data: serde_json::from_slice(json)
+            .map_err(|e| Error::Integrity(format!("read model {id} is not JSON: {e}")))?,
         id: id.to_string(),
     })
 }
 
-/// Documents from a reply's `id, JSON` pairs (a JSON of nil: removed in the meantime).
+/// Documents from a reply's `id, JSON` pairs (a JSON of nil: removed in the meantime), read
+/// in place.
 fn pairs(items: impl Iterator<Item = RValue>) -> Result<Vec<Document>> {
     let items: Vec<RValue> = items.collect();
     let mut docs = Vec::with_capacity(items.len() / 2);
     for pair in items.chunks(2) {
-        let id = pair.first().and_then(text).ok_or_else(|| protocol("a document id"))?;
-        if let Some(json) = pair.get(1).and_then(text) {
-            docs.push(parse(&id, &json)?);
+        let id = pair
+            .first()
+            .and_then(raw)
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .ok_or_else(|| protocol("a document id"))?;
+        if let Some(json) = pair.get(1).and_then(raw) {
+            docs.push(parse(id, json)?);
         }
     }
     Ok(docs)
@@ -302,14 +324,26 @@ impl RedisReadStore {
         self
     }
 
+    /// An operation that writes (write, count, purge): it takes the whole collection.
     async fn call(&self, op: &str, args: Vec<RValue>) -> Result<RValue> {
-        let keys = self.collection.keys();
         let mut all = vec![RValue::from(op)];
         all.extend(self.collection.descriptor());
         all.extend(args);
+        self.eval(self.collection.keys(), all).await
+    }
+
+    /// A read (get, ids, top): it takes the keys of the field at `slot` only (0: none).
+    async fn read(&self, op: &str, slot: i64, args: Vec<RValue>) -> Result<RValue> {
+        let mut all = Vec::with_capacity(1 + args.len());
+        all.push(RValue::from(op));
+        all.extend(args);
+        self.eval(self.collection.read_keys(slot), all).await
+    }
+
+    async fn eval(&self, keys: Vec<String>, args: Vec<RValue>) -> Result<RValue> {
         let client = self.client.client();
         self.client
-            .track(self.script.evalsha_with_reload(client, keys, all))
+            .track(self.script.evalsha_with_reload(client, keys, args))
             .await
     }
 
@@ -348,7 +382,7 @@ impl RedisReadStore {
                 .track(self.client.client().hmget(self.collection.docs(), chunk.to_vec()))
                 .await?;
             for (id, json) in chunk.iter().zip(values) {
-                out.push(json.map(|json| parse(id, &json)).transpose()?);
+                out.push(json.map(|json| parse(id, json.as_bytes())).transpose()?);
             }
         }
         Ok(out)
@@ -406,7 +440,7 @@ impl RedisReadStore {
     async fn candidates(&self, selection: Selection) -> Result<Vec<Document>> {
         let (mode, slot, min, max) = selection;
         let reply = self
-            .call("ids", vec![mode.into(), slot.into(), min, max, INLINE_DOCS.into()])
+            .read("ids", slot, vec![mode.into(), min, max, INLINE_DOCS.into()])
             .await?;
         let mut items = array(reply)?.into_iter();
         match items.next().as_ref().and_then(text).as_deref() {
@@ -441,14 +475,13 @@ impl RedisReadStore {
         };
         let bounded = if query.filters.is_empty() { "0" } else { "1" };
         let args = vec![
-            slot.into(),
             direction.into(),
             score(lo, "-inf").into(),
             score(hi, "+inf").into(),
             i64::try_from(need).unwrap_or(i64::MAX).into(),
             bounded.into(),
         ];
-        let mut items = array(self.call("top", args).await?)?.into_iter();
+        let mut items = array(self.read("top", slot, args).await?)?.into_iter();
         if items.next().as_ref().and_then(text).as_deref() != Some("ok") {
             return Ok(None);
         }
@@ -494,9 +527,9 @@ impl ReadStore for RedisReadStore {
     #[instrument(skip(self))]
     async fn get(&self, id: &str) -> Result<Option<Value>> {
         validate_id("read model id", id)?;
-        let reply = self.call("get", vec![RValue::from(id)]).await?;
-        match text(&reply) {
-            Some(json) => Ok(Some(parse(id, &json)?.data)),
+        let reply = self.read("get", 0, vec![RValue::from(id)]).await?;
+        match raw(&reply) {
+            Some(json) => Ok(Some(parse(id, json)?.data)),
             None => Ok(None),
         }
     }

@@ -1,20 +1,30 @@
 -- Read-model operations on one collection (docs.lua is prepended; see its header for the
--- layout). KEYS: ids, docs, entries, then 3 per index field (x, xs, xo). ARGV: 1 operation,
--- 2 number of index fields, then their names, then the operation's arguments:
+-- layout). ARGV[1] is the operation.
+-- Operations that write (write, count, purge) take the whole collection: KEYS ids, docs,
+-- entries, then 3 per index field (x, xs, xo); ARGV 2 number of index fields, then their
+-- names, then the operation's arguments:
 --   write, (count, then per document: 'put', id, json, ttl ms, (kind, value) per index field
 --          | 'del', id)                              -> how many deletes found a live document
---   get, id                                          -> the JSON | nil
---   ids, mode ('all' | 'score' | 'lex'), field slot, min, max, most inline
---                                                    -> {'docs', id, json, ...} for at most
---                                                       `most` candidates, else {'ids', id, ...}
---   count, mode, field slot, min, max                 -> live count
---   top, field slot, 'asc' | 'desc', min, max, how many, bounded (1: a range on the field)
---                                                    -> {'fallback'} | {'ok', id, json, ...}
+--   count, mode ('all' | 'score' | 'lex'), field slot, min, max
+--                                                    -> live count
 --   purge, most                                      -> how many expired documents were removed
+-- Reads (get, ids, top) take only what they use, whatever the number of index fields (each
+-- key and argument costs the call time): KEYS ids, docs, then the x, xs, xo keys of the one
+-- field they select or sort by; ARGV the operation's arguments from 2:
+--   get, id                                          -> the JSON | nil
+--   ids, mode, min, max, most inline                 -> {'docs', id, json, ...} for at most
+--                                                       `most` candidates, else {'ids', id, ...}
+--   top, 'asc' | 'desc', min, max, how many, bounded (1: a range on the field)
+--                                                    -> {'fallback'} | {'ok', id, json, ...}
 -- Reads never return an expired document.
 -- Reads skip expired documents and, where they meet some, remove a bounded number of them.
 local op = ARGV[1]
-local c, a = docs_collection(2, 1)
+local c, a
+if op == 'get' or op == 'ids' or op == 'top' then
+  c, a = {ids = 1, docs = 2, ix = 3}, 2
+else
+  c, a = docs_collection(2, 1)
+end
 
 if op == 'write' then
   return docs_write(c, a)
@@ -45,13 +55,13 @@ elseif op == 'purge' then
 end
 
 -- Candidate ids of a selection: every id, a score range of a numeric index, or a value range
--- of a string index.
-local function select(mode, j, min, max)
+-- of a string index (the field's indexes at KEYS[xk], KEYS[xk + 1]).
+local function select(mode, xk, min, max)
   if mode == 'score' then
-    return redis.call('ZRANGEBYSCORE', KEYS[c.ix + 3 * (j - 1)], min, max)
+    return redis.call('ZRANGEBYSCORE', KEYS[xk], min, max)
   elseif mode == 'lex' then
     local ids = {}
-    for _, m in ipairs(redis.call('ZRANGEBYLEX', KEYS[c.ix + 3 * (j - 1) + 1], min, max)) do
+    for _, m in ipairs(redis.call('ZRANGEBYLEX', KEYS[xk + 1], min, max)) do
       ids[#ids + 1] = string.match(m, '%z(.*)$')
     end
     return ids
@@ -68,10 +78,10 @@ local function some_expired()
 end
 
 if op == 'ids' then
-  local mode, j, min, max, most = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+  local mode, min, max, most = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
   local check = mode ~= 'all' and some_expired()
   local found = {}
-  for _, id in ipairs(select(mode, j, min, max)) do
+  for _, id in ipairs(select(mode, c.ix, min, max)) do
     if not check or live(id) then found[#found + 1] = id end
   end
   if #found > most then
@@ -81,25 +91,26 @@ if op == 'ids' then
   return docs_fetch(c, found, {'docs'})
 elseif op == 'count' then
   local mode, j, min, max = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3]
+  local xk = c.ix + 3 * (j - 1)
   -- With no expired document left, an index counts in O(log n).
   docs_purge(c, now(), 1000)
   local expired = redis.call('ZCOUNT', KEYS[c.ids], '-inf', string.format('(%d', now()))
   if mode == 'all' then
     return redis.call('ZCARD', KEYS[c.ids]) - expired
   elseif expired == 0 and mode == 'score' then
-    return redis.call('ZCOUNT', KEYS[c.ix + 3 * (j - 1)], min, max)
+    return redis.call('ZCOUNT', KEYS[xk], min, max)
   elseif expired == 0 and mode == 'lex' then
-    return redis.call('ZLEXCOUNT', KEYS[c.ix + 3 * (j - 1) + 1], min, max)
+    return redis.call('ZLEXCOUNT', KEYS[xk + 1], min, max)
   end
   local n = 0
-  for _, id in ipairs(select(mode, j, min, max)) do
+  for _, id in ipairs(select(mode, xk, min, max)) do
     if live(id) then n = n + 1 end
   end
   return n
 elseif op == 'top' then
-  local j, dir, min, max = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local need, bounded = tonumber(ARGV[a + 4]), ARGV[a + 5] == '1'
-  local xk = c.ix + 3 * (j - 1)
+  local dir, min, max = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local need, bounded = tonumber(ARGV[a + 3]), ARGV[a + 4] == '1'
+  local xk = c.ix
   -- Only numbers in the field: strings and other kinds would sort around them.
   -- (Redis deletes an empty sorted set, so one EXISTS asks both indexes.)
   if redis.call('EXISTS', KEYS[xk + 1], KEYS[xk + 2]) > 0 then
