@@ -99,10 +99,12 @@ pub async fn concurrent_writers_never_duplicate_or_skip_versions(f: Fixture) {
     let s = fresh_stream("C2");
     let start = Arc::new(Barrier::new(writers));
     let end = Arc::new(Barrier::new(writers));
-    let mut tasks = Vec::new();
+    // Writers are taken as they finish: one that fails leaves the others waiting at a barrier,
+    // and its failure must end the case (dropping the set aborts them), not hang it.
+    let mut tasks = tokio::task::JoinSet::new();
     for writer in 0..writers {
         let (store, s, start, end) = (Arc::clone(&f.events), s.clone(), Arc::clone(&start), Arc::clone(&end));
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut wins = Vec::new();
             for round in 0..rounds {
                 start.wait().await;
@@ -126,11 +128,11 @@ pub async fn concurrent_writers_never_duplicate_or_skip_versions(f: Fixture) {
                 end.wait().await;
             }
             wins
-        }));
+        });
     }
     let mut winners: BTreeMap<u64, usize> = BTreeMap::new();
-    for t in tasks {
-        for round in t.await.expect("writer task") {
+    while let Some(wins) = tasks.join_next().await {
+        for round in wins.expect("writer task") {
             *winners.entry(round).or_default() += 1;
         }
     }
