@@ -16,6 +16,17 @@ fn events(n: usize) -> Vec<NewEvent> {
         .collect()
 }
 
+/// A batch of two alternating event types: a commit that mixes types sends each type's offsets,
+/// which the script must step over to reach the next append of its group.
+fn mixed(n: usize) -> Vec<NewEvent> {
+    (0..n)
+        .map(|i| {
+            let event_type = if i % 2 == 0 { "Grouped" } else { "Mixed" };
+            NewEvent::json(event_type, &serde_json::json!({ "i": i })).expect("json")
+        })
+        .collect()
+}
+
 fn stream(name: &str) -> StreamId {
     StreamId::new("Group", format!("{name}-{}", Uuid::now_v7().simple())).expect("stream id")
 }
@@ -38,7 +49,8 @@ async fn grouped_appends_each_get_their_own_outcome(config: RedisConfig) {
     let before = client.metrics().operations;
     let mut calls: Vec<(&str, StreamId, ExpectedVersion, Vec<NewEvent>)> = Vec::new();
     for (s, n) in &solo {
-        calls.push(("solo", s.clone(), ExpectedVersion::Exact(0), events(*n)));
+        let batch = if *n >= 3 { mixed(*n) } else { events(*n) };
+        calls.push(("solo", s.clone(), ExpectedVersion::Exact(0), batch));
     }
     for s in &big {
         // Large appends are never held back for a group; they run among the grouped ones.
@@ -81,7 +93,20 @@ async fn grouped_appends_each_get_their_own_outcome(config: RedisConfig) {
     let mut retried_results = Vec::new();
     for (kind, s, n, outcome) in &outcomes {
         match (*kind, outcome) {
-            ("solo" | "big", Ok(r)) => assert_eq!(r.version, *n as u64, "{s}"),
+            ("solo", Ok(r)) => {
+                assert_eq!(r.version, *n as u64, "{s}");
+                let types: Vec<String> = store
+                    .read_stream(s, 1, *n)
+                    .await
+                    .expect("read back")
+                    .into_iter()
+                    .map(|e| e.event_type)
+                    .collect();
+                let written = if *n >= 3 { mixed(*n) } else { events(*n) };
+                let written: Vec<String> = written.into_iter().map(|e| e.event_type).collect();
+                assert_eq!(types, written, "{s}");
+            }
+            ("big", Ok(r)) => assert_eq!(r.version, *n as u64, "{s}"),
             ("hot", Ok(r)) => {
                 hot_wins += 1;
                 assert_eq!(r.version, 1);
