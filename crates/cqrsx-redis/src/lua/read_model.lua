@@ -16,8 +16,8 @@
 --                                                       `most` candidates, else {'ids', id, ...}
 --   top, 'asc' | 'desc', min, max, how many, bounded (1: a range on the field)
 --                                                    -> {'fallback'} | {'ok', id, json, ...}
--- Reads never return an expired document.
--- Reads skip expired documents and, where they meet some, remove a bounded number of them.
+-- Reads never return an expired document; writes and counts remove a bounded number of them
+-- per call, purge any number.
 local op = ARGV[1]
 local c, a
 if op == 'get' or op == 'ids' or op == 'top' then
