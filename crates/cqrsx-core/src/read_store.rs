@@ -117,6 +117,17 @@ pub struct Sort {
     pub direction: Direction,
 }
 
+impl Sort {
+    /// How two documents' values of this key order, in this key's direction.
+    fn order(&self, a: Option<&Value>, b: Option<&Value>) -> Ordering {
+        let ord = total_order(a, b);
+        match self.direction {
+            Direction::Asc => ord,
+            Direction::Desc => ord.reverse(),
+        }
+    }
+}
+
 /// What [`ReadStore::query`] returns: all filters must hold (AND); then sort, skip, limit.
 /// Documents tie-break on id, so pagination is stable.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -239,18 +250,12 @@ impl Query {
             .collect();
         let mut order: Vec<usize> = (0..docs.len()).collect();
         order.sort_by(|&a, &b| {
-            for (k, key) in self.sort.iter().enumerate() {
-                let ord = total_order(values[a * width + k], values[b * width + k]);
-                let ord = if key.direction == Direction::Desc {
-                    ord.reverse()
-                } else {
-                    ord
-                };
-                if ord != Ordering::Equal {
-                    return ord;
-                }
-            }
-            docs[a].id.cmp(&docs[b].id)
+            self.sort
+                .iter()
+                .enumerate()
+                .map(|(k, key)| key.order(values[a * width + k], values[b * width + k]))
+                .find(|ord| ord.is_ne())
+                .unwrap_or_else(|| docs[a].id.cmp(&docs[b].id))
         });
         permute(docs, order);
     }
@@ -487,21 +492,16 @@ impl<T: ReadStore + ?Sized> ReadStoreExt for T {}
 mod tests {
     use super::*;
 
-    /// The order `sort_documents` must give: each key in turn, then the id.
+    /// The order `sort_documents` must give: each key in turn, looked up at every comparison,
+    /// then the id.
     fn naive(query: &Query, docs: &mut [Document]) {
         docs.sort_by(|a, b| {
-            for key in &query.sort {
-                let ord = total_order(lookup(&a.data, &key.field), lookup(&b.data, &key.field));
-                let ord = if key.direction == Direction::Desc {
-                    ord.reverse()
-                } else {
-                    ord
-                };
-                if ord != Ordering::Equal {
-                    return ord;
-                }
-            }
-            a.id.cmp(&b.id)
+            query
+                .sort
+                .iter()
+                .map(|key| key.order(lookup(&a.data, &key.field), lookup(&b.data, &key.field)))
+                .find(|ord| ord.is_ne())
+                .unwrap_or_else(|| a.id.cmp(&b.id))
         });
     }
 

@@ -21,6 +21,7 @@
 local op = ARGV[1]
 local c, a
 if op == 'get' or op == 'ids' or op == 'top' then
+  -- (No entries key, field names or slots: a read writes nothing and names its field's keys.)
   c, a = {ids = 1, docs = 2, ix = 3}, 2
 else
   c, a = docs_collection(2, 1)
