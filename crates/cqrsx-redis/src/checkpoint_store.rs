@@ -73,6 +73,7 @@ impl RedisCheckpointStore {
             indexes: Arc::new(BTreeMap::new()),
             script: Script::from_lua(concat!(
                 include_str!("lua/docs.lua"),
+                include_str!("lua/docs_write.lua"),
                 include_str!("lua/projection.lua")
             )),
         }

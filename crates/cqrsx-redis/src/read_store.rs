@@ -3,6 +3,7 @@
 //! cannot answer exactly is finished in memory with the core's reference semantics.
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,7 +38,7 @@ pub(crate) struct Collection {
     indexes: Vec<String>,
 }
 
-/// One document change, as `docs.lua` takes it.
+/// One document change, as `docs_write.lua` takes it.
 pub(crate) enum DocWrite {
     Put {
         id: String,
@@ -92,6 +93,11 @@ impl Collection {
         format!("{}entries", self.tag)
     }
 
+    /// The sorted set of the ids that have an expiry, scored by it.
+    fn exp(&self) -> String {
+        format!("{}exp", self.tag)
+    }
+
     /// The index keys, three per field (numbers, strings, others), in declaration order.
     pub(crate) fn index_keys(&self) -> Vec<String> {
         let mut keys = Vec::with_capacity(3 * self.indexes.len());
@@ -106,12 +112,13 @@ impl Collection {
         ["x", "xs", "xo"].map(|kind| format!("{}{kind}:{field}", self.tag))
     }
 
-    /// The keys a read takes (see `read_model.lua`): ids, docs, then the index keys of the
+    /// The keys a read takes (see `query.lua`): ids, docs, exp, then the index keys of the
     /// field at `slot` (none for 0).
     fn read_keys(&self, slot: i64) -> Vec<String> {
-        let mut keys = Vec::with_capacity(5);
+        let mut keys = Vec::with_capacity(6);
         keys.push(self.ids());
         keys.push(self.docs());
+        keys.push(self.exp());
         let field = usize::try_from(slot - 1).ok().and_then(|i| self.indexes.get(i));
         if let Some(field) = field {
             keys.extend(self.field_keys(field));
@@ -119,15 +126,15 @@ impl Collection {
         keys
     }
 
-    /// Every key of the collection, as `docs.lua` takes them: ids, docs, entries, then the
-    /// index keys.
+    /// Every key of the collection, as `docs_write.lua` takes them: ids, docs, entries, exp,
+    /// then the index keys.
     pub(crate) fn keys(&self) -> Vec<String> {
-        let mut keys = vec![self.ids(), self.docs(), self.entries()];
+        let mut keys = vec![self.ids(), self.docs(), self.entries(), self.exp()];
         keys.extend(self.index_keys());
         keys
     }
 
-    /// The collection descriptor `docs.lua` reads: the number of index fields, then their names.
+    /// The collection descriptor `docs_write.lua` reads: the number of index fields, then their names.
     pub(crate) fn descriptor(&self) -> Vec<RValue> {
         let mut args = vec![RValue::from(self.indexes.len() as i64)];
         args.extend(self.indexes.iter().map(|f| RValue::from(f.as_str())));
@@ -194,7 +201,6 @@ pub struct RedisReadStore {
     collection: Collection,
     indexes: BTreeSet<String>,
     default_ttl: Option<Duration>,
-    script: Script,
 }
 
 impl std::fmt::Debug for RedisReadStore {
@@ -206,13 +212,20 @@ impl std::fmt::Debug for RedisReadStore {
     }
 }
 
-/// The script every collection operation runs: the document library, then the operations.
-pub(crate) fn read_model_script() -> Script {
+/// The script of the collection operations that write (and count): the document libraries,
+/// then the operations.
+static WRITES: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(concat!(
         include_str!("lua/docs.lua"),
+        include_str!("lua/docs_write.lua"),
         include_str!("lua/read_model.lua")
     ))
-}
+});
+
+/// The script of the collection reads: the reading half of the document library alone, so that
+/// a read does not make the writes' functions.
+static READS: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(concat!(include_str!("lua/docs.lua"), include_str!("lua/query.lua"))));
 
 /// A stored document: its JSON, which this store wrote.
 fn parse(id: &str, json: &[u8]) -> Result<Document> {
@@ -225,16 +238,13 @@ fn parse(id: &str, json: &[u8]) -> Result<Document> {
 
 /// Documents from a reply's `id, JSON` pairs (a JSON of nil: removed in the meantime), read
 /// in place.
-fn pairs(items: impl Iterator<Item = RValue>) -> Result<Vec<Document>> {
-    let items: Vec<RValue> = items.collect();
+fn pairs(mut items: impl ExactSizeIterator<Item = RValue>) -> Result<Vec<Document>> {
     let mut docs = Vec::with_capacity(items.len() / 2);
-    for pair in items.chunks(2) {
-        let id = pair
-            .first()
-            .and_then(raw)
+    while let Some(id) = items.next() {
+        let id = raw(&id)
             .and_then(|id| std::str::from_utf8(id).ok())
             .ok_or_else(|| protocol("a document id"))?;
-        if let Some(json) = pair.get(1).and_then(raw) {
+        if let Some(json) = items.next().as_ref().and_then(raw) {
             docs.push(parse(id, json)?);
         }
     }
@@ -285,7 +295,7 @@ fn numeric_range(filters: &[Filter], field: &str) -> Option<(Option<Bound>, Opti
     Some((lo, hi))
 }
 
-/// A selection of candidates: mode, field slot, min, max (see `read_model.lua`).
+/// A selection of candidates: mode, field slot, min, max (see `docs.lua`).
 type Selection = (&'static str, i64, RValue, RValue);
 
 impl RedisReadStore {
@@ -303,7 +313,6 @@ impl RedisReadStore {
             indexes,
             client,
             default_ttl: None,
-            script: read_model_script(),
         }
     }
 
@@ -329,7 +338,7 @@ impl RedisReadStore {
         let mut all = vec![RValue::from(op)];
         all.extend(self.collection.descriptor());
         all.extend(args);
-        self.eval(self.collection.keys(), all).await
+        self.eval(&WRITES, self.collection.keys(), all).await
     }
 
     /// A read (get, ids, top): it takes the keys of the field at `slot` only (0: none).
@@ -337,14 +346,12 @@ impl RedisReadStore {
         let mut all = Vec::with_capacity(1 + args.len());
         all.push(RValue::from(op));
         all.extend(args);
-        self.eval(self.collection.read_keys(slot), all).await
+        self.eval(&READS, self.collection.read_keys(slot), all).await
     }
 
-    async fn eval(&self, keys: Vec<String>, args: Vec<RValue>) -> Result<RValue> {
+    async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<RValue>) -> Result<RValue> {
         let client = self.client.client();
-        self.client
-            .track(self.script.evalsha_with_reload(client, keys, args))
-            .await
+        self.client.track(script.evalsha_with_reload(client, keys, args)).await
     }
 
     async fn write(&self, writes: Vec<DocWrite>) -> Result<u64> {
@@ -474,19 +481,48 @@ impl RedisReadStore {
             Direction::Desc => "desc",
         };
         let bounded = if query.filters.is_empty() { "0" } else { "1" };
-        let args = vec![
-            direction.into(),
-            score(lo, "-inf").into(),
-            score(hi, "+inf").into(),
-            i64::try_from(need).unwrap_or(i64::MAX).into(),
-            bounded.into(),
-        ];
-        let mut items = array(self.read("top", slot, args).await?)?.into_iter();
-        if items.next().as_ref().and_then(text).as_deref() != Some("ok") {
+        let args = |exact: &'static str| {
+            vec![
+                RValue::from_static_str(direction),
+                score(lo, "-inf").into(),
+                score(hi, "+inf").into(),
+                i64::try_from(need).unwrap_or(i64::MAX).into(),
+                RValue::from_static_str(bounded),
+                RValue::from_static_str(exact),
+            ]
+        };
+        let need = usize::try_from(need).unwrap_or(usize::MAX);
+        let Some((complete, mut docs)) = top_reply(self.read("top", slot, args("0")).await?)? else {
             return Ok(None);
+        };
+        // A page holds the first `need` in index order and the next one: enough unless the
+        // last ties with the next, which more ties with smaller ids may follow.
+        if !complete && docs.len() > need {
+            let score = |d: &Document| lookup(&d.data, &sort.field).and_then(Value::as_f64);
+            let last = score(&docs[need - 1]);
+            if last.is_none() || last == score(&docs[need]) {
+                let Some((_, tied)) = top_reply(self.read("top", slot, args("1")).await?)? else {
+                    return Ok(None);
+                };
+                docs = tied;
+            } else {
+                docs.truncate(need);
+            }
         }
-        Ok(Some(query.apply(pairs(items)?)))
+        Ok(Some(query.apply(docs)))
     }
+}
+
+/// The documents of a `top` reply, and whether they are complete (every id tied with the last
+/// included) rather than a page in index order; `None` when the index cannot answer.
+fn top_reply(reply: RValue) -> Result<Option<(bool, Vec<Document>)>> {
+    let mut items = array(reply)?.into_iter();
+    let complete = match items.next().as_ref().and_then(text).as_deref() {
+        Some("ok") => true,
+        Some("page") => false,
+        _ => return Ok(None),
+    };
+    Ok(Some((complete, pairs(items)?)))
 }
 
 #[async_trait]

@@ -1,38 +1,15 @@
--- Library of read-model documents, prepended to the scripts that read or write them.
--- A collection's keys all start with its hash tag T:
---   T ids      sorted set of every id, scored by expiry (ms; +inf when none)
---   T docs     hash id -> the JSON document
---   T entries  hash id -> the document's index entries: per indexed field with an entry,
---              `field NUL mark NUL`, where mark is 'n' | 's:<value>' | 'o'
---   T x:<f>    ids whose field f is a number, scored by it
---   T xs:<f>   `<value>\0<id>` for ids whose field f is a string (score 0, ordered by value)
---   T xo:<f>   ids whose field f holds anything else but null (booleans, objects, arrays)
--- A document whose expiry has passed is gone to every reader; writes and counts remove a
--- bounded number of such documents per call, the `purge` operation any number. Every key is
--- passed in KEYS by the caller: `c` describes a collection's keys there — c.ids, c.docs,
--- c.entries (positions of those keys) and c.ix (position of the first index key; field j's x,
--- xs, xo keys follow at c.ix + 3 * (j - 1)), c.fields (j -> field name), c.slot (field name ->
--- j).
-
--- The server's clock in ms.
-local function docs_now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- Whether id is a live document (its expiry is in the future).
-local function docs_live(c, id, now)
-  local score = redis.call('ZSCORE', KEYS[c.ids], id)
-  return score ~= false and score ~= nil and tonumber(score) > now
-end
+-- Library of read-model writes, prepended (after docs.lua, which describes the layout) to the
+-- scripts that write documents.
 
 local function docs_unindex(c, id)
   local old = redis.call('HGET', KEYS[c.entries], id)
   if not old then return end
   for field, mark in string.gmatch(old, '([^%z]*)%z([^%z]*)%z') do
     local j = c.slot[field]
+    if field == '' then
+      redis.call('ZREM', KEYS[c.exp], id)
     -- An index no longer declared has no keys here; its stale entries are never queried.
-    if j then
+    elseif j then
       local base = c.ix + 3 * (j - 1)
       if mark == 'n' then
         redis.call('ZREM', KEYS[base], id)
@@ -51,12 +28,14 @@ end
 local function docs_put(c, id, json, ttl_ms, entries, now)
   docs_unindex(c, id)
   redis.call('HSET', KEYS[c.docs], id, json)
+  local marks = {}
   if ttl_ms > 0 then
     redis.call('ZADD', KEYS[c.ids], now + ttl_ms, id)
+    redis.call('ZADD', KEYS[c.exp], now + ttl_ms, id)
+    marks[1] = '\0e\0'
   else
     redis.call('ZADD', KEYS[c.ids], '+inf', id)
   end
-  local marks = {}
   for j = 1, #c.fields do
     local kind, value = entries[j][1], entries[j][2]
     local base = c.ix + 3 * (j - 1)
@@ -76,39 +55,26 @@ end
 
 -- Removes a document; 1 if a live one existed.
 local function docs_remove(c, id, now)
-  local found = docs_live(c, id, now) and 1 or 0
+  local found = docs_live(redis.call('ZSCORE', KEYS[c.ids], id), function() return now end)
   docs_unindex(c, id)
   redis.call('ZREM', KEYS[c.ids], id)
   redis.call('HDEL', KEYS[c.docs], id)
-  return found
+  return found and 1 or 0
 end
 
 -- Removes up to `most` documents whose expiry has passed; how many.
 local function docs_purge(c, now, most)
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[c.ids], '-inf', string.format('(%d', now), 'LIMIT', 0, most)
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[c.exp], '-inf', string.format('(%d', now), 'LIMIT', 0, most)
   for _, id in ipairs(ids) do docs_remove(c, id, now) end
   return #ids
 end
 
--- Appends id, JSON pairs of `ids` to `out` (one HMGET per thousand ids).
-local function docs_fetch(c, ids, out)
-  for from = 1, #ids, 1000 do
-    local to = math.min(from + 999, #ids)
-    local docs = redis.call('HMGET', KEYS[c.docs], unpack(ids, from, to))
-    for i = from, to do
-      out[#out + 1] = ids[i]
-      out[#out + 1] = docs[i - from + 1]
-    end
-  end
-  return out
-end
-
 -- Reads a collection descriptor from ARGV at `a`: number of index fields, then the names.
--- Its keys start at KEYS[k]: ids, docs, entries, then three per index field. Returns the
+-- Its keys start at KEYS[k]: ids, docs, entries, exp, then three per index field. Returns the
 -- descriptor and the next ARGV position.
 local function docs_collection(a, k)
   local n = tonumber(ARGV[a])
-  local c = {ids = k, docs = k + 1, entries = k + 2, ix = k + 3, fields = {}, slot = {}}
+  local c = {ids = k, docs = k + 1, entries = k + 2, exp = k + 3, ix = k + 4, fields = {}, slot = {}}
   for j = 1, n do
     c.fields[j] = ARGV[a + j]
     c.slot[ARGV[a + j]] = j
