@@ -181,6 +181,7 @@ mod script_keys {
         ("read_model.lua", include_str!("lua/read_model.lua")),
         ("read_stream.lua", include_str!("lua/read_stream.lua")),
         ("snapshot.lua", include_str!("lua/snapshot.lua")),
+        ("top.lua", include_str!("lua/top.lua")),
         ("truncate.lua", include_str!("lua/truncate.lua")),
     ];
 

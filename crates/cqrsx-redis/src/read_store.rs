@@ -112,7 +112,7 @@ impl Collection {
         ["x", "xs", "xo"].map(|kind| format!("{}{kind}:{field}", self.tag))
     }
 
-    /// The keys a read takes (see `query.lua`): ids, docs, exp, then the index keys of the
+    /// The keys a read takes (see `query.lua` and `top.lua`): ids, docs, exp, then the index keys of the
     /// field at `slot` (none for 0).
     fn read_keys(&self, slot: i64) -> Vec<String> {
         let mut keys = Vec::with_capacity(6);
@@ -226,6 +226,9 @@ static WRITES: LazyLock<Script> = LazyLock::new(|| {
 /// a read does not make the writes' functions.
 static READS: LazyLock<Script> =
     LazyLock::new(|| Script::from_lua(concat!(include_str!("lua/docs.lua"), include_str!("lua/query.lua"))));
+
+/// The script of the top N by a numeric index: alone, with no library.
+static TOP: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("lua/top.lua")));
 
 /// A stored document: its JSON, which this store wrote.
 fn parse(id: &str, json: &[u8]) -> Result<Document> {
@@ -341,12 +344,37 @@ impl RedisReadStore {
         self.eval(&WRITES, self.collection.keys(), all).await
     }
 
-    /// A read (get, ids, top): it takes the keys of the field at `slot` only (0: none).
+    /// A read (get, ids): it takes the keys of the field at `slot` only (0: none).
     async fn read(&self, op: &str, slot: i64, args: Vec<RValue>) -> Result<RValue> {
         let mut all = Vec::with_capacity(1 + args.len());
         all.push(RValue::from(op));
         all.extend(args);
         self.eval(&READS, self.collection.read_keys(slot), all).await
+    }
+
+    /// The documents of the top N by the field at `slot` (see `top.lua`), and whether they are
+    /// complete (every id tied with the last included) rather than a page in index order;
+    /// `None` when the index cannot answer.
+    async fn top_call(&self, slot: i64, args: Vec<RValue>) -> Result<Option<(bool, Vec<Document>)>> {
+        let reply = self.eval(&TOP, self.collection.read_keys(slot), args).await?;
+        let mut items = array(reply)?.into_iter();
+        let complete = match items.next().as_ref().and_then(text).as_deref() {
+            Some("ok") => true,
+            Some("page") => false,
+            _ => return Ok(None),
+        };
+        let mut docs = Vec::with_capacity(items.len());
+        for item in items {
+            let joined = raw(&item).ok_or_else(|| protocol("a top-N document"))?;
+            let (id, json) = joined
+                .iter()
+                .position(|&b| b == 0)
+                .map(|nul| (&joined[..nul], &joined[nul + 1..]))
+                .ok_or_else(|| protocol("a top-N document without its id"))?;
+            let id = std::str::from_utf8(id).map_err(|_| protocol("a document id"))?;
+            docs.push(parse(id, json)?);
+        }
+        Ok(Some((complete, docs)))
     }
 
     async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<RValue>) -> Result<RValue> {
@@ -492,7 +520,7 @@ impl RedisReadStore {
             ]
         };
         let need = usize::try_from(need).unwrap_or(usize::MAX);
-        let Some((complete, mut docs)) = top_reply(self.read("top", slot, args("0")).await?)? else {
+        let Some((complete, mut docs)) = self.top_call(slot, args("0")).await? else {
             return Ok(None);
         };
         // A page holds the first `need` in index order and the next one: enough unless the
@@ -501,7 +529,7 @@ impl RedisReadStore {
             let score = |d: &Document| lookup(&d.data, &sort.field).and_then(Value::as_f64);
             let last = score(&docs[need - 1]);
             if last.is_none() || last == score(&docs[need]) {
-                let Some((_, tied)) = top_reply(self.read("top", slot, args("1")).await?)? else {
+                let Some((_, tied)) = self.top_call(slot, args("1")).await? else {
                     return Ok(None);
                 };
                 docs = tied;
@@ -511,18 +539,6 @@ impl RedisReadStore {
         }
         Ok(Some(query.apply(docs)))
     }
-}
-
-/// The documents of a `top` reply, and whether they are complete (every id tied with the last
-/// included) rather than a page in index order; `None` when the index cannot answer.
-fn top_reply(reply: RValue) -> Result<Option<(bool, Vec<Document>)>> {
-    let mut items = array(reply)?.into_iter();
-    let complete = match items.next().as_ref().and_then(text).as_deref() {
-        Some("ok") => true,
-        Some("page") => false,
-        _ => return Ok(None),
-    };
-    Ok(Some((complete, pairs(items)?)))
 }
 
 #[async_trait]
