@@ -11,7 +11,7 @@ use cqrsx_core::raw::{lookup, validate_document, validate_field_path, validate_i
 use cqrsx_core::{Direction, Document, Error, Filter, Op, Query, ReadStore, ReadStoreCapabilities, Result};
 use fred::prelude::*;
 use fred::types::scripts::Script;
-use fred::types::Value as RValue;
+use fred::types::{Key, Value as RValue};
 use serde_json::Value;
 use tracing::instrument;
 
@@ -36,6 +36,10 @@ const INLINE_DOCS: i64 = 1_000;
 pub(crate) struct Collection {
     tag: String,
     indexes: Vec<String>,
+    /// What reads take (see `read_keys`): ids, docs, exp, then each field's x, xs, xo. Made
+    /// once: a read clones them by reference count instead of formatting six keys (measured:
+    /// about 1.3 µs of a top 10).
+    reads: Vec<Key>,
 }
 
 /// One document change, as `docs_write.lua` takes it.
@@ -67,10 +71,15 @@ fn entry(value: Option<&Value>) -> (&'static str, String) {
 
 impl Collection {
     pub(crate) fn new(tag: String, indexes: &BTreeSet<String>) -> Self {
-        Self {
+        let mut collection = Self {
             tag,
             indexes: indexes.iter().cloned().collect(),
-        }
+            reads: Vec::new(),
+        };
+        let mut reads = vec![collection.ids(), collection.docs(), collection.exp()];
+        reads.extend(collection.index_keys());
+        collection.reads = reads.into_iter().map(Key::from).collect();
+        collection
     }
 
     /// The hash tag and prefix of every key of the collection.
@@ -112,16 +121,13 @@ impl Collection {
         ["x", "xs", "xo"].map(|kind| format!("{}{kind}:{field}", self.tag))
     }
 
-    /// The keys a read takes (see `query.lua` and `top.lua`): ids, docs, exp, then the index keys of the
-    /// field at `slot` (none for 0).
-    fn read_keys(&self, slot: i64) -> Vec<String> {
+    /// The keys a read takes (see `query.lua` and `top.lua`): ids, docs, exp, then the index
+    /// keys of the field at `slot` (none for 0).
+    fn read_keys(&self, slot: i64) -> Vec<Key> {
         let mut keys = Vec::with_capacity(6);
-        keys.push(self.ids());
-        keys.push(self.docs());
-        keys.push(self.exp());
-        let field = usize::try_from(slot - 1).ok().and_then(|i| self.indexes.get(i));
-        if let Some(field) = field {
-            keys.extend(self.field_keys(field));
+        keys.extend_from_slice(&self.reads[..3]);
+        if let Some(field) = usize::try_from(slot - 1).ok().filter(|&j| j < self.indexes.len()) {
+            keys.extend_from_slice(&self.reads[3 + 3 * field..6 + 3 * field]);
         }
         keys
     }
@@ -377,7 +383,7 @@ impl RedisReadStore {
         Ok(Some((complete, docs)))
     }
 
-    async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<RValue>) -> Result<RValue> {
+    async fn eval(&self, script: &Script, keys: Vec<impl Into<Key> + Send>, args: Vec<RValue>) -> Result<RValue> {
         let client = self.client.client();
         self.client.track(script.evalsha_with_reload(client, keys, args)).await
     }

@@ -124,6 +124,14 @@ async fn expiring_documents_leave_top_queries_and_the_expiry_set_follows_writes(
         let q = top(offset, limit);
         assert_eq!(store.query(&q).await.expect("query"), q.apply(lasting.clone()), "{q:?}");
     }
+    let none = Query::all()
+        .filter(Filter::new("score", Op::Gt, 100))
+        .sort_desc("score")
+        .page(0, 3);
+    assert!(
+        store.query(&none).await.expect("query").is_empty(),
+        "a range that holds nothing"
+    );
     assert_eq!(store.count(&[]).await.expect("count"), 30);
     // The count removed them: no expiry is left to compare.
     assert_eq!(exists(exp.clone()).await, 0, "a count purges expired documents");

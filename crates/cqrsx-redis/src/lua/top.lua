@@ -2,7 +2,7 @@
 -- layout). A script of its own, with no library: it is the read-model query users run most,
 -- and every function a script defines is made anew on each call, so its common path defines
 -- none.
--- KEYS: ids, docs, exp, then the field's x, KEYS[5], KEYS[6].
+-- KEYS: 1 ids, 2 docs, 3 exp, then the field's 4 x, 5 xs, 6 xo.
 -- ARGV: 'asc' | 'desc', min, max (score bounds), n, bounded (1: a range on the field), exact
 --       (1: every id tied with the n-th).
 -- Reply: {'fallback'} when the index cannot answer (the field holds other kinds than numbers,
