@@ -140,7 +140,8 @@ impl Collection {
         keys
     }
 
-    /// The collection descriptor `docs_write.lua` reads: the number of index fields, then their names.
+    /// The collection descriptor `docs_write.lua` reads: the number of index fields, then
+    /// their names.
     pub(crate) fn descriptor(&self) -> Vec<RValue> {
         let mut args = vec![RValue::from(self.indexes.len() as i64)];
         args.extend(self.indexes.iter().map(|f| RValue::from(f.as_str())));
@@ -532,9 +533,9 @@ impl RedisReadStore {
         // A page holds the first `need` in index order and the next one: enough unless the
         // last ties with the next, which more ties with smaller ids may follow.
         if !complete && docs.len() > need {
-            let score = |d: &Document| lookup(&d.data, &sort.field).and_then(Value::as_f64);
-            let last = score(&docs[need - 1]);
-            if last.is_none() || last == score(&docs[need]) {
+            let number = |d: &Document| lookup(&d.data, &sort.field).and_then(Value::as_f64);
+            let last = number(&docs[need - 1]);
+            if last.is_none() || last == number(&docs[need]) {
                 let Some((_, tied)) = self.top_call(slot, args("1")).await? else {
                     return Ok(None);
                 };
