@@ -185,8 +185,9 @@ impl Collection {
 /// A collection is a fixed set of keys under its hash tag `T`: a hash of JSON documents by
 /// id, a sorted set of ids scored by expiry (which tells live documents from expired ones:
 /// reads never return those, and writes and counts remove a bounded number of them per call;
-/// [`RedisReadStore::purge_expired`] removes all), and
-/// per indexed field sorted sets of its numbers and strings. Every call is one script that
+/// [`RedisReadStore::purge_expired`] removes all), the same for only the ids that expire (absent
+/// when none does, so that reads need not compare expiries), and per indexed field sorted sets
+/// of its numbers and strings. Every call is one script that
 /// declares each key it touches. An equality, range or prefix filter on an indexed field picks
 /// the candidates on the server; a count answered by one index, or a query sorted by one
 /// numeric indexed field with a limit (top-N), is one call that transfers only what it
