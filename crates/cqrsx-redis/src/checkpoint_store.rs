@@ -17,9 +17,10 @@ use fred::types::Value;
 use tracing::instrument;
 
 use crate::client::RedisClientManager;
+use crate::collection::{Collection, DocWrite};
 use crate::error::protocol;
 use crate::keys::Keys;
-use crate::read_store::{Collection, DocWrite, RedisReadStore};
+use crate::read_store::RedisReadStore;
 use crate::reply::{int, status, text};
 
 /// Projection state in Redis.

@@ -27,6 +27,7 @@
 
 mod checkpoint_store;
 mod client;
+mod collection;
 mod config;
 mod error;
 mod event_store;
