@@ -61,7 +61,7 @@ async fn rewriting_a_document_moves_its_index_entries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn per_store_ttl_expires_documents_and_their_index_entries() {
     let (_, store) = indexed("ttl").await;
-    let store = store.with_default_ttl(Duration::from_millis(400));
+    let store = store.with_default_ttl(Duration::from_secs(2));
     store
         .save("t1", serde_json::json!({"name": "temp"}))
         .await
@@ -105,7 +105,7 @@ async fn expiring_documents_leave_top_queries_and_the_expiry_set_follows_writes(
             .save_with_ttl(
                 &format!("e{i}"),
                 serde_json::json!({"score": 9}),
-                Duration::from_millis(300),
+                Duration::from_secs(2),
             )
             .await
             .expect("save with ttl");

@@ -187,7 +187,7 @@ pub async fn read_store_batches(f: Fixture) {
 pub async fn read_store_ttl_as_declared(f: Fixture) {
     let store = f.reads.as_ref();
     let result = store
-        .save_with_ttl("t-1", json!({"v": 1}), Duration::from_millis(1200))
+        .save_with_ttl("t-1", json!({"v": 1}), Duration::from_secs(3))
         .await;
     if store.capabilities().ttl {
         result.expect("ttl save");
