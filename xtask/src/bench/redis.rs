@@ -160,6 +160,21 @@ impl AppendBaseline for CheckedAppend {
     }
 }
 
+/// The six commands a single-event append of our layout makes, with none of its checks: the
+/// version and largest id read, the position counter, the type index, the log entry, the
+/// commit index entry, the version write. Information: the least any store writing this layout
+/// pays, against which the checked baseline's ratio is a ceiling for ours.
+const LAYOUT_ONLY: &str = r"
+local got = redis.call('HMGET', KEYS[4], 'v', 'd', 'h')
+local v = string.format('%d', (tonumber(got[1]) or 0) + 1)
+local seq = string.format('%d', redis.call('INCRBY', KEYS[2], 1))
+local now = redis.call('XADD', KEYS[5], '*', 'g', seq)
+redis.call('XADD', KEYS[1], seq, 's', ARGV[1], 'v', v, 'n', '1', 'r', now, 't', ARGV[2], 'e', ARGV[3])
+redis.call('XADD', KEYS[3], v, 'g', seq, 'n', '1', 'i', ARGV[4])
+redis.call('HSET', KEYS[4], 'v', v, 'h', ARGV[4])
+return {'ok', v, seq}
+";
+
 /// What a user would otherwise write (the Go package's pattern): read the version, compare in
 /// the client, then one pipeline of `RPUSH` per event (a JSON record each), `HSET` of the
 /// version and `EXPIRE`. Not atomic: racing writers both pass the check.
@@ -268,11 +283,161 @@ async fn memory_facts(client: &RedisClientManager, run_id: &str, scale: Scale, f
     Ok(())
 }
 
-/// Top 10 by an indexed field, and a count, at two collection sizes, against a raw read of
-/// the same index (`ZRANGE … REV` of ten ids, `ZCARD`).
+/// The server's own time (`INFO commandstats`) of the script calls since the last reset, in
+/// microseconds.
+async fn script_usec(client: &RedisClientManager) -> Result<f64> {
+    let info: String = client
+        .client()
+        .info(Some(fred::types::InfoKind::CommandStats))
+        .await
+        .map_err(error)?;
+    let usec = info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| l.split(',').find_map(|f| f.strip_prefix("usec=")))
+        .map(|v| v.trim().parse::<f64>().map_err(error))
+        .sum::<Result<f64>>()?;
+    Ok(usec)
+}
+
+async fn reset_stats(client: &RedisClientManager) -> Result<()> {
+    client
+        .client()
+        .custom::<(), _>(fred::cmd!("CONFIG"), vec!["RESETSTAT"])
+        .await
+        .map_err(error)
+}
+
+/// One side of the append cost facts: `appends` single-event appends by `append`, one writer;
+/// wall and server microseconds per append.
+async fn append_cost<F, Fut>(client: &RedisClientManager, appends: usize, mut append: F) -> Result<(f64, f64)>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    reset_stats(client).await?;
+    let started = Instant::now();
+    for i in 0..appends {
+        append(i).await?;
+    }
+    let wall = started.elapsed().as_secs_f64() * 1e6 / appends as f64;
+    Ok((wall, script_usec(client).await? / appends as f64))
+}
+
+/// Where a single-event append's time goes: the server's own time per call (ours, the checked
+/// baseline, and our layout's six commands with no checks), against the wall time per append.
+/// The difference of two sides' server times is what their scripts cost; the rest of a wall
+/// time is the client and the round trip.
+async fn append_cost_facts(
+    client: &RedisClientManager,
+    run_id: &str,
+    scale: Scale,
+    facts: &mut Vec<Fact>,
+) -> Result<()> {
+    const ROUNDS: usize = 3;
+    // A prefix of its own: the live tails the projection rows started follow the main
+    // prefix's logs, and would wake on these appends.
+    let config = client.config().clone().with_key_prefix(format!("cost-{run_id}"));
+    let client = &RedisClientManager::connect(config).await.map_err(error)?;
+    if let Err(e) = reset_stats(client).await {
+        say(&format!(
+            "redis: no append cost facts: the server refuses CONFIG RESETSTAT ({e})"
+        ));
+        return Ok(());
+    }
+    let store = RedisEventStore::new(client.clone());
+    let checked = CheckedAppend::new(client.clone());
+    let layout = Script::from_lua(LAYOUT_ONLY);
+    let template = super::store::sample_events(1)?;
+    let metadata = metadata_json(&template[0])?;
+    let appends = scale.append_events;
+    let (mut ours, mut theirs, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let stream = cqrsx_core::StreamId::new("BenchCost", format!("{run_id}-r{round}")).map_err(error)?;
+        ours.push(
+            append_cost(client, appends, |i| {
+                let (store, stream) = (&store, &stream);
+                let events = fresh_ids(&template);
+                async move {
+                    let expected = cqrsx_core::ExpectedVersion::Exact(i as u64);
+                    cqrsx_core::EventStore::append(store, stream, expected, events)
+                        .await
+                        .map(|_| ())
+                        .map_err(error)
+                }
+            })
+            .await?,
+        );
+        let key = format!("cost-{run_id}-r{round}");
+        theirs.push(
+            append_cost(client, appends, |_| {
+                let (checked, key, events) = (&checked, &key, fresh_ids(&template));
+                async move { checked.write(key, &events).await }
+            })
+            .await?,
+        );
+        let tag = format!("{{cost-{run_id}-layout-r{round}}}");
+        let keys: Vec<String> = ["log", "seq", "idx", "meta", "type"]
+            .iter()
+            .map(|k| format!("{tag}{k}"))
+            .collect();
+        bare.push(
+            append_cost(client, appends, |_| {
+                let event = fresh_ids(&template).remove(0);
+                let mut blob = vec![1u8];
+                blob.extend_from_slice(event.event_id.as_bytes());
+                blob.extend_from_slice(&event.payload);
+                blob.extend_from_slice(metadata.as_bytes());
+                let args: Vec<Value> = vec![
+                    "BenchCost/layout".into(),
+                    event.event_type.as_str().into(),
+                    Value::Bytes(blob.into()),
+                    Value::Bytes(event.event_id.as_bytes().to_vec().into()),
+                ];
+                let call = layout.evalsha_with_reload::<Value, _, _>(client.client(), keys.clone(), args);
+                async move { call.await.map(|_| ()).map_err(error) }
+            })
+            .await?,
+        );
+    }
+    // The median round by wall time, each side.
+    let median = |mut sides: Vec<(f64, f64)>| {
+        sides.sort_by(|a, b| a.0.total_cmp(&b.0));
+        sides[sides.len() / 2]
+    };
+    let (ours, theirs, bare) = (median(ours), median(theirs), median(bare));
+    let note = format!("{appends} appends × {ROUNDS} rounds, one writer, median round");
+    facts.push(Fact::new(
+        "redis",
+        "single-event append: server time per call (INFO commandstats)",
+        format!("{:.1} µs of {:.1} µs", ours.1, ours.0),
+        "checked append",
+        format!("{:.1} µs of {:.1} µs", theirs.1, theirs.0),
+        format!(
+            "{note}; of the {:.1} µs between the wall times, {:.1} µs is the scripts' difference on the server",
+            ours.0 - theirs.0,
+            ours.1 - theirs.1
+        ),
+    ));
+    facts.push(Fact::new(
+        "redis",
+        "single-event append: our layout's six commands with no checks",
+        format!("{:.1} µs of {:.1} µs", bare.1, bare.0),
+        "checked append",
+        format!("{:.1} µs of {:.1} µs", theirs.1, theirs.0),
+        format!(
+            "{note}; checked / six commands alone = {:.2}, the ceiling of ours against the checked append",
+            theirs.0 / bare.0
+        ),
+    ));
+    Ok(())
+}
+
 /// Rounds of the read-model rows.
 const READ_MODEL_ROUNDS: usize = 5;
 
+/// Top 10 by an indexed field, and a count, at two collection sizes, against a raw read of
+/// the same index (`ZRANGE … REV` of ten ids, `ZCARD`).
 async fn read_model_rows(client: &RedisClientManager, scale: Scale, rows: &mut Vec<BenchRow>) -> Result<()> {
     let collection = "benchrm";
     let store = RedisReadStore::new(client.clone(), collection)
@@ -420,6 +585,7 @@ pub async fn rows(url: &str, scale: Scale) -> Result<Section> {
     read_model_rows(&client, scale, &mut rows).await?;
     let mut facts = Vec::new();
     memory_facts(&client, &run_id, scale, &mut facts).await?;
+    append_cost_facts(&client, &run_id, scale, &mut facts).await?;
     say(&format!("redis rows took {:.0} s", started.elapsed().as_secs_f64()));
     Ok(Section { rows, facts })
 }
