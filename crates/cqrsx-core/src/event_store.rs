@@ -177,13 +177,15 @@ pub fn validate_append(expected: ExpectedVersion, events: &[NewEvent], caps: &Ev
             caps.max_batch
         )));
     }
-    let mut ids = HashSet::with_capacity(events.len());
     for event in events {
         validate_new_event(event, caps.max_event_bytes)?;
-        if !ids.insert(event.event_id) {
+    }
+    if events.len() > 1 {
+        let mut ids = HashSet::with_capacity(events.len());
+        if let Some(twice) = events.iter().find(|e| !ids.insert(e.event_id)) {
             return Err(Error::InvalidInput(format!(
                 "event id {} appears twice in one append",
-                event.event_id
+                twice.event_id
             )));
         }
     }

@@ -6,6 +6,8 @@
 pub(crate) struct Keys {
     prefix: String,
     partitions: u32,
+    /// `{prefix:p}:` of each partition `p`, made once: every append builds keys from it.
+    tags: Vec<String>,
 }
 
 /// The keys of one stream (its partition's log, counter and type indexes are per partition).
@@ -30,11 +32,17 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     hash
 }
 
+fn tag(prefix: &str, partition: u32) -> String {
+    format!("{{{prefix}:{partition}}}:")
+}
+
 impl Keys {
     pub(crate) fn new(prefix: &str, partitions: u32) -> Self {
+        let partitions = partitions.max(1);
         Self {
             prefix: prefix.to_string(),
-            partitions: partitions.max(1),
+            partitions,
+            tags: (0..partitions).map(|p| tag(prefix, p)).collect(),
         }
     }
 
@@ -47,37 +55,50 @@ impl Keys {
         fnv1a(stream_key.as_bytes()) % self.partitions
     }
 
-    /// `{prefix:p}:` — the start of every key of partition `p`.
-    pub(crate) fn partition_prefix(&self, partition: u32) -> String {
-        format!("{{{}:{partition}}}:", self.prefix)
+    /// A key of partition `p`: `{prefix:p}:` followed by `parts`. (A partition this layout does
+    /// not have, as a caller's position may name, still gets its key, which holds nothing.)
+    fn key(&self, partition: u32, parts: &[&str]) -> String {
+        let made;
+        let tag = match self.tags.get(partition as usize) {
+            Some(tag) => tag.as_str(),
+            None => {
+                made = tag(&self.prefix, partition);
+                made.as_str()
+            }
+        };
+        let mut key = String::with_capacity(tag.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+        key.push_str(tag);
+        for part in parts {
+            key.push_str(part);
+        }
+        key
     }
 
     pub(crate) fn log(&self, partition: u32) -> String {
-        format!("{}log", self.partition_prefix(partition))
+        self.key(partition, &["log"])
     }
 
     /// The partition's position counter.
     pub(crate) fn seq(&self, partition: u32) -> String {
-        format!("{}seq", self.partition_prefix(partition))
+        self.key(partition, &["seq"])
     }
 
     /// The partition's partially truncated commits: first position -> events removed.
     pub(crate) fn trim(&self, partition: u32) -> String {
-        format!("{}trim", self.partition_prefix(partition))
+        self.key(partition, &["trim"])
     }
 
     /// An event type's index in a partition: one entry per commit holding the type.
     pub(crate) fn type_index(&self, partition: u32, event_type: &str) -> String {
-        format!("{}t:{event_type}", self.partition_prefix(partition))
+        self.key(partition, &["t:", event_type])
     }
 
     pub(crate) fn stream(&self, stream_key: &str) -> StreamKeys {
         let partition = self.partition_of(stream_key);
-        let p = self.partition_prefix(partition);
         StreamKeys {
             partition,
-            index: format!("{p}s:{stream_key}"),
-            meta: format!("{p}m:{stream_key}"),
+            index: self.key(partition, &["s:", stream_key]),
+            meta: self.key(partition, &["m:", stream_key]),
         }
     }
 
@@ -96,8 +117,7 @@ impl Keys {
 
     /// Snapshot keys of a stream: a sorted set of versions, and one hash per snapshot.
     pub(crate) fn snapshot_index(&self, stream_key: &str) -> String {
-        let p = self.partition_prefix(self.partition_of(stream_key));
-        format!("{p}snap:{stream_key}")
+        self.key(self.partition_of(stream_key), &["snap:", stream_key])
     }
 
     /// The hash tag of one projection: its leases, checkpoints, dead letters and views.
@@ -150,6 +170,19 @@ mod tests {
                 assert_eq!(slot(k), first, "{k} is in another slot than {}", all[0]);
             }
         }
+    }
+
+    #[test]
+    fn keys_are_the_partition_tag_and_their_parts() {
+        let keys = Keys::new("app", 4);
+        assert_eq!(keys.log(3), "{app:3}:log");
+        assert_eq!(keys.type_index(1, "Added"), "{app:1}:t:Added");
+        let stream = keys.stream("Order/1");
+        let p = stream.partition;
+        assert_eq!(stream.index, format!("{{app:{p}}}:s:Order/1"));
+        assert_eq!(stream.meta, format!("{{app:{p}}}:m:Order/1"));
+        assert_eq!(keys.snapshot_index("Order/1"), format!("{{app:{p}}}:snap:Order/1"));
+        assert_eq!(keys.log(9), "{app:9}:log", "a partition the layout does not have");
     }
 
     #[test]

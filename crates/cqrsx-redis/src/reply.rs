@@ -67,9 +67,9 @@ pub(crate) fn status(v: Value) -> Result<(String, Vec<Value>)> {
     if items.is_empty() {
         return Err(protocol("empty script reply"));
     }
-    let rest = items.split_off(1);
     let status = text(&items[0]).ok_or_else(|| protocol("script status is not text"))?;
-    Ok((status, rest))
+    items.remove(0);
+    Ok((status, items))
 }
 
 /// The number at `i` of a reply.

@@ -57,8 +57,14 @@ fn header(expected: ExpectedVersion, types: usize, increasing: bool) -> Vec<u8> 
     out
 }
 
-/// The keys and arguments of one append (see the header of `append.lua`).
-pub(crate) fn part(keys: &Keys, stream: &StreamId, expected: ExpectedVersion, events: &[NewEvent]) -> Result<Part> {
+/// The stream's partition, and the keys and arguments of one append (see the header of
+/// `append.lua`).
+pub(crate) fn part(
+    keys: &Keys,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> Result<(u32, Part)> {
     let stream_keys = keys.stream(stream.key());
     let runs = type_runs(events);
     let mut key_list = Vec::with_capacity(2 + runs.len());
@@ -80,11 +86,12 @@ pub(crate) fn part(keys: &Keys, stream: &StreamId, expected: ExpectedVersion, ev
     if runs.len() > 1 {
         args.extend(runs.into_iter().map(|(_, offsets)| Value::from(offsets)));
     }
-    Ok(Part {
+    let part = Part {
         keys: key_list,
         args,
         events: events.len(),
-    })
+    };
+    Ok((stream_keys.partition, part))
 }
 
 /// What an append's reply means.

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use cqrsx_core::{Error, Result};
 use fred::error::Error as FredError;
 use fred::types::scripts::Script;
-use fred::types::Value;
+use fred::types::{Key, Value};
 use tokio::sync::oneshot;
 
 use crate::client::RedisClientManager;
@@ -61,15 +61,16 @@ struct Lane {
 pub(crate) struct Committer {
     client: RedisClientManager,
     script: Script,
-    /// Per partition: the log key and the position counter key.
-    partition_keys: Vec<[String; 2]>,
+    /// Per partition: the log key and the position counter key (made once; a call clones
+    /// them by reference count).
+    partition_keys: Vec<[Key; 2]>,
     /// Calls of one partition in flight before appends wait to be grouped.
     concurrency: usize,
     lanes: Vec<Mutex<Lane>>,
 }
 
 impl Committer {
-    pub(crate) fn new(client: RedisClientManager, script: Script, partition_keys: Vec<[String; 2]>) -> Self {
+    pub(crate) fn new(client: RedisClientManager, script: Script, partition_keys: Vec<[Key; 2]>) -> Self {
         let lanes = partition_keys.iter().map(|_| Mutex::default()).collect();
         Self {
             concurrency: client.config().append_concurrency.max(1),
@@ -133,7 +134,7 @@ impl Committer {
         keys.push(seq.clone());
         let mut args = Vec::with_capacity(parts.iter().map(|p| p.args.len()).sum::<usize>());
         for part in parts {
-            keys.extend(part.keys);
+            keys.extend(part.keys.into_iter().map(Key::from));
             args.extend(part.args);
         }
         let client = self.client.client();

@@ -108,7 +108,9 @@ impl RedisEventStore {
             live_signal: true,
             ..EventStoreCapabilities::default()
         };
-        let partition_keys = (0..keys.partitions()).map(|p| [keys.log(p), keys.seq(p)]).collect();
+        let partition_keys = (0..keys.partitions())
+            .map(|p| [keys.log(p).into(), keys.seq(p).into()])
+            .collect();
         let append = Script::from_lua(include_str!("../lua/append.lua"));
         Self {
             committer: Arc::new(Committer::new(client.clone(), append, partition_keys)),
@@ -167,8 +169,7 @@ impl EventStore for RedisEventStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
         validate_append(expected, &events, &self.caps)?;
-        let part = append::part(&self.keys, stream, expected, &events)?;
-        let partition = self.keys.partition_of(stream.key());
+        let (partition, part) = append::part(&self.keys, stream, expected, &events)?;
         let reply = self.committer.submit(partition as usize, part).await?;
         append::outcome(reply, stream, partition, expected, &events)
     }
