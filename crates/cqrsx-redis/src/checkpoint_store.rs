@@ -107,9 +107,8 @@ impl RedisCheckpointStore {
     }
 
     async fn eval(&self, keys: Vec<String>, args: Vec<Value>) -> Result<Value> {
-        let client = self.client.client();
         self.client
-            .track(self.script.evalsha_with_reload(client, keys, args))
+            .run_script(&self.script, || (keys.clone(), args.clone()))
             .await
     }
 }

@@ -11,7 +11,7 @@ use cqrsx_core::raw::{lookup, validate_document, validate_field_path, validate_i
 use cqrsx_core::{Direction, Document, Error, Filter, Op, Query, ReadStore, ReadStoreCapabilities, Result};
 use fred::prelude::*;
 use fred::types::scripts::Script;
-use fred::types::{Key, Value as RValue};
+use fred::types::Value as RValue;
 use serde_json::Value;
 use tracing::instrument;
 
@@ -195,27 +195,38 @@ impl RedisReadStore {
         self
     }
 
-    /// An operation that writes (write, count, purge): it takes the whole collection.
-    async fn call(&self, op: &str, args: Vec<RValue>) -> Result<RValue> {
-        let mut all = vec![RValue::from(op)];
-        all.extend(self.collection.descriptor());
-        all.extend(args);
-        self.eval(&WRITES, self.collection.keys(), all).await
+    /// An operation that writes (write, count, purge): it takes the whole collection. `args`
+    /// makes its arguments (again, if the server had lost the script).
+    async fn call(&self, op: &str, args: impl Fn() -> Vec<RValue>) -> Result<RValue> {
+        self.client
+            .run_script(&WRITES, || {
+                let mut all = vec![RValue::from(op)];
+                all.extend(self.collection.descriptor());
+                all.extend(args());
+                (self.collection.keys(), all)
+            })
+            .await
     }
 
     /// A read (get, ids): it takes the keys of the field at `slot` only (0: none).
-    async fn read(&self, op: &str, slot: i64, args: Vec<RValue>) -> Result<RValue> {
-        let mut all = Vec::with_capacity(1 + args.len());
-        all.push(RValue::from(op));
-        all.extend(args);
-        self.eval(&READS, self.collection.read_keys(slot), all).await
+    async fn read(&self, op: &str, slot: i64, args: impl Fn() -> Vec<RValue>) -> Result<RValue> {
+        self.client
+            .run_script(&READS, || {
+                let mut all = vec![RValue::from(op)];
+                all.extend(args());
+                (self.collection.read_keys(slot), all)
+            })
+            .await
     }
 
     /// The documents of the top N by the field at `slot` (see `top.lua`), and whether they are
     /// complete (every id tied with the last included) rather than a page in index order;
     /// `None` when the index cannot answer.
-    async fn top_call(&self, slot: i64, args: Vec<RValue>) -> Result<Option<(bool, Vec<Document>)>> {
-        let reply = self.eval(&TOP, self.collection.read_keys(slot), args).await?;
+    async fn top_call(&self, slot: i64, args: impl Fn() -> Vec<RValue>) -> Result<Option<(bool, Vec<Document>)>> {
+        let reply = self
+            .client
+            .run_script(&TOP, || (self.collection.read_keys(slot), args()))
+            .await?;
         let mut items = array(reply)?.into_iter();
         let complete = match items.next().as_ref().and_then(text).as_deref() {
             Some("ok") => true,
@@ -236,17 +247,11 @@ impl RedisReadStore {
         Ok(Some((complete, docs)))
     }
 
-    async fn eval(&self, script: &Script, keys: Vec<impl Into<Key> + Send>, args: Vec<RValue>) -> Result<RValue> {
-        let client = self.client.client();
-        self.client.track(script.evalsha_with_reload(client, keys, args)).await
-    }
-
     async fn write(&self, writes: Vec<DocWrite>) -> Result<u64> {
         if writes.is_empty() {
             return Ok(0);
         }
-        let args = self.collection.write_args(&writes);
-        let reply = self.call("write", args).await?;
+        let reply = self.call("write", || self.collection.write_args(&writes)).await?;
         int(&reply).ok_or_else(|| protocol("write reply"))
     }
 
@@ -284,7 +289,7 @@ impl RedisReadStore {
 
     /// Removes up to a batch of expired documents and their index entries.
     async fn purge(&self) -> Result<u64> {
-        let reply = self.call("purge", vec![RValue::from(500)]).await?;
+        let reply = self.call("purge", || vec![RValue::from(500)]).await?;
         int(&reply).ok_or_else(|| protocol("purge reply"))
     }
 
@@ -334,7 +339,9 @@ impl RedisReadStore {
     async fn candidates(&self, selection: Selection) -> Result<Vec<Document>> {
         let (mode, slot, min, max) = selection;
         let reply = self
-            .read("ids", slot, vec![mode.into(), min, max, INLINE_DOCS.into()])
+            .read("ids", slot, || {
+                vec![mode.into(), min.clone(), max.clone(), INLINE_DOCS.into()]
+            })
             .await?;
         let mut items = array(reply)?.into_iter();
         match items.next().as_ref().and_then(text).as_deref() {
@@ -379,7 +386,7 @@ impl RedisReadStore {
             ]
         };
         let need = usize::try_from(need).unwrap_or(usize::MAX);
-        let Some((complete, mut docs)) = self.top_call(slot, args("0")).await? else {
+        let Some((complete, mut docs)) = self.top_call(slot, || args("0")).await? else {
             return Ok(None);
         };
         // A page holds the first `need` in index order and the next one: enough unless the
@@ -388,7 +395,7 @@ impl RedisReadStore {
             let number = |d: &Document| lookup(&d.data, &sort.field).and_then(Value::as_f64);
             let last = number(&docs[need - 1]);
             if last.is_none() || last == number(&docs[need]) {
-                let Some((_, tied)) = self.top_call(slot, args("1")).await? else {
+                let Some((_, tied)) = self.top_call(slot, || args("1")).await? else {
                     return Ok(None);
                 };
                 docs = tied;
@@ -438,7 +445,7 @@ impl ReadStore for RedisReadStore {
     #[instrument(skip(self))]
     async fn get(&self, id: &str) -> Result<Option<Value>> {
         validate_id("read model id", id)?;
-        let reply = self.read("get", 0, vec![RValue::from(id)]).await?;
+        let reply = self.read("get", 0, || vec![RValue::from(id)]).await?;
         match raw(&reply) {
             Some(json) => Ok(Some(parse(id, json)?.data)),
             None => Ok(None),
@@ -467,7 +474,9 @@ impl ReadStore for RedisReadStore {
         // One filter that the index answers exactly, or none: counted on the server.
         if filters.len() <= 1 && (filters.is_empty() || selection.0 != "all") {
             let (mode, slot, min, max) = selection;
-            let reply = self.call("count", vec![mode.into(), slot.into(), min, max]).await?;
+            let reply = self
+                .call("count", || vec![mode.into(), slot.into(), min.clone(), max.clone()])
+                .await?;
             return int(&reply).ok_or_else(|| protocol("count reply"));
         }
         Ok(query.count_matching(&self.candidates(selection).await?))

@@ -49,9 +49,8 @@ impl RedisSnapshotStore {
     async fn call(&self, stream: &StreamId, args: Vec<Value>) -> Result<Value> {
         let index = self.keys.snapshot_index(stream.key());
         let data = format!("{index}:data");
-        let client = self.client.client();
         self.client
-            .track(self.script.evalsha_with_reload(client, vec![index, data], args))
+            .run_script(&self.script, || (vec![index.clone(), data.clone()], args.clone()))
             .await
     }
 }

@@ -98,6 +98,25 @@ impl RawBaseline for RawXadd {
     }
 }
 
+/// Runs a script as our store does: `EVALSHA`, and if the server had lost the script, loads it
+/// and runs it again with the keys and arguments `make` makes again (fred's
+/// `evalsha_with_reload` would clone them on every call).
+async fn run_script(
+    client: &RedisClientManager,
+    script: &Script,
+    make: impl Fn() -> Result<(Vec<String>, Vec<Value>)>,
+) -> Result<Value> {
+    let (keys, args) = make()?;
+    match script.evalsha(client.client(), keys, args).await {
+        Err(e) if e.details().starts_with("NOSCRIPT") => {
+            script.load(client.client()).await.map_err(error)?;
+            let (keys, args) = make()?;
+            script.evalsha(client.client(), keys, args).await.map_err(error)
+        }
+        result => result.map_err(error),
+    }
+}
+
 /// The least a correct optimistic append does: one script that reads the stream's version,
 /// compares it with the expected one, `XADD`s the events and writes the version.
 struct CheckedAppend {
@@ -142,16 +161,15 @@ impl AppendBaseline for CheckedAppend {
             .get(key)
             .copied()
             .unwrap_or(0);
-        let mut args: Vec<Value> = vec![expected.to_string().into()];
-        for e in batch {
-            args.extend(fields(e)?.into_iter().map(|(_, v)| v));
-        }
-        let keys = vec![format!("{{{key}}}:v"), format!("{{{key}}}:s")];
-        let version: u64 = self
-            .script
-            .evalsha_with_reload(self.client.client(), keys, args)
-            .await
-            .map_err(error)?;
+        let make = || {
+            let mut args: Vec<Value> = vec![expected.to_string().into()];
+            for e in batch {
+                args.extend(fields(e)?.into_iter().map(|(_, v)| v));
+            }
+            Ok((vec![format!("{{{key}}}:v"), format!("{{{key}}}:s")], args))
+        };
+        let version = run_script(&self.client, &self.script, make).await?;
+        let version = version.as_u64().ok_or("the checked append's reply is not a version")?;
         self.versions
             .lock()
             .map_err(|_| "poisoned")?
@@ -384,18 +402,21 @@ async fn append_cost_facts(
         bare.push(
             append_cost(client, appends, |_| {
                 let event = fresh_ids(&template).remove(0);
-                let mut blob = vec![1u8];
-                blob.extend_from_slice(event.event_id.as_bytes());
-                blob.extend_from_slice(&event.payload);
-                blob.extend_from_slice(metadata.as_bytes());
-                let args: Vec<Value> = vec![
-                    "BenchCost/layout".into(),
-                    event.event_type.as_str().into(),
-                    Value::Bytes(blob.into()),
-                    Value::Bytes(event.event_id.as_bytes().to_vec().into()),
-                ];
-                let call = layout.evalsha_with_reload::<Value, _, _>(client.client(), keys.clone(), args);
-                async move { call.await.map(|_| ()).map_err(error) }
+                let (layout, keys, metadata) = (&layout, &keys, &metadata);
+                let make = move || {
+                    let mut blob = vec![1u8];
+                    blob.extend_from_slice(event.event_id.as_bytes());
+                    blob.extend_from_slice(&event.payload);
+                    blob.extend_from_slice(metadata.as_bytes());
+                    let args: Vec<Value> = vec![
+                        "BenchCost/layout".into(),
+                        event.event_type.as_str().into(),
+                        Value::Bytes(blob.into()),
+                        Value::Bytes(event.event_id.as_bytes().to_vec().into()),
+                    ];
+                    Ok((keys.clone(), args))
+                };
+                async move { run_script(client, layout, make).await.map(|_| ()) }
             })
             .await?,
         );

@@ -22,7 +22,7 @@ use fred::types::scripts::Script;
 use fred::types::{Key, Value};
 use tokio::sync::oneshot;
 
-use crate::client::RedisClientManager;
+use crate::client::{lost_script, RedisClientManager};
 use crate::error::{backend, protocol};
 use crate::reply::array;
 
@@ -41,14 +41,47 @@ pub(crate) struct Part {
     pub(crate) events: usize,
 }
 
+/// Why an append got no reply.
+enum Failed {
+    /// The server had lost the script (a restart, a failover, `SCRIPT FLUSH`): nothing ran. The
+    /// script is loaded again, and the append may go again as it was.
+    NoScript,
+    Error(Error),
+}
+
+impl From<Error> for Failed {
+    fn from(e: Error) -> Self {
+        Self::Error(e)
+    }
+}
+
+/// One append's outcome in a call.
+type Outcome = std::result::Result<Value, Failed>;
+
+/// Why a call failed, for every append of it.
+#[derive(Clone)]
+enum CallFailure {
+    NoScript,
+    Redis(FredError),
+}
+
+impl From<CallFailure> for Failed {
+    fn from(failure: CallFailure) -> Self {
+        match failure {
+            CallFailure::NoScript => Self::NoScript,
+            CallFailure::Redis(e) => Self::Error(backend(e)),
+        }
+    }
+}
+
 struct Waiting {
     part: Part,
-    reply: oneshot::Sender<Result<Value>>,
+    reply: oneshot::Sender<Outcome>,
 }
 
 enum Entry {
     Lead(Part),
-    Wait(oneshot::Receiver<Result<Value>>),
+    Wait(oneshot::Receiver<Outcome>),
 }
 
 #[derive(Default)]
@@ -87,8 +120,30 @@ impl Committer {
         self.lanes[partition].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends `part` to a stream of `partition`; the reply is the script's reply for it.
-    pub(crate) async fn submit(self: &Arc<Self>, partition: usize, part: Part) -> Result<Value> {
+    /// Appends `part` to a stream of `partition`; the reply is the script's reply for it. If the
+    /// server had lost the script, nothing ran: the script is loaded, and the append goes once
+    /// more, as `again` makes it. (A call sends its keys and arguments without keeping a copy
+    /// for that rare second time.)
+    pub(crate) async fn submit(
+        self: &Arc<Self>,
+        partition: usize,
+        part: Part,
+        again: impl FnOnce() -> Result<Part>,
+    ) -> Result<Value> {
+        let outcome = match self.submit_once(partition, part).await {
+            Err(Failed::NoScript) => self.submit_once(partition, again()?).await,
+            outcome => outcome,
+        };
+        outcome.map_err(|failed| match failed {
+            Failed::NoScript => Error::backend(
+                true,
+                std::io::Error::other("the server lost the append script again while it was being loaded"),
+            ),
+            Failed::Error(e) => e,
+        })
+    }
+
+    async fn submit_once(self: &Arc<Self>, partition: usize, part: Part) -> Outcome {
         if part.events > MAX_GROUPED_APPEND {
             return self.alone(partition, part).await;
         }
@@ -101,16 +156,16 @@ impl Committer {
                 };
                 self.alone(partition, part).await
             }
-            Entry::Wait(waiting) => waiting.await.unwrap_or_else(|_| Err(abandoned())),
+            Entry::Wait(waiting) => waiting.await.unwrap_or_else(|_| Err(abandoned().into())),
         }
     }
 
     /// One append in a call of its own.
-    async fn alone(&self, partition: usize, part: Part) -> Result<Value> {
-        let reply = self.call(partition, vec![part]).await.map_err(backend)?;
-        replies(reply, 1)?
+    async fn alone(&self, partition: usize, part: Part) -> Outcome {
+        let reply = self.call(partition, vec![part]).await?;
+        Ok(replies(reply, 1)?
             .pop()
-            .ok_or_else(|| protocol("no reply for the append"))
+            .ok_or_else(|| protocol("no reply for the append"))?)
     }
 
     /// Takes a free call of the lane (this append goes alone, now), or queues.
@@ -127,7 +182,7 @@ impl Committer {
     }
 
     /// One script call for `parts`, all of `partition`; the reply holds one reply per part.
-    async fn call(&self, partition: usize, parts: Vec<Part>) -> std::result::Result<Value, FredError> {
+    async fn call(&self, partition: usize, parts: Vec<Part>) -> std::result::Result<Value, CallFailure> {
         let [log, seq] = &self.partition_keys[partition];
         let mut keys = Vec::with_capacity(2 + parts.iter().map(|p| p.keys.len()).sum::<usize>());
         keys.push(log.clone());
@@ -138,9 +193,14 @@ impl Committer {
             args.extend(part.args);
         }
         let client = self.client.client();
-        self.client
-            .observe(self.script.evalsha_with_reload(client, keys, args))
-            .await
+        match self.client.observe(self.script.evalsha(client, keys, args)).await {
+            Err(e) if lost_script(&e) => {
+                tracing::debug!("the server had lost the append script; loading it");
+                self.script.load(client).await.map_err(CallFailure::Redis)?;
+                Err(CallFailure::NoScript)
+            }
+            result => result.map_err(CallFailure::Redis),
+        }
     }
 }
 
@@ -195,7 +255,7 @@ impl Drop for Turn {
                 lane.in_flight -= 1;
                 drop(lane);
                 for w in waiting {
-                    let _ = w.reply.send(Err(abandoned()));
+                    let _ = w.reply.send(Err(abandoned().into()));
                 }
             }
         }
@@ -217,9 +277,9 @@ impl Turn {
         let (parts, waiting): (Vec<Part>, Vec<_>) = group.into_iter().map(|w| (w.part, w.reply)).unzip();
         let expected = parts.len();
         match self.committer.call(self.partition, parts).await {
-            Err(error) => {
+            Err(failure) => {
                 for reply in waiting {
-                    let _ = reply.send(Err(backend(error.clone())));
+                    let _ = reply.send(Err(failure.clone().into()));
                 }
             }
             Ok(reply) => match replies(reply, expected) {
@@ -231,7 +291,7 @@ impl Turn {
                 Err(error) => {
                     let message = error.to_string();
                     for reply in waiting {
-                        let _ = reply.send(Err(protocol(message.clone())));
+                        let _ = reply.send(Err(protocol(message.clone()).into()));
                     }
                 }
             },

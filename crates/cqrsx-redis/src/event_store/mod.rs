@@ -133,11 +133,6 @@ impl RedisEventStore {
         self.keys.append_keys(stream.key(), "<event type>")
     }
 
-    async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<Value>) -> Result<Value> {
-        let client = self.client.client();
-        self.client.track(script.evalsha_with_reload(client, keys, args)).await
-    }
-
     /// The keys stream-level scripts take: commit index, meta hash, log, trimmed commits.
     fn stream_script_keys(&self, stream: &StreamId) -> (u32, Vec<String>) {
         let keys = self.keys.stream(stream.key());
@@ -170,7 +165,8 @@ impl EventStore for RedisEventStore {
     ) -> Result<AppendResult> {
         validate_append(expected, &events, &self.caps)?;
         let (partition, part) = append::part(&self.keys, stream, expected, &events)?;
-        let reply = self.committer.submit(partition as usize, part).await?;
+        let again = || append::part(&self.keys, stream, expected, &events).map(|(_, part)| part);
+        let reply = self.committer.submit(partition as usize, part, again).await?;
         append::outcome(reply, stream, partition, expected, &events)
     }
 
@@ -180,15 +176,15 @@ impl EventStore for RedisEventStore {
         if max_count == 0 {
             return Ok(Vec::new());
         }
-        let (partition, keys) = self.stream_script_keys(stream);
-        let keys = keys[..3].to_vec();
+        let partition = self.keys.partition_of(stream.key());
         let from = from_version.max(1);
         let reply = self
-            .eval(
-                &self.scripts.read_stream,
-                keys,
-                vec![number_arg(from), count_arg(max_count)],
-            )
+            .client
+            .run_script(&self.scripts.read_stream, || {
+                let (_, mut keys) = self.stream_script_keys(stream);
+                keys.truncate(3);
+                (keys, vec![number_arg(from), count_arg(max_count)])
+            })
             .await?;
         let (status, rest) = status(reply)?;
         match status.as_str() {
@@ -260,13 +256,12 @@ impl EventStore for RedisEventStore {
         }
         let mut all = Vec::new();
         for p in 0..self.keys.partitions() {
-            let keys = vec![self.keys.type_index(p, event_type), self.keys.log(p), self.keys.trim(p)];
             let reply = self
-                .eval(
-                    &self.scripts.by_type,
-                    keys,
-                    vec![number_arg(since.as_millis()), count_arg(max_count)],
-                )
+                .client
+                .run_script(&self.scripts.by_type, || {
+                    let keys = vec![self.keys.type_index(p, event_type), self.keys.log(p), self.keys.trim(p)];
+                    (keys, vec![number_arg(since.as_millis()), count_arg(max_count)])
+                })
                 .await?;
             let items = array(reply)?;
             if let Some(e) = corrupt(&items, &format!("the {event_type} index of partition {p}")) {
@@ -304,9 +299,11 @@ impl EventStore for RedisEventStore {
     #[instrument(skip(self), fields(stream = %stream))]
     async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {
         validate_number("truncate before version", before)?;
-        let (_, keys) = self.stream_script_keys(stream);
         let reply = self
-            .eval(&self.scripts.truncate, keys, vec![number_arg(before)])
+            .client
+            .run_script(&self.scripts.truncate, || {
+                (self.stream_script_keys(stream).1, vec![number_arg(before)])
+            })
             .await?;
         let (status, rest) = status(reply)?;
         match status.as_str() {
@@ -322,9 +319,11 @@ impl EventStore for RedisEventStore {
     #[instrument(skip(self), fields(stream = %stream))]
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()> {
         validate_expected(expected)?;
-        let (_, keys) = self.stream_script_keys(stream);
         let reply = self
-            .eval(&self.scripts.delete, keys, vec![expected.to_wire().into()])
+            .client
+            .run_script(&self.scripts.delete, || {
+                (self.stream_script_keys(stream).1, vec![expected.to_wire().into()])
+            })
             .await?;
         let (status, rest) = status(reply)?;
         match status.as_str() {
