@@ -140,50 +140,11 @@ async fn standalone_grouped_appends_each_get_their_own_outcome() {
     grouped_appends_each_get_their_own_outcome(common::standalone_config()).await;
 }
 
-/// A server that lost its scripts (a restart, a failover, `SCRIPT FLUSH`) ran nothing of the
-/// call that met it: that append, and the ones queued behind it, each go again once the script
-/// is loaded, and each is stored once.
-async fn appends_go_again_when_the_server_lost_the_script(config: RedisConfig) {
-    use fred::interfaces::LuaInterface;
-    let client = RedisClientManager::connect(config.with_append_concurrency(1).with_partitions(2))
-        .await
-        .expect("connect");
-    let store = RedisEventStore::new(client.clone());
-    for round in 0..3 {
-        client.client().script_flush_cluster(false).await.expect("SCRIPT FLUSH");
-        let streams: Vec<StreamId> = (0..12).map(|_| stream(&format!("lost-{round}"))).collect();
-        let outcomes = join_all(
-            streams
-                .iter()
-                .enumerate()
-                .map(|(i, s)| store.append(s, ExpectedVersion::NoStream, events(1 + i % 3))),
-        )
-        .await;
-        for ((i, s), outcome) in streams.iter().enumerate().zip(outcomes) {
-            let n = 1 + i % 3;
-            let outcome = outcome.unwrap_or_else(|e| panic!("round {round}, {s}: {e}"));
-            assert_eq!(outcome.version, n as u64, "{s}");
-            let stored = store.read_stream(s, 1, 100).await.expect("read");
-            assert_eq!(stored.len(), n, "{s} holds each event once");
-        }
-    }
-}
-
-#[tokio::test]
-async fn standalone_appends_go_again_when_the_server_lost_the_script() {
-    appends_go_again_when_the_server_lost_the_script(common::standalone_config()).await;
-}
-
 /// Named `cluster::…` like every Cluster test, so the summary counts it on the Cluster row.
 mod cluster {
     #[tokio::test]
     async fn grouped_appends_each_get_their_own_outcome() {
         super::grouped_appends_each_get_their_own_outcome(super::common::cluster_config()).await;
-    }
-
-    #[tokio::test]
-    async fn appends_go_again_when_the_server_lost_the_script() {
-        super::appends_go_again_when_the_server_lost_the_script(super::common::cluster_config()).await;
     }
 }
 

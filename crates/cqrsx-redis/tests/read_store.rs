@@ -157,36 +157,3 @@ async fn expiring_documents_leave_top_queries_and_the_expiry_set_follows_writes(
         Some(serde_json::json!({"score": 1}))
     );
 }
-
-/// A server that lost its scripts (a restart, a failover, `SCRIPT FLUSH`) ran nothing of the
-/// call that met it: every kind of read and write loads the script again and answers as before.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_operation_answers_after_the_server_lost_its_scripts() {
-    use fred::interfaces::LuaInterface;
-    let (client, store) = indexed("lost_scripts").await;
-    let flush = || async { client.client().script_flush_cluster(false).await.expect("SCRIPT FLUSH") };
-    let docs: Vec<_> = (0..20)
-        .map(|i: i64| cqrsx_core::Document {
-            id: format!("d{i:02}"),
-            data: serde_json::json!({"score": i % 7, "name": format!("n{i}")}),
-        })
-        .collect();
-    flush().await;
-    store.save_many(docs.clone()).await.expect("a write");
-    let top = Query::all().sort_desc("score").page(0, 5);
-    flush().await;
-    assert_eq!(store.query(&top).await.expect("a top N"), top.apply(docs.clone()));
-    let by_name = Query::all().filter(Filter::new("name", Op::Eq, "n3"));
-    flush().await;
-    assert_eq!(
-        store.query(&by_name).await.expect("a selection"),
-        by_name.apply(docs.clone())
-    );
-    flush().await;
-    assert_eq!(store.get("d04").await.expect("a get"), Some(docs[4].data.clone()));
-    flush().await;
-    assert_eq!(
-        store.count(&[Filter::new("score", Op::Gte, 5)]).await.expect("a count"),
-        docs.iter().filter(|d| d.data["score"].as_i64() >= Some(5)).count() as u64
-    );
-}
