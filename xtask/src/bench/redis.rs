@@ -430,12 +430,13 @@ async fn append_cost_facts(
     };
     let (ours, theirs, bare) = (median(ours), median(theirs), median(bare));
     let note = format!("{appends} appends × {ROUNDS} rounds, one writer, median round");
+    let times = |(wall, server): (f64, f64)| format!("{server:.1} µs of {wall:.1} µs");
     facts.push(Fact::new(
         "redis",
         "single-event append: server time per call (INFO commandstats)",
-        format!("{:.1} µs of {:.1} µs", ours.1, ours.0),
+        times(ours),
         "checked append",
-        format!("{:.1} µs of {:.1} µs", theirs.1, theirs.0),
+        times(theirs),
         format!(
             "{note}; of the {:.1} µs between the wall times, {:.1} µs is the scripts' difference on the server",
             ours.0 - theirs.0,
@@ -445,9 +446,9 @@ async fn append_cost_facts(
     facts.push(Fact::new(
         "redis",
         "single-event append: our layout's six commands with no checks",
-        format!("{:.1} µs of {:.1} µs", bare.1, bare.0),
+        times(bare),
         "checked append",
-        format!("{:.1} µs of {:.1} µs", theirs.1, theirs.0),
+        times(theirs),
         format!(
             "{note}; checked / six commands alone = {:.2}: what no store writing this layout passes",
             theirs.0 / bare.0
