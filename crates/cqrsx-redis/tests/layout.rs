@@ -154,4 +154,11 @@ async fn a_commit_is_one_log_entry_of_six_fields() {
     assert_eq!(values[3].as_str().as_deref(), Some("1"));
     assert_eq!(values[5].as_str().as_deref(), Some("3"));
     assert_eq!(values[9].as_str().as_deref(), Some("Laid\nOther\nLaid"));
+    // Recorded-at is the id of the type index entry the append made: the server's clock, in ms.
+    let recorded = values[7].as_string().expect("recorded-at");
+    let (ms, seq) = recorded.split_once('-').expect("an <ms>-<seq> id");
+    let ms: u64 = ms.parse().expect("ms");
+    seq.parse::<u64>().expect("seq");
+    let read = store.read_stream(&stream, 1, 1).await.expect("read");
+    assert_eq!(read[0].recorded_at.0, ms, "read back as the entry's ms");
 }

@@ -180,8 +180,9 @@ impl AppendBaseline for CheckedAppend {
 
 /// The six commands a single-event append of our layout makes, with none of its checks: the
 /// version and largest id read, the position counter, the type index, the log entry, the
-/// commit index entry, the version write. Information: the least any store writing this layout
-/// pays, against which the checked baseline's ratio is a ceiling for ours.
+/// commit index entry, the version write; its reply is one line, as ours. Information: the
+/// least any store writing this layout pays, against which the checked baseline's ratio is a
+/// ceiling for ours.
 const LAYOUT_ONLY: &str = r"
 local got = redis.call('HMGET', KEYS[4], 'v', 'd', 'h')
 local v = string.format('%d', (tonumber(got[1]) or 0) + 1)
@@ -190,7 +191,7 @@ local now = redis.call('XADD', KEYS[5], '*', 'g', seq)
 redis.call('XADD', KEYS[1], seq, 's', ARGV[1], 'v', v, 'n', '1', 'r', now, 't', ARGV[2], 'e', ARGV[3])
 redis.call('XADD', KEYS[3], v, 'g', seq, 'n', '1', 'i', ARGV[4])
 redis.call('HSET', KEYS[4], 'v', v, 'h', ARGV[4])
-return {'ok', v, seq}
+return 'ok ' .. v .. ' ' .. seq
 ";
 
 /// What a user would otherwise write (the Go package's pattern): read the version, compare in

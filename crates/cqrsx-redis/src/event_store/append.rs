@@ -10,7 +10,6 @@ use crate::error::protocol;
 use crate::event_store::group_commit::Part;
 use crate::event_store::layout::{events_field, types_field};
 use crate::keys::Keys;
-use crate::reply::{status, u64_at};
 
 /// The event types of a batch, each with its offsets as runs `from-to,...`; the offsets are
 /// left empty when the batch holds one type (the type index then needs none).
@@ -47,13 +46,17 @@ fn increasing_ids(events: &[NewEvent]) -> bool {
         .all(|w| w[0].event_id.as_bytes() < w[1].event_id.as_bytes())
 }
 
-/// An append's header argument: the expected version (a double: every version is below 2^53),
-/// the number of event types and whether the ids increase, big-endian, 13 bytes.
-fn header(expected: ExpectedVersion, types: usize, increasing: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(13);
+/// An append's first argument: its header (the expected version as a double: every version is
+/// below 2^53; the number of event types; whether the ids increase; big-endian, 13 bytes), then
+/// its event ids (16 bytes each).
+fn header_and_ids(expected: ExpectedVersion, types: usize, events: &[NewEvent]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13 + 16 * events.len());
     out.extend_from_slice(&(expected.to_wire() as f64).to_be_bytes());
     out.extend_from_slice(&u32::try_from(types).unwrap_or(u32::MAX).to_be_bytes());
-    out.push(u8::from(increasing));
+    out.push(u8::from(increasing_ids(events)));
+    for e in events {
+        out.extend_from_slice(e.event_id.as_bytes());
+    }
     out
 }
 
@@ -71,18 +74,11 @@ pub(crate) fn part(
     key_list.push(stream_keys.index);
     key_list.push(stream_keys.meta);
     key_list.extend(runs.iter().map(|(t, _)| keys.type_index(stream_keys.partition, t)));
-    let mut ids = Vec::with_capacity(16 * events.len());
-    for e in events {
-        ids.extend_from_slice(e.event_id.as_bytes());
-    }
-    let mut args: Vec<Value> = Vec::with_capacity(5 + runs.len());
-    args.push(Value::Bytes(
-        header(expected, runs.len(), increasing_ids(events)).into(),
-    ));
+    let mut args: Vec<Value> = Vec::with_capacity(4 + runs.len());
+    args.push(Value::Bytes(header_and_ids(expected, runs.len(), events).into()));
     args.push(stream.key().into());
     args.push(types_field(events).into());
     args.push(Value::Bytes(events_field(events)?.into()));
-    args.push(Value::Bytes(ids.into()));
     if runs.len() > 1 {
         args.extend(runs.into_iter().map(|(_, offsets)| Value::from(offsets)));
     }
@@ -94,28 +90,38 @@ pub(crate) fn part(
     Ok((stream_keys.partition, part))
 }
 
-/// What an append's reply means.
+/// What an append's reply line means (see the header of `append.lua`).
 pub(crate) fn outcome(
-    reply: Value,
+    reply: &str,
     stream: &StreamId,
     partition: u32,
     expected: ExpectedVersion,
     events: &[NewEvent],
 ) -> Result<AppendResult> {
-    let (status, rest) = status(reply)?;
-    let position = |offset| Position { partition, offset };
-    match status.as_str() {
+    let mut words = reply.split(' ');
+    let status = words.next().unwrap_or_default();
+    let mut number = |what: &str| {
+        words
+            .next()
+            .and_then(|w| w.parse::<u64>().ok())
+            .ok_or_else(|| protocol(format!("append reply {reply:?}: no {what}")))
+    };
+    match status {
         "ok" | "dup" => Ok(AppendResult {
-            version: u64_at(&rest, 0)?,
-            position: position(u64_at(&rest, 1)?),
+            version: number("version")?,
+            position: Position {
+                partition,
+                offset: number("position")?,
+            },
         }),
         "conflict" => Err(Error::Conflict {
             stream: stream.clone(),
             expected,
-            actual: u64_at(&rest, 0)?,
+            actual: number("version")?,
         }),
         "ids" => {
-            let offset = usize::try_from(u64_at(&rest, 1)?).map_err(|_| protocol("reused id offset"))?;
+            number("version")?;
+            let offset = usize::try_from(number("offset")?).map_err(|_| protocol("reused id offset"))?;
             let event = events.get(offset).ok_or_else(|| protocol("reused id offset"))?;
             Err(Error::EventIdReused {
                 stream: stream.clone(),
@@ -123,13 +129,11 @@ pub(crate) fn outcome(
             })
         }
         "deleted" => Err(Error::StreamDeleted { stream: stream.clone() }),
-        "corrupt" => Err(Error::Integrity(
-            match rest.first().and_then(Value::as_str).as_deref() {
-                Some("index") => format!("stream {stream}: its commit index holds an entry this store did not write"),
-                Some("high") => format!("stream {stream}: its metadata holds a largest event id that is not 16 bytes"),
-                _ => format!("stream {stream}: its metadata holds a version that is not a number"),
-            },
-        )),
+        "corrupt" => Err(Error::Integrity(match words.next() {
+            Some("index") => format!("stream {stream}: its commit index holds an entry this store did not write"),
+            Some("high") => format!("stream {stream}: its metadata holds a largest event id that is not 16 bytes"),
+            _ => format!("stream {stream}: its metadata holds a version that is not a number"),
+        })),
         other => Err(protocol(format!("append status {other}"))),
     }
 }
@@ -158,5 +162,48 @@ mod tests {
                 ("C", "4-4".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn reply_lines_read_as_results_and_errors() {
+        let stream = StreamId::new("Order", "o-1").expect("stream");
+        let events = batch(&["A", "B"]);
+        let read = |line: &str| outcome(line, &stream, 3, ExpectedVersion::Exact(4), &events);
+        let ok = read("ok 6 120").expect("ok");
+        assert_eq!(
+            (ok.version, ok.position),
+            (
+                6,
+                Position {
+                    partition: 3,
+                    offset: 120
+                }
+            )
+        );
+        assert_eq!(read("dup 6 120").expect("dup").version, 6);
+        assert!(matches!(read("conflict 5"), Err(Error::Conflict { actual: 5, .. })));
+        assert!(
+            matches!(read("ids 4 1"), Err(Error::EventIdReused { event_id, .. }) if event_id == events[1].event_id)
+        );
+        assert!(matches!(read("deleted 4"), Err(Error::StreamDeleted { .. })));
+        assert!(matches!(read("corrupt index"), Err(Error::Integrity(m)) if m.contains("commit index")));
+        // Anything else is the server answering another protocol: never a result.
+        for bad in [
+            "",
+            "ok",
+            "ok 6",
+            "ok x 120",
+            "ok -1 120",
+            "ids 4 2",
+            "ids 4",
+            "conflict",
+            "done 1 2",
+        ] {
+            assert!(
+                matches!(read(bad), Err(Error::Backend { .. })),
+                "{bad:?} read as {:?}",
+                read(bad)
+            );
+        }
     }
 }

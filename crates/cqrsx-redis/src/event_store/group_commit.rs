@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use crate::client::{lost_script, RedisClientManager};
 use crate::error::{backend, protocol};
-use crate::reply::array;
+use crate::reply::text;
 
 /// The largest append that takes part in group commit. Larger ones always go at once, alone:
 /// their cost is mostly their own writes, not the call, so grouping them saves little and holding
@@ -55,8 +55,8 @@ impl From<Error> for Failed {
     }
 }
 
-/// One append's outcome in a call.
-type Outcome = std::result::Result<Value, Failed>;
+/// One append's outcome in a call: its reply line (see `append.lua`).
+type Outcome = std::result::Result<String, Failed>;
 
 /// Why a call failed, for every append of it.
 #[derive(Clone)]
@@ -120,7 +120,7 @@ impl Committer {
         self.lanes[partition].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends `part` to a stream of `partition`; the reply is the script's reply for it. If the
+    /// Appends `part` to a stream of `partition`; the reply is the script's reply line for it. If the
     /// server had lost the script, nothing ran: the script is loaded, and the append goes once
     /// more, as `again` makes it. (A call sends its keys and arguments without keeping a copy
     /// for that rare second time.)
@@ -129,7 +129,7 @@ impl Committer {
         partition: usize,
         part: Part,
         again: impl FnOnce() -> Result<Part>,
-    ) -> Result<Value> {
+    ) -> Result<String> {
         let outcome = match self.submit_once(partition, part).await {
             Err(Failed::NoScript) => self.submit_once(partition, again()?).await,
             outcome => outcome,
@@ -204,9 +204,14 @@ impl Committer {
     }
 }
 
-/// The per-append replies of a group's reply.
-fn replies(reply: Value, expected: usize) -> Result<Vec<Value>> {
-    let replies = array(reply)?;
+/// The per-append reply lines of a call's reply.
+fn replies(reply: Value, expected: usize) -> Result<Vec<String>> {
+    let reply = text(&reply).ok_or_else(|| protocol(format!("the append reply is not text: {reply:?}")))?;
+    let replies: Vec<String> = if expected == 1 {
+        vec![reply]
+    } else {
+        reply.split('\n').map(str::to_owned).collect()
+    };
     if replies.len() != expected {
         return Err(protocol(format!(
             "{} replies for a group of {expected} appends",

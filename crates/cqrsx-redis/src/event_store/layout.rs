@@ -2,7 +2,8 @@
 //!
 //! A commit is one entry of its partition's log (a Redis Stream), at id `<first position>-0`,
 //! with the fields `s` stream key (`Type/id`, so it names the aggregate type), `v` first
-//! version, `n` event count, `r` recorded-at (ms), `t` event types (one name when every event
+//! version, `n` event count, `r` recorded-at (`<ms>-<seq>`: the id of the type index entry the
+//! append made; or `<ms>`), `t` event types (one name when every event
 //! has it, else one per event, newline-separated: the scripts filter on it) and `e` the events. `e` is written by this
 //! module and only read by it: a format byte, then per event its id (16 bytes), content type
 //! (1 byte), schema version, payload and metadata (each length-prefixed, lengths as LEB128).
@@ -157,7 +158,7 @@ impl Commit {
                 }
                 Some(b"v") => v0 = raw_int(&value),
                 Some(b"n") => count = raw_int(&value),
-                Some(b"r") => recorded_at = raw_int(&value),
+                Some(b"r") => recorded_at = clock_ms(&value),
                 Some(b"t") => types = text(&value),
                 Some(b"e") => events = raw(&value).is_some().then_some(value),
                 _ => {}
@@ -246,6 +247,14 @@ impl Commit {
     }
 }
 
+/// A recorded-at field's milliseconds: `<ms>-<seq>` (a stream id of the server's clock) or `<ms>`.
+fn clock_ms(v: &Value) -> Option<u64> {
+    let raw = std::str::from_utf8(raw(v)?).ok()?;
+    let (ms, seq) = raw.split_once('-').unwrap_or((raw, "0"));
+    seq.parse::<u64>().ok()?;
+    ms.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,7 +268,7 @@ mod tests {
             "n".into(),
             events.len().to_string().into(),
             "r".into(),
-            "1700000000000".into(),
+            "1700000000000-3".into(),
             "t".into(),
             types_field(events).into(),
             "e".into(),

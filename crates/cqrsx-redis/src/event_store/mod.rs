@@ -167,7 +167,7 @@ impl EventStore for RedisEventStore {
         let (partition, part) = append::part(&self.keys, stream, expected, &events)?;
         let again = || append::part(&self.keys, stream, expected, &events).map(|(_, part)| part);
         let reply = self.committer.submit(partition as usize, part, again).await?;
-        append::outcome(reply, stream, partition, expected, &events)
+        append::outcome(&reply, stream, partition, expected, &events)
     }
 
     #[instrument(skip(self), fields(stream = %stream))]

@@ -23,7 +23,7 @@ while found < max do
     local e = redis.call('XRANGE', KEYS[2], g .. '-0', g .. '-0')
     local n = e[1] and count_of(e[1])
     if e[1] and not n then return {'corrupt', e[1][1]} end
-    if e[1] and tonumber(e[1][2][8]) >= since then
+    if e[1] and recorded_ms(e[1]) >= since then
       local k = 0
       if trimmed then k = tonumber(redis.call('HGET', KEYS[3], g)) or 0 end
       -- Offsets of this type still readable, as runs.

@@ -1,9 +1,14 @@
 -- Library of the event store's layout, prepended to the scripts that read the log or a
 -- stream's commit index (it declares no keys of its own).
 -- A partition log entry is one commit: fields s (stream key, `Type/id`: it names the aggregate
--- type too), v (first version), n (event count), r (recorded at, ms), t (event types),
--- e (the events).
+-- type too), v (first version), n (event count), r (recorded at: `<ms>-<seq>`, the id of the
+-- type index entry the append made, or `<ms>`), t (event types), e (the events).
 -- A commit index entry: fields g (the commit's first position) and n (its event count).
+
+-- A log entry's recorded-at in ms, or nil.
+local function recorded_ms(e)
+  return tonumber(string.match(e[2][8], '^(%d+)%-?%d*$'))
+end
 
 -- A log entry's event count, or nil when the entry is not a commit this store wrote.
 local function count_of(e)
@@ -12,7 +17,7 @@ local function count_of(e)
     return nil
   end
   local n, v = tonumber(f[6]), tonumber(f[4])
-  if not n or n < 1 or n % 1 ~= 0 or not v or v < 1 or not tonumber(f[8]) then return nil end
+  if not n or n < 1 or n % 1 ~= 0 or not v or v < 1 or not recorded_ms(e) then return nil end
   return n
 end
 
