@@ -109,6 +109,10 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
         ("no first version", Box::new(|s| with(s, "v", None))),
         ("fewer types than events", Box::new(|s| with(s, "n", Some("2".into())))),
         ("no recorded-at", Box::new(|s| with(s, "r", None))),
+        (
+            "a recorded-at that is not a clock id",
+            Box::new(|s| with(s, "r", Some("1700000000000-".into()))),
+        ),
     ];
     let mut failures = Vec::new();
     let mut count = 0;

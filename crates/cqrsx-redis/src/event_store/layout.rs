@@ -251,7 +251,10 @@ impl Commit {
 fn clock_ms(v: &Value) -> Option<u64> {
     let raw = std::str::from_utf8(raw(v)?).ok()?;
     let (ms, seq) = raw.split_once('-').unwrap_or((raw, "0"));
-    seq.parse::<u64>().ok()?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(ms) || !digits(seq) {
+        return None;
+    }
     ms.parse().ok()
 }
 
@@ -275,6 +278,15 @@ mod tests {
             Value::Bytes(events_field(events).expect("encode").into()),
         ];
         Value::Array(vec![format!("{first}-0").into(), Value::Array(fields)])
+    }
+
+    #[test]
+    fn recorded_at_is_the_ms_of_a_clock_id() {
+        assert_eq!(clock_ms(&"1700000000000-3".into()), Some(1_700_000_000_000));
+        assert_eq!(clock_ms(&"1700000000000".into()), Some(1_700_000_000_000));
+        for bad in ["", "-", "17-", "-3", "+17-3", "17-+3", "17-3-1", "x", "17.5"] {
+            assert_eq!(clock_ms(&bad.into()), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,8 @@
 
 -- A log entry's recorded-at in ms, or nil.
 local function recorded_ms(e)
-  return tonumber(string.match(e[2][8], '^(%d+)%-?%d*$'))
+  local r = e[2][8]
+  return tonumber(string.match(r, '^(%d+)%-%d+$') or string.match(r, '^(%d+)$'))
 end
 
 -- A log entry's event count, or nil when the entry is not a commit this store wrote.
