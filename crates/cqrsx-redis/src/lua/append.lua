@@ -33,8 +33,8 @@
 -- Shape. A script's body runs anew on every call, and every function it defines is made anew
 -- (a closure, and a cell per local it captures). So the common append runs inline in the loop
 -- at the bottom, and the checks it does not need are made only when needed, capturing nothing
--- (measured: one append per call spent 2 us of its 20 making the functions it used to run in).
--- For the same reason a single event's strings are reused rather than formatted again.
+-- (measured: this shape and the strings below took about 2 us off the 22-24 us of server time
+-- of a single-event call). A single event's strings are formatted once and reused.
 local CHUNK = 1000
 local WIDE = 16
 local fmt, sub = string.format, string.sub
