@@ -1,6 +1,7 @@
 //! [`RedisClientManager`]: the fred pool, reconnects, health, metrics and the start-up
 //! durability check.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use fred::prelude::*;
 use fred::types::config::{ClusterDiscoveryPolicy, Config as FredConfig, ReconnectPolicy, Server, ServerConfig};
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand, Key, Value};
+use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{parse_node, redact_url, RedisConfig};
@@ -389,22 +391,34 @@ impl RedisClientManager {
         }
     }
 
-    /// Runs one Redis call, recording its latency and outcome.
-    pub(crate) async fn track<T>(&self, call: impl std::future::Future<Output = FredResult<T>>) -> Result<T> {
-        self.observe(call).await.map_err(backend)
+    /// Runs one Redis call, recording its latency (from this call on) and outcome.
+    ///
+    /// `track` and [`observe`](Self::observe) wrap the call's future instead of awaiting it in an
+    /// `async fn` of their own: an `async fn` keeps its argument and the future it awaits in two
+    /// places, and a fred call's future is 5 KB (measured: wrapping by `async fn` made an append's
+    /// future 11 KB instead of 6, and a stream read's 16 KB).
+    pub(crate) fn track<'a, T: 'a>(
+        &'a self,
+        call: impl Future<Output = FredResult<T>> + 'a,
+    ) -> impl Future<Output = Result<T>> + 'a {
+        self.observe(call).map(|result| result.map_err(backend))
     }
 
     /// [`track`](Self::track), keeping fred's error (which, unlike ours, can be cloned for every
     /// append of a group).
-    pub(crate) async fn observe<T>(&self, call: impl std::future::Future<Output = FredResult<T>>) -> FredResult<T> {
+    pub(crate) fn observe<'a, T: 'a>(
+        &'a self,
+        call: impl Future<Output = FredResult<T>> + 'a,
+    ) -> impl Future<Output = FredResult<T>> + 'a {
         let started = Instant::now();
-        let result = call.await;
-        // A call that met a lost script is made again once the script is loaded: only that one
-        // counts.
-        if !matches!(&result, Err(e) if lost_script(e)) {
-            self.counters.calls.record(started.elapsed(), result.is_ok());
-        }
-        result
+        call.map(move |result| {
+            // A call that met a lost script is made again once the script is loaded: only that
+            // one counts.
+            if !matches!(&result, Err(e) if lost_script(e)) {
+                self.counters.calls.record(started.elapsed(), result.is_ok());
+            }
+            result
+        })
     }
 
     /// Closes every connection.

@@ -27,6 +27,39 @@ async fn ping_and_metrics_count_operations() {
     assert!(after.p50 > std::time::Duration::ZERO && after.p99 >= after.p50);
 }
 
+/// An append's and a stream read's futures hold one fred call, not copies of it: an `async fn`
+/// that takes a future and awaits it keeps both (every append's future is boxed, and was twice
+/// this size when the metrics wrapper was such a function).
+#[tokio::test]
+async fn a_call_future_holds_one_fred_call() {
+    let client = RedisClientManager::connect(common::standalone_config())
+        .await
+        .expect("connect");
+    let store = RedisEventStore::new(client.clone());
+    let stream = StreamId::new("Sized", "s-1").expect("stream");
+    let one_call = {
+        use fred::interfaces::LuaInterface;
+        let call = client.client().evalsha::<fred::types::Value, _, _, _>(
+            "0000",
+            vec!["k".to_string()],
+            vec!["a".to_string()],
+        );
+        std::mem::size_of_val(&call)
+    };
+    let e = NewEvent::json("Counted", &1).expect("json");
+    let append = store.append(&stream, ExpectedVersion::Any, vec![e]);
+    let read = store.read_stream(&stream, 1, 10);
+    for (what, size) in [
+        ("append", std::mem::size_of_val(&*append)),
+        ("read", std::mem::size_of_val(&*read)),
+    ] {
+        assert!(
+            size < one_call + 2048,
+            "{what}: {size} B against {one_call} B of one fred call"
+        );
+    }
+}
+
 #[tokio::test]
 async fn durability_check_names_each_risk_of_the_server() {
     // Two servers of the test's own, with known settings: no AOF and no RDB, then AOF on.
