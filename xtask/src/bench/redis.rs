@@ -238,13 +238,15 @@ impl AppendBaseline for TwoStep {
     }
 }
 
+/// One section of the server's `INFO`.
+async fn info(client: &RedisClientManager, section: fred::types::InfoKind) -> Result<String> {
+    client.client().info(Some(section)).await.map_err(error)
+}
+
 async fn used_memory(client: &RedisClientManager) -> Result<u64> {
-    let info: String = client
-        .client()
-        .info(Some(fred::types::InfoKind::Memory))
-        .await
-        .map_err(error)?;
-    info.lines()
+    info(client, fred::types::InfoKind::Memory)
+        .await?
+        .lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| "INFO memory without used_memory".into())
@@ -305,12 +307,8 @@ async fn memory_facts(client: &RedisClientManager, run_id: &str, scale: Scale, f
 /// The server's own time (`INFO commandstats`) of the script calls since the last reset, in
 /// microseconds.
 async fn script_usec(client: &RedisClientManager) -> Result<f64> {
-    let info: String = client
-        .client()
-        .info(Some(fred::types::InfoKind::CommandStats))
-        .await
-        .map_err(error)?;
-    let usec = info
+    let usec = info(client, fred::types::InfoKind::CommandStats)
+        .await?
         .lines()
         .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
         .filter_map(|l| l.split(',').find_map(|f| f.strip_prefix("usec=")))
