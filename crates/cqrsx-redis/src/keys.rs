@@ -17,8 +17,9 @@ pub(crate) struct StreamKeys {
     /// position (`g`), event count (`n`) and, while the stream's ids only increase, its event
     /// ids (`i`).
     pub(crate) index: String,
-    /// Version, tombstone, truncation point, and the largest event id while the ids only
-    /// increase, or else each event id's version.
+    /// `v`: the version, followed by the largest event id while the ids only increase, or `d`
+    /// and the version once deleted (the tombstone); `tr` the truncation point; and, once the
+    /// ids are out of order, each event id's version.
     pub(crate) meta: String,
 }
 
@@ -183,6 +184,21 @@ mod tests {
         assert_eq!(stream.meta, format!("{{app:{p}}}:m:Order/1"));
         assert_eq!(keys.snapshot_index("Order/1"), format!("{{app:{p}}}:snap:Order/1"));
         assert_eq!(keys.log(9), "{app:9}:log", "a partition the layout does not have");
+    }
+
+    #[test]
+    fn the_append_script_reads_the_stream_key_and_event_type_from_the_keys_ends() {
+        // `append.lua` takes them from character #log of the meta hash and type index keys.
+        for (prefix, partitions) in [("app", 4), ("a", 1), ("a-much-longer:prefix", 300)] {
+            let keys = Keys::new(prefix, partitions);
+            for id in ["Order/1", "User/{weird}", "Order/ünïcode"] {
+                let stream = keys.stream(id);
+                let p = stream.partition;
+                let from = keys.log(p).len() - 1;
+                assert_eq!(&stream.meta[from..], id);
+                assert_eq!(&keys.type_index(p, "Ädded")[from..], "Ädded");
+            }
+        }
     }
 
     #[test]

@@ -159,6 +159,7 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
     // entry keeps: an entry without them is damage, reported before anything is written.
     let ordered = StreamId::new("Broken", "ordered").expect("stream");
     let batch = vec![NewEvent::json("Ok", &1).expect("json")];
+    let first_id = batch[0].event_id;
     let result = store
         .append(&ordered, ExpectedVersion::NoStream, batch.clone())
         .await
@@ -187,10 +188,12 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
         "nothing written"
     );
     let meta = store.stream_keys(&ordered)[1].clone();
-    let _: i64 = raw.hset(&meta, ("h", "short")).await.expect("hset");
+    let mut broken = b"1x".to_vec();
+    broken.extend_from_slice(first_id.as_bytes());
+    let _: i64 = raw.hset(&meta, ("v", broken.as_slice())).await.expect("hset");
     count += 1;
     integrity(
-        "largest event id that is not 16 bytes",
+        "version that is not digits before the largest event id",
         store
             .append(
                 &ordered,
@@ -200,10 +203,12 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
             .await,
         &mut failures,
     );
-    assert_eq!(
-        store.stream_version(&ordered).await.expect("version"),
-        1,
-        "nothing written"
+    let kept: Vec<u8> = raw.hget(&meta, "v").await.expect("hget");
+    assert_eq!(kept, broken, "nothing written");
+    integrity(
+        "version that is not digits before the largest event id (stream_version)",
+        store.stream_version(&ordered).await,
+        &mut failures,
     );
 
     // Numbers and documents other stores keep.

@@ -179,18 +179,20 @@ impl AppendBaseline for CheckedAppend {
 }
 
 /// The six commands a single-event append of our layout makes, with none of its checks: the
-/// version and largest id read, the position counter, the type index, the log entry, the
-/// commit index entry, the version write; its reply is one line, as ours. Information: the
-/// least any store writing this layout pays, against which the checked baseline's ratio is a
-/// ceiling for ours.
+/// read of the version and largest id (one field), the position counter, the type index, the
+/// log entry, the commit index entry, the version and largest id write; its reply is one line,
+/// as ours; its keys are named as ours, and the stream key and event type are read from their
+/// ends, as ours. Information: the least any store writing this layout pays, against which
+/// the checked baseline's ratio is a ceiling for ours.
 const LAYOUT_ONLY: &str = r"
-local got = redis.call('HMGET', KEYS[4], 'v', 'd', 'h')
-local v = string.format('%d', (tonumber(got[1]) or 0) + 1)
+local got = redis.call('HGET', KEYS[4], 'v')
+local v = string.format('%d', (got and tonumber(string.sub(got, 1, -17)) or 0) + 1)
 local seq = string.format('%d', redis.call('INCRBY', KEYS[2], 1))
 local now = redis.call('XADD', KEYS[5], '*', 'g', seq)
-redis.call('XADD', KEYS[1], seq, 's', ARGV[1], 'v', v, 'n', '1', 'r', now, 't', ARGV[2], 'e', ARGV[3])
-redis.call('XADD', KEYS[3], v, 'g', seq, 'n', '1', 'i', ARGV[4])
-redis.call('HSET', KEYS[4], 'v', v, 'h', ARGV[4])
+local s, t = string.sub(KEYS[4], #KEYS[1]), string.sub(KEYS[5], #KEYS[1])
+redis.call('XADD', KEYS[1], seq, 's', s, 'v', v, 'n', '1', 'r', now, 't', t, 'e', ARGV[2])
+redis.call('XADD', KEYS[3], v, 'g', seq, 'n', '1', 'i', ARGV[1])
+redis.call('HSET', KEYS[4], 'v', v .. ARGV[1])
 return 'ok ' .. v .. ' ' .. seq
 ";
 
@@ -395,11 +397,17 @@ async fn append_cost_facts(
             })
             .await?,
         );
-        let tag = format!("{{cost-{run_id}-layout-r{round}}}");
-        let keys: Vec<String> = ["log", "seq", "idx", "meta", "type"]
-            .iter()
-            .map(|k| format!("{tag}{k}"))
-            .collect();
+        let tag = format!("{{cost-{run_id}-layout-r{round}}}:");
+        let keys: Vec<String> = [
+            "log",
+            "seq",
+            "s:BenchCost/layout",
+            "m:BenchCost/layout",
+            &format!("t:{}", template[0].event_type),
+        ]
+        .iter()
+        .map(|k| format!("{tag}{k}"))
+        .collect();
         bare.push(
             append_cost(client, appends, |_| {
                 let event = fresh_ids(&template).remove(0);
@@ -410,10 +418,8 @@ async fn append_cost_facts(
                     blob.extend_from_slice(&event.payload);
                     blob.extend_from_slice(metadata.as_bytes());
                     let args: Vec<Value> = vec![
-                        "BenchCost/layout".into(),
-                        event.event_type.as_str().into(),
-                        Value::Bytes(blob.into()),
                         Value::Bytes(event.event_id.as_bytes().to_vec().into()),
+                        Value::Bytes(blob.into()),
                     ];
                     Ok((keys.clone(), args))
                 };

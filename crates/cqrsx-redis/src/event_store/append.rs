@@ -74,10 +74,13 @@ pub(crate) fn part(
     key_list.push(stream_keys.index);
     key_list.push(stream_keys.meta);
     key_list.extend(runs.iter().map(|(t, _)| keys.type_index(stream_keys.partition, t)));
-    let mut args: Vec<Value> = Vec::with_capacity(4 + runs.len());
+    // The stream key and a batch's one event type are not sent: the script reads them from
+    // the ends of the keys (see `append.lua`).
+    let mut args: Vec<Value> = Vec::with_capacity(3 + runs.len());
     args.push(Value::Bytes(header_and_ids(expected, runs.len(), events).into()));
-    args.push(stream.key().into());
-    args.push(types_field(events).into());
+    if runs.len() > 1 {
+        args.push(types_field(events).into());
+    }
     args.push(Value::Bytes(events_field(events)?.into()));
     if runs.len() > 1 {
         args.extend(runs.into_iter().map(|(_, offsets)| Value::from(offsets)));
@@ -131,7 +134,6 @@ pub(crate) fn outcome(
         "deleted" => Err(Error::StreamDeleted { stream: stream.clone() }),
         "corrupt" => Err(Error::Integrity(match words.next() {
             Some("index") => format!("stream {stream}: its commit index holds an entry this store did not write"),
-            Some("high") => format!("stream {stream}: its metadata holds a largest event id that is not 16 bytes"),
             _ => format!("stream {stream}: its metadata holds a version that is not a number"),
         })),
         other => Err(protocol(format!("append status {other}"))),

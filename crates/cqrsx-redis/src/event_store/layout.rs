@@ -247,6 +247,29 @@ impl Commit {
     }
 }
 
+/// A stream's state as its meta hash's `v` holds it (see `append.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MetaVersion {
+    Live(u64),
+    Deleted(u64),
+}
+
+/// Reads a meta hash's `v`: the version's digits, then (while the stream's ids are ordered) its
+/// largest event id, 16 bytes; or `d` and the version once deleted. `None` for anything else.
+pub(crate) fn meta_version(v: &[u8]) -> Option<MetaVersion> {
+    let number = |digits: &[u8]| -> Option<u64> {
+        if digits.is_empty() || digits.len() > 16 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    };
+    match v {
+        [b'd', rest @ ..] => number(rest).map(MetaVersion::Deleted),
+        _ if v.len() > 16 => number(&v[..v.len() - 16]).map(MetaVersion::Live),
+        _ => number(v).map(MetaVersion::Live),
+    }
+}
+
 /// A recorded-at field's milliseconds: `<ms>-<seq>` (a stream id of the server's clock) or `<ms>`.
 fn clock_ms(v: &Value) -> Option<u64> {
     let raw = std::str::from_utf8(raw(v)?).ok()?;
@@ -261,6 +284,33 @@ fn clock_ms(v: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meta_version_reads_the_forms_append_writes_and_nothing_else() {
+        let id = [7u8; 16];
+        let with_id = |digits: &str| [digits.as_bytes(), &id].concat();
+        assert_eq!(meta_version(b"12"), Some(MetaVersion::Live(12)));
+        assert_eq!(meta_version(&with_id("12")), Some(MetaVersion::Live(12)));
+        assert_eq!(
+            meta_version(&with_id("9007199254740991")),
+            Some(MetaVersion::Live(9_007_199_254_740_991))
+        );
+        assert_eq!(meta_version(b"d12"), Some(MetaVersion::Deleted(12)));
+        for bad in [
+            &b""[..],
+            b"x",
+            b"-1",
+            b"1e3",
+            b" 12",
+            b"d",
+            b"dx",
+            &id,
+            &with_id("x"),
+            &with_id("12345678901234567"),
+        ] {
+            assert_eq!(meta_version(bad), None, "{bad:?}");
+        }
+    }
 
     fn entry(first: u64, events: &[NewEvent]) -> Value {
         let fields: Vec<Value> = vec![

@@ -29,7 +29,7 @@ use crate::error::protocol;
 use crate::keys::Keys;
 use crate::reply::{array, corrupt, int, status, text, u64_at};
 use group_commit::Committer;
-use layout::Commit;
+use layout::{meta_version, Commit, MetaVersion};
 use tail::Tails;
 
 /// The largest batch: a bound that keeps one script's run (which blocks the server) short.
@@ -58,7 +58,10 @@ impl Scripts {
                 include_str!("../lua/log.lua"),
                 include_str!("../lua/truncate.lua")
             )),
-            delete: Script::from_lua(include_str!("../lua/delete.lua")),
+            delete: Script::from_lua(concat!(
+                include_str!("../lua/log.lua"),
+                include_str!("../lua/delete.lua")
+            )),
         }
     }
 }
@@ -220,16 +223,15 @@ impl EventStore for RedisEventStore {
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let keys = self.keys.stream(stream.key());
         let client = self.client.client();
-        let (version, deleted): (Option<String>, Option<String>) =
-            self.client.track(client.hmget(keys.meta, vec!["v", "d"])).await?;
-        if deleted.as_deref() == Some("1") {
-            return Err(Error::StreamDeleted { stream: stream.clone() });
-        }
-        match version {
+        let meta: Option<Vec<u8>> = self.client.track(client.hget(keys.meta, "v")).await?;
+        match meta.as_deref().map(meta_version) {
             None => Ok(0),
-            Some(v) => v
-                .parse()
-                .map_err(|_| Error::Integrity(format!("stream {stream} has version {v:?}"))),
+            Some(Some(MetaVersion::Live(version))) => Ok(version),
+            Some(Some(MetaVersion::Deleted(_))) => Err(Error::StreamDeleted { stream: stream.clone() }),
+            Some(None) => Err(Error::Integrity(format!(
+                "stream {stream} has version {:?}",
+                String::from_utf8_lossy(meta.as_deref().unwrap_or_default())
+            ))),
         }
     }
 

@@ -3,10 +3,9 @@
 -- ARGV: 1 expected version (as append).
 -- Reply: {'deleted'} | {'conflict', actual} | {'ok'} | {'corrupt', what}
 -- The stream's commits leave the log, so readers of the log and of type indexes skip them.
-local meta = redis.call('HMGET', KEYS[2], 'v', 'd')
-local ver = tonumber(meta[1]) or 0
-if meta[1] and not tonumber(meta[1]) then return {'corrupt', 'version'} end
-if meta[2] == '1' then return {'deleted'} end
+local ver, dead = meta_version(redis.call('HGET', KEYS[2], 'v'))
+if dead then return {'deleted'} end
+if not ver then return {'corrupt', 'version'} end
 local expected = tonumber(ARGV[1])
 if (expected == -2 and ver ~= 0) or (expected == -3 and ver == 0) or (expected >= 0 and expected ~= ver) then
   return {'conflict', ver}
@@ -22,5 +21,5 @@ while true do
   if #commits < 256 then break end
 end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[2], 'v', string.format('%d', ver), 'd', '1')
+redis.call('HSET', KEYS[2], 'v', string.format('d%d', ver))
 return {'ok'}

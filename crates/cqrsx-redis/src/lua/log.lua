@@ -4,6 +4,17 @@
 -- type too), v (first version), n (event count), r (recorded at: `<ms>-<seq>`, the id of the
 -- type index entry the append made, or `<ms>`), t (event types), e (the events).
 -- A commit index entry: fields g (the commit's first position) and n (its event count).
+-- A stream's meta hash field 'v': its version's digits, then its largest event id (16 bytes)
+-- while its ids are ordered, or 'd' and its version once deleted (see append.lua).
+
+-- A meta hash's 'v' (false when the stream has none): the version (nil if 'v' is not one
+-- this store wrote) and whether the stream is deleted.
+local function meta_version(v)
+  if not v then return 0, false end
+  local dead = string.match(v, '^d(%d+)$')
+  if dead then return tonumber(dead), true end
+  return tonumber(#v > 16 and string.sub(v, 1, -17) or v), false
+end
 
 -- A log entry's recorded-at in ms, or nil.
 local function recorded_ms(e)

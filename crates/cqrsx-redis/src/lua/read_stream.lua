@@ -4,8 +4,8 @@
 --      | {'corrupt', entry id} for an index entry this store did not write
 -- Each log entry is a whole commit; the caller keeps its events from the version on. Commits
 -- removed from the log by truncation are skipped.
-local meta = redis.call('HMGET', KEYS[2], 'd', 'tr')
-if meta[1] == '1' then return {'deleted'} end
+local meta = redis.call('HMGET', KEYS[2], 'v', 'tr')
+if select(2, meta_version(meta[1])) then return {'deleted'} end
 local fmt = string.format
 local from = math.max(tonumber(ARGV[1]), tonumber(meta[2]) or 1)
 local want = tonumber(ARGV[2])

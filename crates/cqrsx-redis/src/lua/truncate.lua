@@ -4,8 +4,8 @@
 -- Commits wholly below the version leave the log; a commit cut in two keeps its entry and
 -- records how many of its events are gone. Index entries stay (a retry of a truncated commit
 -- is still recognised); the meta hash remembers the cut for stream reads.
-local meta = redis.call('HMGET', KEYS[2], 'd', 'tr')
-if meta[1] == '1' then return {'deleted'} end
+local meta = redis.call('HMGET', KEYS[2], 'v', 'tr')
+if select(2, meta_version(meta[1])) then return {'deleted'} end
 local fmt = string.format
 local before = tonumber(ARGV[1])
 local removed = 0
