@@ -181,8 +181,8 @@ impl AppendBaseline for CheckedAppend {
 /// The six commands a single-event append of our layout makes, with none of its checks: the
 /// read of the version and largest id (one field), the position counter, the type index, the
 /// log entry, the commit index entry, the version and largest id write; its reply is one line,
-/// as ours; its keys are named as ours, and the stream key and event type are read from their
-/// ends, as ours. Information: the least any store writing this layout pays, against which
+/// as ours; its keys are named as ours, the stream key and event type are read from their
+/// ends, and the id and events travel in one argument, as ours. Information: the least any store writing this layout pays, against which
 /// the checked baseline's ratio is a ceiling for ours.
 const LAYOUT_ONLY: &str = r"
 local got = redis.call('HGET', KEYS[4], 'v')
@@ -190,9 +190,10 @@ local v = string.format('%d', (got and tonumber(string.sub(got, 1, -17)) or 0) +
 local seq = string.format('%d', redis.call('INCRBY', KEYS[2], 1))
 local now = redis.call('XADD', KEYS[5], '*', 'g', seq)
 local s, t = string.sub(KEYS[4], #KEYS[1]), string.sub(KEYS[5], #KEYS[1])
-redis.call('XADD', KEYS[1], seq, 's', s, 'v', v, 'n', '1', 'r', now, 't', t, 'e', ARGV[2])
-redis.call('XADD', KEYS[3], v, 'g', seq, 'n', '1', 'i', ARGV[1])
-redis.call('HSET', KEYS[4], 'v', v .. ARGV[1])
+local id, e = string.sub(ARGV[1], 1, 16), string.sub(ARGV[1], 17)
+redis.call('XADD', KEYS[1], seq, 's', s, 'v', v, 'n', '1', 'r', now, 't', t, 'e', e)
+redis.call('XADD', KEYS[3], v, 'g', seq, 'n', '1', 'i', id)
+redis.call('HSET', KEYS[4], 'v', v .. id)
 return 'ok ' .. v .. ' ' .. seq
 ";
 
@@ -413,14 +414,12 @@ async fn append_cost_facts(
                 let event = fresh_ids(&template).remove(0);
                 let (layout, keys, metadata) = (&layout, &keys, &metadata);
                 let make = move || {
-                    let mut blob = vec![1u8];
-                    blob.extend_from_slice(event.event_id.as_bytes());
-                    blob.extend_from_slice(&event.payload);
-                    blob.extend_from_slice(metadata.as_bytes());
-                    let args: Vec<Value> = vec![
-                        Value::Bytes(event.event_id.as_bytes().to_vec().into()),
-                        Value::Bytes(blob.into()),
-                    ];
+                    let mut arg = event.event_id.as_bytes().to_vec();
+                    arg.push(1);
+                    arg.extend_from_slice(event.event_id.as_bytes());
+                    arg.extend_from_slice(&event.payload);
+                    arg.extend_from_slice(metadata.as_bytes());
+                    let args: Vec<Value> = vec![Value::Bytes(arg.into())];
                     Ok((keys.clone(), args))
                 };
                 async move { run_script(client, layout, make).await.map(|_| ()) }

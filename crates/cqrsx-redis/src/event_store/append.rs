@@ -8,7 +8,7 @@ use fred::types::Value;
 
 use crate::error::protocol;
 use crate::event_store::group_commit::Part;
-use crate::event_store::layout::{events_field, types_field};
+use crate::event_store::layout::{put_events, types_field};
 use crate::keys::Keys;
 
 /// The event types of a batch, each with its offsets as runs `from-to,...`; the offsets are
@@ -47,17 +47,19 @@ fn increasing_ids(events: &[NewEvent]) -> bool {
 }
 
 /// An append's first argument: its header (the expected version as a double: every version is
-/// below 2^53; the number of event types; whether the ids increase; big-endian, 13 bytes), then
-/// its event ids (16 bytes each).
-fn header_and_ids(expected: ExpectedVersion, types: usize, events: &[NewEvent]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(13 + 16 * events.len());
+/// below 2^53; the number of event types; whether the ids increase; the number of events;
+/// big-endian, 17 bytes), its event ids (16 bytes each), then its events field (`e`).
+fn header_ids_and_events(expected: ExpectedVersion, types: usize, events: &[NewEvent]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(17 + 16 * events.len());
     out.extend_from_slice(&(expected.to_wire() as f64).to_be_bytes());
     out.extend_from_slice(&u32::try_from(types).unwrap_or(u32::MAX).to_be_bytes());
     out.push(u8::from(increasing_ids(events)));
+    out.extend_from_slice(&u32::try_from(events.len()).unwrap_or(u32::MAX).to_be_bytes());
     for e in events {
         out.extend_from_slice(e.event_id.as_bytes());
     }
-    out
+    put_events(&mut out, events)?;
+    Ok(out)
 }
 
 /// The stream's partition, and the keys and arguments of one append (see the header of
@@ -76,13 +78,12 @@ pub(crate) fn part(
     key_list.extend(runs.iter().map(|(t, _)| keys.type_index(stream_keys.partition, t)));
     // The stream key and a batch's one event type are not sent: the script reads them from
     // the ends of the keys (see `append.lua`).
-    let mut args: Vec<Value> = Vec::with_capacity(3 + runs.len());
-    args.push(Value::Bytes(header_and_ids(expected, runs.len(), events).into()));
+    let mut args: Vec<Value> = Vec::with_capacity(1 + runs.len());
+    args.push(Value::Bytes(
+        header_ids_and_events(expected, runs.len(), events)?.into(),
+    ));
     if runs.len() > 1 {
         args.push(types_field(events).into());
-    }
-    args.push(Value::Bytes(events_field(events)?.into()));
-    if runs.len() > 1 {
         args.extend(runs.into_iter().map(|(_, offsets)| Value::from(offsets)));
     }
     let part = Part {

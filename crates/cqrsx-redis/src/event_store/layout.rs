@@ -52,25 +52,32 @@ fn content_code(content_type: ContentType) -> u8 {
 }
 
 /// The `e` field of a commit.
+#[cfg(test)]
 pub(crate) fn events_field(events: &[NewEvent]) -> Result<Vec<u8>> {
-    let size: usize = events.iter().map(|e| e.payload.len() + 32).sum();
-    let mut out = Vec::with_capacity(size + 1);
+    let mut out = Vec::new();
+    put_events(&mut out, events)?;
+    Ok(out)
+}
+
+/// Writes the `e` field of a commit of `events` at the end of `out`.
+pub(crate) fn put_events(out: &mut Vec<u8>, events: &[NewEvent]) -> Result<()> {
+    out.reserve(events.iter().map(|e| e.payload.len() + 32).sum::<usize>() + 1);
     out.push(FORMAT);
     for e in events {
         out.extend_from_slice(e.event_id.as_bytes());
         out.push(content_code(e.content_type));
-        put_len(&mut out, u64::from(e.schema_version));
-        put_len(&mut out, e.payload.len() as u64);
+        put_len(out, u64::from(e.schema_version));
+        put_len(out, e.payload.len() as u64);
         out.extend_from_slice(&e.payload);
         if e.metadata.is_empty() {
-            put_len(&mut out, 0);
+            put_len(out, 0);
         } else {
             let json = e.metadata.to_json()?;
-            put_len(&mut out, json.len() as u64);
+            put_len(out, json.len() as u64);
             out.extend_from_slice(json.as_bytes());
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Reads the `e` field of the commit at position `first` of `stream`.

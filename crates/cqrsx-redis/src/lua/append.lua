@@ -3,17 +3,17 @@
 -- KEYS: 1 partition log, 2 position counter, then per append: the stream's commit index, its
 --       meta hash, and the index stream of each event type in the batch. Every key shares the
 --       partition's hash tag, and every key the script touches is one of these.
--- ARGV: per append, until the arguments end: a header (13 bytes, big-endian: the expected
---       version as a double (-1 any, -2 no stream, -3 stream exists, n exact), the number of
---       event types m (u32), and 1 if the event ids strictly increase (as unsigned big-endian
---       numbers) else 0 (u8)) followed by the event ids (16 bytes each, concatenated: n
---       events); only when m > 1, the event types field; the events blob; only when m > 1, per
---       event type its offsets (`from-to,...`). The stream key is the meta hash key's end, and
---       a batch's one event type its type index key's end: each key is the partition's tag
---       followed by its name, and the log's name ('log') is as long as the meta hash's and a
---       type index's prefixes ('m:', 't:') plus one, so the name starts at #KEYS[1]. Every
---       argument costs the call time (measured: about half a microsecond each), so a single
---       append sends two.
+-- ARGV: per append, until the arguments end: one argument holding a header (17 bytes,
+--       big-endian: the expected version as a double (-1 any, -2 no stream, -3 stream exists,
+--       n exact), the number of event types m (u32), 1 if the event ids strictly increase (as
+--       unsigned big-endian numbers) else 0 (u8), the number of events n (u32)), the event ids
+--       (16 bytes each) and the events blob; then, only when m > 1, the event types field and
+--       per event type its offsets (`from-to,...`). The stream key is the meta hash key's end,
+--       and a batch's one event type its type index key's end: each key is the partition's
+--       tag followed by its name, and the log's name ('log') is as long as the meta hash's and
+--       a type index's prefixes ('m:', 't:') plus one, so the name starts at #KEYS[1]. Every
+--       argument costs the call time (measured: about half a microsecond each), so an append
+--       of one event type sends one.
 -- Reply: one line per append, joined by newlines: 'ok <version> <position>'
 --      | 'dup <version> <position>' | 'conflict <actual>'
 --      | 'ids <actual> <offset of the first reused id>' | 'deleted <actual>'
@@ -225,12 +225,9 @@ local seq, grouped
 local check_ordered, check_indexed, index_ids
 local a, k = 1, 3
 while a <= #ARGV do
-  local expected, m, sorted = struct.unpack('>dI4B', ARGV[a])
-  local ids = sub(ARGV[a], 14)
-  -- The event types field and the events blob (see the header).
-  local types, blob = ARGV[a + 1], ARGV[a + 2]
-  if m == 1 then types, blob = sub(KEYS[k + 2], #KEYS[1]), ARGV[a + 1] end
-  local n = #ids / 16
+  local expected, m, sorted, n = struct.unpack('>dI4BI4', ARGV[a])
+  local ids, blob = sub(ARGV[a], 18, 17 + n * 16), sub(ARGV[a], 18 + n * 16)
+  local types = m == 1 and sub(KEYS[k + 2], #KEYS[1]) or ARGV[a + 1]
   local reply
   repeat
     -- The meta hash's 'v' (see the header).
@@ -290,7 +287,7 @@ while a <= #ARGV do
       now = redis.call('XADD', KEYS[k + 2], '*', 'g', first_s)
     else
       for j = 1, m do
-        local id = redis.call('XADD', KEYS[k + 1 + j], '*', 'g', first_s, 'k', ARGV[a + 2 + j])
+        local id = redis.call('XADD', KEYS[k + 1 + j], '*', 'g', first_s, 'k', ARGV[a + 1 + j])
         now = now or id
       end
     end
@@ -320,7 +317,7 @@ while a <= #ARGV do
     end
   until true
   replies[#replies + 1] = reply
-  a = a + (m > 1 and 3 + m or 2)
+  a = a + (m > 1 and 2 + m or 1)
   k = k + 2 + m
 end
 if grouped then redis.call('SET', KEYS[2], fmt('%d', seq)) end
