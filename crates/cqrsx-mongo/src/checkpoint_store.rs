@@ -228,7 +228,7 @@ impl CheckpointStore for MongoCheckpointStore {
         CheckpointCapabilities { atomic_commit: false }
     }
 
-    #[instrument(skip(self), fields(projection = %key))]
+    #[instrument(level = "debug", skip(self), fields(projection = %key))]
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         validate_id("lease owner", owner)?;
         let latest = self.latest_claim(key).await?;
@@ -331,7 +331,7 @@ impl CheckpointStore for MongoCheckpointStore {
         Ok(Some(ViewDoc { data, applied }))
     }
 
-    #[instrument(skip(self, commit), fields(projection = %lease.key, writes = commit.writes.len()))]
+    #[instrument(level = "debug", skip(self, commit), fields(projection = %lease.key, writes = commit.writes.len()))]
     async fn commit(&self, lease: &Lease, commit: Commit) -> Result<()> {
         commit.validate()?;
         if !self.client.capabilities().nested_arrays {
@@ -485,7 +485,7 @@ impl CheckpointStore for MongoCheckpointStore {
         }
     }
 
-    #[instrument(skip(self), fields(projection = %key))]
+    #[instrument(level = "debug", skip(self), fields(projection = %key))]
     async fn drop_view(&self, key: &ViewKey) -> Result<()> {
         let view: Collection<Document> = self.client.database().collection(&self.view_collection(key));
         self.client.track(view.drop().into_future()).await?;

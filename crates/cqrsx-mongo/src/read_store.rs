@@ -350,19 +350,19 @@ impl ReadStore for MongoReadStore {
         }
     }
 
-    #[instrument(skip(self, data))]
+    #[instrument(level = "debug", skip(self, data))]
     async fn save(&self, id: &str, data: Value) -> Result<()> {
         self.write(vec![Document { id: id.into(), data }], self.default_ttl)
             .await
     }
 
-    #[instrument(skip(self, data))]
+    #[instrument(level = "debug", skip(self, data))]
     async fn save_with_ttl(&self, id: &str, data: Value, ttl: Duration) -> Result<()> {
         validate_ttl(ttl)?;
         self.write(vec![Document { id: id.into(), data }], Some(ttl)).await
     }
 
-    #[instrument(skip(self))]
+    #[instrument(level = "debug", skip(self))]
     async fn get(&self, id: &str) -> Result<Option<Value>> {
         validate_id("read model id", id)?;
         let found = self
@@ -378,12 +378,12 @@ impl ReadStore for MongoReadStore {
             .transpose()
     }
 
-    #[instrument(skip(self))]
+    #[instrument(level = "debug", skip(self))]
     async fn delete(&self, id: &str) -> Result<bool> {
         Ok(self.delete_many(&[id.to_string()]).await? > 0)
     }
 
-    #[instrument(skip(self, query))]
+    #[instrument(level = "debug", skip(self, query))]
     async fn query(&self, query: &Query) -> Result<Vec<Document>> {
         query.validate()?;
         if let Some(docs) = self.run_exact(query).await? {
@@ -392,7 +392,7 @@ impl ReadStore for MongoReadStore {
         Ok(query.apply(self.candidates(&query.filters).await?))
     }
 
-    #[instrument(skip(self, filters))]
+    #[instrument(level = "debug", skip(self, filters))]
     async fn count(&self, filters: &[Filter]) -> Result<u64> {
         let query = Query::counting(filters)?;
         if let Some(filter) = Self::exact_filter(filters) {
@@ -401,12 +401,12 @@ impl ReadStore for MongoReadStore {
         Ok(query.count_matching(&self.candidates(filters).await?))
     }
 
-    #[instrument(skip(self, docs), fields(count = docs.len()))]
+    #[instrument(level = "debug", skip(self, docs), fields(count = docs.len()))]
     async fn save_many(&self, docs: Vec<Document>) -> Result<()> {
         self.write(docs, self.default_ttl).await
     }
 
-    #[instrument(skip(self, ids), fields(count = ids.len()))]
+    #[instrument(level = "debug", skip(self, ids), fields(count = ids.len()))]
     async fn delete_many(&self, ids: &[String]) -> Result<u64> {
         for id in ids {
             validate_id("read model id", id)?;

@@ -72,7 +72,7 @@ impl MongoSnapshotStore {
 
 #[async_trait]
 impl SnapshotStore for MongoSnapshotStore {
-    #[instrument(skip(self, snapshot), fields(stream = %snapshot.stream, version = snapshot.version))]
+    #[instrument(level = "debug", skip(self, snapshot), fields(stream = %snapshot.stream, version = snapshot.version))]
     async fn save(&self, snapshot: SnapshotRecord) -> Result<()> {
         validate_snapshot(&snapshot, MAX_SNAPSHOT_BYTES)?;
         let id = id_of(&snapshot.stream, snapshot.version);
@@ -97,7 +97,7 @@ impl SnapshotStore for MongoSnapshotStore {
         Ok(())
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn latest(&self, stream: &StreamId, max_version: Option<u64>) -> Result<Option<SnapshotRecord>> {
         let mut filter = doc! { "s": stream.key() };
         if let Some(max) = max_version {
@@ -123,7 +123,7 @@ impl SnapshotStore for MongoSnapshotStore {
         }))
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn list(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
         let docs: Vec<Document> = self
             .client
@@ -141,7 +141,7 @@ impl SnapshotStore for MongoSnapshotStore {
         docs.iter().map(info).collect()
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn prune(&self, stream: &StreamId, keep: usize) -> Result<u64> {
         let kept: Vec<Document> = self
             .client
@@ -175,7 +175,7 @@ impl SnapshotStore for MongoSnapshotStore {
         Ok(result.deleted_count)
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn delete_all(&self, stream: &StreamId) -> Result<u64> {
         let result = self
             .client

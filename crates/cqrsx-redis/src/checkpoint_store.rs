@@ -119,7 +119,7 @@ impl CheckpointStore for RedisCheckpointStore {
         CheckpointCapabilities { atomic_commit: true }
     }
 
-    #[instrument(skip(self), fields(projection = %key))]
+    #[instrument(level = "debug", skip(self), fields(projection = %key))]
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         cqrsx_core::raw::validate_id("lease owner", owner)?;
         let keys = vec![self.key(key, "lease"), self.key(key, "token")];
@@ -182,7 +182,7 @@ impl CheckpointStore for RedisCheckpointStore {
         }))
     }
 
-    #[instrument(skip(self, commit), fields(projection = %lease.key, writes = commit.writes.len()))]
+    #[instrument(level = "debug", skip(self, commit), fields(projection = %lease.key, writes = commit.writes.len()))]
     async fn commit(&self, lease: &Lease, commit: Commit) -> Result<()> {
         commit.validate()?;
         let collection = self.collection(&lease.key);
@@ -277,7 +277,7 @@ impl CheckpointStore for RedisCheckpointStore {
         }
     }
 
-    #[instrument(skip(self), fields(projection = %key))]
+    #[instrument(level = "debug", skip(self), fields(projection = %key))]
     async fn drop_view(&self, key: &ViewKey) -> Result<()> {
         // A view is a fixed set of keys: removed in one call, freed in the background.
         let mut doomed = vec![self.key(key, "cp"), self.key(key, "dl")];

@@ -417,7 +417,7 @@ impl ReadStore for RedisReadStore {
         }
     }
 
-    #[instrument(skip(self, data))]
+    #[instrument(level = "debug", skip(self, data))]
     async fn save(&self, id: &str, data: Value) -> Result<()> {
         self.save_docs(
             vec![Document {
@@ -429,7 +429,7 @@ impl ReadStore for RedisReadStore {
         .await
     }
 
-    #[instrument(skip(self, data))]
+    #[instrument(level = "debug", skip(self, data))]
     async fn save_with_ttl(&self, id: &str, data: Value, ttl: Duration) -> Result<()> {
         cqrsx_core::raw::validate_ttl(ttl)?;
         self.save_docs(
@@ -442,7 +442,7 @@ impl ReadStore for RedisReadStore {
         .await
     }
 
-    #[instrument(skip(self))]
+    #[instrument(level = "debug", skip(self))]
     async fn get(&self, id: &str) -> Result<Option<Value>> {
         validate_id("read model id", id)?;
         let reply = self.read("get", 0, || vec![RValue::from(id)]).await?;
@@ -452,12 +452,12 @@ impl ReadStore for RedisReadStore {
         }
     }
 
-    #[instrument(skip(self))]
+    #[instrument(level = "debug", skip(self))]
     async fn delete(&self, id: &str) -> Result<bool> {
         Ok(self.delete_many(&[id.to_string()]).await? > 0)
     }
 
-    #[instrument(skip(self, query))]
+    #[instrument(level = "debug", skip(self, query))]
     async fn query(&self, query: &Query) -> Result<Vec<Document>> {
         query.validate()?;
         if let Some(docs) = self.top(query).await? {
@@ -467,7 +467,7 @@ impl ReadStore for RedisReadStore {
         Ok(query.apply(docs))
     }
 
-    #[instrument(skip(self, filters))]
+    #[instrument(level = "debug", skip(self, filters))]
     async fn count(&self, filters: &[Filter]) -> Result<u64> {
         let query = Query::counting(filters)?;
         let selection = self.plan(filters);
@@ -482,12 +482,12 @@ impl ReadStore for RedisReadStore {
         Ok(query.count_matching(&self.candidates(selection).await?))
     }
 
-    #[instrument(skip(self, docs), fields(count = docs.len()))]
+    #[instrument(level = "debug", skip(self, docs), fields(count = docs.len()))]
     async fn save_many(&self, docs: Vec<Document>) -> Result<()> {
         self.save_docs(docs, self.default_ttl).await
     }
 
-    #[instrument(skip(self, ids), fields(count = ids.len()))]
+    #[instrument(level = "debug", skip(self, ids), fields(count = ids.len()))]
     async fn delete_many(&self, ids: &[String]) -> Result<u64> {
         for id in ids {
             validate_id("read model id", id)?;

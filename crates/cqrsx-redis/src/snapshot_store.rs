@@ -70,7 +70,7 @@ fn field<T>(items: &[Value], i: usize, parse: impl Fn(&Value) -> Option<T>) -> R
 
 #[async_trait]
 impl SnapshotStore for RedisSnapshotStore {
-    #[instrument(skip(self, snapshot), fields(stream = %snapshot.stream, version = snapshot.version))]
+    #[instrument(level = "debug", skip(self, snapshot), fields(stream = %snapshot.stream, version = snapshot.version))]
     async fn save(&self, snapshot: SnapshotRecord) -> Result<()> {
         validate_snapshot(&snapshot, MAX_SNAPSHOT_BYTES)?;
         let args: Vec<Value> = vec![
@@ -85,7 +85,7 @@ impl SnapshotStore for RedisSnapshotStore {
         Ok(())
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn latest(&self, stream: &StreamId, max_version: Option<u64>) -> Result<Option<SnapshotRecord>> {
         let max: Value = match max_version {
             // Every stored version is at most MAX_NUMBER, so a larger bound means "any".
@@ -106,7 +106,7 @@ impl SnapshotStore for RedisSnapshotStore {
         }))
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn list(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
         let items = array(self.call(stream, vec!["list".into()]).await?)?;
         items
@@ -123,7 +123,7 @@ impl SnapshotStore for RedisSnapshotStore {
             .collect()
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn prune(&self, stream: &StreamId, keep: usize) -> Result<u64> {
         let reply = self
             .call(
@@ -134,7 +134,7 @@ impl SnapshotStore for RedisSnapshotStore {
         int(&reply).ok_or_else(|| protocol("prune count"))
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn delete_all(&self, stream: &StreamId) -> Result<u64> {
         let reply = self.call(stream, vec!["clear".into()]).await?;
         int(&reply).ok_or_else(|| protocol("clear count"))

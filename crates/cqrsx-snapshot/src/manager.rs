@@ -15,7 +15,7 @@ use cqrsx_core::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, debug_span, warn, Instrument};
 
 use crate::config::SnapshotConfig;
 use crate::policy::{EveryNEvents, LoadSample, SnapshotContext, SnapshotPolicy};
@@ -251,7 +251,7 @@ where
 
     /// Stores `state` as the snapshot of `stream` at `version`, then applies retention.
     pub async fn snapshot_state(&self, stream: &StreamId, version: u64, state: &A) -> Result<SnapshotInfo> {
-        let span = info_span!("cqrsx.snapshot.take", stream = %stream, version, content_type = %self.serializer);
+        let span = debug_span!("cqrsx.snapshot.take", stream = %stream, version, content_type = %self.serializer);
         async {
             let result = self.write(stream, version, state).await;
             if result.is_err() {
@@ -290,7 +290,7 @@ where
     /// it cannot be used (wrong schema version, unknown content type, bytes that do not
     /// decode).
     pub async fn restore_state(&self, stream: &StreamId) -> Result<Option<Restored<A>>> {
-        let span = info_span!("cqrsx.snapshot.restore", stream = %stream);
+        let span = debug_span!("cqrsx.snapshot.restore", stream = %stream);
         async {
             let started = Instant::now();
             let record = self.store.latest(stream, None).await?;

@@ -118,7 +118,7 @@ impl EventStore for MongoEventStore {
         self.caps
     }
 
-    #[instrument(skip(self, events), fields(stream = %stream, count = events.len()))]
+    #[instrument(level = "debug", skip(self, events), fields(stream = %stream, count = events.len()))]
     async fn append(
         &self,
         stream: &StreamId,
@@ -128,7 +128,7 @@ impl EventStore for MongoEventStore {
         self.append_commit(stream, expected, events).await
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn read_stream(&self, stream: &StreamId, from_version: u64, max_count: usize) -> Result<Vec<RecordedEvent>> {
         validate_number("from version", from_version)?;
         if max_count == 0 {
@@ -152,7 +152,7 @@ impl EventStore for MongoEventStore {
         self.events_from(stream, from_version, batch)
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let head = self.heads.head(stream).await?;
         if head.deleted {
@@ -161,7 +161,7 @@ impl EventStore for MongoEventStore {
         Ok(head.version)
     }
 
-    #[instrument(skip(self, filter))]
+    #[instrument(level = "debug", skip(self, filter))]
     async fn read_all(&self, from: Position, max_count: usize, filter: &EventFilter) -> Result<AllPage> {
         validate_position(from, &self.caps)?;
         validate_filter(filter)?;
@@ -174,7 +174,7 @@ impl EventStore for MongoEventStore {
         self.read_all_page(from, max_count, filter).await
     }
 
-    #[instrument(skip(self))]
+    #[instrument(level = "debug", skip(self))]
     async fn events_by_type(&self, event_type: &str, since: Timestamp, max_count: usize) -> Result<Vec<RecordedEvent>> {
         validate_type_name("event type", event_type)?;
         validate_number("since (ms)", since.as_millis())?;
@@ -184,7 +184,7 @@ impl EventStore for MongoEventStore {
         self.by_type(event_type, since, max_count).await
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {
         validate_number("truncate before version", before)?;
         let head = self.heads.head(stream).await?;
@@ -237,7 +237,7 @@ impl EventStore for MongoEventStore {
         Ok(removed)
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()> {
         validate_expected(expected)?;
         let head = self.heads.head(stream).await?;
@@ -298,7 +298,7 @@ impl EventStore for MongoEventStore {
         Ok(())
     }
 
-    #[instrument(skip(self))]
+    #[instrument(level = "debug", skip(self))]
     async fn head(&self) -> Result<Checkpoint> {
         Checkpoint::from_offsets([offset_of(self.positions.last().await? + 1, 0)])
     }

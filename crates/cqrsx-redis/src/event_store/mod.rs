@@ -159,7 +159,7 @@ impl EventStore for RedisEventStore {
         self.caps
     }
 
-    #[instrument(skip(self, events), fields(stream = %stream, count = events.len()))]
+    #[instrument(level = "debug", skip(self, events), fields(stream = %stream, count = events.len()))]
     async fn append(
         &self,
         stream: &StreamId,
@@ -173,7 +173,7 @@ impl EventStore for RedisEventStore {
         append::outcome(&reply, stream, partition, expected, &events)
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn read_stream(&self, stream: &StreamId, from_version: u64, max_count: usize) -> Result<Vec<RecordedEvent>> {
         validate_number("from version", from_version)?;
         if max_count == 0 {
@@ -219,7 +219,7 @@ impl EventStore for RedisEventStore {
         }
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let keys = self.keys.stream(stream.key());
         let client = self.client.client();
@@ -235,7 +235,7 @@ impl EventStore for RedisEventStore {
         }
     }
 
-    #[instrument(skip(self, filter))]
+    #[instrument(level = "debug", skip(self, filter))]
     async fn read_all(&self, from: Position, max_count: usize, filter: &EventFilter) -> Result<AllPage> {
         validate_position(from, &self.caps)?;
         validate_filter(filter)?;
@@ -249,7 +249,7 @@ impl EventStore for RedisEventStore {
         self.read_log(from, max_count, filter).await
     }
 
-    #[instrument(skip(self))]
+    #[instrument(level = "debug", skip(self))]
     async fn events_by_type(&self, event_type: &str, since: Timestamp, max_count: usize) -> Result<Vec<RecordedEvent>> {
         validate_type_name("event type", event_type)?;
         validate_number("since (ms)", since.as_millis())?;
@@ -298,7 +298,7 @@ impl EventStore for RedisEventStore {
         Ok(all.into_iter().take(max_count).map(|(_, e)| e).collect())
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {
         validate_number("truncate before version", before)?;
         let reply = self
@@ -318,7 +318,7 @@ impl EventStore for RedisEventStore {
         }
     }
 
-    #[instrument(skip(self), fields(stream = %stream))]
+    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()> {
         validate_expected(expected)?;
         let reply = self
@@ -341,7 +341,7 @@ impl EventStore for RedisEventStore {
         }
     }
 
-    #[instrument(skip(self))]
+    #[instrument(level = "debug", skip(self))]
     async fn head(&self) -> Result<Checkpoint> {
         let reads = (0..self.keys.partitions()).map(|p| {
             let client = self.client.client().clone();
