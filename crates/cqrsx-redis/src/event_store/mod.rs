@@ -71,9 +71,9 @@ impl Scripts {
 /// Each partition has a log (a Redis Stream) with one entry per commit, at its first position,
 /// holding the commit's events; the commit's events take the next dense positions. Each stream
 /// has an index of its commits (first version → position, and the commit's event ids) and a
-/// metadata hash (version, tombstone, truncation point, and the largest event id while the
-/// stream's ids have only increased, or else each event id's version); each event type has an
-/// index of the commits that hold it. Time-ordered (v7) ids, the default, need no lookup per
+/// metadata hash (one field with the version and, while the stream's ids have only increased,
+/// the largest event id — or the tombstone; the truncation point; or else each event id's
+/// version); each event type has an index of the commits that hold it. Time-ordered (v7) ids, the default, need no lookup per
 /// id: an append whose ids increase from above the largest is new, and retries are found by a
 /// binary search over the commit index. An append is one Lua script that checks the
 /// tombstone, the event ids and the expected version before its first write, then writes one
