@@ -285,10 +285,7 @@ async fn damaged_stored_documents_read_as_an_integrity_error() {
         .expect("acquire")
         .expect("lease");
     state
-        .update_one(
-            doc! { "kind": "claim", "p": "broken" },
-            doc! { "$set": { "cp": "1,x" } },
-        )
+        .update_one(doc! { "kind": "cp", "p": "broken" }, doc! { "$set": { "cp": "1,x" } })
         .await
         .expect("update");
     count += 1;
@@ -298,7 +295,9 @@ async fn damaged_stored_documents_read_as_an_integrity_error() {
         &mut failures,
     );
     state
-        .insert_one(doc! { "_id": "bad-parked", "kind": "parked", "p": "broken", "v": 1_i64, "position": "x" })
+        .insert_one(
+            doc! { "_id": "bad-parked", "kind": "parked", "p": "broken", "v": 1_i64, "live": true, "position": "x" },
+        )
         .await
         .expect("insert");
     count += 1;
@@ -319,16 +318,47 @@ async fn damaged_stored_documents_read_as_an_integrity_error() {
     );
     database
         .collection::<Document>(&config.read_model_collection("view_broken_v1"))
-        .insert_one(doc! { "_id": "doc", "d": { "a": 1_i64 }, "_p": -5_i64 })
+        .insert_one(doc! { "_id": "doc", "_s": 5_i64 })
         .await
         .expect("insert");
     count += 1;
     integrity(
-        "view document with a negative position",
+        "view document without data",
         checkpoints.get(&key, "doc").await,
         &mut failures,
     );
     checkpoints.release(&lease).await.expect("release");
+    // The commit log: a record the next holder cannot read is refused before it applies
+    // anything or takes the lease.
+    let record = |tenure: u64, slot: &str| format!("log\u{1f}broken\u{1f}1\u{1f}{tenure:020}\u{1f}{slot}");
+    let bad_records = [
+        (
+            "projection log record whose id names no slot",
+            doc! { "_id": record(lease.token, "x"), "kind": "log" },
+        ),
+        (
+            "projection log record whose writes are not documents",
+            doc! {
+                "_id": record(lease.token, "0000000001"), "kind": "log", "c": "c1", "g": 1_i64,
+                "w": [1_i64], "pk": [], "rp": [], "end": true,
+            },
+        ),
+        (
+            "projection log record without a commit",
+            doc! { "_id": record(lease.token, "0000000001"), "kind": "log", "g": 1_i64, "w": [], "pk": [], "end": true },
+        ),
+    ];
+    for (kind, bad) in bad_records {
+        let id = bad.get_str("_id").expect("id").to_string();
+        state.insert_one(bad).await.expect("insert");
+        count += 1;
+        integrity(
+            kind,
+            checkpoints.acquire(&key, "next", Duration::from_secs(5)).await,
+            &mut failures,
+        );
+        state.delete_one(doc! { "_id": id }).await.expect("delete");
+    }
 
     let stream = StreamId::new("Broken", "ok").expect("stream");
     let _ = store

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrsx_core::projection::{
-    CheckpointCapabilities, CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewDoc, ViewKey,
-};
+use cqrsx_core::projection::{validate_lease_ttl, CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewKey};
 use cqrsx_core::raw::validate_field_path;
 use cqrsx_core::{Checkpoint, Error, Position, ReadStore, Result};
 use fred::prelude::*;
@@ -115,13 +113,10 @@ impl RedisCheckpointStore {
 
 #[async_trait]
 impl CheckpointStore for RedisCheckpointStore {
-    fn capabilities(&self) -> CheckpointCapabilities {
-        CheckpointCapabilities { atomic_commit: true }
-    }
-
     #[instrument(level = "debug", skip(self), fields(projection = %key))]
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         cqrsx_core::raw::validate_id("lease owner", owner)?;
+        validate_lease_ttl(ttl)?;
         let keys = vec![self.key(key, "lease"), self.key(key, "token")];
         let reply = self
             .eval(keys, vec!["acquire".into(), owner.into(), ttl_ms(ttl).into()])
@@ -139,6 +134,7 @@ impl CheckpointStore for RedisCheckpointStore {
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()> {
+        validate_lease_ttl(ttl)?;
         let keys = vec![self.key(&lease.key, "lease"), self.key(&lease.key, "token")];
         let args = vec![
             "renew".into(),
@@ -170,16 +166,13 @@ impl CheckpointStore for RedisCheckpointStore {
             .transpose()
     }
 
-    async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<ViewDoc>> {
+    async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<serde_json::Value>> {
         let view = RedisReadStore::over(
             self.client.clone(),
             self.collection(key).tag().to_string(),
             BTreeSet::new(),
         );
-        Ok(view.get(id).await?.map(|data| ViewDoc {
-            data: Some(data),
-            applied: None,
-        }))
+        view.get(id).await
     }
 
     #[instrument(level = "debug", skip(self, commit), fields(projection = %lease.key, writes = commit.writes.len()))]

@@ -461,7 +461,7 @@ async fn main() -> Result<()> {
     let (active, rebuilt) = checkpoints.active_view("product_popularity").await?;
     println!(
         "active version: {active}; version 1 ended {:?}",
-        popularity_v1.status().state
+        popularity_v1.status().await.state
     );
     for doc in rebuilt.query(&popular).await? {
         println!(
@@ -485,7 +485,7 @@ async fn main() -> Result<()> {
     let handles = [&user_view, &order_summary, &customer_orders, &popularity_v2, &dashboard];
     println!("\nstatus right after order o8:");
     for handle in handles {
-        print_status(&handle.status());
+        print_status(&handle.status().await);
     }
     if let Some(r) = late {
         caught_up(&handles, &BTreeMap::from([(r.position.partition, r.position)])).await?;

@@ -11,9 +11,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::Position;
 use crate::memory::InMemoryReadStore;
-use crate::projection::{
-    CheckpointCapabilities, CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewDoc, ViewKey,
-};
+use crate::projection::{validate_lease_ttl, CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewKey};
 use crate::read_store::ReadStore;
 
 struct Held {
@@ -78,12 +76,9 @@ impl InMemoryCheckpointStore {
 
 #[async_trait]
 impl CheckpointStore for InMemoryCheckpointStore {
-    fn capabilities(&self) -> CheckpointCapabilities {
-        CheckpointCapabilities { atomic_commit: true }
-    }
-
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         crate::stream::validate_id("lease owner", owner)?;
+        validate_lease_ttl(ttl)?;
         let mut state = self.lock();
         let now = Instant::now();
         if let Some(held) = state.leases.get(key) {
@@ -109,6 +104,7 @@ impl CheckpointStore for InMemoryCheckpointStore {
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()> {
+        validate_lease_ttl(ttl)?;
         let mut state = self.lock();
         match state.leases.get_mut(&lease.key) {
             Some(held) if held.token == lease.token => {
@@ -135,12 +131,9 @@ impl CheckpointStore for InMemoryCheckpointStore {
         Ok(self.lock().checkpoints.get(key).cloned())
     }
 
-    async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<ViewDoc>> {
+    async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<serde_json::Value>> {
         let view = self.lock().view(key);
-        Ok(view.get(id).await?.map(|data| ViewDoc {
-            data: Some(data),
-            applied: None,
-        }))
+        view.get(id).await
     }
 
     async fn commit(&self, lease: &Lease, commit: Commit) -> Result<()> {

@@ -1,11 +1,13 @@
 //! [`ProjectionHandle`]: a running projection's status, waits, stop and replay.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::event::Position;
+use crate::event_store::EventStore;
 use crate::projection::status::{ProjectionStatus, RunnerState};
 use crate::projection::store::ViewKey;
 
@@ -17,12 +19,24 @@ pub(super) enum Command {
 
 /// A running projection: its status, and ways to wait for it, stop it or replay what it
 /// parked.
-#[derive(Debug)]
 pub struct ProjectionHandle {
     pub(super) key: ViewKey,
+    /// The event store's partitions (a position in another can never be waited for).
+    pub(super) partitions: u32,
+    /// The event store, for a lag that is true when read.
+    pub(super) events: Arc<dyn EventStore>,
     pub(super) status: watch::Receiver<ProjectionStatus>,
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) task: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl std::fmt::Debug for ProjectionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionHandle")
+            .field("key", &self.key)
+            .field("status", &*self.status.borrow())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProjectionHandle {
@@ -31,15 +45,38 @@ impl ProjectionHandle {
         &self.key
     }
 
-    /// The current status.
-    pub fn status(&self) -> ProjectionStatus {
+    /// The status as the runner last reported it, with its lag measured now against the log's
+    /// head (one read of the head): right after an acknowledged append, the lag counts its
+    /// events until the runner has applied them. When the head cannot be read, the lag is the
+    /// one the runner last measured.
+    pub async fn status(&self) -> ProjectionStatus {
+        let mut status = self.last_status();
+        if let Some(checkpoint) = &status.checkpoint {
+            if let Ok(head) = self.events.head().await {
+                status.lag = super::runner::lag(self.events.as_ref(), checkpoint, &head);
+            }
+        }
+        status
+    }
+
+    /// The status as the runner last reported it, without reading anything (its lag is as of
+    /// the runner's last commit or check, a fraction of a second to a few seconds old).
+    pub fn last_status(&self) -> ProjectionStatus {
         self.status.borrow().clone()
     }
 
     /// Waits until the runner's committed checkpoint covers `position` (for example the
     /// position of an append the caller made), so the caller reads its own writes. Fails with
-    /// [`Error::Timeout`] after `timeout`, and with the runner's error if it ends first.
+    /// [`Error::Timeout`] after `timeout`, and with the runner's error if it ends first; a
+    /// position no event can have (a partition the store does not have, offset 0) is refused
+    /// with [`Error::InvalidInput`] at once.
     pub async fn wait_until_caught_up(&self, position: Position, timeout: Duration) -> Result<()> {
+        if position.partition >= self.partitions || position.offset == 0 {
+            return Err(Error::InvalidInput(format!(
+                "position {position} cannot exist: the event store has {} partition(s) and offsets start at 1",
+                self.partitions
+            )));
+        }
         self.wait_for(timeout, |s| s.checkpoint.as_ref().is_some_and(|c| c.covers(position)))
             .await
             .map(|_| ())

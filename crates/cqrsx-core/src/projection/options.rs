@@ -59,7 +59,10 @@ impl ErrorPolicy {
 
     pub(super) fn pause(&self, attempt: u32) -> Duration {
         let factor = 1u32 << attempt.saturating_sub(1).min(16);
-        (self.backoff * factor).min(self.max_backoff)
+        self.backoff
+            .checked_mul(factor)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff)
     }
 }
 
@@ -82,6 +85,9 @@ pub struct RunnerOptions {
     pub cache_docs: usize,
     /// Polling pauses of the live tail where the backend has no signal.
     pub poll: (Duration, Duration),
+    /// How long one call of the handler may run; one that runs longer fails the event (and is
+    /// retried, then stopped at or parked, by the error policy).
+    pub handler_timeout: Duration,
 }
 
 impl Default for RunnerOptions {
@@ -93,6 +99,7 @@ impl Default for RunnerOptions {
             errors: ErrorPolicy::default(),
             cache_docs: 10_000,
             poll: (Duration::from_millis(5), Duration::from_millis(250)),
+            handler_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -128,13 +135,25 @@ impl RunnerOptions {
         self
     }
 
+    /// Each call of the handler may run for at most `timeout`.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = timeout;
+        self
+    }
+
     pub(super) fn validate(&self) -> Result<()> {
         crate::stream::validate_id("runner owner", &self.owner)?;
-        if self.lease_ttl < Duration::from_millis(100) || self.lease_ttl > Duration::from_secs(24 * 3600) {
+        super::store::validate_lease_ttl(self.lease_ttl)?;
+        if self.handler_timeout.is_zero() || self.handler_timeout > super::store::MAX_LEASE_TTL {
             return Err(Error::InvalidInput(format!(
-                "lease TTL must be between 100 ms and 24 h, got {:?}",
-                self.lease_ttl
+                "the handler timeout must be longer than zero and at most a day, got {:?}",
+                self.handler_timeout
             )));
+        }
+        if self.poll.0.is_zero() || self.poll.1 < self.poll.0 {
+            return Err(Error::InvalidInput(
+                "polling pauses must be positive, and the longest at least the shortest".into(),
+            ));
         }
         if self.page_size == 0 || self.page_size > crate::subscription::MAX_PAGE_SIZE {
             return Err(Error::InvalidInput(format!(

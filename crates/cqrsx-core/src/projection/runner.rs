@@ -1,11 +1,12 @@
 //! [`ProjectionRunner`]: feeds one projection from a subscription, commits its view changes
-//! with the checkpoint after them, holds its lease, applies its error policy, and switches to a
-//! rebuilt version once it has caught up.
+//! with the checkpoint after them, holds its lease, applies its error policy, rides out store
+//! outages, and switches to a rebuilt version once it has caught up.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn, Instrument};
 
@@ -26,9 +27,21 @@ use crate::subscription::{subscribe, SubscriptionMessage, SubscriptionOptions};
 /// The runner takes the projection version's lease (waiting while another runner holds it),
 /// reads its checkpoint, subscribes from it with the projection's filter and, page by page,
 /// applies each event through the handler and commits the page's view changes with the
-/// checkpoint after them. It renews the lease while it runs; a commit after the lease was
-/// taken over fails with [`Error::LeaseLost`] and stops it. A handler error is retried with
-/// back-off, then stops the runner or parks the event ([`ErrorPolicy`](super::ErrorPolicy)).
+/// checkpoint after them. It renews the lease while it runs.
+///
+/// What it does when something fails — it never ends without its status saying why:
+/// - **A handler** that returns an error, panics, or runs past
+///   [`RunnerOptions::handler_timeout`] fails the event: it is retried with back-off, then the
+///   runner stops at it or parks it ([`ErrorPolicy`](super::ErrorPolicy)). Its message and the
+///   event's position are in the status.
+/// - **A store** (event store or checkpoint store) that fails with a transient error (a lost
+///   connection, a timeout, a server restarting) is retried with back-off, without limit: the
+///   status counts the attempts and shows the last error, and the runner goes on from its
+///   last commit once the store answers again.
+/// - **A lost lease** (another runner took over while this one stalled) makes it a standby
+///   again: it drops what it had not committed and waits to take the lease back.
+/// - Anything else — stored data the runner cannot trust, a configuration error, a panic of the
+///   runner itself — ends it in [`RunnerState::Failed`] with the error in its status.
 ///
 /// Versions: the first version run becomes the active one (the one [`CheckpointStore::view`]
 /// readers should use). A runner of a higher version is a rebuild: it runs from the start into
@@ -75,23 +88,13 @@ impl ProjectionRunner {
         self.options.validate()?;
         let key = ViewKey::new(self.projection.name(), self.projection.version())?;
         crate::event_store::validate_filter(&self.projection.filter())?;
-        let (status_tx, status_rx) = watch::channel(ProjectionStatus {
-            key: key.clone(),
-            state: RunnerState::Starting,
-            checkpoint: None,
-            lag: Vec::new(),
-            applied: 0,
-            events_per_sec: 0.0,
-            last_error: None,
-            parked: 0,
-            token: None,
-        });
+        let (status_tx, status_rx) = watch::channel(ProjectionStatus::starting(key.clone()));
         let (commands_tx, commands_rx) = mpsc::channel(8);
         let span = tracing::info_span!("cqrsx.projection", projection = %key);
         let run = Run {
             key: key.clone(),
             projection: self.projection,
-            events: self.events,
+            events: Arc::clone(&self.events),
             store: self.store,
             options: self.options,
             status: status_tx,
@@ -103,6 +106,8 @@ impl ProjectionRunner {
         let task = tokio::spawn(run.run().instrument(span));
         Ok(ProjectionHandle {
             key,
+            partitions: self.events.capabilities().partitions,
+            events: self.events,
             status: status_rx,
             commands: commands_tx,
             task: Some(task),
@@ -142,10 +147,26 @@ impl Renewal {
     }
 }
 
-/// How processing a page ended.
-enum PageEnd {
-    Done,
-    Stopped(Error),
+/// How a session under one lease ended, when it did not fail.
+enum SessionEnd {
+    /// The runner is done: stopped on request, or superseded by a newer version.
+    Finished(RunnerState),
+    /// Another runner took the lease over: this one becomes a standby.
+    LeaseLost(String),
+}
+
+/// The message of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Whether the runner should ride out `error` (retry with back-off) rather than end on it.
+fn transient(error: &Error) -> bool {
+    error.is_retryable()
 }
 
 struct Run {
@@ -166,65 +187,129 @@ impl Run {
         self.status.send_modify(|s| s.state = state);
     }
 
-    fn fail(&self, error: &Error) {
+    /// Counts a failed attempt of a store operation that will be retried, and waits its pause.
+    async fn retry_after(&self, what: &str, error: &Error) {
+        let mut attempts = 0;
         self.status.send_modify(|s| {
-            s.state = RunnerState::Failed;
-            s.last_error = Some(error.to_string());
+            s.retry_attempts += 1;
+            attempts = s.retry_attempts;
+            s.last_error = Some(format!("{what}: {error}"));
         });
+        warn!(error = %error, attempts, "{what} failed; retrying");
+        tokio::time::sleep(self.options.errors.pause(attempts)).await;
     }
 
+    /// Runs to the end and reports it; a panic of the runner's own code ends it `Failed` with
+    /// the panic's message, like any other error.
     async fn run(mut self) -> Result<()> {
-        let result = self.run_inner().await;
+        let status = self.status.clone();
+        let result = match AssertUnwindSafe(self.run_inner()).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => Err(Error::Integrity(format!(
+                "the projection runner panicked: {}",
+                panic_message(panic.as_ref())
+            ))),
+        };
         if let Err(e) = &result {
             warn!(error = %e, "projection runner failed");
-            self.fail(e);
+            status.send_modify(|s| {
+                s.state = RunnerState::Failed;
+                s.last_error = Some(e.to_string());
+                if let Error::Handler { position, .. } = e {
+                    s.error_position = Some(*position);
+                }
+            });
         }
         result
     }
 
+    /// Sessions under a lease, one after the other: a lost lease or a store outage starts a
+    /// new one from the last commit.
     async fn run_inner(&mut self) -> Result<()> {
-        let active = self.store.active_version(self.key.projection()).await?;
-        if let Some(active) = active.filter(|&a| a > self.key.version()) {
-            return Err(Error::Config(format!(
-                "projection {} v{} is older than the active v{active}",
-                self.key.projection(),
-                self.key.version()
-            )));
-        }
-        let Some(lease) = self.acquire().await? else {
-            self.set_state(RunnerState::Stopped);
-            return Ok(());
-        };
-        info!(token = lease.token, owner = %lease.owner, "lease taken");
-        self.status.send_modify(|s| s.token = Some(lease.token));
-        let renewal = Renewal::start(Arc::clone(&self.store), lease.clone(), self.options.lease_ttl);
-        let outcome = self.project(&lease, active, renewal).await;
-        // A runner that ends (stopped, superseded, or on an error) lets a standby take over at
-        // once; one whose lease was taken over has nothing to release.
-        if !matches!(outcome, Err(Error::LeaseLost { .. })) {
-            if let Err(e) = self.store.release(&lease).await {
-                warn!(error = %e, "could not release the projection lease; it will expire");
+        loop {
+            let active = match self.store.active_version(self.key.projection()).await {
+                Ok(active) => active,
+                Err(e) if transient(&e) => {
+                    self.retry_after("reading the active version", &e).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(active) = active.filter(|&a| a > self.key.version()) {
+                return Err(Error::Config(format!(
+                    "projection {} v{} is older than the active v{active}",
+                    self.key.projection(),
+                    self.key.version()
+                )));
+            }
+            let Some(lease) = self.acquire().await? else {
+                self.set_state(RunnerState::Stopped);
+                return Ok(());
+            };
+            info!(token = lease.token, owner = %lease.owner, "lease taken");
+            self.status.send_modify(|s| s.token = Some(lease.token));
+            let renewal = Renewal::start(Arc::clone(&self.store), lease.clone(), self.options.lease_ttl);
+            let outcome = self.session(&lease, active, renewal).await;
+            // Whatever this session cached may not be what the store holds now.
+            self.cache.clear();
+            match outcome {
+                Ok(SessionEnd::Finished(state)) => {
+                    self.release(&lease).await;
+                    self.set_state(state);
+                    return Ok(());
+                }
+                Ok(SessionEnd::LeaseLost(reason)) => {
+                    warn!(%reason, "lost the projection lease; waiting to take it back");
+                    self.status.send_modify(|s| {
+                        s.token = None;
+                        s.last_error = Some(format!("lease lost: {reason}"));
+                        s.state = RunnerState::WaitingForLease;
+                    });
+                }
+                Err(e) if transient(&e) => {
+                    // Let a standby take over while this runner waits out the outage.
+                    self.release(&lease).await;
+                    self.status.send_modify(|s| s.token = None);
+                    self.retry_after("the projection's stores", &e).await;
+                }
+                Err(e) => {
+                    self.release(&lease).await;
+                    return Err(e);
+                }
             }
         }
-        let state = outcome?;
-        self.set_state(state);
-        Ok(())
+    }
+
+    /// A runner that ends (stopped, superseded, or on an error) lets a standby take over at
+    /// once; a lease that was taken over is not released (releasing it does nothing).
+    async fn release(&self, lease: &Lease) {
+        if let Err(e) = self.store.release(lease).await {
+            warn!(error = %e, "could not release the projection lease; it will expire");
+        }
     }
 
     /// Takes the lease, waiting while another runner holds it; `None` when asked to stop.
     async fn acquire(&mut self) -> Result<Option<Lease>> {
         let poll = (self.options.lease_ttl / 4).max(Duration::from_millis(20));
         loop {
-            if let Some(lease) = self
+            let pause = match self
                 .store
                 .acquire(&self.key, &self.options.owner, self.options.lease_ttl)
-                .await?
+                .await
             {
-                return Ok(Some(lease));
-            }
-            self.set_state(RunnerState::WaitingForLease);
+                Ok(Some(lease)) => return Ok(Some(lease)),
+                Ok(None) => {
+                    self.set_state(RunnerState::WaitingForLease);
+                    poll
+                }
+                Err(e) if transient(&e) => {
+                    self.retry_after("taking the lease", &e).await;
+                    Duration::ZERO
+                }
+                Err(e) => return Err(e),
+            };
             tokio::select! {
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep(pause) => {}
                 command = self.commands.recv() => match command {
                     Some(Command::Stop) | None => return Ok(None),
                     Some(Command::ReplayParked(reply)) => {
@@ -237,8 +322,9 @@ impl Run {
         }
     }
 
-    /// The main loop under a held lease; returns the state it ended in.
-    async fn project(&mut self, lease: &Lease, active: Option<u32>, mut renewal: Renewal) -> Result<RunnerState> {
+    /// The main loop under a held lease.
+    async fn session(&mut self, lease: &Lease, active: Option<u32>, mut renewal: Renewal) -> Result<SessionEnd> {
+        let lost = |reason: &str| Ok(SessionEnd::LeaseLost(reason.to_string()));
         let partitions = self.events.capabilities().partitions;
         let checkpoint = match self.store.checkpoint(&self.key).await? {
             Some(c) if c.partitions() != partitions => {
@@ -252,7 +338,10 @@ impl Run {
             None => Checkpoint::start(partitions),
         };
         if active.is_none() {
-            self.store.activate(lease).await?;
+            match self.store.activate(lease).await {
+                Err(Error::LeaseLost { reason, .. }) => return lost(&reason),
+                other => other?,
+            }
         }
         let rebuilding_over = active.filter(|&a| a < self.key.version());
         let parked = self.store.parked(&self.key).await?.len() as u64;
@@ -281,16 +370,20 @@ impl Run {
                         .borrow()
                         .clone()
                         .unwrap_or_else(|| "the lease could not be renewed".into());
-                    return Err(Error::LeaseLost { projection: self.key.to_string(), token: lease.token, reason });
+                    return lost(&reason);
                 }
                 command = self.commands.recv() => match command {
-                    Some(Command::Stop) | None => return Ok(RunnerState::Stopped),
+                    Some(Command::Stop) | None => return Ok(SessionEnd::Finished(RunnerState::Stopped)),
                     Some(Command::ReplayParked(reply)) => {
                         let result = self.replay_parked(lease).await;
-                        let lost = matches!(result, Err(Error::LeaseLost { .. }));
+                        let end = match &result {
+                            Err(Error::LeaseLost { reason, .. }) => Some(Ok(SessionEnd::LeaseLost(reason.clone()))),
+                            Err(e) if transient(e) => Some(Err(Error::backend(true, e.to_string()))),
+                            _ => None,
+                        };
                         let _ = reply.send(result);
-                        if lost {
-                            return Err(Error::LeaseLost { projection: self.key.to_string(), token: lease.token, reason: "commit refused".into() });
+                        if let Some(end) = end {
+                            return end;
                         }
                     }
                 },
@@ -298,7 +391,7 @@ impl Run {
                     next_check = tokio::time::Instant::now() + check_every;
                     if self.superseded().await? {
                         info!("a newer version is active; stepping down");
-                        return Ok(RunnerState::Superseded);
+                        return Ok(SessionEnd::Finished(RunnerState::Superseded));
                     }
                     if let Some(old) = old_version {
                         if self.status.borrow().state == RunnerState::Live && self.drop_old(old).await? {
@@ -308,11 +401,12 @@ impl Run {
                     self.update_lag().await;
                 }
                 message = subscription.next() => match message {
-                    None => return Ok(RunnerState::Stopped),
+                    None => return Ok(SessionEnd::Finished(RunnerState::Stopped)),
                     Some(Err(e)) => return Err(e),
                     Some(Ok(SubscriptionMessage::Events { events, checkpoint })) => {
-                        if let PageEnd::Stopped(e) = self.apply_page(lease, events, checkpoint).await? {
-                            return Err(e);
+                        match self.apply_page(lease, events, checkpoint).await {
+                            Err(Error::LeaseLost { reason, .. }) => return lost(&reason),
+                            other => other?,
                         }
                     }
                     Some(Ok(SubscriptionMessage::CaughtUp { .. })) => {
@@ -320,7 +414,10 @@ impl Run {
                         if let Some(old) = rebuilding_over {
                             // A rebuild that caught up becomes the active version.
                             if self.store.active_version(self.key.projection()).await? == Some(old) {
-                                self.store.activate(lease).await?;
+                                match self.store.activate(lease).await {
+                                    Err(Error::LeaseLost { reason, .. }) => return lost(&reason),
+                                    other => other?,
+                                }
                                 info!(old, "rebuild caught up; now the active version");
                             }
                         }
@@ -366,28 +463,21 @@ impl Run {
         };
         match self.events.head().await {
             Ok(head) => {
-                let lag: Vec<u64> = checkpoint
-                    .positions()
-                    .map(|from| self.events.distance(from, head.next(from.partition)))
-                    .collect();
+                let lag = lag(self.events.as_ref(), &checkpoint, &head);
                 self.status.send_modify(|s| s.lag = lag);
             }
             Err(e) => debug!(error = %e, "could not read the log's head for the lag"),
         }
     }
 
-    /// Applies a page and commits it with `checkpoint`.
-    async fn apply_page(
-        &mut self,
-        lease: &Lease,
-        events: Vec<RecordedEvent>,
-        checkpoint: Checkpoint,
-    ) -> Result<PageEnd> {
+    /// Applies a page (events of one partition) and commits it with `checkpoint`; the
+    /// handler's error when the policy stops the runner at an event.
+    async fn apply_page(&mut self, lease: &Lease, events: Vec<RecordedEvent>, checkpoint: Checkpoint) -> Result<()> {
         let mut batch = Batch::new(Arc::clone(&self.store), self.key.clone());
         let mut applied = 0u64;
         let mut parked = 0u64;
         for event in &events {
-            match self.apply_one(&mut batch, event, None).await? {
+            match self.apply_one(&mut batch, event).await? {
                 Ok(()) => applied += 1,
                 Err((error, attempts)) => match self.options.errors.then {
                     OnFailure::Park => {
@@ -396,7 +486,8 @@ impl Run {
                         parked += 1;
                     }
                     OnFailure::Stop => {
-                        // Everything before the event is committed; the checkpoint stops at it.
+                        // Everything before the event is committed; the checkpoint stops at it
+                        // (a page holds the events of one partition).
                         let mut at = self
                             .status
                             .borrow()
@@ -409,12 +500,12 @@ impl Run {
                             s.checkpoint = Some(at);
                             s.applied += applied;
                         });
-                        return Ok(PageEnd::Stopped(Error::Handler {
+                        return Err(Error::Handler {
                             projection: self.key.to_string(),
                             position: event.position,
                             event_type: event.event_type.clone(),
                             source: error,
-                        }));
+                        });
                     }
                 },
             }
@@ -430,24 +521,31 @@ impl Run {
             s.events_per_sec = rate;
         });
         self.update_lag().await;
-        Ok(PageEnd::Done)
+        Ok(())
     }
 
     /// Runs the handler on one event with the error policy's retries. The outer `Result` is a
-    /// store failure (the runner stops); the inner one is the handler's last error.
+    /// store failure (the session ends); the inner one is the handler's last error and how
+    /// many times it was tried. A handler that panics or runs past its timeout fails like one
+    /// that returns an error.
     async fn apply_one(
         &mut self,
         batch: &mut Batch,
         event: &RecordedEvent,
-        replay_of: Option<Position>,
     ) -> Result<std::result::Result<(), (BoxError, u32)>> {
         let policy = self.options.errors;
+        let timeout = self.options.handler_timeout;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
             let result = {
-                let mut view = batch.view(&mut self.cache, event.position, replay_of);
-                self.projection.apply(event, &mut view).await
+                let mut view = batch.view(&mut self.cache, event.position);
+                let apply = AssertUnwindSafe(self.projection.apply(event, &mut view)).catch_unwind();
+                match tokio::time::timeout(timeout, apply).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(panic)) => Err(format!("the handler panicked: {}", panic_message(panic.as_ref())).into()),
+                    Err(_) => Err(format!("the handler did not finish within {timeout:?}").into()),
+                }
             };
             let error = match result {
                 Ok(()) => return Ok(Ok(())),
@@ -456,14 +554,16 @@ impl Run {
             batch.rollback_event();
             // A store that failed under the handler is not a poison event: wait and retry.
             if let Some(store_error) = error.downcast_ref::<Error>() {
-                if store_error.is_retryable() {
-                    warn!(error = %store_error, "the view store failed under the handler; retrying");
-                    tokio::time::sleep(policy.pause(attempts)).await;
+                if transient(store_error) {
+                    attempts -= 1;
+                    self.retry_after("reading a view document", store_error).await;
                     continue;
                 }
             }
-            self.status
-                .send_modify(|s| s.last_error = Some(format!("{} at {}: {error}", event.event_type, event.position)));
+            self.status.send_modify(|s| {
+                s.last_error = Some(format!("{} at {}: {error}", event.event_type, event.position));
+                s.error_position = Some(event.position);
+            });
             if attempts > policy.retries {
                 return Ok(Err((error, attempts)));
             }
@@ -471,8 +571,8 @@ impl Run {
         }
     }
 
-    /// Commits a batch, retrying while the store's failure is transient; a lost lease ends the
-    /// runner.
+    /// Commits a batch, sending it again while the store's failure is transient (a commit is
+    /// applied once however often it is sent); a lost lease ends the session.
     async fn commit(
         &mut self,
         lease: &Lease,
@@ -481,23 +581,17 @@ impl Run {
         replayed: Vec<Position>,
     ) -> Result<()> {
         let commit = batch.commit(checkpoint.clone(), replayed);
-        let mut attempt = 0u32;
         loop {
-            attempt += 1;
             match self.store.commit(lease, commit.clone()).await {
                 Ok(()) => break,
-                Err(e) if e.is_retryable() => {
-                    // Commits are idempotent (whole documents, the same checkpoint), so a
-                    // commit whose reply was lost can be sent again.
-                    warn!(error = %e, attempt, "commit failed; retrying");
-                    tokio::time::sleep(self.options.errors.pause(attempt)).await;
-                }
+                Err(e) if transient(&e) => self.retry_after("committing", &e).await,
                 Err(e) => {
                     self.cache.clear();
                     return Err(e);
                 }
             }
         }
+        self.status.send_modify(|s| s.retry_attempts = 0);
         batch.settle(&mut self.cache);
         Ok(())
     }
@@ -508,14 +602,13 @@ impl Run {
         let mut replayed = 0;
         for p in &parked {
             let page = self.events.read_all(p.position, 1, &EventFilter::all()).await?;
+            let mut batch = Batch::new(Arc::clone(&self.store), self.key.clone());
             let Some(event) = page.events.into_iter().find(|e| e.position == p.position) else {
                 // The event is gone (its stream was truncated or deleted): nothing to apply.
-                let batch = Batch::new(Arc::clone(&self.store), self.key.clone());
                 self.commit(lease, batch, None, vec![p.position]).await?;
                 continue;
             };
-            let mut batch = Batch::new(Arc::clone(&self.store), self.key.clone());
-            match self.apply_one(&mut batch, &event, Some(p.position)).await? {
+            match self.apply_one(&mut batch, &event).await? {
                 Ok(()) => {
                     self.commit(lease, batch, None, vec![p.position]).await?;
                     replayed += 1;
@@ -527,4 +620,12 @@ impl Run {
         self.status.send_modify(|s| s.parked = left);
         Ok(replayed)
     }
+}
+
+/// How far `checkpoint` is behind `head`, per partition.
+pub(super) fn lag(events: &dyn EventStore, checkpoint: &Checkpoint, head: &Checkpoint) -> Vec<u64> {
+    checkpoint
+        .positions()
+        .map(|from| events.distance(from, head.next(from.partition)))
+        .collect()
 }

@@ -10,7 +10,8 @@ use crate::projection::store::ViewKey;
 pub enum RunnerState {
     /// Reading its checkpoint.
     Starting,
-    /// Another runner holds the lease; this one waits to take over.
+    /// Another runner holds the lease (or took it over from this one); this one waits to take
+    /// over.
     WaitingForLease,
     /// Reading past events.
     CatchingUp,
@@ -20,7 +21,9 @@ pub enum RunnerState {
     Stopped,
     /// A newer version became active; this one stopped.
     Superseded,
-    /// Stopped on an error (see [`ProjectionStatus::last_error`]).
+    /// Ended on an error it cannot ride out (see [`ProjectionStatus::last_error`]): a handler
+    /// that kept failing under the `Stop` policy, stored data it cannot trust, a bad
+    /// configuration, a panic of the runner itself.
     Failed,
 }
 
@@ -40,8 +43,13 @@ pub struct ProjectionStatus {
     pub applied: u64,
     /// Recent throughput.
     pub events_per_sec: f64,
-    /// The last error (a handler's, a commit's, a lost lease).
+    /// The last error (a handler's, a store's, a lost lease), kept after the runner recovered.
     pub last_error: Option<String>,
+    /// The position of the last event a handler failed on (with the error in `last_error`).
+    pub error_position: Option<crate::event::Position>,
+    /// Failed attempts of the store operation the runner is retrying now (0 once it
+    /// succeeded): a store outage shows here while the runner waits it out.
+    pub retry_attempts: u32,
     /// Events parked by this projection version.
     pub parked: u64,
     /// The fencing token of the lease it holds.
@@ -49,6 +57,23 @@ pub struct ProjectionStatus {
 }
 
 impl ProjectionStatus {
+    /// The status of a runner that has not read its checkpoint yet.
+    pub(super) fn starting(key: ViewKey) -> Self {
+        Self {
+            key,
+            state: RunnerState::Starting,
+            checkpoint: None,
+            lag: Vec::new(),
+            applied: 0,
+            events_per_sec: 0.0,
+            last_error: None,
+            error_position: None,
+            retry_attempts: 0,
+            parked: 0,
+            token: None,
+        }
+    }
+
     /// The lag over all partitions.
     pub fn total_lag(&self) -> u64 {
         self.lag.iter().sum()

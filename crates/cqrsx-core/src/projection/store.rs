@@ -1,5 +1,5 @@
 //! The [`CheckpointStore`] trait a backend implements for projections: checkpoints, leases with
-//! fencing tokens, the views' documents and their atomic (or guarded) commit, dead letters.
+//! fencing tokens, the views' documents and their atomic commit, dead letters.
 
 use std::fmt;
 use std::sync::Arc;
@@ -77,17 +77,6 @@ pub struct Lease {
     pub token: u64,
 }
 
-/// A view document as the runner reads it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ViewDoc {
-    /// The document (a JSON object); `None` for a deleted document whose store keeps the
-    /// position of its deletion.
-    pub data: Option<Value>,
-    /// The position of the last event applied to it, where the store keeps one (stores whose
-    /// commits are not atomic guard each document by it).
-    pub applied: Option<Position>,
-}
-
 /// One change to a view document, made while applying the event at `position`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewWrite {
@@ -95,10 +84,9 @@ pub struct ViewWrite {
     pub id: String,
     /// What happens to it.
     pub change: ViewChange,
-    /// The event that made the change.
+    /// The event that made the change (for the store's traces; a commit is applied whole, so
+    /// no store needs it to decide anything).
     pub position: Position,
-    /// For a replay of a parked event: its position, so that the replay is applied once.
-    pub replay_of: Option<Position>,
 }
 
 /// What a [`ViewWrite`] does.
@@ -181,36 +169,48 @@ impl Commit {
     }
 }
 
-/// What a checkpoint store guarantees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CheckpointCapabilities {
-    /// A commit's view changes, dead letters and checkpoint land together or not at all (one
-    /// lock in memory, one script on Redis). When false (MongoDB without transactions), every
-    /// view document carries the position of the last event applied to it, each write is
-    /// guarded by it, and the checkpoint is written after the documents: a commit cut short is
-    /// repeated on restart and the guard drops what was already applied.
-    pub atomic_commit: bool,
+/// The shortest lease a store grants.
+pub const MIN_LEASE_TTL: Duration = Duration::from_millis(100);
+/// The longest lease a store grants (a day: a runner renews it every third of it).
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Checks a lease TTL before anything is sent: [`MIN_LEASE_TTL`] to [`MAX_LEASE_TTL`].
+pub fn validate_lease_ttl(ttl: Duration) -> Result<()> {
+    if !(MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&ttl) {
+        return Err(Error::InvalidInput(format!(
+            "a lease TTL must be between {MIN_LEASE_TTL:?} and {} h, got {ttl:?}",
+            MAX_LEASE_TTL.as_secs() / 3600
+        )));
+    }
+    Ok(())
 }
 
 /// Where projections keep their state, served by every backend: checkpoints, leases with
 /// fencing tokens, the view documents, dead letters, and which version of a projection is the
 /// active one.
 ///
-/// Contract (the conformance suite checks it):
-/// - [`CheckpointStore::acquire`] grants a lease to one owner at a time; an owner that holds it
-///   (or held it, and it expired unclaimed) gets it again at once with a larger token; another
-///   owner gets it only after it expired. [`CheckpointStore::renew`] and
-///   [`CheckpointStore::commit`] fail with [`Error::LeaseLost`] once a larger token was given.
-/// - [`CheckpointStore::commit`] writes view changes, parks and unparks events and moves the
-///   checkpoint, all fenced by the lease; see [`CheckpointCapabilities::atomic_commit`] for how
-///   a cut-short commit is recovered. The checkpoint is never written ahead of the documents.
-/// - Documents written through a commit are what [`CheckpointStore::view`] reads.
+/// Contract (the conformance suite and the fault suite check it, in raw storage too):
+/// - **Leases.** [`CheckpointStore::acquire`] grants a lease to one owner at a time; an owner
+///   that holds it (or held it, and it expired unclaimed) gets it again at once with a larger
+///   token; another owner gets it only after it expired or was released. TTLs outside
+///   [`MIN_LEASE_TTL`]..=[`MAX_LEASE_TTL`] are refused with [`Error::InvalidInput`] before
+///   anything is sent.
+/// - **Fencing.** Once a larger token was granted, everything the older lease sends is refused
+///   with [`Error::LeaseLost`] and changes nothing: no view document, no dead letter, no
+///   checkpoint, no active version — whatever the older holder had in flight.
+/// - **Atomic commits.** A [`CheckpointStore::commit`] — view changes, dead letters, the
+///   checkpoint, an activation — lands whole or not at all, as seen by the runner that holds
+///   the lease next: a store that cannot write it in one step (MongoDB without transactions)
+///   writes it first as one record and completes a cut-short commit in `acquire`, before the
+///   new holder reads anything. The stored checkpoint is never ahead of the view documents.
+///   A commit may be sent again after an error whose outcome is unknown: it is applied once.
+/// - Documents written through a commit are what [`CheckpointStore::get`] and
+///   [`CheckpointStore::view`] read.
 #[async_trait]
 pub trait CheckpointStore: Send + Sync {
-    /// What this store guarantees.
-    fn capabilities(&self) -> CheckpointCapabilities;
-
     /// Takes the lease of `key` for `owner` for `ttl`, or `None` while another owner holds it.
+    /// The lease it returns fences every older one, and the state it guards is complete: a
+    /// commit an older holder had in flight is either whole or gone.
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>>;
 
     /// Extends a held lease by `ttl`; [`Error::LeaseLost`] when it was taken over.
@@ -223,11 +223,11 @@ pub trait CheckpointStore: Send + Sync {
     /// The stored checkpoint of `key`, if it has one.
     async fn checkpoint(&self, key: &ViewKey) -> Result<Option<Checkpoint>>;
 
-    /// A view document, with the position of the last event applied to it where kept; `None`
-    /// when the store knows nothing of it.
-    async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<ViewDoc>>;
+    /// A live view document; `None` when there is none (never written, deleted or expired).
+    async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<Value>>;
 
-    /// Stores a commit under `lease`; [`Error::LeaseLost`] when the lease was taken over.
+    /// Stores a commit under `lease`, whole or not at all; [`Error::LeaseLost`] (and nothing
+    /// written) when the lease was taken over.
     async fn commit(&self, lease: &Lease, commit: Commit) -> Result<()>;
 
     /// The parked events of `key`, oldest position first.
@@ -236,7 +236,8 @@ pub trait CheckpointStore: Send + Sync {
     /// The version of `projection` that readers use, once one was activated.
     async fn active_version(&self, projection: &str) -> Result<Option<u32>>;
 
-    /// Makes the lease's version the active one (never moves back to a lower version).
+    /// Makes the lease's version the active one (never moves back to a lower version); fenced
+    /// like a commit.
     async fn activate(&self, lease: &Lease) -> Result<()>;
 
     /// Removes a version's documents, checkpoint and dead letters (after a newer one took over).

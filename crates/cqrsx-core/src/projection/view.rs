@@ -1,7 +1,7 @@
 //! [`View`]: what a projection handler reads and changes. Changes are staged in a [`Batch`]
 //! and reach the store in one commit with the checkpoint after them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,6 @@ pub const MAX_VIEW_DOCUMENT_BYTES: usize = 15 * 1024 * 1024;
 #[derive(Debug, Clone)]
 struct Known {
     data: Option<Value>,
-    applied: Option<Position>,
     expires: Option<Instant>,
 }
 
@@ -41,7 +40,6 @@ impl Known {
 struct Staged {
     change: ViewChange,
     position: Position,
-    replay_of: Option<Position>,
 }
 
 /// The documents a runner knows, shared by its batches: one runner holds the lease, so what it
@@ -78,43 +76,30 @@ impl DocCache {
 pub(crate) struct Batch {
     store: Arc<dyn CheckpointStore>,
     key: ViewKey,
-    atomic: bool,
     staged: HashMap<String, Staged>,
     parked: Vec<ParkedEvent>,
-    /// Documents whose stored `applied` position the batch read before changing them.
-    read: HashSet<String>,
     /// The staged state of each document before the current event, to undo a failed handler.
     undo: Vec<(String, Option<Staged>)>,
 }
 
 impl Batch {
     pub(crate) fn new(store: Arc<dyn CheckpointStore>, key: ViewKey) -> Self {
-        let atomic = store.capabilities().atomic_commit;
         Self {
             store,
             key,
-            atomic,
             staged: HashMap::new(),
             parked: Vec::new(),
-            read: HashSet::new(),
             undo: Vec::new(),
         }
     }
 
     /// A view on the batch for the handler of the event at `position`.
-    pub(crate) fn view<'a>(
-        &'a mut self,
-        cache: &'a mut DocCache,
-        position: Position,
-        replay_of: Option<Position>,
-    ) -> View<'a> {
+    pub(crate) fn view<'a>(&'a mut self, cache: &'a mut DocCache, position: Position) -> View<'a> {
         self.undo.clear();
         View {
             batch: self,
             cache,
             position,
-            replay_of,
-            skip: HashSet::new(),
         }
     }
 
@@ -142,7 +127,6 @@ impl Batch {
                 id: id.clone(),
                 change: s.change.clone(),
                 position: s.position,
-                replay_of: s.replay_of,
             })
             .collect();
         writes.sort_by(|a, b| a.position.cmp(&b.position).then_with(|| a.id.cmp(&b.id)));
@@ -154,25 +138,18 @@ impl Batch {
         }
     }
 
-    /// After a successful commit: what the store now holds goes into the cache. Where commits
-    /// are guarded rather than atomic, a document written without being read first may have
-    /// been refused by its guard (a repeat after a crash), so it is forgotten instead.
+    /// After a successful commit: what the store now holds goes into the cache (a commit lands
+    /// whole, and this runner is the only writer while it holds the lease).
     pub(crate) fn settle(self, cache: &mut DocCache) {
         let now = Instant::now();
         for (id, staged) in self.staged {
-            if !self.atomic && !self.read.contains(&id) {
-                cache.docs.remove(&id);
-                continue;
-            }
             let known = match staged.change {
                 ViewChange::Put { data, ttl } => Known {
                     data: Some(data),
-                    applied: Some(staged.position),
                     expires: ttl.map(|t| now + t),
                 },
                 ViewChange::Delete => Known {
                     data: None,
-                    applied: Some(staged.position),
                     expires: None,
                 },
             };
@@ -184,17 +161,14 @@ impl Batch {
 /// The view documents as a projection handler sees them while it applies one event.
 ///
 /// Reads see the changes staged by earlier events of the same batch; changes are staged and
-/// reach the store with the checkpoint after the batch, so a handler that fails leaves nothing
-/// behind. A document's new state must follow from its own current state and the event (the
-/// usual one-document-per-key view): that is what makes a repeat after a crash harmless where
-/// the store guards documents by position.
+/// reach the store together with the checkpoint after the batch, in one commit that lands whole
+/// or not at all; so a handler that fails leaves nothing behind, and after a crash the view
+/// holds exactly the events before the checkpoint. Any document shape works: one document per
+/// stream, one fed by every partition, one global total, documents several event types change.
 pub struct View<'a> {
     batch: &'a mut Batch,
     cache: &'a mut DocCache,
     position: Position,
-    replay_of: Option<Position>,
-    /// Documents that already include this event (stored `applied` at or past it).
-    skip: HashSet<String>,
 }
 
 impl std::fmt::Debug for View<'_> {
@@ -238,24 +212,10 @@ impl View<'_> {
             });
         }
         if !self.cache.docs.contains_key(id) {
-            let doc = self.batch.store.get(&self.batch.key, id).await?;
-            let known = Known {
-                applied: doc.as_ref().and_then(|d| d.applied),
-                data: doc.and_then(|d| d.data),
-                expires: None,
-            };
-            self.cache.insert(id.to_string(), known);
+            let data = self.batch.store.get(&self.batch.key, id).await?;
+            self.cache.insert(id.to_string(), Known { data, expires: None });
         }
-        if !self.batch.read.contains(id) {
-            self.batch.read.insert(id.to_string());
-        }
-        let known = &self.cache.docs[id];
-        if self.replay_of.is_none() && known.applied.is_some_and(|applied| applied >= self.position) {
-            // The store already holds this event's effect on the document (a commit cut short
-            // before its checkpoint): changes to it while applying the event are dropped.
-            self.skip.insert(id.to_string());
-        }
-        Ok(known.live(Instant::now()))
+        Ok(self.cache.docs[id].live(Instant::now()))
     }
 
     /// Inserts or replaces a document.
@@ -287,13 +247,9 @@ impl View<'_> {
             }
             ViewChange::Delete => validate_id("view document id", id)?,
         }
-        if self.skip.contains(id) {
-            return Ok(());
-        }
         let staged = Staged {
             change,
             position: self.position,
-            replay_of: self.replay_of,
         };
         let before = match self.batch.staged.get_mut(id) {
             Some(current) => Some(std::mem::replace(current, staged)),

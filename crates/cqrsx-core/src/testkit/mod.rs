@@ -182,6 +182,7 @@ macro_rules! __conformance_cases {
             projection_poison_event_stops_or_parks,
             projection_rebuild_equals_the_live_view,
             projection_bad_input_is_refused,
+            projection_failing_handlers_are_contained,
             bad_input_catalogue,
         }
     };

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::projection_support::{
-    anomalies, expected_tallies, fast, runner, settle, view_tallies, Dice, TallyProjection, POISON,
+    anomalies, expected_shapes, expected_tallies, fast, runner, settle, shape_ids, view_shapes, view_tallies, Dice,
+    TallyProjection, POISON,
 };
 use super::support::{ev, report, unique};
 use super::Fixture;
@@ -20,9 +21,11 @@ use crate::projection::{
 };
 use crate::stream::{ExpectedVersion, StreamId};
 
-/// Contract 11: while writers append, the runner is aborted at random points (at least 50
-/// times, including mid-commit) and restarted; at the end the view equals the fold of the
-/// events — none skipped, none applied twice.
+/// Contract 11: while writers append (two event types, to streams spread over every
+/// partition), the runner is aborted at random points (at least 50 times, including
+/// mid-commit) and restarted; at the end the view equals the fold of the events — none
+/// skipped, none applied twice — in every document shape: one document per stream, one per
+/// aggregate type, one global total, one per event type.
 pub async fn projection_survives_crashes_without_skips_or_repeats(f: Fixture) {
     let aggregate = unique("Crash");
     let name = unique("crash");
@@ -44,7 +47,10 @@ pub async fn projection_survives_crashes_without_skips_or_repeats(f: Fixture) {
                 let s = &streams[w * 2 + (i % 2) as usize];
                 let n = (1 + i % 3).min(stress.events_per_writer - written);
                 let batch = (0..n)
-                    .map(|k| ev("Tallied", 1 + (w as u64) * 100_000 + i * 10 + k))
+                    .map(|k| {
+                        let kind = if (i + k) % 2 == 0 { "Tallied" } else { "Adjusted" };
+                        ev(kind, 1 + (w as u64) * 100_000 + i * 10 + k)
+                    })
                     .collect();
                 store.append(s, ExpectedVersion::Any, batch).await.expect("append");
                 written += n;
@@ -73,7 +79,7 @@ pub async fn projection_survives_crashes_without_skips_or_repeats(f: Fixture) {
     }
     let handle = runner(&f, Arc::clone(&projection), fast("crash-test"));
     settle(&f, &handle, Duration::from_secs(120)).await;
-    let status = handle.status();
+    let status = handle.status().await;
     if let Err(e) = handle.stop().await {
         panic!("the last runner ended with {e}; its status before the stop: {status:?}");
     }
@@ -81,13 +87,24 @@ pub async fn projection_survives_crashes_without_skips_or_repeats(f: Fixture) {
     let view = view_tallies(&f, &key, &streams).await;
     let (skipped, twice) = anomalies(&view, &fold);
     let total: u64 = fold.values().map(|t| t.count).sum();
+    let shapes = shape_ids(&aggregate, &["Tallied", "Adjusted"]);
+    let shapes_fold = expected_shapes(&f, &streams).await;
+    let shapes_view = view_shapes(&f, &key, &shapes).await;
+    let shapes_off: u64 = shapes_fold
+        .iter()
+        .map(|(id, want)| want.count.abs_diff(shapes_view.get(id).map_or(0, |t| t.count)))
+        .sum();
     report(
         f.label,
-        &format!("crash case: {restarts} restarts, {total} events, skipped {skipped}, applied twice {twice}"),
+        &format!(
+            "crash case: {restarts} restarts, {total} events over {} partitions, skipped {skipped}, applied twice {twice}, shared documents off by {shapes_off}",
+            f.events.capabilities().partitions
+        ),
     );
     assert_eq!(total, WRITERS as u64 * stress.events_per_writer);
     assert_eq!((skipped, twice), (0, 0), "after {restarts} crashes");
     assert_eq!(view, fold, "the view equals the fold");
+    assert_eq!(shapes_view, shapes_fold, "every shared document equals the fold");
     assert_eq!(
         projection.most_inside.load(Ordering::SeqCst),
         1,
@@ -121,7 +138,6 @@ pub async fn projection_lease_admits_one_runner_and_fences_the_stale_one(f: Fixt
             ttl: None,
         },
         position: Position { partition: 0, offset },
-        replay_of: None,
     };
     let mut first = Checkpoint::start(partitions);
     first.advance(Position {
@@ -234,7 +250,7 @@ pub async fn projection_lease_admits_one_runner_and_fences_the_stale_one(f: Fixt
         .await
         .expect("the second runner waits for the lease");
     settle(&f, &first, Duration::from_secs(60)).await;
-    assert_eq!(second.status().applied, 0, "the waiting runner applied nothing");
+    assert_eq!(second.status().await.applied, 0, "the waiting runner applied nothing");
     first.abort();
     let died = Instant::now();
     let _ = first.join().await;
@@ -297,7 +313,7 @@ pub async fn projection_poison_event_stops_or_parks(f: Fixture) {
     let failed = handle
         .wait_for(Duration::from_secs(60), |s| s.state == RunnerState::Failed)
         .await;
-    let status = handle.status();
+    let status = handle.status().await;
     assert!(failed.is_err() || status.state == RunnerState::Failed, "{status:?}");
     assert_eq!(status.state, RunnerState::Failed);
     assert!(
@@ -347,7 +363,7 @@ pub async fn projection_poison_event_stops_or_parks(f: Fixture) {
     assert_eq!(parked[0].position, poison.position);
     assert_eq!(parked[0].attempts, 3, "the first try and two retries");
     assert!(parked[0].error.contains("poison"));
-    assert_eq!(handle.status().parked, 1);
+    assert_eq!(handle.status().await.parked, 1);
     let view = view_tallies(&f, &key, &streams).await;
     assert_eq!(view.get("s0").map(|t| t.count), Some(7), "the rest is applied");
     assert_eq!(view.get("s1").map(|t| (t.count, t.sum)), Some((1, 10)));
@@ -361,7 +377,7 @@ pub async fn projection_poison_event_stops_or_parks(f: Fixture) {
     assert_eq!(handle.replay_parked().await.expect("replay"), 1);
     assert_eq!(handle.replay_parked().await.expect("replay again"), 0, "replayed once");
     assert!(f.checkpoints.parked(&key).await.expect("parked").is_empty());
-    assert_eq!(handle.status().parked, 0);
+    assert_eq!(handle.status().await.parked, 0);
     let view = view_tallies(&f, &key, &streams).await;
     assert_eq!(
         view.get("s1").map(|t| (t.count, t.sum)),
@@ -404,7 +420,7 @@ pub async fn projection_rebuild_equals_the_live_view(f: Fixture) {
     let superseded = v1
         .wait_for(Duration::from_secs(60), |s| s.state == RunnerState::Superseded)
         .await;
-    assert!(superseded.is_ok(), "v1 steps down: {:?}", v1.status());
+    assert!(superseded.is_ok(), "v1 steps down: {:?}", v1.last_status());
     assert_eq!(f.checkpoints.active_version(&name).await.expect("active"), Some(2));
     let (active, _) = f.checkpoints.active_view(&name).await.expect("active view");
     assert_eq!(active, k2);
@@ -533,7 +549,6 @@ pub async fn projection_bad_input_is_refused(f: Fixture) {
         id: String::new(),
         change: ViewChange::Delete,
         position: Position::START,
-        replay_of: None,
     });
     let lease = f
         .checkpoints
@@ -546,4 +561,220 @@ pub async fn projection_bad_input_is_refused(f: Fixture) {
         Err(Error::InvalidInput(_))
     ));
     f.checkpoints.release(&lease).await.expect("release");
+}
+
+/// What [`Misbehaving`] does with the event whose payload is [`POISON`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Misbehaviour {
+    /// Panics.
+    Panics,
+    /// Never returns.
+    Hangs,
+    /// Fails with a transient store error three times, then applies it.
+    FailsTransiently,
+    /// Waits for the gate to open before applying any event.
+    Gated,
+}
+
+/// A projection counting its events in one document, misbehaving on one event.
+struct Misbehaving {
+    name: String,
+    aggregate: String,
+    how: Misbehaviour,
+    tries: AtomicUsize,
+    gate: tokio::sync::Semaphore,
+}
+
+impl Misbehaving {
+    fn new(how: Misbehaviour, aggregate: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: unique("misbehaving"),
+            aggregate: aggregate.to_string(),
+            how,
+            tries: AtomicUsize::new(0),
+            gate: tokio::sync::Semaphore::new(0),
+        })
+    }
+}
+
+#[crate::async_trait]
+impl crate::projection::Projection for Misbehaving {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn filter(&self) -> crate::event::EventFilter {
+        crate::event::EventFilter::aggregate_types([self.aggregate.clone()])
+    }
+
+    async fn apply(
+        &self,
+        event: &crate::event::RecordedEvent,
+        view: &mut crate::projection::View<'_>,
+    ) -> crate::projection::HandlerResult {
+        if self.how == Misbehaviour::Gated {
+            self.gate.acquire().await?.forget();
+        }
+        if super::support::payload_n(&event.payload) == POISON {
+            match self.how {
+                Misbehaviour::Panics => panic!("the handler cannot take event {}", event.position),
+                Misbehaviour::Hangs => std::future::pending::<()>().await,
+                Misbehaviour::FailsTransiently if self.tries.fetch_add(1, Ordering::SeqCst) < 3 => {
+                    return Err(Error::backend(true, "the view store is restarting").into());
+                }
+                _ => {}
+            }
+        }
+        let n = view.get("n").await?.and_then(|d| d["n"].as_u64()).unwrap_or(0);
+        view.put("n", json!({ "n": n + 1 }))?;
+        Ok(())
+    }
+}
+
+/// Contract 13: a handler that panics, hangs or meets a transient store error never ends the
+/// runner silently. A panic or a hang fails the event under the policy — `Stop` ends the runner
+/// `Failed` with the handler's message and the event's position in its status (and `join`
+/// says so), `Park` parks it with that message and goes on; a transient error is retried, shown
+/// in the status, and the event applied once. And contract 14: right after an acknowledged
+/// append, the status read shows its lag.
+pub async fn projection_failing_handlers_are_contained(f: Fixture) {
+    let aggregate = unique("Failing");
+    let stream = StreamId::new(&aggregate, "s").expect("stream");
+    let appended = f
+        .events
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![ev("F", 1), ev("F", POISON), ev("F", 3)],
+        )
+        .await
+        .expect("append");
+    let poison_at = Position {
+        offset: appended.position.offset - 1,
+        ..appended.position
+    };
+    let count = |name: String| {
+        let f = f.clone();
+        async move {
+            let view = f.checkpoints.view(&ViewKey::new(name, 1).expect("key")).expect("view");
+            view.get("n")
+                .await
+                .expect("get")
+                .and_then(|d| d["n"].as_u64())
+                .unwrap_or(0)
+        }
+    };
+    let spawn = |p: Arc<Misbehaving>, options: RunnerOptions| {
+        ProjectionRunner::new(p, Arc::clone(&f.events), Arc::clone(&f.checkpoints))
+            .with_options(options)
+            .spawn()
+            .expect("spawn")
+    };
+    let within = Duration::from_secs(60);
+
+    for how in [Misbehaviour::Panics, Misbehaviour::Hangs] {
+        // Stop: the runner ends Failed, saying why and where.
+        let p = Misbehaving::new(how, &aggregate);
+        let short = Duration::from_millis(300);
+        let handle = spawn(Arc::clone(&p), fast("stopper").handler_timeout(short));
+        handle
+            .wait_for(within, |s| s.ended())
+            .await
+            .unwrap_or_else(|e| panic!("{how:?}: the runner ends: {e}"));
+        let status = handle.status().await;
+        assert_eq!(status.state, RunnerState::Failed, "{how:?}: {status:?}");
+        let message = status.last_error.clone().unwrap_or_default();
+        let expected = if how == Misbehaviour::Panics {
+            "cannot take event"
+        } else {
+            "did not finish"
+        };
+        assert!(message.contains(expected), "{how:?}: {message}");
+        assert_eq!(status.error_position, Some(poison_at), "{how:?}: {status:?}");
+        match handle.join().await {
+            Err(Error::Handler { position, .. }) => assert_eq!(position, poison_at),
+            other => panic!("{how:?}: the runner ends with the handler's error: {other:?}"),
+        }
+        assert_eq!(
+            count(p.name.clone()).await,
+            1,
+            "{how:?}: the event before it is applied"
+        );
+
+        // Park: parked with the message, the rest applied.
+        let p = Misbehaving::new(how, &aggregate);
+        let park = fast("parker").errors(ErrorPolicy {
+            backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            ..ErrorPolicy::park_after(1)
+        });
+        let handle = spawn(Arc::clone(&p), park.handler_timeout(short));
+        let key = ViewKey::new(&p.name, 1).expect("key");
+        handle
+            .wait_until_caught_up(appended.position, within)
+            .await
+            .unwrap_or_else(|e| panic!("{how:?}: the parking runner goes on: {e}"));
+        let parked = f.checkpoints.parked(&key).await.expect("parked");
+        assert_eq!(parked.len(), 1, "{how:?}: {parked:?}");
+        assert_eq!(parked[0].position, poison_at);
+        assert!(parked[0].error.contains(expected), "{how:?}: {}", parked[0].error);
+        assert_eq!(count(p.name.clone()).await, 2, "{how:?}: the rest is applied");
+        let status = handle.status().await;
+        assert_eq!(status.parked, 1, "{status:?}");
+        assert!(!status.ended(), "{status:?}");
+        handle.stop().await.expect("stop");
+    }
+
+    // A transient store error under the handler: retried, shown, applied once.
+    let p = Misbehaving::new(Misbehaviour::FailsTransiently, &aggregate);
+    let handle = spawn(Arc::clone(&p), fast("transient").errors(ErrorPolicy::stop_after(0)));
+    handle
+        .wait_until_caught_up(appended.position, within)
+        .await
+        .expect("a transient error is ridden out");
+    assert_eq!(p.tries.load(Ordering::SeqCst), 4, "three failures, then applied");
+    assert_eq!(count(p.name.clone()).await, 3, "every event applied once");
+    let status = handle.status().await;
+    assert!(
+        status.last_error.as_deref().is_some_and(|e| e.contains("restarting")),
+        "{status:?}"
+    );
+    assert_eq!(
+        status.retry_attempts, 0,
+        "the retries are over once it committed: {status:?}"
+    );
+    handle.stop().await.expect("stop");
+
+    // The lag is true when read: a runner that cannot apply yet shows the append at once.
+    let p = Misbehaving::new(Misbehaviour::Gated, &aggregate);
+    let handle = spawn(Arc::clone(&p), fast("gated"));
+    handle
+        .wait_for(within, |s| s.checkpoint.is_some())
+        .await
+        .expect("the runner starts");
+    let status = handle.status().await;
+    // Events where positions number events; commits where they number commits (MongoDB).
+    assert!(status.total_lag() >= 1, "three events not applied yet: {status:?}");
+    p.gate.add_permits(1_000);
+    handle
+        .wait_until_caught_up(appended.position, within)
+        .await
+        .expect("applies once let through");
+    let more = f
+        .events
+        .append(&stream, ExpectedVersion::Any, vec![ev("F", 5)])
+        .await
+        .expect("append");
+    let status = handle.status().await;
+    let applied = status.checkpoint.as_ref().is_some_and(|c| c.covers(more.position));
+    assert!(
+        applied || status.total_lag() >= 1,
+        "right after an append the lag counts it until it is applied: {status:?}"
+    );
+    handle
+        .wait_until_caught_up(more.position, within)
+        .await
+        .expect("caught up");
+    assert_eq!(handle.status().await.total_lag(), 0);
+    handle.stop().await.expect("stop");
 }

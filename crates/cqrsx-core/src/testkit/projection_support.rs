@@ -32,7 +32,32 @@ pub(super) struct Tally {
     pub(super) gaps: u64,
 }
 
-/// The suite's projection: a [`Tally`] per stream of one aggregate type.
+/// A count and a sum, for the documents that many streams feed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Totals {
+    pub(super) count: u64,
+    pub(super) sum: u64,
+}
+
+impl Totals {
+    fn add(&mut self, n: u64) {
+        self.count += 1;
+        self.sum += n;
+    }
+}
+
+/// The ids of the documents many streams feed: one per aggregate type (fed by every
+/// partition), one global total, one per event type.
+pub(super) fn shape_ids(aggregate: &str, event_types: &[&str]) -> Vec<String> {
+    let mut ids = vec![format!("agg-{aggregate}"), "total".to_string()];
+    ids.extend(event_types.iter().map(|t| format!("type-{t}")));
+    ids
+}
+
+/// The suite's projection over one aggregate type, in several document shapes at once: a
+/// [`Tally`] per stream (changed by every event type), and [`Totals`] per aggregate type,
+/// in one global document, and per event type (see [`shape_ids`]) — documents fed by every
+/// partition of the store, so a guard that loses their updates shows.
 pub(super) struct TallyProjection {
     pub(super) name: String,
     pub(super) version: u32,
@@ -101,6 +126,15 @@ impl Projection for TallyProjection {
             tally.sum += n;
             tally.last = tally.last.max(event.version);
             view.put_model(id, &tally)?;
+            for shape in [
+                format!("agg-{}", event.aggregate_type()),
+                "total".to_string(),
+                format!("type-{}", event.event_type),
+            ] {
+                let mut totals: Totals = view.get_model(&shape).await?.unwrap_or_default();
+                totals.add(n);
+                view.put_model(&shape, &totals)?;
+            }
             Ok(())
         }
         .await
@@ -125,6 +159,36 @@ pub(super) async fn expected_tallies(f: &Fixture, streams: &[StreamId]) -> BTree
                 gaps: 0,
             },
         );
+    }
+    out
+}
+
+/// What the shared documents must hold: the fold over every stream (see [`shape_ids`]).
+pub(super) async fn expected_shapes(f: &Fixture, streams: &[StreamId]) -> BTreeMap<String, Totals> {
+    let mut out: BTreeMap<String, Totals> = BTreeMap::new();
+    for s in streams {
+        for e in f.events.read_stream(s, 1, usize::MAX).await.expect("read stream") {
+            let n = payload_n(&e.payload);
+            for shape in [
+                format!("agg-{}", e.aggregate_type()),
+                "total".to_string(),
+                format!("type-{}", e.event_type),
+            ] {
+                out.entry(shape).or_default().add(n);
+            }
+        }
+    }
+    out
+}
+
+/// The shared documents as the view holds them.
+pub(super) async fn view_shapes(f: &Fixture, key: &ViewKey, ids: &[String]) -> BTreeMap<String, Totals> {
+    let view = f.checkpoints.view(key).expect("view");
+    let mut out = BTreeMap::new();
+    for id in ids {
+        if let Some(t) = view.load_model::<Totals>(id).await.expect("view document") {
+            out.insert(id.clone(), t);
+        }
     }
     out
 }
@@ -180,7 +244,7 @@ pub(super) async fn settle(f: &Fixture, handle: &ProjectionHandle, within: Durat
             .is_some_and(|c| head.positions().all(|p| p.offset <= 1 || c.next(p.partition) >= p))
     };
     if let Err(e) = handle.wait_for(within, covered).await {
-        panic!("the runner did not catch up: {e}; status {:?}", handle.status());
+        panic!("the runner did not catch up: {e}; status {:?}", handle.last_status());
     }
 }
 

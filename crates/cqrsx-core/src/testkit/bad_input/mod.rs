@@ -164,7 +164,6 @@ fn put(id: &str, data: Value, ttl: Option<Duration>) -> Commit {
             id: id.into(),
             change: ViewChange::Put { data, ttl },
             position: Position::START,
-            replay_of: None,
         }],
         ..Commit::default()
     }

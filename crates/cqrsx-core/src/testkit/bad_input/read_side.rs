@@ -12,9 +12,11 @@ use super::{put, Catalogue, Expect, Seeded};
 use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::event::EventFilter;
-use crate::projection::{Lease, ViewKey};
+use crate::event::Position;
+use crate::projection::{Lease, ProjectionRunner, RunnerOptions, ViewKey, MAX_LEASE_TTL, MIN_LEASE_TTL};
 use crate::read_store::MAX_TTL;
 use crate::subscription::{subscribe, SubscriptionOptions};
+use crate::testkit::projection_support::TallyProjection;
 
 pub(super) async fn check(c: &mut Catalogue<'_>, seeded: &Seeded) {
     let f = c.f;
@@ -157,4 +159,103 @@ pub(super) async fn check(c: &mut Catalogue<'_>, seeded: &Seeded) {
         checkpoints.renew(&stale, Duration::from_secs(1)),
     )
     .await;
+
+    // Lease TTLs: refused before anything is sent, and no token moves.
+    let fresh = ViewKey::new(unique("ttl"), 1).expect("key");
+    for (kind, ttl) in [
+        ("lease: zero TTL", Duration::ZERO),
+        (
+            "lease: TTL under the shortest",
+            MIN_LEASE_TTL - Duration::from_millis(1),
+        ),
+        ("lease: TTL over a day", MAX_LEASE_TTL + Duration::from_millis(1)),
+        ("lease: TTL over 100 years", MAX_TTL * 2),
+        ("lease: TTL of Duration::MAX", Duration::MAX),
+    ] {
+        c.check(kind, InvalidInput, checkpoints.acquire(&fresh, "ttl", ttl))
+            .await;
+    }
+    for (kind, ttl) in [
+        ("lease: renew with a zero TTL", Duration::ZERO),
+        ("lease: renew with Duration::MAX", Duration::MAX),
+    ] {
+        c.check(kind, InvalidInput, checkpoints.renew(&lease, ttl)).await;
+    }
+    c.check("lease: refused TTLs moved no token", Valid, async {
+        let granted = checkpoints.acquire(&fresh, "ttl", MIN_LEASE_TTL).await?;
+        let token = granted.as_ref().map(|l| l.token);
+        if let Some(l) = &granted {
+            checkpoints.release(l).await?;
+        }
+        match token {
+            Some(1) => Ok(()),
+            other => Err(Error::InvalidInput(format!(
+                "the first granted token is {other:?}, not 1"
+            ))),
+        }
+    })
+    .await;
+
+    // Runner options and waits.
+    let runner = |options: RunnerOptions| {
+        let projection = Arc::new(TallyProjection::new(&unique("opts"), &seeded.aggregate));
+        ProjectionRunner::new(projection, Arc::clone(&f.events), Arc::clone(&checkpoints)).with_options(options)
+    };
+    c.check("runner: zero handler timeout", InvalidInput, async {
+        runner(RunnerOptions::default().handler_timeout(Duration::ZERO))
+            .spawn()
+            .map(|_| ())
+    })
+    .await;
+    c.check("runner: handler timeout of Duration::MAX", InvalidInput, async {
+        runner(RunnerOptions::default().handler_timeout(Duration::MAX))
+            .spawn()
+            .map(|_| ())
+    })
+    .await;
+    c.check("runner: lease TTL of Duration::MAX", InvalidInput, async {
+        runner(RunnerOptions::default().lease_ttl(Duration::MAX))
+            .spawn()
+            .map(|_| ())
+    })
+    .await;
+    c.check("runner: zero polling pause", InvalidInput, async {
+        runner(RunnerOptions::default().poll_between(Duration::ZERO, Duration::from_millis(5)))
+            .spawn()
+            .map(|_| ())
+    })
+    .await;
+    c.check("runner: page of 10,001 events", InvalidInput, async {
+        runner(RunnerOptions::default().page_size(10_001)).spawn().map(|_| ())
+    })
+    .await;
+    let handle = runner(RunnerOptions::default().owner("waits"))
+        .spawn()
+        .expect("a runner for the waits");
+    let far = Duration::from_secs(3_600);
+    c.check(
+        "wait: a position in a partition the store does not have",
+        InvalidInput,
+        handle.wait_until_caught_up(
+            Position {
+                partition: partitions,
+                offset: 1,
+            },
+            far,
+        ),
+    )
+    .await;
+    c.check(
+        "wait: offset 0",
+        InvalidInput,
+        handle.wait_until_caught_up(
+            Position {
+                partition: 0,
+                offset: 0,
+            },
+            far,
+        ),
+    )
+    .await;
+    handle.stop().await.expect("stop the runner of the waits");
 }

@@ -1,0 +1,775 @@
+//! [`MongoCheckpointStore`]: projection leases, checkpoints, dead letters and views on MongoDB
+//! without transactions — leases are claims inserted under unique ids, and every commit is a
+//! record of a fenced log, applied to the documents after it landed.
+
+mod log;
+
+use std::collections::HashMap;
+use std::future::IntoFuture;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cqrsx_core::projection::{validate_lease_ttl, CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewKey};
+use cqrsx_core::raw::validate_id;
+use cqrsx_core::{Checkpoint, Error, ReadStore, Result};
+use futures::TryStreamExt;
+use mongodb::bson::{self, doc, Bson, DateTime, Document};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, IndexModel};
+use tracing::{debug, instrument};
+
+use crate::client::{MongoClientManager, Tracked};
+use crate::error::{check_write_reply, corrupt, is_duplicate_key};
+use crate::read_store::MongoReadStore;
+use log::{Record, Seq};
+
+/// Projection state on MongoDB.
+///
+/// MongoDB without transactions cannot change two documents atomically, and some MongoDB-wire
+/// servers (FerretDB 1) cannot even compare-and-set one under concurrency; so nothing here
+/// depends on either. What it depends on is that an insert under an `_id` that exists fails,
+/// which every server guarantees.
+///
+/// - **A lease is a claim**: a document inserted under a unique `_id` per fencing token (one
+///   insert wins each token), which only its holder updates afterwards (its expiry).
+/// - **A commit is a log record first.** The holder of token `t` writes its commits as records
+///   `(t, 1)`, `(t, 2)`, … of the projection's log, each inserted under a unique `_id`, then
+///   applies them: every view document, dead letter and the checkpoint document is written
+///   guarded by the commit's sequence number (`_s`), so a record applied twice, or an old
+///   one after a newer one, changes nothing. A commit larger than a record is a group of
+///   records whose last one ends it; a group cut short is never applied.
+/// - **Fencing.** A new holder, in [`CheckpointStore::acquire`], *seals* every older tenure:
+///   it inserts a seal record at the slot after that tenure's last record (checking, after the
+///   insert, that the seal is that tenure's last record), so the older holder's next insert
+///   fails and nothing it sends afterwards lands. Then it applies every complete commit after
+///   the checkpoint (one cut short by a crash), and moves the checkpoint document's sequence
+///   to its own tenure, so no older commit can move it again.
+/// - **The checkpoint** (`cp` document) is written after the documents it covers: a reader
+///   never sees it ahead of the view. A holder removes its own records once applied.
+///
+/// Collections: `<prefix>projections` (claims, the log, checkpoints, active versions, dead
+/// letters) and one collection per projection version's view,
+/// `<prefix>view_<name>_v<version>` (`{_id, d, exp?, _s}`, deleted documents kept as
+/// `{_id, _del: true, _s}` so an older commit cannot bring them back).
+#[derive(Clone)]
+pub struct MongoCheckpointStore {
+    client: MongoClientManager,
+    state: Collection<Document>,
+    tenures: Arc<Mutex<HashMap<(ViewKey, u64), Tenure>>>,
+}
+
+impl std::fmt::Debug for MongoCheckpointStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoCheckpointStore")
+            .field("collection", &self.state.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What this process knows of a lease it holds: the next free slot of its tenure, and a
+/// commit sent whose outcome is not known yet.
+#[derive(Debug, Clone, Default)]
+struct Tenure {
+    owner: String,
+    next: Option<u32>,
+    pending: Option<Pending>,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    id: String,
+    first: u32,
+    commit: Commit,
+    activate: bool,
+}
+
+fn token_of(d: &Document) -> Result<u64> {
+    d.get_i64("token")
+        .ok()
+        .and_then(|t| u64::try_from(t).ok())
+        .ok_or_else(|| corrupt("a projection claim without a token"))
+}
+
+fn lost(lease: &Lease, reason: &str) -> Error {
+    Error::LeaseLost {
+        projection: lease.key.to_string(),
+        token: lease.token,
+        reason: reason.into(),
+    }
+}
+
+fn expiry(ttl: Duration) -> DateTime {
+    let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    DateTime::from_millis(DateTime::now().timestamp_millis().saturating_add(ms))
+}
+
+/// How many times a seal is tried while the older holder keeps writing.
+const SEAL_ATTEMPTS: usize = 1_000;
+
+impl MongoCheckpointStore {
+    /// Projection state in the client's database (collection `<prefix>projections`). Call
+    /// [`MongoCheckpointStore::initialize`] once before first use.
+    pub fn new(client: MongoClientManager) -> Self {
+        let state = client
+            .database()
+            .collection(&client.config().read_model_collection("projections"));
+        Self {
+            client,
+            state,
+            tenures: Arc::default(),
+        }
+    }
+
+    /// Creates the state collection and its index. Idempotent.
+    pub async fn initialize(&self) -> Result<()> {
+        self.client.create_collection(self.state.name()).await?;
+        self.client
+            .create_indexes(
+                self.state.name(),
+                vec![IndexModel::builder()
+                    .keys(doc! { "kind": 1, "p": 1, "v": 1, "token": -1 })
+                    .options(IndexOptions::builder().name("kind_projection".to_string()).build())
+                    .build()],
+            )
+            .await
+    }
+
+    fn view_collection(&self, key: &ViewKey) -> String {
+        self.client
+            .config()
+            .read_model_collection(&format!("view_{}_v{}", key.projection(), key.version()))
+    }
+
+    fn tenure(&self, key: &ViewKey, token: u64) -> Tenure {
+        self.tenures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(key.clone(), token))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn set_tenure(&self, key: &ViewKey, token: u64, tenure: Option<Tenure>) {
+        let mut tenures = self.tenures.lock().unwrap_or_else(PoisonError::into_inner);
+        match tenure {
+            Some(t) => tenures.insert((key.clone(), token), t),
+            None => tenures.remove(&(key.clone(), token)),
+        };
+    }
+
+    /// The newest claim of `key`, if any.
+    async fn latest_claim(&self, key: &ViewKey) -> Result<Option<Document>> {
+        self.client
+            .track(
+                self.state
+                    .find_one(doc! { "kind": "claim", "p": key.projection(), "v": i64::from(key.version()) })
+                    .sort(doc! { "token": -1 })
+                    .into_future(),
+            )
+            .await
+    }
+
+    async fn claim(&self, key: &ViewKey, token: u64) -> Result<Option<Document>> {
+        self.client
+            .track(
+                self.state
+                    .find_one(doc! { "_id": log::claim_id(key, token) })
+                    .into_future(),
+            )
+            .await
+    }
+
+    /// The last record of one tenure (a seal included), if it has any.
+    async fn last_record(&self, key: &ViewKey, tenure: u64) -> Result<Option<Record>> {
+        let (lo, hi) = log::tenure_range(key, tenure);
+        let found = self
+            .client
+            .track(
+                self.state
+                    .find_one(doc! { "_id": { "$gte": lo, "$lt": hi } })
+                    .sort(doc! { "_id": -1 })
+                    .projection(doc! { "w": 0, "pk": 0 })
+                    .into_future(),
+            )
+            .await?;
+        found.map(|d| Record::parse(key, d)).transpose()
+    }
+
+    /// Seals `tenure`: a seal record at the slot after its last record, re-checked after the
+    /// insert to be the last one (the older holder removes its own applied records, so a slot
+    /// below its newest may be free again; a seal there would not stop it). Once the seal is
+    /// the tenure's last record, the holder's next insert is at or below it and fails.
+    async fn seal(&self, key: &ViewKey, tenure: u64, by: u64) -> Result<()> {
+        // Its renewals fail from now on, and write nothing.
+        self.client
+            .track(
+                self.state
+                    .update_one(
+                        doc! { "_id": log::claim_id(key, tenure) },
+                        doc! { "$set": { "superseded": true } },
+                    )
+                    .into_future(),
+            )
+            .await?;
+        let mut last = self.last_record(key, tenure).await?;
+        for _ in 0..SEAL_ATTEMPTS {
+            if last.as_ref().is_some_and(|r| r.is_seal()) {
+                return Ok(());
+            }
+            let slot = last.as_ref().map_or(1, |r| r.seq.slot + 1);
+            let seal = log::seal(key, Seq { tenure, slot }, by);
+            match self.client.track_raw(self.state.insert_one(seal).into_future()).await {
+                Ok(_) => {}
+                Err(Tracked::Driver(e)) if is_duplicate_key(&e) => {}
+                Err(e) => return Err(e.into_error()),
+            }
+            last = self.last_record(key, tenure).await?;
+        }
+        Err(Error::backend(
+            true,
+            format!("the holder of {key} token {tenure} kept writing while it was being fenced"),
+        ))
+    }
+
+    /// Seals every tenure below `token` that is not sealed yet: `token - 1`, and further down
+    /// while a claim says its own claimer did not finish sealing the ones below it.
+    async fn seal_older(&self, key: &ViewKey, token: u64, latest: Option<&Document>) -> Result<()> {
+        let mut tenure = token - 1;
+        let mut claim = latest.cloned();
+        while tenure >= 1 {
+            self.seal(key, tenure, token).await?;
+            let sealed_below = match &claim {
+                Some(c) => c.get_bool("sealed").unwrap_or(false),
+                None => false,
+            };
+            if sealed_below || tenure == 1 {
+                return Ok(());
+            }
+            tenure -= 1;
+            claim = self.claim(key, tenure).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies every complete commit after the checkpoint document's, in order, then moves
+    /// its sequence to `token`'s tenure so that no older commit can move it again.
+    async fn recover(&self, key: &ViewKey, token: u64) -> Result<()> {
+        let cp = self
+            .client
+            .track(self.state.find_one(doc! { "_id": log::cp_id(key) }).into_future())
+            .await?;
+        let applied = cp.as_ref().and_then(|d| d.get_i64("s").ok()).unwrap_or(0);
+        let (lo, hi) = log::log_range(key);
+        let records: Vec<Document> = self
+            .client
+            .track(
+                self.state
+                    .find(doc! { "_id": { "$gte": lo, "$lt": hi } })
+                    .sort(doc! { "_id": 1 })
+                    .into_future(),
+            )
+            .await?
+            .try_collect()
+            .await
+            .map_err(crate::error::backend)?;
+        let mut group: Vec<Record> = Vec::new();
+        let mut redone = 0;
+        for doc in records {
+            let record = Record::parse(key, doc)?;
+            if record.seq.tenure >= token || record.seq.number() <= applied {
+                continue;
+            }
+            if record.is_seal()
+                || group
+                    .first()
+                    .is_some_and(|g| g.group != record.group || g.commit != record.commit)
+            {
+                // A group that did not end was cut short: it was never committed.
+                group.clear();
+            }
+            if record.is_seal() {
+                continue;
+            }
+            let end = record.end;
+            group.push(record);
+            if end {
+                self.apply(key, &group).await?;
+                redone += 1;
+                group.clear();
+            }
+        }
+        if redone > 0 {
+            debug!(projection = %key, redone, "completed commits cut short");
+        }
+        // From here on the checkpoint belongs to this tenure.
+        let own = Seq { tenure: token, slot: 0 }.number();
+        self.set_checkpoint(key, own, None).await?;
+        // Older tenures' records are applied: keep their slots (an older holder retrying an
+        // insert must still find them taken), drop their contents.
+        let (lo, _) = log::log_range(key);
+        let (own_lo, _) = log::tenure_range(key, token);
+        self.client
+            .track(
+                self.state
+                    .update_many(
+                        doc! { "_id": { "$gte": lo, "$lt": own_lo }, "seal": { "$ne": true }, "trimmed": { "$ne": true } },
+                        doc! { "$set": { "w": [], "pk": [], "rp": [], "trimmed": true } },
+                    )
+                    .into_future(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Moves the checkpoint document to `seq` (and `checkpoint`, when given) unless it is
+    /// there or past it already.
+    async fn set_checkpoint(&self, key: &ViewKey, seq: i64, checkpoint: Option<&str>) -> Result<()> {
+        let mut set = doc! { "kind": "cp", "p": key.projection(), "v": i64::from(key.version()), "s": seq };
+        if let Some(c) = checkpoint {
+            set.insert("cp", c);
+        }
+        let mut filter = log::older_than(seq);
+        filter.insert("_id", log::cp_id(key));
+        let update = self
+            .state
+            .update_one(filter, doc! { "$set": set })
+            .upsert(true)
+            .into_future();
+        match self.client.track_raw(update).await {
+            Ok(_) => Ok(()),
+            // The document is past `seq` already.
+            Err(Tracked::Driver(e)) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(e.into_error()),
+        }
+    }
+
+    /// Applies one complete commit (its group of records): the documents, dead letters and
+    /// activation, then the checkpoint. Every write is guarded by the group's sequence, so
+    /// applying it again changes nothing.
+    async fn apply(&self, key: &ViewKey, group: &[Record]) -> Result<()> {
+        let Some(last) = group.last() else {
+            return Ok(());
+        };
+        let seq = last.seq.number();
+        let view = self.view_collection(key);
+        let database = self.client.database();
+        let mut views = Vec::new();
+        let mut state = Vec::new();
+        for record in group {
+            let applied = log::statements(key, &record.doc, seq)?;
+            if !applied.views.is_empty() {
+                views.push(applied.views);
+            }
+            state.extend(applied.state);
+        }
+        let view_writes = futures::future::try_join_all(views.into_iter().map(|updates| {
+            let view = &view;
+            async move {
+                let reply = self
+                    .client
+                    .track(database.run_command(doc! { "update": view, "updates": updates, "ordered": false }))
+                    .await?;
+                // A duplicate key is a guarded upsert whose document is past this commit.
+                check_write_reply(&reply, true)
+            }
+        }));
+        let state_writes = async {
+            if state.is_empty() {
+                return Ok(());
+            }
+            let reply = self
+                .client
+                .track(database.run_command(doc! { "update": self.state.name(), "updates": state, "ordered": false }))
+                .await?;
+            check_write_reply(&reply, true)
+        };
+        let activation = async {
+            if !last.doc.get_bool("act").unwrap_or(false) {
+                return Ok(());
+            }
+            let active = doc! {
+                "_id": log::active_id(key),
+                "kind": "active",
+                "p": key.projection(),
+                "v": i64::from(key.version()),
+            };
+            match self.client.track_raw(self.state.insert_one(active).into_future()).await {
+                Ok(_) => Ok(()),
+                Err(Tracked::Driver(e)) if is_duplicate_key(&e) => Ok(()),
+                Err(e) => Err(e.into_error()),
+            }
+        };
+        let (views, state, activation) = tokio::join!(view_writes, state_writes, activation);
+        views?;
+        state?;
+        activation?;
+        self.set_checkpoint(key, seq, last.doc.get_str("cp").ok()).await
+    }
+
+    /// Inserts a commit's records from `first` on; `LeaseLost` when a slot holds a seal (or
+    /// another commit) instead.
+    async fn insert_records(&self, lease: &Lease, records: &[Document], id: &str) -> Result<()> {
+        for record in records {
+            match self
+                .client
+                .track_raw(self.state.insert_one(record.clone()).into_future())
+                .await
+            {
+                Ok(_) => {}
+                Err(Tracked::Driver(e)) if is_duplicate_key(&e) => {
+                    // Ours, from an earlier try whose reply was lost — or a seal.
+                    let slot = record.get_str("_id").unwrap_or_default();
+                    let found = self
+                        .client
+                        .track(
+                            self.state
+                                .find_one(doc! { "_id": slot })
+                                .projection(doc! { "c": 1 })
+                                .into_future(),
+                        )
+                        .await?;
+                    if found.as_ref().and_then(|d| d.get_str("c").ok()) != Some(id) {
+                        return Err(lost(lease, "a newer lease sealed this one"));
+                    }
+                }
+                Err(e) => return Err(e.into_error()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a commit (or an activation) under `lease`: its records, then their application.
+    /// The same commit sent again after an error goes to the same slots, so it lands once.
+    async fn commit_log(&self, lease: &Lease, commit: Commit, activate: bool) -> Result<()> {
+        let key = &lease.key;
+        let fresh = |first: u32, commit: Commit| Pending {
+            id: cqrsx_core::Uuid::now_v7().simple().to_string(),
+            first,
+            commit,
+            activate,
+        };
+        let known = self.tenure(key, lease.token);
+        let pending = match known {
+            Tenure {
+                next: Some(next),
+                pending: None,
+                ref owner,
+            } if *owner == lease.owner => fresh(next, commit),
+            Tenure {
+                pending: Some(p),
+                ref owner,
+                ..
+            } if *owner == lease.owner && p.commit == commit && p.activate == activate => p,
+            // The lease was taken by another process (or is forged), or an earlier commit's
+            // outcome is unknown: its claim and the tenure's last record say where it stands.
+            Tenure { pending, .. } => {
+                let (claim, last) = tokio::join!(self.claim(key, lease.token), self.last_record(key, lease.token));
+                let granted = claim?.is_some_and(|c| {
+                    c.get_str("owner").ok() == Some(lease.owner.as_str()) && !c.get_bool("superseded").unwrap_or(false)
+                });
+                if !granted {
+                    return Err(lost(lease, "no such lease was granted, or a newer one was"));
+                }
+                let last = last?;
+                if last.as_ref().is_some_and(Record::is_seal) {
+                    self.set_tenure(key, lease.token, None);
+                    return Err(lost(lease, "a newer lease sealed this one"));
+                }
+                if let Some(p) = pending {
+                    if last
+                        .as_ref()
+                        .is_some_and(|r| r.end && r.commit.as_deref() == Some(p.id.as_str()))
+                    {
+                        // It landed though its sender saw an error: it is committed, and is
+                        // applied before anything after it.
+                        self.finish(lease, &p).await?;
+                    }
+                }
+                fresh(last.as_ref().map_or(1, |r| r.seq.slot + 1), commit)
+            }
+        };
+        self.set_tenure(
+            key,
+            lease.token,
+            Some(Tenure {
+                owner: lease.owner.clone(),
+                next: None,
+                pending: Some(pending.clone()),
+            }),
+        );
+        let records = self.finish(lease, &pending).await?;
+        self.set_tenure(
+            key,
+            lease.token,
+            Some(Tenure {
+                owner: lease.owner.clone(),
+                next: Some(pending.first + records),
+                pending: None,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Inserts a pending commit's records and applies them, while this tenure's records before
+    /// them (applied by the commit before) are removed; how many records it has.
+    async fn finish(&self, lease: &Lease, pending: &Pending) -> Result<u32> {
+        let key = &lease.key;
+        let first = Seq {
+            tenure: lease.token,
+            slot: pending.first,
+        };
+        let records = log::encode_commit(key, &pending.commit, pending.activate, &pending.id, first)?;
+        self.insert_records(lease, &records, &pending.id).await?;
+        let group = records
+            .into_iter()
+            .map(|d| Record::parse(key, d))
+            .collect::<Result<Vec<_>>>()?;
+        let cleanup = async {
+            if pending.first == 1 {
+                return Ok(());
+            }
+            // Nothing of this tenure lands past a seal, so no seal is among these.
+            let (lo, _) = log::tenure_range(key, lease.token);
+            let below = log::record_id(key, first);
+            self.client
+                .track(
+                    self.state
+                        .delete_many(doc! { "_id": { "$gte": lo, "$lt": below }, "seal": { "$ne": true } })
+                        .into_future(),
+                )
+                .await
+                .map(|_| ())
+        };
+        let (applied, cleaned) = tokio::join!(self.apply(key, &group), cleanup);
+        applied?;
+        cleaned?;
+        Ok(group.len() as u32)
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for MongoCheckpointStore {
+    #[instrument(level = "debug", skip(self), fields(projection = %key))]
+    async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
+        validate_id("lease owner", owner)?;
+        validate_lease_ttl(ttl)?;
+        let latest = self.latest_claim(key).await?;
+        let token = match &latest {
+            None => 1,
+            Some(claim) => {
+                let held = !claim.get_bool("released").unwrap_or(false)
+                    && claim.get_datetime("expires").is_ok_and(|e| *e > DateTime::now());
+                if held && claim.get_str("owner").ok() != Some(owner) {
+                    return Ok(None);
+                }
+                token_of(claim)? + 1
+            }
+        };
+        let claim = doc! {
+            "_id": log::claim_id(key, token),
+            "kind": "claim",
+            "p": key.projection(),
+            "v": i64::from(key.version()),
+            "token": log::i64_of(token),
+            "owner": owner,
+            "expires": expiry(ttl),
+            "sealed": false,
+        };
+        match self.client.track_raw(self.state.insert_one(claim).into_future()).await {
+            Ok(_) => {}
+            // Another runner claimed this token first.
+            Err(Tracked::Driver(e)) if is_duplicate_key(&e) => return Ok(None),
+            Err(e) => return Err(e.into_error()),
+        }
+        // Fence every older holder, then complete what they left half-done.
+        self.seal_older(key, token, latest.as_ref()).await?;
+        self.recover(key, token).await?;
+        self.client
+            .track(
+                self.state
+                    .update_one(
+                        doc! { "_id": log::claim_id(key, token) },
+                        doc! { "$set": { "sealed": true } },
+                    )
+                    .into_future(),
+            )
+            .await?;
+        self.set_tenure(
+            key,
+            token,
+            Some(Tenure {
+                owner: owner.to_string(),
+                next: Some(1),
+                pending: None,
+            }),
+        );
+        Ok(Some(Lease {
+            key: key.clone(),
+            owner: owner.to_string(),
+            token,
+        }))
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()> {
+        validate_lease_ttl(ttl)?;
+        let own = self.state.update_one(
+            doc! { "_id": log::claim_id(&lease.key, lease.token), "owner": &lease.owner, "superseded": { "$ne": true } },
+            doc! { "$set": { "expires": expiry(ttl) } },
+        );
+        let (newer, renewed) = tokio::join!(
+            self.claim(&lease.key, lease.token + 1),
+            self.client.track(own.into_future())
+        );
+        if newer?.is_some() || renewed?.matched_count == 0 {
+            return Err(lost(lease, "a newer lease was granted"));
+        }
+        Ok(())
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        self.set_tenure(&lease.key, lease.token, None);
+        self.client
+            .track(
+                self.state
+                    .update_one(
+                        doc! {
+                            "_id": log::claim_id(&lease.key, lease.token),
+                            "owner": &lease.owner,
+                            "superseded": { "$ne": true },
+                        },
+                        doc! { "$set": { "released": true } },
+                    )
+                    .into_future(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn checkpoint(&self, key: &ViewKey) -> Result<Option<Checkpoint>> {
+        let found = self
+            .client
+            .track(self.state.find_one(doc! { "_id": log::cp_id(key) }).into_future())
+            .await?;
+        match found.as_ref().map(|d| d.get("cp")) {
+            Some(Some(Bson::String(value))) => value
+                .parse()
+                .map(Some)
+                .map_err(|e| Error::Integrity(format!("the checkpoint of {key} is {value:?}: {e}"))),
+            Some(Some(other)) => Err(corrupt(format!("the checkpoint of {key} is {other}"))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<serde_json::Value>> {
+        validate_id("view document id", id)?;
+        let docs: Collection<Document> = self.client.database().collection(&self.view_collection(key));
+        let Some(d) = self
+            .client
+            .track(docs.find_one(doc! { "_id": id }).into_future())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let live = !d.get_bool("_del").unwrap_or(false) && d.get_datetime("exp").map_or(true, |e| *e > DateTime::now());
+        match (live, d.get_document("d")) {
+            (true, Ok(data)) => Ok(Some(Bson::Document(data.clone()).into_relaxed_extjson())),
+            (true, Err(_)) => Err(corrupt(format!("view document {id} of {key} has no data"))),
+            (false, _) => Ok(None),
+        }
+    }
+
+    #[instrument(level = "debug", skip(self, commit), fields(projection = %lease.key, writes = commit.writes.len()))]
+    async fn commit(&self, lease: &Lease, commit: Commit) -> Result<()> {
+        commit.validate()?;
+        if !self.client.capabilities().nested_arrays {
+            for w in &commit.writes {
+                if let ViewChange::Put { data, .. } = &w.change {
+                    if cqrsx_core::raw::has_nested_arrays(data) {
+                        return Err(crate::read_store::nested(&w.id));
+                    }
+                }
+            }
+        }
+        self.commit_log(lease, commit, false).await
+    }
+
+    async fn parked(&self, key: &ViewKey) -> Result<Vec<ParkedEvent>> {
+        let docs: Vec<Document> = self
+            .client
+            .track(
+                self.state
+                    .find(doc! { "kind": "parked", "p": key.projection(), "v": i64::from(key.version()), "live": true })
+                    .into_future(),
+            )
+            .await?
+            .try_collect()
+            .await
+            .map_err(crate::error::backend)?;
+        let mut parked = docs
+            .into_iter()
+            .map(|d| {
+                bson::from_document::<ParkedEvent>(d)
+                    .map_err(|e| Error::Integrity(format!("a parked event of {key}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        parked.sort_by_key(|p| p.position);
+        Ok(parked)
+    }
+
+    async fn active_version(&self, projection: &str) -> Result<Option<u32>> {
+        ViewKey::new(projection, 1)?;
+        let found = self
+            .client
+            .track(
+                self.state
+                    .find_one(doc! { "kind": "active", "p": projection })
+                    .sort(doc! { "v": -1 })
+                    .into_future(),
+            )
+            .await?;
+        found
+            .map(|d| {
+                d.get_i64("v")
+                    .ok()
+                    .and_then(|v| u32::try_from(v).ok())
+                    .ok_or_else(|| corrupt(format!("the active version of {projection}")))
+            })
+            .transpose()
+    }
+
+    async fn activate(&self, lease: &Lease) -> Result<()> {
+        self.commit_log(lease, Commit::default(), true).await
+    }
+
+    #[instrument(level = "debug", skip(self), fields(projection = %key))]
+    async fn drop_view(&self, key: &ViewKey) -> Result<()> {
+        let view: Collection<Document> = self.client.database().collection(&self.view_collection(key));
+        self.client.track(view.drop().into_future()).await?;
+        // Claims and seals stay: an older holder that wakes up must still find its next slot
+        // sealed and its token outdated.
+        self.client
+            .track(
+                self.state
+                    .delete_many(doc! {
+                        "$or": [
+                            { "kind": { "$in": ["parked", "cp"] }, "p": key.projection(), "v": i64::from(key.version()) },
+                            {
+                                "_id": { "$gte": log::log_range(key).0, "$lt": log::log_range(key).1 },
+                                "seal": { "$ne": true },
+                            },
+                        ],
+                    })
+                    .into_future(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>> {
+        Ok(Arc::new(MongoReadStore::view(
+            self.client.clone(),
+            &self.view_collection(key),
+        )))
+    }
+}
