@@ -11,6 +11,7 @@ mod cleanup;
 mod cmd;
 mod docker;
 mod engine;
+mod faults;
 mod providers;
 mod test;
 
@@ -62,6 +63,19 @@ enum Command {
         #[arg(long)]
         local_engine: bool,
     },
+    /// The fault suite alone: runner processes and servers killed, lease holders frozen,
+    /// failing handlers, on servers of its own (also a group of `test`).
+    Faults {
+        /// Backends to run it on (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values = ["redis", "mongo"])]
+        backend: Vec<Backend>,
+        /// Skip the meta-test (each scenario against a deliberately broken runner or store).
+        #[arg(long)]
+        no_meta: bool,
+    },
+    /// One projection runner process of the fault suite (started by it).
+    #[command(hide = true)]
+    FaultWorker(faults::worker::WorkerArgs),
     /// Benchmarks with same-run baselines; writes target/bench/*.json and target/bench/report.md.
     Bench {
         /// Backends to benchmark (comma-separated).
@@ -92,6 +106,8 @@ fn main() -> ExitCode {
                 local_engine,
             } => test::run(&backend, !no_lint, local_engine).await,
             Command::Bench { backend, quick } => bench::run(&backend, quick).await,
+            Command::Faults { backend, no_meta } => test::faults_alone(&backend, !no_meta).await,
+            Command::FaultWorker(args) => faults::worker::run(args).await,
         }
     });
     drop(runtime);

@@ -81,14 +81,16 @@ impl Provided {
 pub struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(label: &str) -> Result<Self> {
+    /// A fresh directory under `target/xtask-servers`.
+    pub fn new(label: &str) -> Result<Self> {
         let base = cmd::root().join("target").join("xtask-servers");
         let dir = base.join(format!("{label}-{}-{}", std::process::id(), free_port()?));
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         Ok(Self(dir))
     }
 
-    fn path(&self) -> &Path {
+    /// Where it is.
+    pub fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -109,7 +111,7 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// A free port whose cluster bus port (port + 10000) is free too.
-fn free_cluster_port() -> Result<u16> {
+pub fn free_cluster_port() -> Result<u16> {
     for _ in 0..200 {
         let port = free_port()?;
         if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
@@ -274,10 +276,19 @@ pub async fn redis_cluster() -> Result<Provided> {
         )?);
         nodes.push(format!("127.0.0.1:{port}"));
     }
+    create_cluster(&nodes)?;
+    let provider = format!("local 3-master redis cluster {}", nodes.join(","));
+    let env = vec![("CQRSX_TEST_REDIS_CLUSTER_NODES".into(), nodes.join(","))];
+    Ok(Provided::new(provider, env, Guard::Cluster { _nodes: guards }))
+}
+
+/// Makes a cluster of the (empty, cluster-enabled) nodes, three masters and no replicas, and
+/// waits until every node says it is ok.
+pub fn create_cluster(nodes: &[String]) -> Result<()> {
     let cli = cmd::which("redis-cli").ok_or("redis-cli is missing (apt-get install -y redis-tools)")?;
     let output = Command::new(&cli)
         .args(["--cluster", "create"])
-        .args(&nodes)
+        .args(nodes)
         .args(["--cluster-replicas", "0", "--cluster-yes"])
         .stdin(Stdio::null())
         .output()
@@ -288,10 +299,7 @@ pub async fn redis_cluster() -> Result<Provided> {
             String::from_utf8_lossy(&output.stdout)
         ));
     }
-    wait_cluster_ok(&cli, &nodes)?;
-    let provider = format!("local 3-master redis cluster {}", nodes.join(","));
-    let env = vec![("CQRSX_TEST_REDIS_CLUSTER_NODES".into(), nodes.join(","))];
-    Ok(Provided::new(provider, env, Guard::Cluster { _nodes: guards }))
+    wait_cluster_ok(&cli, nodes)
 }
 
 fn wait_cluster_ok(cli: &Path, nodes: &[String]) -> Result<()> {
@@ -410,7 +418,7 @@ async fn mongo_local() -> Result<Provided> {
 }
 
 /// A working FerretDB binary: on PATH, in `~/go/bin`, or built by xtask into `target/tools`.
-fn ferretdb_binary() -> Result<PathBuf> {
+pub fn ferretdb_binary() -> Result<PathBuf> {
     let built = cmd::root().join("target").join("tools").join("ferretdb");
     let home_bin = std::env::var_os("HOME").map(|h| PathBuf::from(h).join("go").join("bin").join("ferretdb"));
     let candidates = [cmd::which("ferretdb"), home_bin, Some(built.clone())];

@@ -421,8 +421,30 @@ pub async fn run(backends: &[Backend], lint_first: bool, local_engine: bool) -> 
             }
         }
     }
+    // The fault suite runs beside the test groups, on servers of its own.
+    let fault_backends: Vec<Backend> = backends.iter().copied().filter(|b| *b != Backend::Memory).collect();
+    let faults = (!fault_backends.is_empty()).then(|| {
+        tokio::spawn(async move {
+            let path = log_dir().join("faults.log");
+            std::fs::create_dir_all(log_dir()).map_err(|e| format!("cannot create the log directory: {e}"))?;
+            let mut log = std::fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            let started = Instant::now();
+            let rows = crate::faults::run(&fault_backends, true, &mut log).await;
+            say(&format!(
+                "--- faults: {} in {:.0} s (log: {})",
+                if rows.as_ref().is_ok_and(|r| r.iter().all(|r| r.counts.clean())) {
+                    "green"
+                } else {
+                    "FAILED"
+                },
+                started.elapsed().as_secs_f64(),
+                path.display()
+            ));
+            rows
+        })
+    });
     say(&format!(
-        "\n=== running {} test groups side by side ===",
+        "\n=== running {} test groups and the fault suite side by side ===",
         planned.iter().map(|p| p.groups.len()).sum::<usize>()
     ));
     let mut handles = Vec::new();
@@ -461,6 +483,21 @@ pub async fn run(backends: &[Backend], lint_first: bool, local_engine: bool) -> 
             }
         }
     }
+    let fault_rows = match faults {
+        Some(task) => match task.await.map_err(|e| format!("fault suite: {e}")).and_then(|r| r) {
+            Ok(rows) => {
+                for r in rows.iter().filter(|r| !r.counts.clean()) {
+                    failures.push(format!("faults, {}: {}", r.backend, r.counts.failures.join("; ")));
+                }
+                rows
+            }
+            Err(e) => {
+                failures.push(format!("fault suite: {e}"));
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
     let notes: Vec<String> = planned
         .iter()
         .flat_map(|p| &p.servers)
@@ -498,6 +535,16 @@ pub async fn run(backends: &[Backend], lint_first: bool, local_engine: bool) -> 
             say(&format!("{:<18}   {line}", ""));
         }
     }
+    if !fault_rows.is_empty() {
+        say("fault suite (runner processes and servers killed, lease holders frozen, failing handlers):");
+        for r in &fault_rows {
+            say(&format!("{:<18} {}", r.backend, r.provider));
+            say(&format!("{:<18}   {}", "", r.summary()));
+            for line in &r.lines {
+                say(&format!("{:<18}     {line}", ""));
+            }
+        }
+    }
     say(&format!("(in {:.0} s)", started.elapsed().as_secs_f64()));
     if failures.is_empty() {
         say("xtask test: all green");
@@ -523,5 +570,28 @@ async fn start_engine() -> Option<LocalEngine> {
             say(&format!("local engine: not set up: {e}"));
             None
         }
+    }
+}
+
+/// `cargo xtask faults`: the fault suite alone, its log on the terminal.
+pub async fn faults_alone(backends: &[Backend], with_meta: bool) -> Result<()> {
+    let started = Instant::now();
+    let mut out = std::io::stdout();
+    let rows = crate::faults::run(backends, with_meta, &mut out).await?;
+    say("\n=== fault suite ===");
+    let mut failed = false;
+    for r in &rows {
+        say(&format!("{:<22} {}", r.backend, r.provider));
+        say(&format!("{:<22} {}", "", r.summary()));
+        for line in &r.lines {
+            say(&format!("{:<22}   {line}", ""));
+        }
+        failed |= !r.counts.clean();
+    }
+    say(&format!("(in {:.0} s)", started.elapsed().as_secs_f64()));
+    if failed {
+        Err("the fault suite found broken guarantees".into())
+    } else {
+        Ok(())
     }
 }

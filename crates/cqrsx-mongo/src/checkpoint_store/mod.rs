@@ -535,7 +535,7 @@ impl MongoCheckpointStore {
             self.client
                 .track(
                     self.state
-                        .delete_many(doc! { "_id": { "$gte": lo, "$lt": below }, "seal": { "$ne": true } })
+                        .delete_many(doc! { "_id": { "$gte": lo, "$lt": below }, "seal": { "$ne": true }, "trimmed": { "$ne": true } })
                         .into_future(),
                 )
                 .await
