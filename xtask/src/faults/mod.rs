@@ -4,6 +4,7 @@
 //! suite kills and starts again; a meta-test shows each scenario failing against a deliberately
 //! broken runner or store.
 
+mod harness;
 mod scenarios;
 mod servers;
 mod target;
@@ -12,7 +13,7 @@ pub mod worker;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use scenarios::{Counts, Size};
+use harness::{Counts, Size};
 use servers::Servers;
 use target::Target;
 use worker::Broken;

@@ -5,6 +5,7 @@
 
 mod handle;
 mod options;
+mod renewal;
 mod runner;
 mod status;
 mod store;

@@ -16,6 +16,7 @@ use crate::event::{EventFilter, Position, RecordedEvent};
 use crate::event_store::EventStore;
 use crate::projection::handle::{Command, ProjectionHandle};
 use crate::projection::options::{OnFailure, RunnerOptions};
+use crate::projection::renewal::Renewal;
 use crate::projection::status::{ProjectionStatus, Rate, RunnerState};
 use crate::projection::store::{CheckpointStore, Lease, ParkedEvent, ViewKey};
 use crate::projection::view::{Batch, DocCache};
@@ -112,38 +113,6 @@ impl ProjectionRunner {
             commands: commands_tx,
             task: Some(task),
         })
-    }
-}
-
-/// Renews a lease every third of its TTL until dropped; reports a loss.
-struct Renewal {
-    task: tokio::task::JoinHandle<()>,
-    lost: watch::Receiver<Option<String>>,
-}
-
-impl Drop for Renewal {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Renewal {
-    fn start(store: Arc<dyn CheckpointStore>, lease: Lease, ttl: Duration) -> Self {
-        let (tx, lost) = watch::channel(None);
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                match store.renew(&lease, ttl).await {
-                    Ok(()) => {}
-                    Err(Error::LeaseLost { .. }) => {
-                        let _ = tx.send(Some(format!("lease of {} was taken over", lease.key)));
-                        return;
-                    }
-                    Err(e) => warn!(error = %e, "could not renew the projection lease; retrying"),
-                }
-            }
-        });
-        Self { task, lost }
     }
 }
 

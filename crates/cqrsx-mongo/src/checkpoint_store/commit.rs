@@ -1,0 +1,218 @@
+//! A commit under a lease: its records inserted in the holder's tenure, then applied with
+//! every write guarded by the commit's sequence number; the same commit sent again lands once.
+
+use std::future::IntoFuture;
+
+use cqrsx_core::projection::{Commit, Lease, ViewKey};
+use cqrsx_core::Result;
+use mongodb::bson::{doc, Document};
+
+use super::log::{self, Record, Seq};
+use super::{lost, MongoCheckpointStore, Pending, Tenure};
+use crate::client::Tracked;
+use crate::error::{check_write_reply, is_duplicate_key};
+
+impl MongoCheckpointStore {
+    /// Applies one complete commit (its group of records): the documents, dead letters and
+    /// activation, then the checkpoint. Every write is guarded by the group's sequence, so
+    /// applying it again changes nothing.
+    pub(super) async fn apply(&self, key: &ViewKey, group: &[Record]) -> Result<()> {
+        let Some(last) = group.last() else {
+            return Ok(());
+        };
+        let seq = last.seq.number();
+        let view = self.view_collection(key);
+        let database = self.client.database();
+        let mut views = Vec::new();
+        let mut state = Vec::new();
+        for record in group {
+            let applied = log::statements(key, &record.doc, seq)?;
+            if !applied.views.is_empty() {
+                views.push(applied.views);
+            }
+            state.extend(applied.state);
+        }
+        let view_writes = futures::future::try_join_all(views.into_iter().map(|updates| {
+            let view = &view;
+            async move {
+                let reply = self
+                    .client
+                    .track(database.run_command(doc! { "update": view, "updates": updates, "ordered": false }))
+                    .await?;
+                // A duplicate key is a guarded upsert whose document is past this commit.
+                check_write_reply(&reply, true)
+            }
+        }));
+        let state_writes = async {
+            if state.is_empty() {
+                return Ok(());
+            }
+            let reply = self
+                .client
+                .track(database.run_command(doc! { "update": self.state.name(), "updates": state, "ordered": false }))
+                .await?;
+            check_write_reply(&reply, true)
+        };
+        let activation = async {
+            if !last.doc.get_bool("act").unwrap_or(false) {
+                return Ok(());
+            }
+            let active = doc! {
+                "_id": log::active_id(key),
+                "kind": "active",
+                "p": key.projection(),
+                "v": i64::from(key.version()),
+            };
+            match self.client.track_raw(self.state.insert_one(active).into_future()).await {
+                Ok(_) => Ok(()),
+                Err(Tracked::Driver(e)) if is_duplicate_key(&e) => Ok(()),
+                Err(e) => Err(e.into_error()),
+            }
+        };
+        let (views, state, activation) = tokio::join!(view_writes, state_writes, activation);
+        views?;
+        state?;
+        activation?;
+        self.set_checkpoint(key, seq, last.doc.get_str("cp").ok()).await
+    }
+
+    /// Inserts a commit's records from `first` on; `LeaseLost` when a slot holds a seal (or
+    /// another commit) instead.
+    pub(super) async fn insert_records(&self, lease: &Lease, records: &[Document], id: &str) -> Result<()> {
+        for record in records {
+            match self
+                .client
+                .track_raw(self.state.insert_one(record.clone()).into_future())
+                .await
+            {
+                Ok(_) => {}
+                Err(Tracked::Driver(e)) if is_duplicate_key(&e) => {
+                    // Ours, from an earlier try whose reply was lost — or a seal.
+                    let slot = record.get_str("_id").unwrap_or_default();
+                    let found = self
+                        .client
+                        .track(
+                            self.state
+                                .find_one(doc! { "_id": slot })
+                                .projection(doc! { "c": 1 })
+                                .into_future(),
+                        )
+                        .await?;
+                    if found.as_ref().and_then(|d| d.get_str("c").ok()) != Some(id) {
+                        return Err(lost(lease, "a newer lease sealed this one"));
+                    }
+                }
+                Err(e) => return Err(e.into_error()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a commit (or an activation) under `lease`: its records, then their application.
+    /// The same commit sent again after an error goes to the same slots, so it lands once.
+    pub(super) async fn commit_log(&self, lease: &Lease, commit: Commit, activate: bool) -> Result<()> {
+        let key = &lease.key;
+        let fresh = |first: u32, commit: Commit| Pending {
+            id: cqrsx_core::Uuid::now_v7().simple().to_string(),
+            first,
+            commit,
+            activate,
+        };
+        let known = self.tenure(key, lease.token);
+        let pending = match known {
+            Tenure {
+                next: Some(next),
+                pending: None,
+                ref owner,
+            } if *owner == lease.owner => fresh(next, commit),
+            Tenure {
+                pending: Some(p),
+                ref owner,
+                ..
+            } if *owner == lease.owner && p.commit == commit && p.activate == activate => p,
+            // The lease was taken by another process (or is forged), or an earlier commit's
+            // outcome is unknown: its claim and the tenure's last record say where it stands.
+            Tenure { pending, .. } => {
+                let (claim, last) = tokio::join!(self.claim(key, lease.token), self.last_record(key, lease.token));
+                let granted = claim?.is_some_and(|c| {
+                    c.get_str("owner").ok() == Some(lease.owner.as_str()) && !c.get_bool("superseded").unwrap_or(false)
+                });
+                if !granted {
+                    return Err(lost(lease, "no such lease was granted, or a newer one was"));
+                }
+                let last = last?;
+                if last.as_ref().is_some_and(Record::is_seal) {
+                    self.set_tenure(key, lease.token, None);
+                    return Err(lost(lease, "a newer lease sealed this one"));
+                }
+                if let Some(p) = pending {
+                    if last
+                        .as_ref()
+                        .is_some_and(|r| r.end && r.commit.as_deref() == Some(p.id.as_str()))
+                    {
+                        // It landed though its sender saw an error: it is committed, and is
+                        // applied before anything after it.
+                        self.finish(lease, &p).await?;
+                    }
+                }
+                fresh(last.as_ref().map_or(1, |r| r.seq.slot + 1), commit)
+            }
+        };
+        self.set_tenure(
+            key,
+            lease.token,
+            Some(Tenure {
+                owner: lease.owner.clone(),
+                next: None,
+                pending: Some(pending.clone()),
+            }),
+        );
+        let records = self.finish(lease, &pending).await?;
+        self.set_tenure(
+            key,
+            lease.token,
+            Some(Tenure {
+                owner: lease.owner.clone(),
+                next: Some(pending.first + records),
+                pending: None,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Inserts a pending commit's records and applies them, while this tenure's records before
+    /// them (applied by the commit before) are removed; how many records it has.
+    pub(super) async fn finish(&self, lease: &Lease, pending: &Pending) -> Result<u32> {
+        let key = &lease.key;
+        let first = Seq {
+            tenure: lease.token,
+            slot: pending.first,
+        };
+        let records = log::encode_commit(key, &pending.commit, pending.activate, &pending.id, first)?;
+        self.insert_records(lease, &records, &pending.id).await?;
+        let group = records
+            .into_iter()
+            .map(|d| Record::parse(key, d))
+            .collect::<Result<Vec<_>>>()?;
+        let cleanup = async {
+            if pending.first == 1 {
+                return Ok(());
+            }
+            // Nothing of this tenure lands past a seal, so no seal is among these.
+            let (lo, _) = log::tenure_range(key, lease.token);
+            let below = log::record_id(key, first);
+            self.client
+                .track(
+                    self.state
+                        .delete_many(doc! { "_id": { "$gte": lo, "$lt": below }, "seal": { "$ne": true }, "trimmed": { "$ne": true } })
+                        .into_future(),
+                )
+                .await
+                .map(|_| ())
+        };
+        let (applied, cleaned) = tokio::join!(self.apply(key, &group), cleanup);
+        applied?;
+        cleaned?;
+        Ok(group.len() as u32)
+    }
+}

@@ -1,0 +1,165 @@
+//! Fencing and recovery: a new lease holder seals every older tenure of the log, so nothing an
+//! older holder sends afterwards lands, and completes the commits they left half-applied.
+
+use std::future::IntoFuture;
+
+use cqrsx_core::projection::ViewKey;
+use cqrsx_core::{Error, Result};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use tracing::debug;
+
+use super::log::{self, Record, Seq};
+use super::{MongoCheckpointStore, SEAL_ATTEMPTS};
+use crate::client::Tracked;
+use crate::error::is_duplicate_key;
+
+impl MongoCheckpointStore {
+    /// Seals `tenure`: a seal record at the slot after its last record, re-checked after the
+    /// insert to be the last one (the older holder removes its own applied records, so a slot
+    /// below its newest may be free again; a seal there would not stop it). Once the seal is
+    /// the tenure's last record, the holder's next insert is at or below it and fails.
+    pub(super) async fn seal(&self, key: &ViewKey, tenure: u64, by: u64) -> Result<()> {
+        // Its renewals fail from now on, and write nothing.
+        self.client
+            .track(
+                self.state
+                    .update_one(
+                        doc! { "_id": log::claim_id(key, tenure) },
+                        doc! { "$set": { "superseded": true } },
+                    )
+                    .into_future(),
+            )
+            .await?;
+        let mut last = self.last_record(key, tenure).await?;
+        for _ in 0..SEAL_ATTEMPTS {
+            if last.as_ref().is_some_and(|r| r.is_seal()) {
+                return Ok(());
+            }
+            let slot = last.as_ref().map_or(1, |r| r.seq.slot + 1);
+            let seal = log::seal(key, Seq { tenure, slot }, by);
+            match self.client.track_raw(self.state.insert_one(seal).into_future()).await {
+                Ok(_) => {}
+                Err(Tracked::Driver(e)) if is_duplicate_key(&e) => {}
+                Err(e) => return Err(e.into_error()),
+            }
+            last = self.last_record(key, tenure).await?;
+        }
+        Err(Error::backend(
+            true,
+            format!("the holder of {key} token {tenure} kept writing while it was being fenced"),
+        ))
+    }
+
+    /// Seals every tenure below `token` that is not sealed yet: `token - 1`, and further down
+    /// while a claim says its own claimer did not finish sealing the ones below it.
+    pub(super) async fn seal_older(&self, key: &ViewKey, token: u64, latest: Option<&Document>) -> Result<()> {
+        let mut tenure = token - 1;
+        let mut claim = latest.cloned();
+        while tenure >= 1 {
+            self.seal(key, tenure, token).await?;
+            let sealed_below = match &claim {
+                Some(c) => c.get_bool("sealed").unwrap_or(false),
+                None => false,
+            };
+            if sealed_below || tenure == 1 {
+                return Ok(());
+            }
+            tenure -= 1;
+            claim = self.claim(key, tenure).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies every complete commit after the checkpoint document's, in order, then moves
+    /// its sequence to `token`'s tenure so that no older commit can move it again.
+    pub(super) async fn recover(&self, key: &ViewKey, token: u64) -> Result<()> {
+        let cp = self
+            .client
+            .track(self.state.find_one(doc! { "_id": log::cp_id(key) }).into_future())
+            .await?;
+        let applied = cp.as_ref().and_then(|d| d.get_i64("s").ok()).unwrap_or(0);
+        let (lo, hi) = log::log_range(key);
+        let records: Vec<Document> = self
+            .client
+            .track(
+                self.state
+                    .find(doc! { "_id": { "$gte": lo, "$lt": hi } })
+                    .sort(doc! { "_id": 1 })
+                    .into_future(),
+            )
+            .await?
+            .try_collect()
+            .await
+            .map_err(crate::error::backend)?;
+        let mut group: Vec<Record> = Vec::new();
+        let mut redone = 0;
+        for doc in records {
+            let record = Record::parse(key, doc)?;
+            if record.seq.tenure >= token || record.seq.number() <= applied {
+                continue;
+            }
+            if record.is_seal()
+                || group
+                    .first()
+                    .is_some_and(|g| g.group != record.group || g.commit != record.commit)
+            {
+                // A group that did not end was cut short: it was never committed.
+                group.clear();
+            }
+            if record.is_seal() {
+                continue;
+            }
+            let end = record.end;
+            group.push(record);
+            if end {
+                self.apply(key, &group).await?;
+                redone += 1;
+                group.clear();
+            }
+        }
+        if redone > 0 {
+            debug!(projection = %key, redone, "completed commits cut short");
+        }
+        // From here on the checkpoint belongs to this tenure.
+        let own = Seq { tenure: token, slot: 0 }.number();
+        self.set_checkpoint(key, own, None).await?;
+        // Older tenures' records are applied: keep their slots (an older holder retrying an
+        // insert must still find them taken), drop their contents.
+        let (lo, _) = log::log_range(key);
+        let (own_lo, _) = log::tenure_range(key, token);
+        self.client
+            .track(
+                self.state
+                    .update_many(
+                        doc! { "_id": { "$gte": lo, "$lt": own_lo }, "seal": { "$ne": true }, "trimmed": { "$ne": true } },
+                        doc! { "$set": { "w": [], "pk": [], "rp": [], "trimmed": true } },
+                    )
+                    .into_future(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Moves the checkpoint document to `seq` (and `checkpoint`, when given) unless it is
+    /// there or past it already.
+    pub(super) async fn set_checkpoint(&self, key: &ViewKey, seq: i64, checkpoint: Option<&str>) -> Result<()> {
+        let mut set = doc! { "kind": "cp", "p": key.projection(), "v": i64::from(key.version()), "s": seq };
+        if let Some(c) = checkpoint {
+            set.insert("cp", c);
+        }
+        let mut filter = log::older_than(seq);
+        filter.insert("_id", log::cp_id(key));
+        let update = self
+            .state
+            .update_one(filter, doc! { "$set": set })
+            .upsert(true)
+            .into_future();
+        match self.client.track_raw(update).await {
+            Ok(_) => Ok(()),
+            // The document is past `seq` already.
+            Err(Tracked::Driver(e)) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(e.into_error()),
+        }
+    }
+}
