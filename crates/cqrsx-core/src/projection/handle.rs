@@ -53,7 +53,7 @@ impl ProjectionHandle {
         let mut status = self.last_status();
         if let Some(checkpoint) = &status.checkpoint {
             if let Ok(head) = self.events.head().await {
-                status.lag = super::runner::lag(self.events.as_ref(), checkpoint, &head);
+                status.lag = super::status::lag(self.events.as_ref(), checkpoint, &head);
             }
         }
         status

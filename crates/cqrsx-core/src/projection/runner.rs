@@ -318,6 +318,8 @@ impl Run {
             s.checkpoint = Some(checkpoint.clone());
             s.parked = parked;
             s.state = RunnerState::CatchingUp;
+            // The stores answer again.
+            s.retry_attempts = 0;
         });
         self.cache = DocCache::new(self.options.cache_docs);
         let options = SubscriptionOptions::default()
@@ -432,7 +434,7 @@ impl Run {
         };
         match self.events.head().await {
             Ok(head) => {
-                let lag = lag(self.events.as_ref(), &checkpoint, &head);
+                let lag = super::status::lag(self.events.as_ref(), &checkpoint, &head);
                 self.status.send_modify(|s| s.lag = lag);
             }
             Err(e) => debug!(error = %e, "could not read the log's head for the lag"),
@@ -589,12 +591,4 @@ impl Run {
         self.status.send_modify(|s| s.parked = left);
         Ok(replayed)
     }
-}
-
-/// How far `checkpoint` is behind `head`, per partition.
-pub(super) fn lag(events: &dyn EventStore, checkpoint: &Checkpoint, head: &Checkpoint) -> Vec<u64> {
-    checkpoint
-        .positions()
-        .map(|from| events.distance(from, head.next(from.partition)))
-        .collect()
 }

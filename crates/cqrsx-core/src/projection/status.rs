@@ -110,3 +110,11 @@ impl Rate {
         self.last = Some(now);
     }
 }
+
+/// How far `checkpoint` is behind `head`, per partition.
+pub(super) fn lag(events: &dyn crate::event_store::EventStore, checkpoint: &Checkpoint, head: &Checkpoint) -> Vec<u64> {
+    checkpoint
+        .positions()
+        .map(|from| events.distance(from, head.next(from.partition)))
+        .collect()
+}
