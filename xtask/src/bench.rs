@@ -374,6 +374,8 @@ pub fn snapshot_strategy(
         SnapshotManager::new(store)
             .with_policy(Always)
             .with_serializer(SnapshotSerializer::new(Format::MessagePack, Compression::ZSTD_DEFAULT))
-            .with_retention(2),
+            .with_retention(cqrsx_snapshot::Retention::Newest(
+                std::num::NonZeroUsize::MIN.saturating_add(1),
+            )),
     )
 }

@@ -1,21 +1,121 @@
 //! [`SnapshotConfig`]: snapshots as configuration (policy, serializer, schema version,
 //! retention); `RepositorySnapshotExt` (in the manager's module) plugs it into any repository.
 
+use std::fmt;
+use std::num::NonZeroUsize;
+
 use cqrsx_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::PolicyConfig;
 use crate::serializer::SnapshotSerializer;
 
-/// Snapshot settings; the same struct configures the in-memory, Redis and Mongo repositories.
+/// How many snapshots of a stream are kept after each new one: every one, or the newest N
+/// (N ≥ 1: a retention of 0 would delete the snapshot just taken, so it cannot be written —
+/// not in code, where N is a [`NonZeroUsize`], nor in the environment or a config file, where
+/// `0` is a [`Error::Config`]; keeping every snapshot is said as `all`).
 ///
 /// ```
-/// use cqrsx_snapshot::{Compression, Format, PolicyConfig, SnapshotConfig, SnapshotSerializer};
+/// use cqrsx_snapshot::Retention;
+/// assert_eq!("all".parse::<Retention>()?, Retention::All);
+/// assert_eq!("3".parse::<Retention>()?, Retention::newest(3)?);
+/// assert!("0".parse::<Retention>().is_err());
+/// assert!(Retention::newest(0).is_err());
+/// # Ok::<(), cqrsx_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Retention {
+    /// Every snapshot is kept.
+    All,
+    /// The newest N are kept; older ones are deleted after each new snapshot.
+    Newest(NonZeroUsize),
+}
+
+impl Retention {
+    /// The newest `n` snapshots; [`Error::Config`] for 0.
+    pub fn newest(n: usize) -> Result<Self> {
+        NonZeroUsize::new(n).map(Retention::Newest).ok_or_else(|| {
+            Error::Config("a snapshot retention of 0 would delete every snapshot: keep at least 1, or all".into())
+        })
+    }
+
+    /// How many to keep, `None` for all.
+    pub fn keep(self) -> Option<usize> {
+        match self {
+            Retention::All => None,
+            Retention::Newest(n) => Some(n.get()),
+        }
+    }
+}
+
+impl Default for Retention {
+    /// The newest 3.
+    fn default() -> Self {
+        Retention::Newest(NonZeroUsize::MIN.saturating_add(2))
+    }
+}
+
+impl fmt::Display for Retention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Retention::All => f.write_str("all"),
+            Retention::Newest(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Retention {
+    type Err = Error;
+
+    /// `all`, or a number of at least 1.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "all" => Ok(Retention::All),
+            n => Retention::newest(
+                n.parse()
+                    .map_err(|_| Error::Config(format!("snapshot retention {s:?}: expected all or a number")))?,
+            ),
+        }
+    }
+}
+
+impl Serialize for Retention {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Retention::All => serializer.serialize_str("all"),
+            Retention::Newest(n) => serializer.serialize_u64(n.get() as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        let parsed = match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => usize::try_from(n)
+                .map_err(|_| Error::Config(format!("snapshot retention {n} is too large")))
+                .and_then(Retention::newest),
+            Raw::Text(s) => s.parse(),
+        };
+        parsed.map_err(serde::de::Error::custom)
+    }
+}
+
+/// Snapshot settings; the same struct configures the in-memory, Redis and Mongo repositories,
+/// and its defaults are [`SnapshotManager`](crate::SnapshotManager)'s.
+///
+/// ```
+/// use cqrsx_snapshot::{Compression, Format, PolicyConfig, Retention, SnapshotConfig, SnapshotSerializer};
 ///
 /// let config = SnapshotConfig::default()
 ///     .with_policy("any(every:100,time:3600)".parse().unwrap())
 ///     .with_serializer(SnapshotSerializer::new(Format::MessagePack, Compression::ZSTD_DEFAULT))
-///     .with_retention(3);
+///     .with_retention(Retention::newest(3).unwrap());
 /// config.validate().unwrap();
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,8 +129,8 @@ pub struct SnapshotConfig {
     pub serializer: SnapshotSerializer,
     /// The schema version of the aggregate state; snapshots of another version are ignored.
     pub schema_version: u32,
-    /// Snapshots kept per stream (`None`: all).
-    pub keep: Option<usize>,
+    /// Snapshots kept per stream.
+    pub retention: Retention,
 }
 
 impl Default for SnapshotConfig {
@@ -40,7 +140,7 @@ impl Default for SnapshotConfig {
             policy: PolicyConfig::default(),
             serializer: SnapshotSerializer::JSON,
             schema_version: 1,
-            keep: Some(3),
+            retention: Retention::default(),
         }
     }
 }
@@ -48,7 +148,8 @@ impl Default for SnapshotConfig {
 impl SnapshotConfig {
     /// Reads `CQRSX_SNAPSHOT_ENABLED` (true/false), `CQRSX_SNAPSHOT_POLICY` (e.g. `every:100`,
     /// `any(every:100,time:3600)`), `CQRSX_SNAPSHOT_SERIALIZER` (e.g. `msgpack+zstd`),
-    /// `CQRSX_SNAPSHOT_SCHEMA_VERSION` and `CQRSX_SNAPSHOT_KEEP` (0: keep all) over the defaults.
+    /// `CQRSX_SNAPSHOT_SCHEMA_VERSION` and `CQRSX_SNAPSHOT_KEEP` (`all`, or a number of at least
+    /// 1; see [`Retention`]) over the defaults.
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
@@ -84,11 +185,9 @@ impl SnapshotConfig {
                 .map_err(|_| Error::Config(format!("CQRSX_SNAPSHOT_SCHEMA_VERSION={v:?}: expected a number")))?;
         }
         if let Some(v) = lookup("CQRSX_SNAPSHOT_KEEP") {
-            let keep: usize = v
-                .trim()
+            config.retention = v
                 .parse()
-                .map_err(|_| Error::Config(format!("CQRSX_SNAPSHOT_KEEP={v:?}: expected a number")))?;
-            config.keep = (keep > 0).then_some(keep);
+                .map_err(|e| Error::Config(format!("CQRSX_SNAPSHOT_KEEP={v:?}: {e}")))?;
         }
         config.validate()?;
         Ok(config)
@@ -120,17 +219,14 @@ impl SnapshotConfig {
         self
     }
 
-    /// Keeps the newest `keep` snapshots per stream.
-    pub fn with_retention(mut self, keep: usize) -> Self {
-        self.keep = Some(keep);
+    /// Keeps `retention` snapshots per stream.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
         self
     }
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
-        if self.keep == Some(0) {
-            return Err(Error::Config("snapshot retention must keep at least 1 snapshot".into()));
-        }
         if let crate::Compression::Zstd { level } = self.serializer.compression {
             if !(1..=22).contains(&level) {
                 return Err(Error::Config(format!("zstd level {level} is outside 1..=22")));
@@ -157,7 +253,7 @@ mod tests {
             ("CQRSX_SNAPSHOT_POLICY", "version:50"),
             ("CQRSX_SNAPSHOT_SERIALIZER", "msgpack+lz4"),
             ("CQRSX_SNAPSHOT_SCHEMA_VERSION", "4"),
-            ("CQRSX_SNAPSHOT_KEEP", "0"),
+            ("CQRSX_SNAPSHOT_KEEP", "all"),
         ]))
         .expect("config");
         assert_eq!(config.policy, PolicyConfig::VersionInterval { interval: 50 });
@@ -165,7 +261,12 @@ mod tests {
             config.serializer,
             SnapshotSerializer::new(Format::MessagePack, Compression::Lz4)
         );
-        assert_eq!((config.schema_version, config.keep, config.enabled), (4, None, true));
+        assert_eq!(
+            (config.schema_version, config.retention, config.enabled),
+            (4, Retention::All, true)
+        );
+        let five = SnapshotConfig::from_lookup(lookup(&[("CQRSX_SNAPSHOT_KEEP", "5")])).expect("config");
+        assert_eq!(five.retention.keep(), Some(5));
         assert_eq!(
             SnapshotConfig::from_lookup(lookup(&[])).expect("defaults"),
             SnapshotConfig::default()
@@ -179,6 +280,7 @@ mod tests {
             ("CQRSX_SNAPSHOT_SERIALIZER", "xml"),
             ("CQRSX_SNAPSHOT_SCHEMA_VERSION", "v2"),
             ("CQRSX_SNAPSHOT_KEEP", "-1"),
+            ("CQRSX_SNAPSHOT_KEEP", "0"),
             ("CQRSX_SNAPSHOT_ENABLED", "maybe"),
         ] {
             let err = SnapshotConfig::from_lookup(lookup(&[(key, value)])).expect_err(key);
@@ -188,7 +290,12 @@ mod tests {
         let zstd = SnapshotConfig::default()
             .with_serializer(SnapshotSerializer::new(Format::Json, Compression::Zstd { level: 40 }));
         assert!(zstd.validate().is_err());
-        assert!(SnapshotConfig::default().with_retention(0).validate().is_err());
+        // Retention 0 has one meaning everywhere: refused (in code it cannot be written).
+        assert!(Retention::newest(0).is_err());
+        assert!("0".parse::<Retention>().is_err());
+        assert!(serde_json::from_str::<SnapshotConfig>(r#"{"retention":0}"#).is_err());
+        let all: SnapshotConfig = serde_json::from_str(r#"{"retention":"all"}"#).expect("all");
+        assert_eq!(all.retention, Retention::All);
     }
 
     #[test]

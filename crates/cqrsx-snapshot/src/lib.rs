@@ -51,7 +51,7 @@ mod serializer;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use config::SnapshotConfig;
+pub use config::{Retention, SnapshotConfig};
 pub use manager::{RepositorySnapshotExt, SnapshotManager, SnapshotStats};
 pub use policy::{
     Adaptive, AllOf, Always, AnyOf, EveryNEvents, FnPolicy, LoadSample, Never, PolicyConfig, SnapshotContext,

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, debug_span, warn, Instrument};
 
-use crate::config::SnapshotConfig;
+use crate::config::{Retention, SnapshotConfig};
 use crate::policy::{EveryNEvents, LoadSample, SnapshotContext, SnapshotPolicy};
 use crate::serializer::SnapshotSerializer;
 
@@ -109,7 +109,7 @@ struct StreamMemory {
 /// use std::sync::Arc;
 /// use cqrsx_core::memory::{InMemoryEventStore, InMemorySnapshotStore};
 /// use cqrsx_core::{Aggregate, Repository};
-/// use cqrsx_snapshot::{Compression, EveryNEvents, Format, SnapshotManager, SnapshotSerializer};
+/// use cqrsx_snapshot::{Compression, EveryNEvents, Format, Retention, SnapshotManager, SnapshotSerializer};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Default, Serialize, Deserialize)]
@@ -127,7 +127,7 @@ struct StreamMemory {
 ///     SnapshotManager::<Counter>::new(Arc::new(InMemorySnapshotStore::new()))
 ///         .with_policy(EveryNEvents(100))
 ///         .with_serializer(SnapshotSerializer::new(Format::MessagePack, Compression::ZSTD_DEFAULT))
-///         .with_retention(2),
+///         .with_retention(Retention::newest(2)?),
 /// );
 /// let repo = Repository::<Counter>::new(Arc::new(InMemoryEventStore::new())).with_snapshots(manager.clone());
 /// let mut counter = repo.create("c-1")?;
@@ -144,7 +144,7 @@ pub struct SnapshotManager<A> {
     policy: Arc<dyn SnapshotPolicy>,
     serializer: SnapshotSerializer,
     schema_version: u32,
-    keep: Option<usize>,
+    retention: Retention,
     counters: Counters,
     streams: Mutex<HashMap<StreamId, StreamMemory>>,
     _aggregate: PhantomData<fn() -> A>,
@@ -156,7 +156,7 @@ impl<A> fmt::Debug for SnapshotManager<A> {
             .field("policy", &self.policy)
             .field("serializer", &self.serializer)
             .field("schema_version", &self.schema_version)
-            .field("keep", &self.keep)
+            .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
 }
@@ -165,14 +165,16 @@ impl<A> SnapshotManager<A>
 where
     A: Aggregate + Serialize + DeserializeOwned,
 {
-    /// A manager over `store`: every 100 events, JSON, schema version 1, no retention limit.
+    /// A manager over `store` with [`SnapshotConfig::default`]'s settings: every 100 events,
+    /// JSON, schema version 1, the newest 3 kept.
     pub fn new(store: Arc<dyn SnapshotStore>) -> Self {
+        let defaults = SnapshotConfig::default();
         Self {
             store,
             policy: Arc::new(EveryNEvents(100)),
-            serializer: SnapshotSerializer::JSON,
-            schema_version: 1,
-            keep: None,
+            serializer: defaults.serializer,
+            schema_version: defaults.schema_version,
+            retention: defaults.retention,
             counters: Counters::default(),
             streams: Mutex::new(HashMap::new()),
             _aggregate: PhantomData,
@@ -182,12 +184,11 @@ where
     /// A manager built from configuration.
     pub fn from_config(store: Arc<dyn SnapshotStore>, config: &SnapshotConfig) -> Result<Self> {
         config.validate()?;
-        let mut manager = Self::new(store)
+        Ok(Self::new(store)
             .with_policy_arc(config.policy.build()?)
             .with_serializer(config.serializer)
-            .with_schema_version(config.schema_version);
-        manager.keep = config.keep;
-        Ok(manager)
+            .with_schema_version(config.schema_version)
+            .with_retention(config.retention))
     }
 
     /// Decides when to snapshot with `policy`.
@@ -214,9 +215,9 @@ where
         self
     }
 
-    /// Keeps the newest `keep` snapshots of a stream after each snapshot (at least 1).
-    pub fn with_retention(mut self, keep: usize) -> Self {
-        self.keep = Some(keep.max(1));
+    /// Keeps `retention` snapshots of a stream after each new one (see [`Retention`]).
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
         self
     }
 
@@ -279,7 +280,7 @@ where
         add(&self.counters.bytes_written, info.size);
         self.remember(stream, |m| m.last_snapshot_at = Some(info.created_at));
         debug!(size = info.size, "snapshot taken");
-        if let Some(keep) = self.keep {
+        if let Some(keep) = self.retention.keep() {
             let pruned = self.store.prune(stream, keep).await?;
             add(&self.counters.pruned, pruned);
         }

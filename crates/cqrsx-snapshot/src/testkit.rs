@@ -19,7 +19,7 @@ pub fn manager_strategy(f: &Fixture) -> Arc<dyn SnapshotStrategy<Counter>> {
                 crate::Format::MessagePack,
                 crate::Compression::ZSTD_DEFAULT,
             ))
-            .with_retention(3),
+            .with_retention(crate::Retention::newest(3).expect("3")),
     )
 }
 
@@ -204,7 +204,7 @@ pub async fn manager_applies_policies_and_retention(f: Fixture) {
     let always = Arc::new(
         SnapshotManager::<Counter>::new(Arc::clone(&f.snapshots))
             .with_policy(Always)
-            .with_retention(2),
+            .with_retention(crate::Retention::newest(2).expect("2")),
     );
     let repo = Repository::<Counter>::new(Arc::clone(&f.events)).with_snapshots(always.clone());
     let id = write_counter(&repo, 12, 3).await;

@@ -72,8 +72,8 @@ async fn main() -> cqrsx_core::Result<()> {
     let plain = Repository::<Account>::new(Arc::clone(&stores.events)).with_content_type(stores.content_type);
     let with_snapshots = plain.clone().with_snapshots(manager.clone());
     println!(
-        "backend: {}; snapshots: {:?}, {}, keep {:?}",
-        stores.name, config.policy, config.serializer, config.keep
+        "backend: {}; snapshots: {:?}, {}, keep {}",
+        stores.name, config.policy, config.serializer, config.retention
     );
 
     let id = format!("acc-{}", cqrsx_core::Uuid::now_v7().simple());
