@@ -3,6 +3,8 @@
 //! - `cargo xtask test` — fmt, clippy, unit tests and the conformance suite on every backend,
 //!   starting (or installing) the servers it needs.
 //! - `cargo xtask bench` — benchmarks, each beside a raw-driver baseline measured in the same run.
+//! - `cargo xtask mongo-engine` — builds (once) and runs FerretDB 2 + DocumentDB, for tests
+//!   pointed at it by hand.
 
 #![allow(clippy::print_stdout)] // a CLI: what it prints is its output
 
@@ -11,6 +13,7 @@ mod cleanup;
 mod cmd;
 mod docker;
 mod engine;
+mod mongo_engine;
 mod providers;
 mod test;
 
@@ -71,6 +74,14 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Builds (once, cached) and starts FerretDB 2 + PostgreSQL + DocumentDB from
+    /// `CQRSX_DOCUMENTDB_SRC`, prints its URI and serves until its standard input closes.
+    MongoEngine {
+        /// Instead of serving: write, SIGKILL PostgreSQL and FerretDB, restart on the same data
+        /// and check that the acknowledged writes are there.
+        #[arg(long)]
+        crash_check: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -92,6 +103,7 @@ fn main() -> ExitCode {
                 local_engine,
             } => test::run(&backend, !no_lint, local_engine).await,
             Command::Bench { backend, quick } => bench::run(&backend, quick).await,
+            Command::MongoEngine { crash_check } => mongo_engine::serve(crash_check).await,
         }
     });
     drop(runtime);
