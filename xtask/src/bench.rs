@@ -232,7 +232,15 @@ pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
     }
     if backends.contains(&Backend::Mongo) {
         say("=== mongo ===");
-        let server = crate::providers::mongo().await?;
+        // FerretDB 2 + DocumentDB, where its sources are named: an index-backed engine, whose
+        // times mean something; else the matrix's own provider.
+        let server = match crate::providers::mongo_engine().await {
+            Ok(server) => server,
+            Err(why) => {
+                say(&format!("mongo: FerretDB 2 + DocumentDB not used: {why}"));
+                crate::providers::mongo().await?
+            }
+        };
         say(&format!("mongo: {}", server.provider));
         let uri = server
             .env
