@@ -232,13 +232,17 @@ pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
     }
     if backends.contains(&Backend::Mongo) {
         say("=== mongo ===");
-        // FerretDB 2 + DocumentDB, where its sources are named: an index-backed engine, whose
-        // times mean something; else the matrix's own provider.
-        let server = match crate::providers::mongo_engine().await {
-            Ok(server) => server,
-            Err(why) => {
-                say(&format!("mongo: FerretDB 2 + DocumentDB not used: {why}"));
-                crate::providers::mongo().await?
+        // CQRSX_MONGO_URI when set; else FerretDB 2 + DocumentDB, where its sources are named
+        // (an index-backed engine, whose times mean something); else the matrix's provider.
+        let server = if std::env::var_os("CQRSX_MONGO_URI").is_some() {
+            crate::providers::mongo().await?
+        } else {
+            match crate::providers::mongo_engine().await {
+                Ok(server) => server,
+                Err(why) => {
+                    say(&format!("mongo: FerretDB 2 + DocumentDB not used: {why}"));
+                    crate::providers::mongo().await?
+                }
             }
         };
         say(&format!("mongo: {}", server.provider));

@@ -53,6 +53,8 @@ const SETTINGS: &str = "\
 max_connections = 300
 shared_preload_libraries = 'pg_cron,pg_documentdb_core,pg_documentdb'
 cron.database_name = 'postgres'
+cron.log_run = off
+cron.log_statement = off
 documentdb.enableUserCrud = true
 fsync = off
 synchronous_commit = on
@@ -1016,6 +1018,16 @@ impl Drop for DocumentDbServer {
     fn drop(&mut self) {
         self.stop();
         if self.remove_on_drop {
+            // The logs outlive the directory, for a run that failed.
+            let logs = cmd::root().join("target").join("xtask-logs");
+            if fs::create_dir_all(&logs).is_ok() {
+                for name in ["postgres.log", "ferretdb.log"] {
+                    let _ = fs::copy(
+                        self.dir.join(name),
+                        logs.join(format!("documentdb-{}-{name}", self.port)),
+                    );
+                }
+            }
             let _ = fs::remove_dir_all(&self.dir);
         }
     }

@@ -6,6 +6,7 @@
 //! DocumentDB (the default server here, an index-backed engine) the times mean something; on
 //! FerretDB 1.x (SQLite) they grow with each collection.
 
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -186,6 +187,50 @@ impl AppendBaseline for RawCommit {
     async fn write(&self, key: &str, batch: &[NewEvent]) -> Result<()> {
         let commit = self.commit(key, batch)?;
         self.collection.insert_one(commit).await.map_err(error)?;
+        Ok(())
+    }
+}
+
+/// The checked commit baseline: what a user of the raw driver would write for the same
+/// guarantees across processes — the stream's head (an indexed `find`) and a position (`$inc`
+/// of a counter) together, then the same commit document into a collection with the same
+/// unique indexes. The same protocol as ours, without our store around it.
+struct RawCheckedCommit {
+    commit: RawCommit,
+    counters: mongodb::Collection<Document>,
+}
+
+#[async_trait]
+impl AppendBaseline for RawCheckedCommit {
+    fn name(&self, _batch: usize) -> String {
+        "head find + $inc, then insert_one of the commit document".into()
+    }
+
+    async fn write(&self, key: &str, batch: &[NewEvent]) -> Result<()> {
+        let head = self
+            .commit
+            .collection
+            .find_one(doc! { "stream": key })
+            .sort(doc! { "v0": -1 })
+            .projection(doc! { "v1": 1 });
+        let position = self
+            .counters
+            .find_one_and_update(doc! { "_id": "raw_position" }, doc! { "$inc": { "n": 1_i64 } })
+            .upsert(true)
+            .return_document(mongodb::options::ReturnDocument::After);
+        let (head, position) = tokio::join!(head.into_future(), position.into_future());
+        let v1 = head.map_err(error)?.and_then(|d| d.get_i64("v1").ok()).unwrap_or(0);
+        let pos = position
+            .map_err(error)?
+            .and_then(|d| d.get_i64("n").ok())
+            .ok_or("the raw counter returned nothing")?;
+        let mut commit = self.commit.commit(key, batch)?;
+        let n = batch.len() as i64;
+        commit.insert("_id", format!("{key}\u{1f}{}", v1 + 1));
+        commit.insert("v0", v1 + 1);
+        commit.insert("v1", v1 + n);
+        commit.insert("pos", -pos);
+        self.commit.collection.insert_one(commit).await.map_err(error)?;
         Ok(())
     }
 }
@@ -565,13 +610,17 @@ pub async fn rows(uri: &str, scale: Scale) -> Result<Section> {
         (None, _) => format!("MongoDB {}", caps.version),
     };
     let raw_commit = Arc::new(RawCommit::new(client.database()).await?);
+    let raw_checked = Arc::new(RawCheckedCommit {
+        commit: RawCommit::new(client.database()).await?,
+        counters: client.database().collection::<Document>("raw_counters"),
+    });
     let subject = Subject {
         backend: "mongo".into(),
         events: store.clone(),
         snapshots: super::snapshot_strategy(Arc::new(MongoSnapshotStore::new(client.clone()))),
         checkpoints: Arc::new(checkpoints),
         baseline: Arc::new(RawInsert { collection: raw }),
-        comparable: vec![raw_commit],
+        comparable: vec![raw_commit, raw_checked],
         run_id: run_id.clone(),
     };
     // FerretDB (SQLite) answers about 15 commands a second here once the collection has a few
