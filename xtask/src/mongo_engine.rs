@@ -313,10 +313,15 @@ fn ensure_packages() -> Result<()> {
     }
     say(&format!("mongo engine: installing {} (apt-get)", missing.join(" ")));
     let started = Instant::now();
-    quiet(Command::new("apt-get").args(["update", "-qq"]), "apt-get update")?;
+    // Other installs of this run (redis-server, docker.io) may hold dpkg's lock: wait for it.
+    let lock = "DPkg::Lock::Timeout=600";
+    quiet(
+        Command::new("apt-get").args(["-o", lock, "update", "-qq"]),
+        "apt-get update",
+    )?;
     quiet(
         Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(["-o", lock, "install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
         "apt-get install",

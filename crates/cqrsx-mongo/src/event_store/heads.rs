@@ -188,20 +188,27 @@ impl Heads {
         if !self.id_docs {
             return Ok(None);
         }
-        // One read by `_id` per id, sent together: FerretDB 1.x evaluates only `_id` equality
-        // in SQL (an `$in` over `_id` scans).
-        let lookups = ids.iter().map(|id| {
-            self.client.track(
-                self.counters
-                    .find_one(doc! { "_id": id_doc_id(stream, id) })
-                    .into_future(),
-            )
-        });
+        // One read by `_id` per id: FerretDB 1.x evaluates only `_id` equality in SQL (an `$in`
+        // over `_id` scans). Sent together, but no more at once than the pool has connections:
+        // each read's timeout starts when it is sent, and a large batch's reads must not wait
+        // for a connection while their clocks run.
+        let parallel = usize::try_from(self.client.config().max_pool_size)
+            .unwrap_or(1)
+            .clamp(1, 16);
         let mut first: Option<u64> = None;
-        for found in join_all(lookups).await {
-            if let Some(d) = found? {
-                let v0 = u64_of(&d, "c")?;
-                first = Some(first.map_or(v0, |f| f.min(v0)));
+        for chunk in ids.chunks(parallel) {
+            let lookups = chunk.iter().map(|id| {
+                self.client.track(
+                    self.counters
+                        .find_one(doc! { "_id": id_doc_id(stream, id) })
+                        .into_future(),
+                )
+            });
+            for found in join_all(lookups).await {
+                if let Some(d) = found? {
+                    let v0 = u64_of(&d, "c")?;
+                    first = Some(first.map_or(v0, |f| f.min(v0)));
+                }
             }
         }
         match first {
