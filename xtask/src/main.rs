@@ -3,6 +3,8 @@
 //! - `cargo xtask test` — fmt, clippy, unit tests and the conformance suite on every backend,
 //!   starting (or installing) the servers it needs.
 //! - `cargo xtask bench` — benchmarks, each beside a raw-driver baseline measured in the same run.
+//! - `cargo xtask mongo-engine` — builds (once) and runs FerretDB 2 + DocumentDB, for tests
+//!   pointed at it by hand.
 
 #![allow(clippy::print_stdout)] // a CLI: what it prints is its output
 
@@ -12,6 +14,7 @@ mod cmd;
 mod docker;
 mod engine;
 mod faults;
+mod mongo_engine;
 mod providers;
 mod test;
 
@@ -85,6 +88,14 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Builds (once, cached) and starts FerretDB 2 + PostgreSQL + DocumentDB from
+    /// `CQRSX_DOCUMENTDB_SRC`, prints its URI and serves until its standard input closes.
+    MongoEngine {
+        /// Instead of serving: write, SIGKILL PostgreSQL and FerretDB, restart on the same data
+        /// and check that the acknowledged writes are there.
+        #[arg(long)]
+        crash_check: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +119,7 @@ fn main() -> ExitCode {
             Command::Bench { backend, quick } => bench::run(&backend, quick).await,
             Command::Faults { backend, no_meta } => test::faults_alone(&backend, !no_meta).await,
             Command::FaultWorker(args) => faults::worker::run(args).await,
+            Command::MongoEngine { crash_check } => mongo_engine::serve(crash_check).await,
         }
     });
     drop(runtime);

@@ -18,6 +18,7 @@ use testcontainers_modules::redis::Redis;
 
 use crate::cmd::{self, say, Result};
 use crate::docker;
+use crate::mongo_engine::{self, DocumentDbServer};
 
 /// Redis image tag for the testcontainers path (the module's default, 5.0, has no Functions).
 pub const REDIS_TAG: &str = "7.4";
@@ -31,10 +32,23 @@ const FERRETDB_VERSION: &str = "v1.24.2";
 
 /// Something that keeps a server alive until dropped.
 enum Guard {
-    Process { child: Child, _dir: TempDir },
-    Cluster { _nodes: Vec<Guard> },
-    RedisContainer { _container: Box<ContainerAsync<Redis>> },
-    MongoContainer { _container: Box<ContainerAsync<Mongo>> },
+    Process {
+        child: Child,
+        _dir: TempDir,
+    },
+    Cluster {
+        _nodes: Vec<Guard>,
+    },
+    RedisContainer {
+        _container: Box<ContainerAsync<Redis>>,
+    },
+    MongoContainer {
+        _container: Box<ContainerAsync<Mongo>>,
+    },
+    /// FerretDB 2 + PostgreSQL + DocumentDB on a data directory of its own (removed with it).
+    Engine {
+        _server: Box<DocumentDbServer>,
+    },
     External,
 }
 
@@ -55,6 +69,9 @@ pub struct Provided {
     pub env: Vec<(String, String)>,
     /// Whether the server is a container (removed with it: no data to clean up).
     pub in_container: bool,
+    /// Whether the server and its data go when it is dropped (a container, or the engine on a
+    /// temporary directory): nothing to clean up.
+    pub disposable: bool,
     /// Why the container path was not taken, when it was not.
     pub no_container: Option<String>,
     _guard: Guard,
@@ -66,6 +83,10 @@ impl Provided {
             provider,
             env,
             in_container: matches!(guard, Guard::RedisContainer { .. } | Guard::MongoContainer { .. }),
+            disposable: matches!(
+                guard,
+                Guard::RedisContainer { .. } | Guard::MongoContainer { .. } | Guard::Engine { .. }
+            ),
             no_container: None,
             _guard: guard,
         }
@@ -343,6 +364,29 @@ pub async fn mongo() -> Result<Provided> {
     };
     say(&format!("mongo: container path not taken: {no_container}"));
     Ok(mongo_local().await?.without_container(Some(no_container)))
+}
+
+/// FerretDB 2 + PostgreSQL + DocumentDB from `CQRSX_DOCUMENTDB_SRC`, built once into the cache
+/// outside the clone and started on free loopback ports with a temporary data directory.
+pub async fn mongo_engine() -> Result<Provided> {
+    let server = tokio::task::spawn_blocking(DocumentDbServer::start_temporary)
+        .await
+        .map_err(|e| format!("the engine's start panicked: {e}"))??;
+    let uri = server.uri();
+    let provider = format!(
+        "local FerretDB {} + PostgreSQL 15 + DocumentDB {} ({})",
+        mongo_engine::FERRETDB_VERSION,
+        uri.trim_start_matches("mongodb://").trim_end_matches('/'),
+        server.build_note()
+    );
+    let env = vec![("CQRSX_TEST_MONGO_URI".to_string(), uri)];
+    Ok(Provided::new(
+        provider,
+        env,
+        Guard::Engine {
+            _server: Box::new(server),
+        },
+    ))
 }
 
 /// `mongo:<MONGO_TAG>` as a single-node replica set through testcontainers, or why not.

@@ -199,6 +199,16 @@ struct Planned {
     servers: Vec<Provided>,
     /// Runs after the group's tests (the servers' test data is removed).
     cleanup: Vec<Cleanup>,
+    /// Rows that could not run, and why.
+    not_run: Vec<NotRun>,
+}
+
+/// A row whose server could not be provided.
+struct NotRun {
+    backend: &'static str,
+    why: String,
+    /// Whether its absence fails the run (the engine row, once its sources are named).
+    required: bool,
 }
 
 /// How to cut a group's results into a summary row.
@@ -208,6 +218,8 @@ struct RowSpec {
     /// The label of the row's fixtures in the cases' reports.
     label: &'static str,
     select: fn(&str) -> bool,
+    /// Lines shown under the row (the capabilities a Mongo row detected).
+    notes: Vec<String>,
 }
 
 enum Cleanup {
@@ -237,10 +249,12 @@ async fn plan(backend: Backend) -> Result<Planned> {
                     provider: "in-process".into(),
                     label: "memory",
                     select: any,
+                    notes: Vec::new(),
                 }],
             )],
             servers: Vec::new(),
             cleanup: Vec::new(),
+            not_run: Vec::new(),
         }),
         Backend::Redis => {
             let standalone = providers::redis_standalone().await?;
@@ -258,12 +272,14 @@ async fn plan(backend: Backend) -> Result<Planned> {
                 provider: standalone.provider.clone(),
                 label: "redis standalone",
                 select: |n| !n.starts_with("cluster::"),
+                notes: Vec::new(),
             };
             let cluster_row = RowSpec {
                 backend: "redis cluster",
                 provider: cluster.provider.clone(),
                 label: "redis cluster",
                 select: |n| n.starts_with("cluster::"),
+                notes: Vec::new(),
             };
             let args = |filter: &[&str]| {
                 let mut args = vec!["-p".to_string(), "cqrsx-redis".to_string()];
@@ -312,23 +328,25 @@ async fn plan(backend: Backend) -> Result<Planned> {
                 groups,
                 servers: vec![standalone, cluster],
                 cleanup,
+                not_run: Vec::new(),
             })
         }
         Backend::Mongo => {
             let server = providers::mongo().await?;
             say(&format!("mongo: {}", server.provider));
-            let uri = server
-                .env
-                .iter()
-                .find(|(k, _)| k == "CQRSX_TEST_MONGO_URI")
-                .map(|(_, v)| v.clone())
-                .ok_or("the mongo provider gave no URI")?;
+            let uri = uri_of(&server)?;
             // On a real MongoDB container the Docker-only tests run too (tests/docker.rs).
             let mut args = vec!["-p".to_string(), "cqrsx-mongo".to_string()];
             if server.in_container {
                 say("mongo:8.0 runs: the Docker-only tests (tests/docker.rs) run too");
                 args.extend(["--features".to_string(), "docker-tests".to_string()]);
             }
+            let caps = capabilities(&uri, &server.provider).await?;
+            let name = if caps.ferretdb.as_deref().is_some_and(|v| v.starts_with("v1.")) {
+                "mongo (FerretDB 1)"
+            } else {
+                "mongo"
+            };
             let mut groups = vec![(
                 Group {
                     name: "mongo",
@@ -337,49 +355,90 @@ async fn plan(backend: Backend) -> Result<Planned> {
                     netns: None,
                 },
                 vec![RowSpec {
-                    backend: "mongo",
+                    backend: name,
                     provider: server.provider.clone(),
                     label: "mongo",
                     select: any,
+                    notes: vec![format!("capabilities: {}", caps.summary())],
                 }],
             )];
-            let limited = match MongoClientManager::connect(MongoConfig::default().with_uri(&uri)).await {
-                Ok(client) => {
-                    let caps = client.capabilities();
-                    !caps.indexed_queries || !caps.atomic_counters
+            let mut cleanup = Vec::new();
+            if !server.disposable {
+                cleanup.push(Cleanup::Mongo(uri));
+            }
+            let mut servers = vec![server];
+            let mut not_run = Vec::new();
+            // The engine row: FerretDB 2 + DocumentDB, built once and cached (mongo_engine.rs).
+            match providers::mongo_engine().await {
+                Ok(engine) => {
+                    say(&format!("{ENGINE_ROW}: {}", engine.provider));
+                    let uri = uri_of(&engine)?;
+                    let caps = capabilities(&uri, &engine.provider).await?;
+                    groups.push((
+                        Group {
+                            name: "mongo-engine",
+                            args: ["-p", "cqrsx-mongo"].map(String::from).to_vec(),
+                            env: engine.env.clone(),
+                            netns: None,
+                        },
+                        vec![RowSpec {
+                            backend: ENGINE_ROW,
+                            provider: engine.provider.clone(),
+                            label: "mongo",
+                            select: any,
+                            notes: vec![format!("capabilities: {}", caps.summary())],
+                        }],
+                    ));
+                    servers.push(engine);
                 }
-                Err(e) => return Err(format!("cannot reach {}: {e}", server.provider)),
-            };
-            if limited {
-                // The code path real MongoDB takes, run here too: the server's limitations that
-                // only cost speed are assumed away (the capability override, a testing aid).
-                let mut env = server.env.clone();
-                env.push((
-                    "CQRSX_TEST_MONGO_ASSUME".into(),
-                    "indexed_queries,atomic_counters".into(),
-                ));
-                groups.push((
-                    Group {
-                        name: "mongo-plain",
-                        args: ["-p", "cqrsx-mongo"].map(String::from).to_vec(),
-                        env,
-                        netns: None,
-                    },
-                    vec![RowSpec {
-                        backend: "mongo, plain path",
-                        provider: format!("{} assuming indexed_queries, atomic_counters", server.provider),
-                        label: "mongo",
-                        select: any,
-                    }],
-                ));
+                Err(why) => {
+                    let required = std::env::var_os("CQRSX_DOCUMENTDB_SRC").is_some_and(|v| !v.is_empty());
+                    say(&format!(
+                        "{ENGINE_ROW}: NOT RUN: {why}{}",
+                        if required {
+                            " (CQRSX_DOCUMENTDB_SRC is set: the run fails)"
+                        } else {
+                            ""
+                        }
+                    ));
+                    not_run.push(NotRun {
+                        backend: ENGINE_ROW,
+                        why,
+                        required,
+                    });
+                }
             }
             Ok(Planned {
                 backend,
                 groups,
-                servers: vec![server],
-                cleanup: vec![Cleanup::Mongo(uri)],
+                servers,
+                cleanup,
+                not_run,
             })
         }
+    }
+}
+
+/// The summary row of the Mongo suite on FerretDB 2 + DocumentDB.
+const ENGINE_ROW: &str = "mongo (FerretDB 2 + DocumentDB)";
+
+fn uri_of(server: &Provided) -> Result<String> {
+    server
+        .env
+        .iter()
+        .find(|(k, _)| k == "CQRSX_TEST_MONGO_URI")
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| "the mongo provider gave no URI".to_string())
+}
+
+/// The capabilities the Mongo backend detects on a server (for its summary row).
+async fn capabilities(uri: &str, provider: &str) -> Result<cqrsx_mongo::ServerCapabilities> {
+    let config = MongoConfig::default()
+        .with_uri(uri)
+        .with_database(format!("{}caps", crate::cleanup::TEST_NAMESPACE));
+    match MongoClientManager::connect(config).await {
+        Ok(client) => Ok(client.capabilities().clone()),
+        Err(e) => Err(format!("cannot reach {provider}: {e}")),
     }
 }
 
@@ -389,6 +448,13 @@ async fn plan(backend: Backend) -> Result<Planned> {
 /// `engine.rs`) when this machine can have one.
 pub async fn run(backends: &[Backend], lint_first: bool, local_engine: bool) -> Result<()> {
     let started = Instant::now();
+    // The engine row's build (once per machine, cached) runs beside the lint and the test
+    // build; its provider later takes the result.
+    if backends.contains(&Backend::Mongo) {
+        std::thread::spawn(|| {
+            let _ = crate::mongo_engine::prepare();
+        });
+    }
     if lint_first {
         lint()?;
     }
@@ -464,7 +530,11 @@ pub async fn run(backends: &[Backend], lint_first: bool, local_engine: bool) -> 
             let run = outcomes.next().ok_or("a test group's outcome is missing")??;
             let new_rows: Vec<Row> = specs
                 .iter()
-                .map(|s| run.row(s.backend, &s.provider, s.label, s.select))
+                .map(|s| {
+                    let mut row = run.row(s.backend, &s.provider, s.label, s.select);
+                    row.reports.splice(0..0, s.notes.iter().cloned());
+                    row
+                })
                 .collect();
             if !run.success || new_rows.iter().any(|r| r.failed > 0 || r.passed == 0) {
                 failures.push(format!("{}: tests failed", p.backend.name()));
@@ -472,6 +542,20 @@ pub async fn run(backends: &[Backend], lint_first: bool, local_engine: bool) -> 
                 failures.push(format!("{}: not every conformance / snapshot case ran", r.backend));
             }
             rows.extend(new_rows);
+        }
+        for n in &p.not_run {
+            if n.required {
+                failures.push(format!("{}: not run: {}", n.backend, n.why));
+            }
+            rows.push(Row {
+                backend: n.backend.into(),
+                provider: format!("NOT RUN: {}", n.why),
+                passed: 0,
+                failed: 0,
+                conformance: 0,
+                snapshot: 0,
+                reports: Vec::new(),
+            });
         }
         for c in &p.cleanup {
             let cleaned = match c {
@@ -516,12 +600,12 @@ pub async fn run(backends: &[Backend], lint_first: bool, local_engine: bool) -> 
         say(note);
     }
     say(&format!(
-        "{:<18} {:>7} {:>7} {:>12} {:>9}  provider",
+        "{:<32} {:>7} {:>7} {:>12} {:>9}  provider",
         "backend", "passed", "failed", "conformance", "snapshot"
     ));
     for r in &rows {
         say(&format!(
-            "{:<18} {:>7} {:>7} {:>9}/{:<2} {:>7}/{:<1}  {}",
+            "{:<32} {:>7} {:>7} {:>9}/{:<2} {:>7}/{:<1}  {}",
             r.backend,
             r.passed,
             r.failed,
@@ -532,7 +616,7 @@ pub async fn run(backends: &[Backend], lint_first: bool, local_engine: bool) -> 
             r.provider
         ));
         for line in &r.reports {
-            say(&format!("{:<18}   {line}", ""));
+            say(&format!("{:<32}   {line}", ""));
         }
     }
     if !fault_rows.is_empty() {

@@ -3,40 +3,110 @@
 
 use cqrsx_core::{Error, Result};
 
-/// What the server can do, detected at connect time (and, as a testing aid, overridden by
-/// [`MongoConfig::assume`](crate::MongoConfig)).
+/// What the server can do, detected the first time a process connects to it (and, as a testing
+/// aid, overridden by [`MongoConfig::assume`](crate::MongoConfig)).
+///
+/// Every capability is detected from what the server does, on a scratch collection
+/// (`<prefix>cqrsx_probe_<id>`, dropped afterwards) in the configured database, never from the
+/// server's name or version: a MongoDB-wire server may announce what it does not do. Each
+/// field says how it is probed. Where a probe cannot run (no rights, an error) the capability is
+/// taken as absent, and the store takes its slower path, which is correct everywhere. The
+/// result is kept per connection string for the life of the process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerCapabilities {
     /// Change streams (a replica set or sharded cluster): live subscriptions wake on them.
+    /// Probed by opening one on the scratch collection: a standalone `mongod` refuses with 40573,
+    /// FerretDB with 115 ("Stage $changeStream is not supported"). The `hello` reply is not
+    /// asked: FerretDB 2 answers like a standalone server but so might a proxy in front of a
+    /// replica set.
     pub change_streams: bool,
-    /// TTL indexes (FerretDB 1.x has none; expiry is then enforced on read only).
+    /// Multi-document transactions that commit and roll back. Probed by committing one
+    /// transaction's insert and aborting another's: true only if the first is there and the
+    /// second is not. `hello`'s sessions and wire version are not enough: FerretDB 2 announces
+    /// both (so drivers let a transaction start) but answers `commitTransaction` with 59
+    /// (CommandNotFound), and applies the transaction's writes at once; a standalone `mongod`
+    /// refuses transaction numbers (20). The stores never need transactions; this says whether
+    /// a caller's own could work.
+    pub transactions: bool,
+    /// Whether `hello` announces logical sessions (`logicalSessionTimeoutMinutes`): what
+    /// drivers, with [`max_wire_version`](Self::max_wire_version), take as transaction support.
+    /// Reported, not relied on.
+    pub sessions: bool,
+    /// The `maxWireVersion` of `hello` (7 and up: drivers assume transactions on a replica set,
+    /// and the Rust driver on any server announcing sessions). Reported, not relied on.
+    pub max_wire_version: i64,
+    /// TTL indexes: the server accepts an index with `expireAfterSeconds` (FerretDB 1.x answers
+    /// NotImplemented). Whether and when it removes expired documents is not probed (MongoDB's
+    /// monitor runs once a minute): reads hide expired read models on every server.
     pub ttl_indexes: bool,
-    /// `$inc` is atomic under concurrency (FerretDB 1.x loses concurrent increments; the event
-    /// store then serialises its own reservations).
+    /// `$inc` is atomic under concurrency. Probed by racing 16 `findAndModify` increments of one
+    /// counter: every one must return a value of its own and the counter end at 16 (FerretDB
+    /// 1.x loses concurrent increments; the event store then serialises its own reservations). A
+    /// server whose losses the race missed is still handled correctly, only slower: racing
+    /// reservations collide on the unique position index and reserve again.
     pub atomic_counters: bool,
-    /// Queries on fields other than `_id` use indexes (FerretDB 1.x with SQLite scans the
-    /// collection; the event store then reads streams by `_id`).
+    /// Queries on fields other than `_id` use indexes. Probed by explaining a range query with
+    /// a sort on an indexed field, hinted to its index: the plan must name the index (MongoDB's `IXSCAN` stage does,
+    /// as does DocumentDB's PostgreSQL plan; FerretDB 1.x with SQLite scans the collection and
+    /// names none). Without it the event store reads heads by `_id`.
     pub indexed_queries: bool,
-    /// Unique indexes over array fields refuse a value held by another document (FerretDB 1.x
-    /// does not enforce them; the event store then checks event ids with a query).
+    /// Unique indexes over array fields refuse a value held by another document. Probed by
+    /// inserting two documents that share an element of a uniquely indexed array field: the
+    /// second must be refused with a duplicate key (11000). FerretDB 1.x accepts it; the event
+    /// store then checks event ids through id documents read by `_id`.
     pub unique_array_indexes: bool,
-    /// Documents may hold arrays directly inside arrays (FerretDB 1.x refuses them; read
-    /// models and views holding them are refused before the write, event payloads and metadata
-    /// holding them are stored as bytes and text).
+    /// Documents may hold arrays directly inside arrays. Probed by inserting one (FerretDB 1.x
+    /// refuses it; read models and views holding them are then refused before the write, event
+    /// payloads and metadata holding them are stored as bytes and text).
     pub nested_arrays: bool,
-    /// The server's version string.
+    /// The server's version string (`buildInfo`).
     pub version: String,
-    /// Set when the server is FerretDB, with its version.
+    /// Set when the server is FerretDB, with its version (`buildInfo`): for reports only,
+    /// never used to decide a path.
     pub ferretdb: Option<String>,
 }
 
+impl ServerCapabilities {
+    /// The capabilities the store's paths depend on, present and absent, for a log or a
+    /// report: `indexed_queries, … | lacks transactions, …`.
+    pub fn summary(&self) -> String {
+        let all = [
+            ("indexed_queries", self.indexed_queries),
+            ("unique_array_indexes", self.unique_array_indexes),
+            ("atomic_counters", self.atomic_counters),
+            ("ttl_indexes", self.ttl_indexes),
+            ("nested_arrays", self.nested_arrays),
+            ("transactions", self.transactions),
+            ("change_streams", self.change_streams),
+        ];
+        let has: Vec<&str> = all.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+        let lacks: Vec<&str> = all.iter().filter(|(_, on)| !*on).map(|(n, _)| *n).collect();
+        let mut out = if has.is_empty() {
+            "none".to_string()
+        } else {
+            has.join(", ")
+        };
+        if !lacks.is_empty() {
+            out.push_str(&format!("; lacks {}", lacks.join(", ")));
+        }
+        out.push_str(&format!(
+            " (sessions {}, wire version {})",
+            if self.sessions { "announced" } else { "not announced" },
+            self.max_wire_version
+        ));
+        out
+    }
+}
+
 /// A testing aid, off by default: server capabilities to assume instead of the detected ones,
-/// so that a code path meant for another server can run here (e.g. the plain MongoDB path on
-/// FerretDB: `indexed_queries` and `atomic_counters` claimed). A capability the server does
-/// not really have must only be claimed where it costs speed, never correctness: claiming
-/// `atomic_counters` on a server whose `$inc` loses updates is safe because racing
-/// reservations collide on the unique position index and retry; claiming `change_streams` or
-/// `unique_array_indexes` where the server has none breaks what needs them.
+/// so that a code path meant for another server can run here. Switching a capability off is
+/// always safe — the store takes the fallback a server without it needs (e.g.
+/// `indexed_queries=false,unique_array_indexes=false` runs FerretDB 1.x's paths on MongoDB, to
+/// measure or test them). A capability the server does not have must only be claimed where it
+/// costs speed, never correctness: claiming `atomic_counters` on a server whose `$inc` loses
+/// updates is safe because racing reservations collide on the unique position index and retry;
+/// claiming `change_streams` or `unique_array_indexes` where the server has none breaks what
+/// needs them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct AssumedCapabilities {

@@ -19,10 +19,20 @@ use crate::error::{backend, command_code};
 
 /// "NamespaceExists": the collection is already there.
 const NAMESPACE_EXISTS: i32 = 48;
+/// "IndexNotFound".
+const INDEX_NOT_FOUND: i32 = 27;
 /// "NotImplemented" (FerretDB for TTL indexes).
 const NOT_IMPLEMENTED: i32 = 238;
 /// "IndexOptionsConflict" / "IndexKeySpecsConflict": an index of that name exists differently.
 const INDEX_CONFLICTS: [i32; 2] = [85, 86];
+/// Answers to a collection or index creation that racing creations of the same schema can get,
+/// and that a repeat of the (idempotent) creation gets past: InternalError (1: PostgreSQL's
+/// "deadlock detected" under DocumentDB, when several clients create the same collections and
+/// indexes at once), LockTimeout (24), WriteConflict (112), IndexBuildAlreadyInProgress (276),
+/// InterruptedAtShutdown / InterruptedDueToReplStateChange (11600, 11602).
+const DDL_RACES: [i32; 6] = [1, 24, 112, 276, 11600, 11602];
+/// How often a schema statement is repeated after one of [`DDL_RACES`].
+const DDL_ATTEMPTS: usize = 12;
 
 /// A point-in-time view of the client's metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -181,21 +191,7 @@ impl MongoClientManager {
     }
 
     async fn detect(&self) -> Result<ServerCapabilities> {
-        let admin = self.client.database("admin");
-        let hello = self.track(admin.run_command(doc! { "hello": 1 })).await?;
-        let build = self.track(admin.run_command(doc! { "buildInfo": 1 })).await?;
-        let replicated = hello.get_str("setName").is_ok() || hello.get_str("msg").is_ok_and(|m| m == "isdbgrid");
-        let ferretdb = build.get_str("ferretdbVersion").ok().map(str::to_string);
-        Ok(ServerCapabilities {
-            change_streams: replicated,
-            ttl_indexes: ferretdb.is_none(),
-            atomic_counters: ferretdb.is_none(),
-            indexed_queries: ferretdb.is_none(),
-            unique_array_indexes: ferretdb.is_none(),
-            nested_arrays: ferretdb.is_none(),
-            version: build.get_str("version").unwrap_or_default().to_string(),
-            ferretdb,
-        })
+        crate::detect::capabilities(self).await
     }
 
     /// The config this manager was built from.
@@ -283,15 +279,13 @@ impl MongoClientManager {
         }
         let unique = |name: &str| IndexOptions::builder().name(name.to_string()).unique(true).build();
         let plain = |name: &str| IndexOptions::builder().name(name.to_string()).build();
+        // A commit's `_id` is its version slot, where racing writers collide; this index
+        // serves stream reads and guards the slot a second time.
+        self.create_commit_index(&events, doc! { "stream": 1, "v0": 1 }, "stream_v0")
+            .await?;
         self.create_indexes(
             &events,
             vec![
-                // A commit's `_id` is its version slot, where racing writers collide; this
-                // index serves stream reads and guards the slot a second time.
-                IndexModel::builder()
-                    .keys(doc! { "stream": 1, "v0": 1 })
-                    .options(unique("stream_v0"))
-                    .build(),
                 // One commit or filler per global position: a late writer meets the filler a
                 // reader put in its place and reserves again.
                 IndexModel::builder()
@@ -330,8 +324,70 @@ impl MongoClientManager {
         Ok(())
     }
 
+    /// A unique index over fields of commits only: partial (`stream` exists), so that fillers,
+    /// which have none of those fields, do not collide on them — a unique index holds a missing
+    /// field as null, and the second filler would be refused (on MongoDB and DocumentDB; SQLite
+    /// under FerretDB 1.x holds nulls as distinct). Where the server has no partial indexes
+    /// (FerretDB 1.x answers NotImplemented) the plain index, which is right there. An older
+    /// plain index of the same name is replaced.
+    async fn create_commit_index(&self, collection: &str, keys: Document, name: &str) -> Result<()> {
+        let coll = self.database.collection::<Document>(collection);
+        let model = |partial: bool| {
+            let mut options = IndexOptions::builder().name(name.to_string()).unique(true).build();
+            if partial {
+                options.partial_filter_expression = Some(doc! { "stream": { "$exists": true } });
+            }
+            IndexModel::builder().keys(keys.clone()).options(options).build()
+        };
+        match self.ddl("create index", || coll.create_index(model(true))).await {
+            Ok(_) => Ok(()),
+            Err(Tracked::Driver(e)) if command_code(&e) == Some(NOT_IMPLEMENTED) => {
+                self.create_indexes(collection, vec![model(false)]).await
+            }
+            Err(Tracked::Driver(e)) if command_code(&e).is_some_and(|c| INDEX_CONFLICTS.contains(&c)) => {
+                tracing::info!(
+                    collection,
+                    index = name,
+                    "replacing a plain index with the partial one fillers need"
+                );
+                match self.ddl("drop index", || coll.drop_index(name)).await {
+                    Ok(()) => {}
+                    // Another client replaced it first.
+                    Err(Tracked::Driver(e)) if command_code(&e) == Some(INDEX_NOT_FOUND) => {}
+                    Err(e) => return Err(e.into_error()),
+                }
+                self.create_indexes(collection, vec![model(true)]).await
+            }
+            Err(e) => Err(e.into_error()),
+        }
+    }
+
+    /// Runs one schema statement, repeating it (after a jittered pause that grows) while it
+    /// meets a race with other clients creating the same schema.
+    async fn ddl<T, F>(&self, what: &str, mut call: impl FnMut() -> F) -> std::result::Result<T, Tracked>
+    where
+        F: std::future::IntoFuture<Output = mongodb::error::Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match self.track_raw(call()).await {
+                Err(Tracked::Driver(e))
+                    if attempt + 1 < DDL_ATTEMPTS && command_code(&e).is_some_and(|c| DDL_RACES.contains(&c)) =>
+                {
+                    attempt += 1;
+                    tracing::debug!(what, attempt, error = %e, "schema statement raced another client; repeating it");
+                    tokio::time::sleep(crate::event_store::ddl_backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub(crate) async fn create_collection(&self, name: &str) -> Result<()> {
-        match self.track_raw(self.database.create_collection(name)).await {
+        match self
+            .ddl("create collection", || self.database.create_collection(name))
+            .await
+        {
             Ok(()) => Ok(()),
             Err(Tracked::Driver(e)) if command_code(&e) == Some(NAMESPACE_EXISTS) => Ok(()),
             Err(e) => Err(e.into_error()),
@@ -341,7 +397,7 @@ impl MongoClientManager {
     pub(crate) async fn create_indexes(&self, collection: &str, indexes: Vec<IndexModel>) -> Result<()> {
         let coll = self.database.collection::<Document>(collection);
         for index in indexes {
-            match self.track_raw(coll.create_index(index.clone())).await {
+            match self.ddl("create index", || coll.create_index(index.clone())).await {
                 Ok(_) => {}
                 Err(Tracked::Driver(e)) if command_code(&e) == Some(NOT_IMPLEMENTED) => {
                     tracing::warn!(collection, index = ?index.keys, error = %e, "server cannot build this index");
@@ -356,6 +412,14 @@ impl MongoClientManager {
             }
         }
         Ok(())
+    }
+
+    /// Creates one index; whether the server built it (capability probes).
+    pub(crate) async fn create_indexes_quietly(&self, collection: &str, index: IndexModel) -> bool {
+        let coll = self.database.collection::<Document>(collection);
+        self.ddl("create index", || coll.create_index(index.clone()))
+            .await
+            .is_ok()
     }
 }
 

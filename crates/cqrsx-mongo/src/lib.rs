@@ -25,6 +25,7 @@ mod capabilities;
 mod checkpoint_store;
 mod client;
 mod config;
+mod detect;
 mod error;
 mod event_store;
 mod read_store;

@@ -97,7 +97,8 @@ async fn custom_collection_names_and_prefixes_are_used() {
 async fn ping_metrics_and_capabilities_describe_the_server() {
     let client = Arc::new(common::client(common::config()).await);
     let rtt = client.ping().await.expect("ping");
-    assert!(rtt.as_secs() < 5);
+    // A hang detector, not a speed check.
+    assert!(rtt.as_secs() < 60, "{rtt:?}");
     let store = MongoEventStore::new((*client).clone());
     let s = StreamId::new("Metrics", "m-1").expect("stream");
     let before = client.metrics();
@@ -119,23 +120,22 @@ async fn ping_metrics_and_capabilities_describe_the_server() {
 
     let caps = client.capabilities().clone();
     assert!(!caps.version.is_empty());
-    let assumed = client.config().assume;
-    if caps.ferretdb.is_some() {
-        // FerretDB 1.x has none of these (the stores take their fallbacks), unless a test run
-        // assumes some of them on purpose.
-        let expected = assumed.apply(cqrsx_mongo::ServerCapabilities {
-            version: caps.version.clone(),
-            ferretdb: caps.ferretdb.clone(),
-            ..Default::default()
-        });
-        assert_eq!(caps, expected);
-    } else {
-        assert!(
-            caps.indexed_queries && caps.atomic_counters && caps.ttl_indexes && caps.unique_array_indexes,
-            "MongoDB has every capability but change streams (which need a replica set): {caps:?}"
-        );
-    }
+    // What each capability means on this server is checked against what it does in
+    // tests/capabilities.rs.
 }
+
+/// A first connection that fails gives up after the config's connect timeout (1 s here) with
+/// a typed error, instead of waiting out the driver's server selection (60 s here): the
+/// bounds below (20 s) tell the two apart with room for a loaded machine.
+fn failing(uri: String) -> MongoConfig {
+    MongoConfig::default().with_uri(uri).with_timeouts(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(60),
+    )
+}
+
+const FAST: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[tokio::test]
 async fn a_closed_port_fails_fast_with_a_typed_error() {
@@ -145,7 +145,7 @@ async fn a_closed_port_fails_fast_with_a_typed_error() {
         .expect("addr")
         .port();
     let started = std::time::Instant::now();
-    let err = MongoClientManager::connect(MongoConfig::default().with_uri(format!("mongodb://127.0.0.1:{port}/")))
+    let err = MongoClientManager::connect(failing(format!("mongodb://127.0.0.1:{port}/")))
         .await
         .expect_err("nothing listens there");
     assert!(
@@ -163,11 +163,7 @@ async fn a_closed_port_fails_fast_with_a_typed_error() {
         "the error says what was tried: {err}"
     );
     assert!(err.is_retryable(), "the server may come up");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
     let bad = MongoConfig::default().with_uri("postgres://x");
     assert!(matches!(bad.validate(), Err(Error::Config(_))));
 
@@ -181,10 +177,9 @@ async fn a_closed_port_fails_fast_with_a_typed_error() {
         }
     });
     let started = std::time::Instant::now();
-    let err =
-        MongoClientManager::connect(MongoConfig::default().with_uri(format!("mongodb://127.0.0.1:{silent_port}/")))
-            .await
-            .expect_err("nothing answers there");
+    let err = MongoClientManager::connect(failing(format!("mongodb://127.0.0.1:{silent_port}/")))
+        .await
+        .expect_err("nothing answers there");
     assert!(
         matches!(
             err,
@@ -195,11 +190,7 @@ async fn a_closed_port_fails_fast_with_a_typed_error() {
         ),
         "{err:?}"
     );
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
     keep.abort();
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listener");
     let http_port = http.local_addr().expect("addr").port();
@@ -210,7 +201,7 @@ async fn a_closed_port_fails_fast_with_a_typed_error() {
         }
     });
     let started = std::time::Instant::now();
-    let err = MongoClientManager::connect(MongoConfig::default().with_uri(format!("mongodb://127.0.0.1:{http_port}/")))
+    let err = MongoClientManager::connect(failing(format!("mongodb://127.0.0.1:{http_port}/")))
         .await
         .expect_err("not MongoDB");
     assert!(
@@ -223,11 +214,7 @@ async fn a_closed_port_fails_fast_with_a_typed_error() {
         ),
         "{err:?}"
     );
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
     answer.abort();
     cqrsx_core::testkit::report(
         "mongo",

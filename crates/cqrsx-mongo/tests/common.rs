@@ -27,8 +27,8 @@ pub fn config() -> MongoConfig {
 
 /// [`config`] on the server at `uri`.
 pub fn config_at(uri: &str) -> MongoConfig {
-    // `cargo xtask test` runs the suite a second time with the server's speed-only limitations
-    // switched off (the plain path real MongoDB takes), through this variable.
+    // A testing aid: capabilities switched off (or on) for a whole run, e.g. to run FerretDB
+    // 1.x's fallback paths on a server that has what they replace.
     let assume = std::env::var("CQRSX_TEST_MONGO_ASSUME")
         .ok()
         .map(|a| AssumedCapabilities::parse(&a).expect("CQRSX_TEST_MONGO_ASSUME"))
@@ -62,13 +62,13 @@ pub async fn fixture_with(config: MongoConfig) -> Fixture {
     reads.initialize().await.expect("read store init");
     let checkpoints = MongoCheckpointStore::new(client.clone());
     checkpoints.initialize().await.expect("checkpoint store init");
-    // A MongoDB-wire server that scans for most reads (FerretDB) runs the stress cases
-    // lighter, and lighter still on the path built for indexes (assumed, for the plain path).
+    // A server that scans for most reads or serialises its own counter (FerretDB 1.x: the
+    // store's fallbacks) runs the stress cases lighter; one with indexes, unique array indexes
+    // and atomic counters (MongoDB, FerretDB 2 + DocumentDB) runs them in full.
     let caps = client.capabilities();
-    let stress = match (caps.ferretdb.is_some(), caps.indexed_queries) {
-        (false, _) => Stress::FULL,
-        (true, false) => Stress::LIGHT,
-        (true, true) => Stress::MINIMAL,
+    let stress = match caps.indexed_queries && caps.unique_array_indexes && caps.atomic_counters {
+        true => Stress::FULL,
+        false => Stress::LIGHT,
     };
     let fixture = Fixture::new(
         Arc::new(MongoEventStore::new(client.clone())),

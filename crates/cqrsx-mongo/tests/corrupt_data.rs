@@ -280,7 +280,8 @@ async fn damaged_stored_documents_read_as_an_integrity_error() {
     let state = database.collection::<Document>(&config.read_model_collection("projections"));
     let key = ViewKey::new("broken", 1).expect("key");
     let lease = checkpoints
-        .acquire(&key, "me", Duration::from_secs(5))
+        // Held through the checks below and released at the end: long enough for a loaded machine.
+        .acquire(&key, "me", Duration::from_secs(600))
         .await
         .expect("acquire")
         .expect("lease");

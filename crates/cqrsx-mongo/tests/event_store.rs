@@ -67,7 +67,8 @@ async fn a_stalled_writer_never_makes_a_catch_up_reader_skip_its_commit() {
     // commit moves behind the others, where the reader must still see it.
     let mut seen = Vec::new();
     let mut from = Position::start_of(0);
-    let deadline = tokio::time::Instant::now() + gap_timeout * 60;
+    // A hang detector (the reader needs about one gap timeout): 240 of them, two minutes.
+    let deadline = tokio::time::Instant::now() + gap_timeout * 240;
     while seen.len() < 6 && tokio::time::Instant::now() < deadline {
         if seen.len() == 5 && gate.available_permits() == 0 {
             gate.add_permits(1);

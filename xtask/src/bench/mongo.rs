@@ -1,9 +1,14 @@
-//! MongoDB rows: our store against raw driver inserts of the same documents (insert_one for
-//! single events, insert_many for batches) and raw finds, on the same server; and what calls
-//! cost in server commands and sequential round trips (the figures that carry over to
-//! MongoDB, where FerretDB's times do not).
+//! MongoDB rows: our store against raw driver writes on the same server — an `insert_one` of
+//! the very commit document ours stores, into a collection with the same unique indexes (the
+//! checks: version slot, position, event ids), and the per-event inserts of the same events —
+//! and raw finds with the same decoding; and what calls cost in server commands and
+//! sequential round trips, and bytes stored per event (`collStats`). On FerretDB 2 +
+//! DocumentDB (the default server here, an index-backed engine) the times mean something; on
+//! FerretDB 1.x (SQLite) they grow with each collection.
 
-use std::sync::Arc;
+use std::future::IntoFuture;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use cqrsx_core::testkit::Counter;
@@ -96,6 +101,154 @@ impl RawBaseline for RawInsert {
         }
         Ok(docs.len())
     }
+}
+
+/// The commit baseline: the raw driver's `insert_one` of the same commit document ours stores
+/// (slot `_id`, stream, versions, ids, types, time, position, events as sub-documents), into a
+/// collection with the same unique indexes, which are its checks — a version slot taken, a
+/// position taken, an event id reused are all refused by the server, as ours are. Each writer
+/// is the only writer of its stream, so it knows its version without asking, and positions
+/// come from a counter in this process: one command per append, the least that stores the same
+/// document with the same guarantees from one process.
+struct RawCommit {
+    collection: mongodb::Collection<Document>,
+    position: AtomicI64,
+    versions: Mutex<std::collections::HashMap<String, i64>>,
+}
+
+impl RawCommit {
+    async fn new(db: &mongodb::Database) -> Result<Self> {
+        let collection = db.collection::<Document>("raw_commits");
+        let unique = |keys: Document, name: &str, partial: bool| {
+            let mut options = mongodb::options::IndexOptions::builder()
+                .name(name.to_string())
+                .unique(true)
+                .build();
+            if partial {
+                options.partial_filter_expression = Some(doc! { "stream": { "$exists": true } });
+            }
+            mongodb::IndexModel::builder().keys(keys).options(options).build()
+        };
+        for index in [
+            unique(doc! { "stream": 1, "v0": 1 }, "stream_v0", true),
+            unique(doc! { "pos": 1 }, "position", false),
+            unique(doc! { "stream": 1, "ids": 1 }, "stream_ids_unique", true),
+        ] {
+            collection.create_index(index).await.map_err(error)?;
+        }
+        Ok(Self {
+            collection,
+            position: AtomicI64::new(0),
+            versions: Mutex::default(),
+        })
+    }
+
+    fn commit(&self, key: &str, batch: &[NewEvent]) -> Result<Document> {
+        let n = batch.len() as i64;
+        let v0 = {
+            let mut versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
+            let v = versions.entry(key.to_string()).or_insert(0);
+            *v += n;
+            *v - n + 1
+        };
+        let mut types: Vec<&str> = batch.iter().map(|e| e.event_type.as_str()).collect();
+        types.sort_unstable();
+        types.dedup();
+        let events = batch
+            .iter()
+            .map(|e| {
+                let mut d = raw_doc(key, e)?;
+                d.remove("k");
+                d.insert("sv", i64::from(e.schema_version));
+                Ok(d)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(doc! {
+            "_id": format!("{key}\u{1f}{v0}"),
+            "stream": key,
+            "at": "BenchAppend",
+            "v0": v0,
+            "v1": v0 + n - 1,
+            "ids": batch.iter().map(|e| e.event_id.to_string()).collect::<Vec<_>>(),
+            "types": types,
+            "ts": mongodb::bson::DateTime::now(),
+            "pos": self.position.fetch_add(1, Ordering::Relaxed) + 1,
+            "events": events,
+        })
+    }
+}
+
+#[async_trait]
+impl AppendBaseline for RawCommit {
+    fn name(&self, _batch: usize) -> String {
+        "insert_one of the commit document, same indexes".into()
+    }
+
+    async fn write(&self, key: &str, batch: &[NewEvent]) -> Result<()> {
+        let commit = self.commit(key, batch)?;
+        self.collection.insert_one(commit).await.map_err(error)?;
+        Ok(())
+    }
+}
+
+/// The checked commit baseline: what a user of the raw driver would write for the same
+/// guarantees across processes — the stream's head (an indexed `find`) and a position (`$inc`
+/// of a counter) together, then the same commit document into a collection with the same
+/// unique indexes. The same protocol as ours, without our store around it.
+struct RawCheckedCommit {
+    commit: RawCommit,
+    counters: mongodb::Collection<Document>,
+}
+
+#[async_trait]
+impl AppendBaseline for RawCheckedCommit {
+    fn name(&self, _batch: usize) -> String {
+        "head find + $inc, then insert_one of the commit document".into()
+    }
+
+    async fn write(&self, key: &str, batch: &[NewEvent]) -> Result<()> {
+        let head = self
+            .commit
+            .collection
+            .find_one(doc! { "stream": key })
+            .sort(doc! { "v0": -1 })
+            .projection(doc! { "v1": 1 });
+        let position = self
+            .counters
+            .find_one_and_update(doc! { "_id": "raw_position" }, doc! { "$inc": { "n": 1_i64 } })
+            .upsert(true)
+            .return_document(mongodb::options::ReturnDocument::After);
+        let (head, position) = tokio::join!(head.into_future(), position.into_future());
+        let v1 = head.map_err(error)?.and_then(|d| d.get_i64("v1").ok()).unwrap_or(0);
+        let pos = position
+            .map_err(error)?
+            .and_then(|d| d.get_i64("n").ok())
+            .ok_or("the raw counter returned nothing")?;
+        let mut commit = self.commit.commit(key, batch)?;
+        let n = batch.len() as i64;
+        commit.insert("_id", format!("{key}\u{1f}{}", v1 + 1));
+        commit.insert("v0", v1 + 1);
+        commit.insert("v1", v1 + n);
+        commit.insert("pos", -pos);
+        self.commit.collection.insert_one(commit).await.map_err(error)?;
+        Ok(())
+    }
+}
+
+/// Bytes a collection takes per stored event: its data size and its indexes, by `collStats`.
+async fn bytes_per_event(db: &mongodb::Database, collection: &str, events: u64) -> Result<(f64, f64)> {
+    let stats = db
+        .run_command(doc! { "collStats": collection })
+        .await
+        .map_err(|e| format!("collStats {collection}: {e}"))?;
+    let number = |key: &str| match stats.get(key) {
+        Some(Bson::Int32(v)) => f64::from(*v),
+        Some(Bson::Int64(v)) => *v as f64,
+        Some(Bson::Double(v)) => *v,
+        _ => 0.0,
+    };
+    let events = events.max(1) as f64;
+    Ok((number("size") / events, number("totalIndexSize") / events))
 }
 
 fn error(e: impl std::fmt::Display) -> String {
@@ -199,6 +352,7 @@ async fn load_facts(
     facts: &mut Vec<Fact>,
 ) -> Result<()> {
     let id = format!("{run_id}-load-{}", scale.large_aggregate);
+    let size = scale.large_aggregate;
     let events: Arc<dyn EventStore> = store.clone();
     let repo = Repository::<Counter>::new(events);
     let commits = client
@@ -225,30 +379,43 @@ async fn load_facts(
             time(1, async {
                 let docs: Vec<Document> = commits
                     .find(doc! { "stream": key.key() })
+                    .sort(doc! { "v0": 1 })
                     .await
                     .map_err(error)?
                     .try_collect()
                     .await
                     .map_err(error)?;
-                if docs.is_empty() {
-                    return Err("the raw find found no commits".into());
+                // Each event decoded into the aggregate's event type, as a load does.
+                let mut decoded = 0;
+                for commit in &docs {
+                    for event in commit.get_array("events").map_err(error)? {
+                        let event = event.as_document().ok_or("an event is not a document")?;
+                        let payload = match event.get("p") {
+                            Some(p) => serde_json::to_vec(&p.clone().into_relaxed_extjson()).map_err(error)?,
+                            None => event.get_binary_generic("pb").map_err(error)?.clone(),
+                        };
+                        decode_raw(event.get_str("t").map_err(error)?, &payload)?;
+                        decoded += 1;
+                    }
+                }
+                if decoded < size {
+                    return Err(format!("the raw find decoded {decoded} of {size} events"));
                 }
                 Ok(())
             })
             .await?,
         );
     }
-    let size = scale.large_aggregate;
     keep(
         rows,
         BenchRow::new(
             "mongo",
             format!("load {size}-event aggregate, replay"),
             median(ours),
-            "one raw find of its commit documents",
+            "raw find of its commit documents + decode",
             median(raw),
         )
-        .note("target ≥ 0.5 (≤ 2× the raw find)"),
+        .note("target ≥ 0.8"),
     );
     if let Some(cost) = cost {
         facts.push(Fact::new(
@@ -353,6 +520,50 @@ async fn read_model_rows(
     Ok(())
 }
 
+/// Bytes stored per event, ours (one commit document per append) against the baselines'.
+async fn storage_facts(client: &MongoClientManager, facts: &mut Vec<Fact>) -> Result<()> {
+    let db = client.database();
+    let events_in = |name: String| async move {
+        let pipeline = vec![
+            doc! { "$project": { "n": { "$size": { "$ifNull": ["$events", []] } } } },
+            doc! { "$group": { "_id": Bson::Null, "n": { "$sum": "$n" } } },
+        ];
+        let totals: Vec<Document> = db
+            .collection::<Document>(&name)
+            .aggregate(pipeline)
+            .await
+            .map_err(error)?
+            .try_collect()
+            .await
+            .map_err(error)?;
+        Ok::<u64, String>(match totals.first().and_then(|d| d.get("n")) {
+            Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+            Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        })
+    };
+    let ours_name = client.config().events_collection();
+    let ours_events = events_in(ours_name.clone()).await?;
+    let commit_events = events_in("raw_commits".into()).await?;
+    let raw_events = db
+        .collection::<Document>("raw_events")
+        .count_documents(doc! {})
+        .await
+        .map_err(error)?;
+    let (ours_data, ours_index) = bytes_per_event(db, &ours_name, ours_events).await?;
+    let (commit_data, commit_index) = bytes_per_event(db, "raw_commits", commit_events).await?;
+    let (raw_data, raw_index) = bytes_per_event(db, "raw_events", raw_events).await?;
+    facts.push(Fact::new(
+        "mongo",
+        format!("bytes stored per event (collStats, {ours_events} events)"),
+        format!("{ours_data:.0} B + {ours_index:.0} B of indexes"),
+        "raw commit documents",
+        format!("{commit_data:.0} B + {commit_index:.0} B"),
+        format!("one document per event (raw insert): {raw_data:.0} B + {raw_index:.0} B of indexes"),
+    ));
+    Ok(())
+}
+
 /// MongoDB rows on the server at `uri`, in a database of their own.
 pub async fn rows(uri: &str, scale: Scale) -> Result<Section> {
     let run_id = format!("b{}", &cqrsx_core::Uuid::now_v7().simple().to_string()[12..]);
@@ -370,30 +581,46 @@ pub async fn rows(uri: &str, scale: Scale) -> Result<Section> {
     checkpoints.initialize().await.map_err(error)?;
     let store = Arc::new(MongoEventStore::new(client.clone()));
     let mut facts = Vec::new();
-    let caps = client.capabilities();
-    if caps.indexed_queries && caps.atomic_counters {
-        append_facts(&client, &store, &run_id, "plain path", &mut facts).await?;
-    } else {
-        append_facts(&client, &store, &run_id, "this server's path", &mut facts).await?;
-        // The path real MongoDB takes, on this server: its limitations assumed away.
-        let assumed = AssumedCapabilities::parse("indexed_queries,atomic_counters").map_err(error)?;
-        let plain = MongoClientManager::connect(client.config().clone().with_assumed_capabilities(assumed))
+    let caps = client.capabilities().clone();
+    append_facts(&client, &store, &run_id, "this server's path", &mut facts).await?;
+    if caps.indexed_queries && caps.unique_array_indexes {
+        // FerretDB 1.x's fallbacks (hinted heads, id documents), taken on purpose here.
+        let fallback = AssumedCapabilities {
+            indexed_queries: Some(false),
+            unique_array_indexes: Some(false),
+            ..Default::default()
+        };
+        let other = MongoClientManager::connect(client.config().clone().with_assumed_capabilities(fallback))
             .await
             .map_err(error)?;
-        let plain_store = MongoEventStore::new(plain.clone());
-        append_facts(&plain, &plain_store, &run_id, "plain path (as on MongoDB)", &mut facts).await?;
+        let other_store = MongoEventStore::new(other.clone());
+        append_facts(
+            &other,
+            &other_store,
+            &run_id,
+            "fallback path (FerretDB 1.x's)",
+            &mut facts,
+        )
+        .await?;
     }
-    let server = match &client.capabilities().ferretdb {
-        Some(v) => format!("FerretDB {v}: its times grow with each collection (every query scans)"),
-        None => format!("MongoDB {}", client.capabilities().version),
+    facts.push(Fact::new("mongo", "capabilities detected", caps.summary(), "", "", ""));
+    let server = match (&caps.ferretdb, caps.indexed_queries) {
+        (Some(v), true) => format!("FerretDB {v} on an index-backed engine"),
+        (Some(v), false) => format!("FerretDB {v}: its times grow with each collection (every query scans)"),
+        (None, _) => format!("MongoDB {}", caps.version),
     };
+    let raw_commit = Arc::new(RawCommit::new(client.database()).await?);
+    let raw_checked = Arc::new(RawCheckedCommit {
+        commit: RawCommit::new(client.database()).await?,
+        counters: client.database().collection::<Document>("raw_counters"),
+    });
     let subject = Subject {
         backend: "mongo".into(),
         events: store.clone(),
         snapshots: super::snapshot_strategy(Arc::new(MongoSnapshotStore::new(client.clone()))),
         checkpoints: Arc::new(checkpoints),
         baseline: Arc::new(RawInsert { collection: raw }),
-        comparable: Vec::new(),
+        comparable: vec![raw_commit, raw_checked],
         run_id: run_id.clone(),
     };
     // FerretDB (SQLite) answers about 15 commands a second here once the collection has a few
@@ -410,7 +637,21 @@ pub async fn rows(uri: &str, scale: Scale) -> Result<Section> {
             ..scale
         }
     };
-    let mut rows = super::subject_rows(&subject, store_scale).await?;
+    let mut rows = super::subject_rows_lenient(&subject, store_scale, &mut facts).await?;
+    // After a crash of a server backend, PostgreSQL recovers before it answers again (the
+    // bench's WAL can take a while): wait for it, boundedly, before the next rows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while client
+        .database()
+        .run_command(doc! { "find": "raw_events", "limit": 1 })
+        .await
+        .is_err()
+    {
+        if std::time::Instant::now() > deadline {
+            return Err("the server did not come back within 300 s".into());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
     if let Some(first) = rows.first_mut() {
         first.note = format!("{}; {server}", first.note);
     }
@@ -422,6 +663,7 @@ pub async fn rows(uri: &str, scale: Scale) -> Result<Section> {
         2_000
     };
     read_model_rows(&client, models, &mut rows, &mut facts).await?;
+    storage_facts(&client, &mut facts).await?;
     let _ = client.database().drop().await;
     Ok(Section { rows, facts })
 }

@@ -1,12 +1,16 @@
 //! The append: a commit document inserted into its version slot at a reserved position.
 //!
-//! Round trip 1, in parallel: a position (coalesced with this process's other writers), the
-//! head (none for `NoStream`), and — where the server cannot enforce unique event ids per
-//! stream with an index — the commits already holding any of the batch's ids. Round trip 2:
-//! the insert. A slot already taken means another writer won (a conflict, or for `Any` a retry
-//! at the new head), or that this very batch landed before (a retry after a lost reply); a
-//! position already taken (a reader closed it, or the counter fell behind) means reserving
-//! again.
+//! Round trip 1, in parallel: a position (coalesced with this process's other writers) and the
+//! head (none for `NoStream`). Round trip 2: the insert. A slot already taken means another
+//! writer won (a conflict, or for `Any` a retry at the new head), or that this very batch
+//! landed before (a retry after a lost reply); an event id already taken (the unique index over
+//! the stream's ids refuses it) means a retry or a reused id; a position already taken (a
+//! reader closed it, or the counter fell behind) means reserving again.
+//!
+//! Where the server has no unique index over arrays (FerretDB 1.x), the ids are checked
+//! through id documents read by `_id` after the head hint (see `heads.rs`), and the ids of
+//! every commit the append walks past the hint are checked too: one more round trip before the
+//! insert, and one after it (the id documents and the hint's advance, in one command).
 
 use std::future::IntoFuture;
 
@@ -17,7 +21,7 @@ use mongodb::bson::{doc, Bson, DateTime, Document};
 
 use crate::client::Tracked;
 use crate::error::is_duplicate_key;
-use crate::event_store::heads::Head;
+use crate::event_store::heads::{holds_any, Head};
 use crate::event_store::layout::{as_i64, collision_backoff, event_doc, offset_of, slot_id, u64_of};
 use crate::event_store::positions::CounterContention;
 use crate::event_store::MongoEventStore;
@@ -101,15 +105,15 @@ fn retry_or_reused(stream: &StreamId, events: &[NewEvent], ids: &[String], earli
 }
 
 impl MongoEventStore {
-    /// The commit of the stream that holds any of `ids`, where the server cannot refuse them
-    /// with a unique index (elsewhere the insert finds it).
+    /// The commit of the stream that holds any of `ids`, by the unique index over them (where
+    /// the server has one: the insert that meets it asks this).
     async fn ids_holder(&self, stream: &StreamId, ids: &[String]) -> Result<Option<Document>> {
         let mut found: Vec<Document> = self
             .client
             .track(
                 self.commits
                     .find(doc! { "stream": stream.key(), "ids": { "$in": ids } })
-                    .projection(doc! { "ids": 1, "v1": 1, "pos": 1 })
+                    .projection(doc! { "ids": 1, "v0": 1, "v1": 1, "pos": 1 })
                     .sort(doc! { "v0": 1 })
                     .limit(1)
                     .into_future(),
@@ -148,8 +152,11 @@ impl MongoEventStore {
             {
                 Ok(_) => return Ok(Inserted::Landed(position)),
                 Err(Tracked::Driver(e)) if is_duplicate_key(&e) => {
-                    // Which unique key: the slot, the ids (where an index holds them), or the
-                    // position. Told apart by what the server holds, not by the message.
+                    // Which unique key: the ids (where an index holds them), the slot, or the
+                    // position. Told apart by what the server holds (the error's code, 11000,
+                    // says only that some unique index refused it; its wording and key values
+                    // differ between servers). The ids first: a retry of an earlier commit also
+                    // meets a taken slot, and must be answered as the retry it is.
                     let ids_check = async {
                         match self.unique_ids {
                             true => self.ids_holder(stream, ids).await,
@@ -157,13 +164,13 @@ impl MongoEventStore {
                         }
                     };
                     let (slot, earlier) = tokio::join!(self.heads.slot(stream, v0), ids_check);
-                    if let Some(holder) = slot? {
-                        self.positions.release(position).await;
-                        return Ok(Inserted::SlotTaken(holder));
-                    }
                     if let Some(holder) = earlier? {
                         self.positions.release(position).await;
                         return Ok(Inserted::IdsTaken(holder));
+                    }
+                    if let Some(holder) = slot? {
+                        self.positions.release(position).await;
+                        return Ok(Inserted::SlotTaken(holder));
                     }
                     tracing::debug!(position, "reserved position is taken; reserving again");
                     self.positions.bump(position).await?;
@@ -237,10 +244,14 @@ impl MongoEventStore {
                 _ => self.heads.estimate(stream).await,
             }
         };
+        // Where ids are checked through id documents, they are read after the hint (see
+        // heads.rs) — but a `NoStream` append reads no hint: it goes to slot 1, and when that
+        // is taken, `conflict_or_retry` reads the hint and the id documents again.
+        let ids_early = exact == Some(0) && !self.unique_ids;
         let ids_lookup = async {
-            match self.unique_ids {
-                true => Ok(None),
-                false => self.ids_holder(stream, &ids).await,
+            match ids_early {
+                true => self.heads.id_holder(stream, &ids).await,
+                false => Ok(None),
             }
         };
         let (head, earlier, position) = tokio::join!(head_lookup, ids_lookup, self.positions.reserve(1));
@@ -261,17 +272,44 @@ impl MongoEventStore {
                 return Err(e);
             }
         };
+        // Commits seen past the hint: their ids are checked against the batch's, and their id
+        // documents written before the hint passes them (servers without unique array indexes).
+        let mut walked: Vec<Document> = Vec::new();
+        if !self.unique_ids && !ids_early {
+            match self.heads.id_holder(stream, &ids).await {
+                Ok(None) => {}
+                Ok(Some(earlier)) => {
+                    release(position.take()).await;
+                    return retry_or_reused(stream, &events, &ids, &earlier);
+                }
+                Err(e) => {
+                    release(position.take()).await;
+                    return Err(e);
+                }
+            }
+        }
+        // Whether a commit this append walked past holds one of its ids (where no index tells).
+        let held = |walked: &[Document]| -> Option<Document> {
+            if self.unique_ids {
+                return None;
+            }
+            walked.iter().find(|c| holds_any(c, &ids)).cloned()
+        };
         for round in 0..MAX_APPEND_ROUNDS {
             if let Some(want) = exact {
                 if head.version < want && !head.deleted {
-                    head = self.heads.walk(stream, head).await?;
+                    head = self.heads.walk_collecting(stream, head, &mut walked).await?;
+                }
+                if let Some(earlier) = held(&walked) {
+                    release(position.take()).await;
+                    return retry_or_reused(stream, &events, &ids, &earlier);
                 }
                 if head.version > want && !head.deleted {
                     // Slot want + 1 is taken: by this very commit when this is a retry.
                     release(position.take()).await;
                     return match self.heads.slot(stream, want + 1).await? {
                         Some(holder) if same_ids(&holder, &ids) => repeat(&holder, n),
-                        _ => Err(conflict(stream, expected, self.heads.walk(stream, head).await?.version)),
+                        _ => self.conflict_or_retry(stream, expected, head, &events, &ids).await,
                     };
                 }
             }
@@ -281,7 +319,11 @@ impl MongoEventStore {
             }
             if !expected.accepts(head.version) {
                 // A hinted head may lag behind a stream that exists.
-                head = self.heads.walk(stream, head).await?;
+                head = self.heads.walk_collecting(stream, head, &mut walked).await?;
+                if let Some(earlier) = held(&walked) {
+                    release(position.take()).await;
+                    return retry_or_reused(stream, &events, &ids, &earlier);
+                }
                 if head.deleted || !expected.accepts(head.version) {
                     release(position.take()).await;
                     if head.deleted {
@@ -301,6 +343,7 @@ impl MongoEventStore {
             match self.insert_commit(stream, &mut commit, &ids, at).await? {
                 Inserted::Landed(landed) => {
                     let version = head.version + n;
+                    walked.push(commit);
                     self.heads
                         .advance(
                             stream,
@@ -308,6 +351,7 @@ impl MongoEventStore {
                                 version,
                                 deleted: false,
                             },
+                            &walked,
                         )
                         .await;
                     return Ok(AppendResult {
@@ -323,12 +367,20 @@ impl MongoEventStore {
                     if same_ids(&holder, &ids) {
                         return repeat(&holder, n);
                     }
-                    head = self.heads.walk(stream, Head::after(&holder)?).await?;
+                    if !self.unique_ids && holds_any(&holder, &ids) {
+                        return retry_or_reused(stream, &events, &ids, &holder);
+                    }
+                    let after = Head::after(&holder)?;
+                    walked.push(holder);
+                    head = self.heads.walk_collecting(stream, after, &mut walked).await?;
+                    if let Some(earlier) = held(&walked) {
+                        return retry_or_reused(stream, &events, &ids, &earlier);
+                    }
                     if exact.is_some() {
                         if head.deleted {
                             return Err(Error::StreamDeleted { stream: stream.clone() });
                         }
-                        return Err(conflict(stream, expected, head.version));
+                        return self.conflict_or_retry(stream, expected, head, &events, &ids).await;
                     }
                     // The writers that lost this slot would race for the next one in lockstep.
                     tokio::time::sleep(collision_backoff(round + 1)).await;
@@ -336,5 +388,37 @@ impl MongoEventStore {
             }
         }
         Err(Error::backend(true, StreamContention))
+    }
+
+    /// The answer to an exact expectation the stream has passed: a conflict — unless, where ids
+    /// are checked through id documents, a commit whose id documents are not yet written
+    /// (after the hint) holds the batch's ids: a retry of it, or a reused id.
+    async fn conflict_or_retry(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        head: Head,
+        events: &[NewEvent],
+        ids: &[String],
+    ) -> Result<AppendResult> {
+        if self.unique_ids {
+            let actual = self.heads.walk(stream, head).await?;
+            return Err(conflict(stream, expected, actual.version));
+        }
+        // The hint first, then the id documents: every commit is then either below the hint
+        // (its id documents written) or walked.
+        let mut walked = Vec::new();
+        let hint = self.heads.estimate(stream).await?;
+        if let Some(earlier) = self.heads.id_holder(stream, ids).await? {
+            return retry_or_reused(stream, events, ids, &earlier);
+        }
+        let actual = self.heads.walk_collecting(stream, hint, &mut walked).await?;
+        if let Some(earlier) = walked.iter().find(|c| holds_any(c, ids)) {
+            return retry_or_reused(stream, events, ids, earlier);
+        }
+        if actual.deleted {
+            return Err(Error::StreamDeleted { stream: stream.clone() });
+        }
+        Err(conflict(stream, expected, actual.version.max(head.version)))
     }
 }

@@ -1,15 +1,30 @@
-//! A stream's head: its version and whether it is deleted.
+//! A stream's head: its version and whether it is deleted; and, where the server has no unique
+//! index over arrays, the stream's event ids.
 //!
-//! Where the server answers queries from indexes (MongoDB), the head is the stream's last
-//! commit, found by one query on the `(stream, v0)` index. Where it does not (FerretDB 1.x,
-//! whose SQLite handler evaluates only `_id` filters in SQL and scans for everything else),
-//! the head comes from a hint document read by `_id` (a lower bound every writer advances) and
-//! is walked slot by slot, by `_id`, to the true head.
+//! Where the server answers queries from indexes and enforces unique array indexes (MongoDB,
+//! DocumentDB), the head is the stream's last commit, found by one query on the `(stream, v0)`
+//! index. Elsewhere (FerretDB 1.x, whose SQLite handler evaluates only `_id` equality in SQL and
+//! scans for everything else) the head comes from a hint document read by `_id` (a lower bound
+//! every writer advances) and is walked slot by slot, by `_id`, to the true head.
+//!
+//! Without unique array indexes, event ids are checked through id documents in the counters
+//! collection, one per event, keyed by `_id` (stream key and event id) and naming the first
+//! version of the commit that holds it: every lookup is by `_id`, so an append's check costs
+//! the same at a million commits as at ten. They are written after their commit, and before
+//! the hint passes it (two commands one after the other: FerretDB 1.x holds SQLite's write
+//! lock through a multi-statement update, and writers racing on one stream then waited on it
+//! past the socket timeout): whoever moves the hint to version H has written
+//! the id documents of every commit up to H (its own, and those it walked past the hint it
+//! read). So a writer that reads the hint first, then the id documents, and checks the ids of
+//! every commit it walks past the hint, sees every commit holding one of its ids. A writer that
+//! dies between its commit and that command leaves the hint behind its commit; the next writer
+//! or reader that walks past it writes what is missing.
 
 use std::future::IntoFuture;
 
 use cqrsx_core::{Result, StreamId};
-use mongodb::bson::{doc, Document};
+use futures::future::join_all;
+use mongodb::bson::{doc, Bson, Document};
 use mongodb::Collection;
 
 use crate::client::{MongoClientManager, Tracked};
@@ -38,13 +53,29 @@ fn hint_id(stream: &StreamId) -> String {
     format!("head\u{1f}{}", stream.key())
 }
 
+/// The `_id` of an event id's document in the counters collection.
+fn id_doc_id(stream: &StreamId, id: &str) -> String {
+    format!("id\u{1f}{}\u{1f}{id}", stream.key())
+}
+
+/// Whether `commit` holds any of `ids`.
+pub(crate) fn holds_any(commit: &Document, ids: &[String]) -> bool {
+    commit
+        .get_array("ids")
+        .is_ok_and(|held| held.iter().filter_map(Bson::as_str).any(|h| ids.iter().any(|i| i == h)))
+}
+
 /// Finds heads, by an indexed query or by hints and `_id` walks.
 pub(crate) struct Heads {
     client: MongoClientManager,
     commits: Collection<Document>,
     counters: Collection<Document>,
-    /// Whether heads come from hints (servers without indexed queries).
+    /// Whether heads come from hints (servers without indexed queries or without unique array
+    /// indexes: the id documents rely on the hint).
     hinted: bool,
+    /// Whether event ids are checked through id documents (servers without unique array
+    /// indexes).
+    id_docs: bool,
 }
 
 impl Heads {
@@ -53,8 +84,10 @@ impl Heads {
         commits: Collection<Document>,
         counters: Collection<Document>,
     ) -> Self {
+        let caps = client.capabilities();
         Self {
-            hinted: !client.capabilities().indexed_queries,
+            hinted: !caps.indexed_queries || !caps.unique_array_indexes,
+            id_docs: !caps.unique_array_indexes,
             client,
             commits,
             counters,
@@ -109,29 +142,79 @@ impl Heads {
             .track(
                 self.commits
                     .find_one(doc! { "_id": slot_id(stream, v0) })
-                    .projection(doc! { "v1": 1, "ids": 1, "pos": 1, "deleted": 1 })
+                    .projection(doc! { "v0": 1, "v1": 1, "ids": 1, "pos": 1, "deleted": 1 })
                     .into_future(),
             )
             .await
     }
 
-    /// Moves a head known to be a lower bound up to the true head. Where heads are hinted this
-    /// follows slots by `_id` and advances a hint that had fallen behind; otherwise it asks.
-    pub(crate) async fn walk(&self, stream: &StreamId, mut head: Head) -> Result<Head> {
+    /// Moves the hint (or a head no higher than the hint) up to the true head. Where heads are
+    /// hinted this follows slots by `_id` and advances a hint that had fallen behind (with the
+    /// id documents of the commits it passed); otherwise it asks.
+    pub(crate) async fn walk(&self, stream: &StreamId, head: Head) -> Result<Head> {
+        let mut walked = Vec::new();
+        let end = self.walk_collecting(stream, head, &mut walked).await?;
+        if end != head {
+            self.advance(stream, end, &walked).await;
+        }
+        Ok(end)
+    }
+
+    /// Moves a head known to be a lower bound up to the true head, adding each commit it
+    /// passes (with its ids) to `walked`; advances nothing (the caller knows whether `walked`
+    /// covers everything from the hint on).
+    pub(crate) async fn walk_collecting(
+        &self,
+        stream: &StreamId,
+        mut head: Head,
+        walked: &mut Vec<Document>,
+    ) -> Result<Head> {
         if !self.hinted {
             return self.last_commit(stream).await;
         }
-        let start = head;
         while !head.deleted {
             let Some(commit) = self.slot(stream, head.version + 1).await? else {
                 break;
             };
             head = Head::after(&commit)?;
-        }
-        if head != start {
-            self.advance(stream, head).await;
+            walked.push(commit);
         }
         Ok(head)
+    }
+
+    /// Where ids are checked through id documents: the commit holding any of `ids` among those
+    /// whose id documents are written (read after the hint: see the module's docs).
+    pub(crate) async fn id_holder(&self, stream: &StreamId, ids: &[String]) -> Result<Option<Document>> {
+        if !self.id_docs {
+            return Ok(None);
+        }
+        // One read by `_id` per id: FerretDB 1.x evaluates only `_id` equality in SQL (an `$in`
+        // over `_id` scans). Sent together, but no more at once than the pool has connections:
+        // each read's timeout starts when it is sent, and a large batch's reads must not wait
+        // for a connection while their clocks run.
+        let parallel = usize::try_from(self.client.config().max_pool_size)
+            .unwrap_or(1)
+            .clamp(1, 16);
+        let mut first: Option<u64> = None;
+        for chunk in ids.chunks(parallel) {
+            let lookups = chunk.iter().map(|id| {
+                self.client.track(
+                    self.counters
+                        .find_one(doc! { "_id": id_doc_id(stream, id) })
+                        .into_future(),
+                )
+            });
+            for found in join_all(lookups).await {
+                if let Some(d) = found? {
+                    let v0 = u64_of(&d, "c")?;
+                    first = Some(first.map_or(v0, |f| f.min(v0)));
+                }
+            }
+        }
+        match first {
+            Some(v0) => self.slot(stream, v0).await,
+            None => Ok(None),
+        }
     }
 
     /// The stream's hint: a lower bound of its head, read by `_id`.
@@ -149,11 +232,43 @@ impl Heads {
         }
     }
 
-    /// Raises the hint to `head` (where heads are hinted). Failures only cost later writers a
-    /// longer walk, so they are logged, not returned.
-    pub(crate) async fn advance(&self, stream: &StreamId, head: Head) {
+    /// Raises the hint to `head` (where heads are hinted), after writing the id documents of
+    /// `commits` (where ids are checked through them): the hint never passes a commit whose ids
+    /// are not written. Failures only cost later writers a longer
+    /// walk, so they are logged, not returned.
+    pub(crate) async fn advance(&self, stream: &StreamId, head: Head, commits: &[Document]) {
         if !self.hinted {
             return;
+        }
+        let mut id_docs = Vec::new();
+        if self.id_docs {
+            for commit in commits {
+                let Ok(v0) = u64_of(commit, "v0") else {
+                    continue;
+                };
+                for id in commit.get_array("ids").map(|a| a.as_slice()).unwrap_or_default() {
+                    if let Some(id) = id.as_str() {
+                        id_docs.push(doc! { "_id": id_doc_id(stream, id), "c": as_i64(v0) });
+                    }
+                }
+            }
+        }
+        if !id_docs.is_empty() {
+            // Unordered: an id document another writer wrote first (for the same commit) is
+            // refused as a duplicate and the others still land.
+            match self
+                .client
+                .track_raw(self.counters.insert_many(id_docs).ordered(false).into_future())
+                .await
+            {
+                Ok(_) => {}
+                Err(Tracked::Driver(e)) if is_duplicate_key(&e) => {}
+                Err(e) => {
+                    // Not advancing the hint keeps it behind the commits whose ids are unwritten.
+                    tracing::warn!(stream = %stream, error = %e.into_error(), "could not write id documents");
+                    return;
+                }
+            }
         }
         let mut update = doc! { "$max": { "v": as_i64(head.version) } };
         if head.deleted {

@@ -248,7 +248,26 @@ impl Positions {
             .await
         {
             Ok(_) => Ok(()),
-            Err(Tracked::Driver(e)) if is_duplicate_key(&e) => Ok(()),
+            Err(Tracked::Driver(e)) if is_duplicate_key(&e) => {
+                // Taken by a commit — unless another unique index refused the filler (the
+                // error's code does not say which), which would leave readers waiting on the
+                // gap for ever: check that every number is held now.
+                let held = self
+                    .client
+                    .track(
+                        self.commits
+                            .count_documents(doc! { "pos": { "$gte": as_i64(first), "$lte": as_i64(last) } })
+                            .into_future(),
+                    )
+                    .await?;
+                if held < last - first + 1 {
+                    return Err(corrupt(format!(
+                        "fillers for commit numbers {first}..={last} were refused as duplicates, but only {held} \
+                         of them are held: a unique index other than the position's refuses fillers ({e})"
+                    )));
+                }
+                Ok(())
+            }
             Err(e) => Err(e.into_error()),
         }
     }
