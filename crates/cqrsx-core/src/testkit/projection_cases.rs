@@ -36,14 +36,26 @@ pub async fn projection_survives_crashes_without_skips_or_repeats(f: Fixture) {
     let streams: Vec<StreamId> = (0..WRITERS * 2)
         .map(|i| StreamId::new(&aggregate, format!("s{i}")).expect("stream"))
         .collect();
+    // The writes are spread over the first restarts, so runners are killed while events still
+    // arrive on every backend, however fast it appends.
+    const SPREAD: u64 = 50;
     let done = Arc::new(AtomicUsize::new(0));
+    let killed = Arc::new(AtomicUsize::new(0));
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let (store, streams, done) = (Arc::clone(&f.events), streams.clone(), Arc::clone(&done));
+        let (store, streams, done, killed) = (
+            Arc::clone(&f.events),
+            streams.clone(),
+            Arc::clone(&done),
+            Arc::clone(&killed),
+        );
         writers.push(tokio::spawn(async move {
             let mut written = 0;
             let mut i = 0u64;
             while written < stress.events_per_writer {
+                while written * SPREAD > killed.load(Ordering::SeqCst) as u64 * stress.events_per_writer {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
                 let s = &streams[w * 2 + (i % 2) as usize];
                 let n = (1 + i % 3).min(stress.events_per_writer - written);
                 let batch = (0..n)
@@ -62,16 +74,32 @@ pub async fn projection_survives_crashes_without_skips_or_repeats(f: Fixture) {
     }
     let mut dice = Dice::new();
     let mut restarts = 0u32;
-    while restarts < 50 || done.load(Ordering::SeqCst) < WRITERS {
-        let handle = runner(&f, Arc::clone(&projection), fast("crash-test"));
+    // Sessions that applied events before they were killed. The kill comes a little sooner
+    // after one that did and twice as late after one that did not, so most sessions work and
+    // are then killed inside a page or a commit, on a fast store and a slow one alike.
+    let mut working = 0u32;
+    let mut reach = Duration::from_millis(30);
+    while u64::from(restarts) < SPREAD || done.load(Ordering::SeqCst) < WRITERS {
+        let calls = projection.calls.load(Ordering::SeqCst);
+        // A killed runner's lease holds its successor off until it runs out: a short one keeps
+        // the successors working (and losing it under load is one more fault the case rides out).
+        let options = fast("crash-test").lease_ttl(Duration::from_millis(500));
+        let handle = runner(&f, Arc::clone(&projection), options);
         // Abort anywhere: before the first read, inside a page, between a commit's parts.
         match dice.below(4) {
             0 => tokio::task::yield_now().await,
-            _ => tokio::time::sleep(Duration::from_micros(dice.below(30_000))).await,
+            _ => tokio::time::sleep(reach.mul_f64(dice.below(1_000) as f64 / 1_000.0)).await,
         }
         handle.abort();
         let _ = handle.join().await;
         restarts += 1;
+        killed.fetch_add(1, Ordering::SeqCst);
+        reach = if projection.calls.load(Ordering::SeqCst) == calls {
+            (reach * 2).min(Duration::from_secs(2))
+        } else {
+            working += 1;
+            reach.mul_f64(0.8).max(Duration::from_millis(2))
+        };
         assert!(restarts < 2_000, "the writers never finished");
     }
     for w in writers {
@@ -97,11 +125,15 @@ pub async fn projection_survives_crashes_without_skips_or_repeats(f: Fixture) {
     report(
         f.label,
         &format!(
-            "crash case: {restarts} restarts, {total} events over {} partitions, skipped {skipped}, applied twice {twice}, shared documents off by {shapes_off}",
+            "crash case: {restarts} restarts ({working} while applying), {total} events over {} partitions, skipped {skipped}, applied twice {twice}, shared documents off by {shapes_off}",
             f.events.capabilities().partitions
         ),
     );
     assert_eq!(total, WRITERS as u64 * stress.events_per_writer);
+    assert!(
+        working >= 5,
+        "only {working} of {restarts} runners applied events before they were killed: the case tested little"
+    );
     assert_eq!((skipped, twice), (0, 0), "after {restarts} crashes");
     assert_eq!(view, fold, "the view equals the fold");
     assert_eq!(shapes_view, shapes_fold, "every shared document equals the fold");

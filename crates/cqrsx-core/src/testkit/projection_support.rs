@@ -65,6 +65,8 @@ pub(super) struct TallyProjection {
     pub(super) fixed: Arc<AtomicBool>,
     pub(super) inside: Arc<AtomicUsize>,
     pub(super) most_inside: Arc<AtomicUsize>,
+    /// Handler calls so far, kept or not.
+    pub(super) calls: Arc<AtomicUsize>,
 }
 
 impl TallyProjection {
@@ -76,6 +78,7 @@ impl TallyProjection {
             fixed: Arc::new(AtomicBool::new(false)),
             inside: Arc::new(AtomicUsize::new(0)),
             most_inside: Arc::new(AtomicUsize::new(0)),
+            calls: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -107,6 +110,7 @@ impl Projection for TallyProjection {
                 self.0.fetch_sub(1, Ordering::SeqCst);
             }
         }
+        self.calls.fetch_add(1, Ordering::SeqCst);
         let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
         let _inside = Inside(&self.inside);
         self.most_inside.fetch_max(now, Ordering::SeqCst);
