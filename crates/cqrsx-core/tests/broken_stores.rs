@@ -5,13 +5,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrsx_core::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemoryReadStore, InMemorySnapshotStore};
-use cqrsx_core::projection::{Commit, Lease, ParkedEvent, ViewKey};
+use cqrsx_core::memory::{InMemoryEventStore, InMemoryReadStore, InMemorySnapshotStore};
 use cqrsx_core::testkit::{Fixture, CASES};
+
+#[path = "broken_stores/checkpoints.rs"]
+mod checkpoints;
+use checkpoints::{broken_checkpoints, CheckpointFault};
 use cqrsx_core::{
-    async_trait, AllPage, AppendResult, Checkpoint, CheckpointStore, Document, EventFilter, EventStore,
-    EventStoreCapabilities, ExpectedVersion, Filter, NewEvent, Position, Query, ReadStore, ReadStoreCapabilities,
-    RecordedEvent, Result, SnapshotInfo, SnapshotRecord, SnapshotStore, StreamId, Timestamp, Uuid, Wake,
+    async_trait, AllPage, AppendResult, Checkpoint, Document, EventFilter, EventStore, EventStoreCapabilities,
+    ExpectedVersion, Filter, NewEvent, Position, Query, ReadStore, ReadStoreCapabilities, RecordedEvent, Result,
+    SnapshotInfo, SnapshotRecord, SnapshotStore, StreamId, Timestamp, Uuid, Wake,
 };
 use serde_json::Value;
 
@@ -166,163 +169,6 @@ impl EventStore for BrokenEvents {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum CheckpointFault {
-    /// Writes the checkpoint first and the view documents after a pause: a crash in between
-    /// leaves the checkpoint ahead of the view.
-    CheckpointBeforeView,
-    /// Grants a lease to anyone and never fences.
-    NoFencing,
-    /// Parks nothing.
-    ForgetsParked,
-    /// Every version of a projection writes to the same view.
-    VersionsShareOneView,
-    /// Commits writes without checking them.
-    AcceptsBadWrites,
-    /// Reads the one document every event changes as missing (a guard that loses what other
-    /// streams wrote to a shared document): each runner session starts it over from nothing.
-    LosesSharedUpdates,
-}
-
-struct BrokenCheckpoints {
-    inner: InMemoryCheckpointStore,
-    fault: CheckpointFault,
-}
-
-impl BrokenCheckpoints {
-    fn key(&self, key: &ViewKey) -> ViewKey {
-        match self.fault {
-            CheckpointFault::VersionsShareOneView => key.at_version(1).expect("key"),
-            _ => key.clone(),
-        }
-    }
-
-    fn lease(&self, lease: &Lease) -> Lease {
-        Lease {
-            key: self.key(&lease.key),
-            ..lease.clone()
-        }
-    }
-}
-
-#[async_trait]
-impl CheckpointStore for BrokenCheckpoints {
-    async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
-        if self.fault == CheckpointFault::NoFencing {
-            return Ok(Some(Lease {
-                key: key.clone(),
-                owner: owner.to_string(),
-                token: 1,
-            }));
-        }
-        Ok(self
-            .inner
-            .acquire(&self.key(key), owner, ttl)
-            .await?
-            .map(|l| Lease { key: key.clone(), ..l }))
-    }
-    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()> {
-        if self.fault == CheckpointFault::NoFencing {
-            return Ok(());
-        }
-        self.inner.renew(&self.lease(lease), ttl).await
-    }
-    async fn release(&self, lease: &Lease) -> Result<()> {
-        self.inner.release(&self.lease(lease)).await
-    }
-    async fn checkpoint(&self, key: &ViewKey) -> Result<Option<Checkpoint>> {
-        self.inner.checkpoint(key).await
-    }
-    async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<Value>> {
-        if self.fault == CheckpointFault::LosesSharedUpdates && id == "total" {
-            return Ok(None);
-        }
-        self.inner.get(&self.key(key), id).await
-    }
-    async fn commit(&self, lease: &Lease, mut commit: Commit) -> Result<()> {
-        match self.fault {
-            CheckpointFault::NoFencing => {
-                let held = self
-                    .inner
-                    .acquire(&lease.key, &lease.owner, Duration::from_secs(60))
-                    .await?
-                    .expect("lease");
-                self.inner.commit(&held, commit).await
-            }
-            CheckpointFault::CheckpointBeforeView => {
-                let checkpoint = commit.checkpoint.take();
-                self.inner
-                    .commit(
-                        lease,
-                        Commit {
-                            checkpoint,
-                            ..Commit::default()
-                        },
-                    )
-                    .await?;
-                tokio::time::sleep(Duration::from_millis(3)).await;
-                self.inner.commit(lease, commit).await
-            }
-            CheckpointFault::ForgetsParked => {
-                commit.parked.clear();
-                self.inner.commit(lease, commit).await
-            }
-            CheckpointFault::AcceptsBadWrites => {
-                commit.writes.retain(|w| !w.id.is_empty());
-                self.inner.commit(lease, commit).await
-            }
-            CheckpointFault::LosesSharedUpdates => self.inner.commit(lease, commit).await,
-            CheckpointFault::VersionsShareOneView => {
-                // Documents go to version 1's view; the checkpoint stays per version.
-                let checkpoint = commit.checkpoint.take();
-                self.inner.commit(&self.lease(lease), commit).await?;
-                if checkpoint.is_some() {
-                    let own = self
-                        .inner
-                        .acquire(&lease.key, &lease.owner, Duration::from_secs(60))
-                        .await?;
-                    if let Some(own) = own {
-                        self.inner
-                            .commit(
-                                &own,
-                                Commit {
-                                    checkpoint,
-                                    ..Commit::default()
-                                },
-                            )
-                            .await?;
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-    async fn parked(&self, key: &ViewKey) -> Result<Vec<ParkedEvent>> {
-        self.inner.parked(key).await
-    }
-    async fn active_version(&self, projection: &str) -> Result<Option<u32>> {
-        self.inner.active_version(projection).await
-    }
-    async fn activate(&self, lease: &Lease) -> Result<()> {
-        if self.fault == CheckpointFault::VersionsShareOneView {
-            let own = self
-                .inner
-                .acquire(&lease.key, &lease.owner, Duration::from_secs(60))
-                .await?;
-            if let Some(own) = own {
-                return self.inner.activate(&own).await;
-            }
-        }
-        self.inner.activate(lease).await
-    }
-    async fn drop_view(&self, key: &ViewKey) -> Result<()> {
-        self.inner.drop_view(key).await
-    }
-    fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>> {
-        self.inner.view(&self.key(key))
-    }
-}
-
 /// A snapshot store whose save always overwrites what `latest` returns.
 #[derive(Default)]
 struct LastWriteWinsSnapshots {
@@ -435,19 +281,6 @@ fn broken_events(fault: Fault) -> Fixture {
     )
 }
 
-fn broken_checkpoints(fault: CheckpointFault) -> Fixture {
-    let f = Fixture::in_memory();
-    Fixture::new(
-        f.events,
-        f.snapshots,
-        f.reads,
-        Arc::new(BrokenCheckpoints {
-            inner: InMemoryCheckpointStore::new(),
-            fault,
-        }),
-    )
-}
-
 /// How long one case may run: a case must end, passing or failing, never hang.
 const CASE_BOUND: Duration = Duration::from_secs(180);
 
@@ -541,6 +374,14 @@ async fn each_case_catches_the_fault_it_guards_against() {
         (
             "projection_failing_handlers_are_contained",
             CheckpointFault::ForgetsParked,
+        ),
+        (
+            "projection_forged_and_dropped_leases_write_nothing",
+            CheckpointFault::TrustsTokens,
+        ),
+        (
+            "projection_forged_and_dropped_leases_write_nothing",
+            CheckpointFault::DropDoesNotFence,
         ),
     ];
     for (case, fault) in checkpoint_faults {

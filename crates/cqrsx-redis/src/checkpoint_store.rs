@@ -54,6 +54,12 @@ fn lost(lease: &Lease) -> Error {
     }
 }
 
+/// The script's first arguments for an operation under a lease: the operation, the token and
+/// the owner (see `lua/projection.lua`).
+fn held(op: &str, lease: &Lease) -> Vec<Value> {
+    vec![op.into(), lease.token.to_string().into(), lease.owner.as_str().into()]
+}
+
 fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis().max(1)).unwrap_or(i64::MAX)
 }
@@ -104,6 +110,18 @@ impl RedisCheckpointStore {
         Collection::new(format!("{}v{}:", self.tag(key.projection()), key.version()), indexes)
     }
 
+    /// The keys that decide whether a lease may still write: the last token given, and to whom.
+    fn fence_keys(&self, key: &ViewKey) -> Vec<String> {
+        vec![self.key(key, "token"), self.key(key, "holder")]
+    }
+
+    /// The lease itself, then the fence.
+    fn lease_keys(&self, key: &ViewKey) -> Vec<String> {
+        let mut keys = vec![self.key(key, "lease")];
+        keys.extend(self.fence_keys(key));
+        keys
+    }
+
     async fn eval(&self, keys: Vec<String>, args: Vec<Value>) -> Result<Value> {
         self.client
             .run_script(&self.script, || (keys.clone(), args.clone()))
@@ -117,9 +135,11 @@ impl CheckpointStore for RedisCheckpointStore {
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         cqrsx_core::raw::validate_id("lease owner", owner)?;
         validate_lease_ttl(ttl)?;
-        let keys = vec![self.key(key, "lease"), self.key(key, "token")];
         let reply = self
-            .eval(keys, vec!["acquire".into(), owner.into(), ttl_ms(ttl).into()])
+            .eval(
+                self.lease_keys(key),
+                vec!["acquire".into(), "".into(), owner.into(), ttl_ms(ttl).into()],
+            )
             .await?;
         let (status, rest) = status(reply)?;
         match status.as_str() {
@@ -135,14 +155,9 @@ impl CheckpointStore for RedisCheckpointStore {
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()> {
         validate_lease_ttl(ttl)?;
-        let keys = vec![self.key(&lease.key, "lease"), self.key(&lease.key, "token")];
-        let args = vec![
-            "renew".into(),
-            lease.token.to_string().into(),
-            ttl_ms(ttl).into(),
-            lease.owner.as_str().into(),
-        ];
-        match text(&self.eval(keys, args).await?).as_deref() {
+        let mut args = held("renew", lease);
+        args.push(ttl_ms(ttl).into());
+        match text(&self.eval(self.lease_keys(&lease.key), args).await?).as_deref() {
             Some("ok") => Ok(()),
             Some("lost") => Err(lost(lease)),
             other => Err(protocol(format!("renew reply {other:?}"))),
@@ -150,9 +165,7 @@ impl CheckpointStore for RedisCheckpointStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
-        let keys = vec![self.key(&lease.key, "lease"), self.key(&lease.key, "token")];
-        self.eval(keys, vec!["release".into(), lease.token.to_string().into()])
-            .await?;
+        self.eval(self.lease_keys(&lease.key), held("release", lease)).await?;
         Ok(())
     }
 
@@ -192,18 +205,14 @@ impl CheckpointStore for RedisCheckpointStore {
             });
         }
         let write_args = collection.write_args(&writes);
-        let mut keys = vec![
-            self.key(&lease.key, "token"),
-            self.key(&lease.key, "cp"),
-            self.key(&lease.key, "dl"),
-        ];
+        let mut keys = self.fence_keys(&lease.key);
+        keys.extend([self.key(&lease.key, "cp"), self.key(&lease.key, "dl")]);
         keys.extend(collection.keys());
-        let mut args: Vec<Value> = vec![
-            "commit".into(),
-            lease.token.to_string().into(),
+        let mut args = held("commit", lease);
+        args.extend([
             commit.checkpoint.map(|c| c.to_string()).unwrap_or_default().into(),
             (commit.parked.len() as i64).into(),
-        ];
+        ]);
         for p in &commit.parked {
             args.push(position_key(p.position).into());
             args.push(
@@ -254,15 +263,10 @@ impl CheckpointStore for RedisCheckpointStore {
     }
 
     async fn activate(&self, lease: &Lease) -> Result<()> {
-        let keys = vec![
-            self.key(&lease.key, "token"),
-            format!("{}active", self.tag(lease.key.projection())),
-        ];
-        let args = vec![
-            "activate".into(),
-            lease.token.to_string().into(),
-            lease.key.version().to_string().into(),
-        ];
+        let mut keys = self.fence_keys(&lease.key);
+        keys.push(format!("{}active", self.tag(lease.key.projection())));
+        let mut args = held("activate", lease);
+        args.push(lease.key.version().to_string().into());
         match text(&self.eval(keys, args).await?).as_deref() {
             Some("ok") => Ok(()),
             Some("lost") => Err(lost(lease)),
@@ -272,10 +276,13 @@ impl CheckpointStore for RedisCheckpointStore {
 
     #[instrument(level = "debug", skip(self), fields(projection = %key))]
     async fn drop_view(&self, key: &ViewKey) -> Result<()> {
-        // A view is a fixed set of keys: removed in one call, freed in the background.
-        let mut doomed = vec![self.key(key, "cp"), self.key(key, "dl")];
-        doomed.extend(self.collection(key).keys());
-        let _: i64 = self.client.track(self.client.client().unlink(doomed)).await?;
+        // A view is a fixed set of keys: removed in one call, freed in the background, and
+        // fenced in the same call: a new token given to no one, so no lease held before the
+        // drop commits, renews or activates again.
+        let mut keys = self.fence_keys(key);
+        keys.extend([self.key(key, "cp"), self.key(key, "dl")]);
+        keys.extend(self.collection(key).keys());
+        self.eval(keys, vec!["drop".into(), "".into(), "".into()]).await?;
         Ok(())
     }
 

@@ -20,6 +20,13 @@ struct Held {
     expires: Instant,
 }
 
+impl Held {
+    /// Whether `lease` is this one: the same token given to the same owner.
+    fn is(&self, lease: &Lease) -> bool {
+        self.token == lease.token && self.owner == lease.owner
+    }
+}
+
 #[derive(Default)]
 struct State {
     leases: HashMap<ViewKey, Held>,
@@ -37,11 +44,11 @@ impl State {
 
     fn check(&self, lease: &Lease) -> Result<()> {
         match self.leases.get(&lease.key) {
-            Some(held) if held.token == lease.token => Ok(()),
+            Some(held) if held.is(lease) => Ok(()),
             _ => Err(Error::LeaseLost {
                 projection: lease.key.to_string(),
                 token: lease.token,
-                reason: "a newer lease was granted".into(),
+                reason: "a newer lease was granted, or the view was dropped".into(),
             }),
         }
     }
@@ -107,7 +114,7 @@ impl CheckpointStore for InMemoryCheckpointStore {
         validate_lease_ttl(ttl)?;
         let mut state = self.lock();
         match state.leases.get_mut(&lease.key) {
-            Some(held) if held.token == lease.token => {
+            Some(held) if held.is(lease) => {
                 held.expires = Instant::now() + ttl;
                 Ok(())
             }
@@ -121,7 +128,7 @@ impl CheckpointStore for InMemoryCheckpointStore {
 
     async fn release(&self, lease: &Lease) -> Result<()> {
         let mut state = self.lock();
-        if state.leases.get(&lease.key).is_some_and(|h| h.token == lease.token) {
+        if state.leases.get(&lease.key).is_some_and(|h| h.is(lease)) {
             state.leases.remove(&lease.key);
         }
         Ok(())
@@ -188,6 +195,9 @@ impl CheckpointStore for InMemoryCheckpointStore {
         }
         state.checkpoints.remove(key);
         state.parked.remove(key);
+        // Fenced: no lease given before the drop writes again (the token counter stays, so
+        // the next lease gets a larger token).
+        state.leases.remove(key);
         Ok(())
     }
 

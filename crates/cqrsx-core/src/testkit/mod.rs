@@ -11,6 +11,7 @@ mod event_cases;
 mod id_cases;
 mod projection_cases;
 mod projection_failure_cases;
+mod projection_fence_cases;
 mod projection_support;
 mod read_cases;
 mod snapshot_cases;
@@ -27,6 +28,7 @@ pub use event_cases::*;
 pub use id_cases::*;
 pub use projection_cases::*;
 pub use projection_failure_cases::*;
+pub use projection_fence_cases::*;
 pub use read_cases::*;
 pub use snapshot_cases::*;
 pub use subscription_cases::*;
@@ -185,6 +187,7 @@ macro_rules! __conformance_cases {
             projection_rebuild_equals_the_live_view,
             projection_bad_input_is_refused,
             projection_failing_handlers_are_contained,
+            projection_forged_and_dropped_leases_write_nothing,
             bad_input_catalogue,
         }
     };

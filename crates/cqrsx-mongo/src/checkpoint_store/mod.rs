@@ -268,10 +268,11 @@ impl CheckpointStore for MongoCheckpointStore {
             doc! { "_id": log::claim_id(&lease.key, lease.token), "owner": &lease.owner, "superseded": { "$ne": true } },
             doc! { "$set": { "expires": expiry(ttl) } },
         );
-        let (newer, renewed) = tokio::join!(
-            self.claim(&lease.key, lease.token + 1),
-            self.client.track(own.into_future())
-        );
+        // No store gives the largest token: one is forged.
+        let Some(next) = lease.token.checked_add(1) else {
+            return Err(lost(lease, "no such lease was granted"));
+        };
+        let (newer, renewed) = tokio::join!(self.claim(&lease.key, next), self.client.track(own.into_future()));
         if newer?.is_some() || renewed?.matched_count == 0 {
             return Err(lost(lease, "a newer lease was granted"));
         }
@@ -395,6 +396,11 @@ impl CheckpointStore for MongoCheckpointStore {
 
     #[instrument(level = "debug", skip(self), fields(projection = %key))]
     async fn drop_view(&self, key: &ViewKey) -> Result<()> {
+        // Fenced first: the last holder's tenure is sealed as a takeover seals it, so no
+        // commit, renewal or activation under a lease given before the drop lands after it.
+        if let Some(latest) = self.latest_claim(key).await? {
+            self.seal_older(key, token_of(&latest)? + 1, Some(&latest)).await?;
+        }
         let view: Collection<Document> = self.client.database().collection(&self.view_collection(key));
         self.client.track(view.drop().into_future()).await?;
         // Claims and seals stay: an older holder that wakes up must still find its next slot
