@@ -53,7 +53,21 @@ impl Checkpoint {
                 "checkpoint offset of partition {p} is 0; offsets start at 1"
             )));
         }
-        Ok(Self { next })
+        let checkpoint = Self { next };
+        checkpoint.validate()?;
+        Ok(checkpoint)
+    }
+
+    /// Checks that every next offset is one a store can reach: at most one past the largest
+    /// offset (2^53 - 1).
+    pub fn validate(&self) -> Result<()> {
+        let most = crate::event_store::MAX_NUMBER + 1;
+        if let Some((p, n)) = self.next.iter().enumerate().find(|(_, &n)| n > most) {
+            return Err(Error::InvalidInput(format!(
+                "checkpoint offset {n} of partition {p} is past the largest offset a store gives (2^53 - 1)"
+            )));
+        }
+        Ok(())
     }
 
     /// How many partitions it covers.

@@ -154,7 +154,11 @@ impl Commit {
     /// Checks every write before a store sends anything: valid ids, documents a view can hold
     /// (see [`crate::raw::validate_document`]), positive TTLs.
     pub fn validate(&self) -> Result<()> {
+        if let Some(checkpoint) = &self.checkpoint {
+            checkpoint.validate()?;
+        }
         for write in &self.writes {
+            crate::event_store::validate_number("view write position offset", write.position.offset)?;
             match &write.change {
                 ViewChange::Put { data, ttl } => {
                     crate::read_store::validate_document(&write.id, data, crate::projection::MAX_VIEW_DOCUMENT_BYTES)?;

@@ -66,6 +66,10 @@ pub(super) async fn check(c: &mut Catalogue<'_>, seeded: &Seeded) {
         Checkpoint::from_offsets([0])
     })
     .await;
+    c.check("checkpoint: an offset past 2^53", InvalidInput, async {
+        Checkpoint::from_offsets([1 << 60])
+    })
+    .await;
     c.check("checkpoint: no partitions", InvalidInput, async {
         Checkpoint::from_offsets([])
     })
@@ -142,6 +146,20 @@ pub(super) async fn check(c: &mut Catalogue<'_>, seeded: &Seeded) {
         InvalidInput,
         checkpoints.commit(&lease, put("d", json!({"a": 1}), Some(MAX_TTL * 2))),
     )
+    .await;
+    c.check("view write: a position past 2^53", InvalidInput, async {
+        let mut commit = put("d", json!({"a": 1}), None);
+        commit.writes[0].position.offset = 1 << 60;
+        checkpoints.commit(&lease, commit).await
+    })
+    .await;
+    c.check("commit: a checkpoint past 2^53", InvalidInput, async {
+        let far: Checkpoint = serde_json::from_value(json!({ "next": [1u64 << 60] }))
+            .map_err(|e| Error::serialization("checkpoint", e))?;
+        let mut commit = put("d", json!({"a": 1}), None);
+        commit.checkpoint = Some(far);
+        checkpoints.commit(&lease, commit).await
+    })
     .await;
     let stale = Lease {
         token: lease.token.saturating_sub(1),
@@ -252,6 +270,18 @@ pub(super) async fn check(c: &mut Catalogue<'_>, seeded: &Seeded) {
             Position {
                 partition: 0,
                 offset: 0,
+            },
+            far,
+        ),
+    )
+    .await;
+    c.check(
+        "wait: an offset past 2^53",
+        InvalidInput,
+        handle.wait_until_caught_up(
+            Position {
+                partition: 0,
+                offset: 1 << 53,
             },
             far,
         ),
