@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::event::Position;
 use crate::event_store::EventStore;
 use crate::projection::status::{ProjectionStatus, RunnerState};
-use crate::projection::store::ViewKey;
+use crate::projection::store::{CheckpointStore, ViewKey};
 
 /// What a handle asks of its runner.
 pub(super) enum Command {
@@ -25,6 +25,8 @@ pub struct ProjectionHandle {
     pub(super) partitions: u32,
     /// The event store, for a lag that is true when read.
     pub(super) events: Arc<dyn EventStore>,
+    /// The projection store, for the lag of a runner that has not read its checkpoint yet.
+    pub(super) checkpoints: Arc<dyn CheckpointStore>,
     pub(super) status: watch::Receiver<ProjectionStatus>,
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) task: Option<tokio::task::JoinHandle<Result<()>>>,
@@ -46,14 +48,24 @@ impl ProjectionHandle {
     }
 
     /// The status as the runner last reported it, with its lag measured now against the log's
-    /// head (one read of the head): right after an acknowledged append, the lag counts its
-    /// events until the runner has applied them. When the head cannot be read, the lag is the
-    /// one the runner last measured.
+    /// head (one read of the head; before the runner has read its checkpoint, one read of the
+    /// stored checkpoint too): right after an acknowledged append, the lag counts its events
+    /// until the runner has applied them. When they cannot be read, the lag is the one the
+    /// runner last measured.
     pub async fn status(&self) -> ProjectionStatus {
         let mut status = self.last_status();
-        if let Some(checkpoint) = &status.checkpoint {
+        // A runner still starting (or waiting for its lease) is as far behind as the stored
+        // checkpoint, or the whole log when there is none.
+        let checkpoint = match &status.checkpoint {
+            Some(checkpoint) => Some(checkpoint.clone()),
+            None => match self.checkpoints.checkpoint(&self.key).await {
+                Ok(stored) => Some(stored.unwrap_or_else(|| crate::checkpoint::Checkpoint::start(self.partitions))),
+                Err(_) => None,
+            },
+        };
+        if let Some(checkpoint) = checkpoint {
             if let Ok(head) = self.events.head().await {
-                status.lag = super::status::lag(self.events.as_ref(), checkpoint, &head);
+                status.lag = super::status::lag(self.events.as_ref(), &checkpoint, &head);
             }
         }
         status
@@ -71,9 +83,12 @@ impl ProjectionHandle {
     /// position no event can have (a partition the store does not have, offset 0) is refused
     /// with [`Error::InvalidInput`] at once.
     pub async fn wait_until_caught_up(&self, position: Position, timeout: Duration) -> Result<()> {
-        if position.partition >= self.partitions || position.offset == 0 {
+        if position.partition >= self.partitions
+            || position.offset == 0
+            || position.offset > crate::event_store::MAX_NUMBER
+        {
             return Err(Error::InvalidInput(format!(
-                "position {position} cannot exist: the event store has {} partition(s) and offsets start at 1",
+                "position {position} cannot exist: the event store has {} partition(s) and offsets run from 1 to 2^53 - 1",
                 self.partitions
             )));
         }

@@ -201,6 +201,11 @@ pub async fn projection_failing_handlers_are_contained(f: Fixture) {
     // The lag is true when read: a runner that cannot apply yet shows the append at once.
     let p = Misbehaving::new(Misbehaviour::Gated, &aggregate);
     let handle = spawn(Arc::clone(&p), fast("gated"));
+    let status = handle.status().await;
+    assert!(
+        status.checkpoint.is_some() || status.total_lag() >= 1,
+        "a runner that has not read its checkpoint yet is behind the whole log: {status:?}"
+    );
     handle
         .wait_for(within, |s| s.checkpoint.is_some())
         .await

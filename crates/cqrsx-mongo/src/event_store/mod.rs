@@ -313,7 +313,9 @@ impl EventStore for MongoEventStore {
         self.tail.wait(checkpoint, reserved, timeout).await
     }
 
+    /// In commits: offsets before the first commit point at its start.
     fn distance(&self, from: Position, to: Position) -> u64 {
-        (to.offset >> EVENT_BITS).saturating_sub(from.offset >> EVENT_BITS)
+        let commit = |offset: u64| (offset >> EVENT_BITS).max(1);
+        commit(to.offset).saturating_sub(commit(from.offset))
     }
 }
