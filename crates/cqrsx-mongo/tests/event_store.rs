@@ -200,3 +200,43 @@ async fn sixteen_writers_on_their_own_streams_all_land_at_distinct_positions() {
     }
     assert_eq!(all.len(), 16 * 30);
 }
+
+/// A runtime shut down while writers wait for positions ends: the writers' reservations are
+/// failed, not handed on from one dropped task to the next (which once recursed until the
+/// stack overflowed and aborted the process).
+#[test]
+fn a_runtime_shut_down_with_appends_in_flight_ends() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = runtime.block_on(async {
+        let client = common::client(common::config()).await;
+        Arc::new(MongoEventStore::new(client))
+    });
+    for round in 0..5 {
+        let writers: Vec<_> = (0..200)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                runtime.spawn(async move {
+                    let s = stream(&format!("shutdown-{round}-{i}"));
+                    store.append(&s, ExpectedVersion::Any, vec![event(i)]).await
+                })
+            })
+            .collect();
+        if round < 4 {
+            runtime.block_on(async { tokio::time::sleep(Duration::from_millis(5 * round)).await });
+        } else {
+            // The last round's writers are mid-reservation when the runtime goes.
+            runtime.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+        }
+        drop(writers);
+    }
+    {
+        // The driver's client closes its connections on a runtime.
+        let _inside = runtime.enter();
+        drop(store);
+    }
+    runtime.shutdown_timeout(Duration::from_secs(30));
+}

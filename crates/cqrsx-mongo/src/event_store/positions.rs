@@ -55,8 +55,17 @@ impl Drop for Turn {
         }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
+                // The batch leaves the queue here, before the task exists: a runtime that is
+                // shutting down drops the task unpolled, and with it the batch (its writers
+                // are told) and the turn, which then finds the queue empty — no new task
+                // from the drop of the last.
+                let batch: Vec<Waiting> = lane.queue.drain(..).collect();
                 drop(lane);
-                runtime.spawn(Turn(Arc::clone(&self.0)).send());
+                let turn = Turn(Arc::clone(&self.0));
+                runtime.spawn(async move {
+                    turn.0.send_batch(batch).await;
+                    drop(turn);
+                });
             }
             Err(_) => {
                 // No runtime to send them on: fail them rather than leave them waiting.
