@@ -241,6 +241,31 @@ pub async fn run(backends: &[Backend], with_meta: bool, out: &mut (dyn Write + S
                     frozen_rounds: 2,
                 };
                 rows.push(row("mongo (FerretDB 1)", &mut servers, &base, &[1], &plan, out).await?);
+                drop(servers);
+                // The engine row, where the engine can be had (as in the matrix: its absence
+                // fails the run once CQRSX_DOCUMENTDB_SRC names its sources).
+                match tokio::task::spawn_blocking(Servers::documentdb).await {
+                    Ok(Ok((mut servers, uri))) => {
+                        log(out, &format!("mongo engine: {}", servers.description));
+                        let base = Target::Mongo {
+                            uri,
+                            database: String::new(),
+                        };
+                        let plan = Plan {
+                            size: Size {
+                                events_per_writer: 10,
+                                pace: Duration::from_millis(400),
+                            },
+                            ..plan
+                        };
+                        rows.push(row("mongo (FerretDB 2 + DocumentDB)", &mut servers, &base, &[1], &plan, out).await?);
+                    }
+                    Ok(Err(why)) if std::env::var_os("CQRSX_DOCUMENTDB_SRC").is_some_and(|v| !v.is_empty()) => {
+                        return Err(format!("the engine row of the fault suite cannot run: {why}"));
+                    }
+                    Ok(Err(why)) => log(out, &format!("mongo (FerretDB 2 + DocumentDB): NOT RUN: {why}")),
+                    Err(e) => return Err(format!("the engine's start panicked: {e}")),
+                }
             }
         }
     }

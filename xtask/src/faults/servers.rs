@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cmd::Result;
+use crate::mongo_engine::DocumentDbServer;
 use crate::providers::{self, TempDir};
 
 /// One server process, started again with the same command on the same data.
@@ -74,11 +75,20 @@ impl Drop for Process {
     }
 }
 
+/// What a row's servers are.
+enum Kind {
+    /// Server processes, any one of which a kill takes down.
+    Processes(Vec<Process>),
+    /// PostgreSQL with DocumentDB behind FerretDB 2: a kill takes down the wire server, the
+    /// database, or both.
+    DocumentDb(Box<DocumentDbServer>),
+}
+
 /// The servers behind one fault-suite row.
 pub struct Servers {
-    pub processes: Vec<Process>,
+    kind: Kind,
     pub description: String,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
 }
 
 fn redis_args(dir: &std::path::Path, port: u16, extra: &[&str]) -> Vec<String> {
@@ -114,9 +124,9 @@ impl Servers {
         let process = Process::start("redis-server", bin, redis_args(dir.path(), port, &[]), port)?;
         Ok((
             Self {
-                processes: vec![process],
+                kind: Kind::Processes(vec![process]),
                 description: format!("redis-server 127.0.0.1:{port}, appendfsync always"),
-                _dir: dir,
+                _dir: Some(dir),
             },
             format!("redis://127.0.0.1:{port}"),
         ))
@@ -148,9 +158,9 @@ impl Servers {
         providers::create_cluster(&nodes)?;
         Ok((
             Self {
-                processes,
+                kind: Kind::Processes(processes),
                 description: format!("3-master redis cluster {}, appendfsync always", nodes.join(",")),
-                _dir: dir,
+                _dir: Some(dir),
             },
             nodes.join(","),
         ))
@@ -176,23 +186,59 @@ impl Servers {
         let process = Process::start("ferretdb", bin, args, port)?;
         Ok((
             Self {
-                processes: vec![process],
+                kind: Kind::Processes(vec![process]),
                 description: format!("FerretDB 1 (SQLite) 127.0.0.1:{port}"),
-                _dir: dir,
+                _dir: Some(dir),
             },
             format!("mongodb://127.0.0.1:{port}/"),
         ))
     }
 
-    /// Kills one of its processes (the `pick`-th, modulo their number) with SIGKILL.
-    pub fn kill(&mut self, pick: usize) -> usize {
-        let i = pick % self.processes.len();
-        self.processes[i].kill();
-        i
+    /// FerretDB 2 + PostgreSQL + DocumentDB on a data directory of its own (the engine must
+    /// be buildable: see `mongo_engine`), with `synchronous_commit = on`.
+    pub fn documentdb() -> Result<(Self, String)> {
+        let server = DocumentDbServer::start_temporary()?;
+        let uri = server.uri();
+        Ok((
+            Self {
+                description: format!(
+                    "FerretDB 2 + PostgreSQL 15 + DocumentDB {} ({})",
+                    uri.trim_start_matches("mongodb://").trim_end_matches('/'),
+                    server.build_note()
+                ),
+                kind: Kind::DocumentDb(Box::new(server)),
+                _dir: None,
+            },
+            uri,
+        ))
     }
 
-    /// Starts a killed process again on its data.
+    /// Kills part of the row's servers with SIGKILL, chosen by `pick`: one process of several
+    /// (a Redis node); for the engine, the wire server, the database, or both. Returns what
+    /// [`Servers::restart`] takes.
+    pub fn kill(&mut self, pick: usize) -> usize {
+        match &mut self.kind {
+            Kind::Processes(processes) => {
+                let i = pick % processes.len();
+                processes[i].kill();
+                i
+            }
+            Kind::DocumentDb(server) => {
+                match pick % 3 {
+                    0 => server.kill_ferretdb_only(),
+                    1 => server.kill_postgres_only(),
+                    _ => server.kill(),
+                }
+                0
+            }
+        }
+    }
+
+    /// Starts what [`Servers::kill`] killed again, on its data.
     pub fn restart(&mut self, i: usize) -> Result<()> {
-        self.processes[i].restart()
+        match &mut self.kind {
+            Kind::Processes(processes) => processes[i].restart(),
+            Kind::DocumentDb(server) => server.restart(),
+        }
     }
 }

@@ -51,10 +51,57 @@ fn group_alive(pgid: u32) -> bool {
     })
 }
 
+/// Every process below `pid` (PostgreSQL's backends each lead a session of their own, so a
+/// signal to the postmaster's group misses them).
+fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u32)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|entry| {
+            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let parent: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            Some((child, parent))
+        })
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let at = found[i];
+        found.extend(parents.iter().filter(|(_, p)| *p == at).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
 /// Sends `signal` to the process group `pgid`.
 fn signal_group(pgid: u32, signal: &str) {
     let _ = Command::new("kill")
         .args(["-s", signal, "--", &format!("-{pgid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Whether `pid` runs (a zombie does not).
+fn running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().next() != Some("Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// SIGKILL to one process.
+fn kill_process(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &pid.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
@@ -74,10 +121,14 @@ impl Process {
     /// SIGKILL to the whole group; waits until every process of it is gone.
     fn kill(&mut self) {
         let pgid = self.child.id();
+        let below = descendants(pgid);
         signal_group(pgid, "KILL");
+        for pid in &below {
+            kill_process(*pid);
+        }
         let _ = self.child.wait();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while group_alive(pgid) && Instant::now() < deadline {
+        while (group_alive(pgid) || below.iter().any(|p| running(*p))) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
