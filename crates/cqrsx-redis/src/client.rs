@@ -198,13 +198,21 @@ async fn probe_server(host: &str, port: u16, config: &FredConfig, target: &str) 
         ));
     }
     for (request, refusal) in steps {
-        stream
-            .write_all(&request)
-            .await
-            .map_err(|e| fail(ConnectFailure::Protocol, Some(Box::new(e))))?;
-        let line = reply_line(&mut stream)
-            .await
-            .map_err(|e| fail(ConnectFailure::Protocol, Some(Box::new(e))))?;
+        let line = loop {
+            stream
+                .write_all(&request)
+                .await
+                .map_err(|e| fail(ConnectFailure::Protocol, Some(Box::new(e))))?;
+            let line = reply_line(&mut stream)
+                .await
+                .map_err(|e| fail(ConnectFailure::Protocol, Some(Box::new(e))))?;
+            // A server loading its data set answers every command so until it is done: asked
+            // again until the connect timeout, past which it is a transient `Timeout`.
+            if !line.starts_with(b"-LOADING") {
+                break line;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
         match line.first() {
             // A simple string or any other well-formed reply: this step passed.

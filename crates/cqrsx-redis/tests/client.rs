@@ -182,8 +182,34 @@ async fn a_first_connection_fails_fast_with_what_went_wrong() {
     assert_eq!(failure(&err), Some(ConnectFailure::Protocol), "{err:?}");
     assert!(took < bound, "{took:?}");
     answer.abort();
+    // A server still loading its data set (a large AOF after a restart): not a refusal of the
+    // credentials, but a server not ready yet.
+    let loading = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listener");
+    let loading_port = loading.local_addr().expect("addr").port();
+    let answer = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = loading.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0
+                        || socket
+                            .write_all(b"-LOADING Redis is loading the dataset in memory\r\n")
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let (err, took) = refused_with(RedisConfig::default().with_host("127.0.0.1", loading_port)).await;
+    assert_eq!(failure(&err), Some(ConnectFailure::Timeout), "{err:?}");
+    assert!(took < bound, "{took:?}");
+    answer.abort();
     cqrsx_core::testkit::report(
         "redis standalone",
-        "connect catalogue: 6 kinds (refused, wrong password, no password, database, silent port, not RESP)",
+        "connect catalogue: 7 kinds (refused, wrong password, no password, database, silent port, not RESP, loading)",
     );
 }
