@@ -217,7 +217,8 @@ pub trait CheckpointStore: Send + Sync {
     /// commit an older holder had in flight is either whole or gone.
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>>;
 
-    /// Extends a held lease by `ttl`; [`Error::LeaseLost`] when it was taken over.
+    /// Extends a held lease by `ttl`; [`Error::LeaseLost`] when it was taken over, dropped, or
+    /// is not one this store gave (a lease is its token *and* its owner).
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()>;
 
     /// Gives a lease up, so another runner can take it at once. Releasing a lease that was
@@ -244,7 +245,9 @@ pub trait CheckpointStore: Send + Sync {
     /// like a commit.
     async fn activate(&self, lease: &Lease) -> Result<()>;
 
-    /// Removes a version's documents, checkpoint and dead letters (after a newer one took over).
+    /// Removes a version's documents, checkpoint and dead letters (after a newer one took over),
+    /// and fences it: no lease given before the drop commits, renews or activates after it
+    /// (each is [`Error::LeaseLost`]); a new lease on the version gets a larger token.
     async fn drop_view(&self, key: &ViewKey) -> Result<()>;
 
     /// A read store over a version's documents, for queries.
