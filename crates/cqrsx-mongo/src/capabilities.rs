@@ -44,6 +44,12 @@ pub struct ServerCapabilities {
     /// 1.x loses concurrent increments; the event store then serialises its own reservations). A
     /// server whose losses the race missed is still handled correctly, only slower: racing
     /// reservations collide on the unique position index and reserve again.
+    ///
+    /// The same server applies any conditional update of one document as a read and a write of
+    /// its own, so a write the client gave up on could land after the writes that followed it:
+    /// where this is false, writes that such a late copy could undo (view documents, the
+    /// projection checkpoint, leases, read models) are awaited to their reply, past the socket
+    /// timeout.
     pub atomic_counters: bool,
     /// Queries on fields other than `_id` use indexes. Probed by explaining a range query with
     /// a sort on an indexed field, hinted to its index: the plan must name the index (MongoDB's `IXSCAN` stage does,

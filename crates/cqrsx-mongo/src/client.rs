@@ -250,6 +250,38 @@ impl MongoClientManager {
         })
     }
 
+    /// Runs a write that a stale copy of could undo: a guarded upsert of a view document or a
+    /// read model, the checkpoint, a lease. Under the socket timeout where the server applies a
+    /// conditional update of one document atomically; where it does not (FerretDB 1.x reads the
+    /// document, tests the filter and writes it back as separate steps, see
+    /// [`crate::ServerCapabilities::atomic_counters`]), a write given up on would keep running
+    /// at the server beside its retry and the writes after it, and could land last with what
+    /// it read before them. There it runs to its reply, or to the end of its connection (a
+    /// killed server takes the write with it).
+    pub(crate) async fn track_write<T>(
+        &self,
+        call: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T> {
+        self.track_write_raw(call).await.map_err(|e| match e {
+            Tracked::Driver(e) => backend(e),
+            Tracked::Timeout(t) => Error::backend(true, TimeoutError(t)),
+        })
+    }
+
+    /// Like [`Self::track_write`], keeping the driver error.
+    pub(crate) async fn track_write_raw<T>(
+        &self,
+        call: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> std::result::Result<T, Tracked> {
+        if self.capabilities.atomic_counters {
+            return self.track_raw(call).await;
+        }
+        let started = Instant::now();
+        let result = call.into_future().await.map_err(Tracked::Driver);
+        self.stats.record(started.elapsed(), result.is_ok());
+        result
+    }
+
     /// Like [`Self::track`], but keeps the driver error for callers that inspect it (duplicate
     /// keys).
     pub(crate) async fn track_raw<T>(

@@ -204,7 +204,7 @@ impl MongoReadStore {
     pub async fn purge_expired(&self) -> Result<u64> {
         let result = self
             .client
-            .track(
+            .track_write(
                 self.docs
                     .delete_many(doc! { "exp": { "$lte": DateTime::now() } })
                     .into_future(),
@@ -256,7 +256,7 @@ impl MongoReadStore {
             .collect();
         let reply = self
             .client
-            .track(
+            .track_write(
                 self.client
                     .database()
                     .run_command(doc! { "update": self.docs.name(), "updates": updates, "ordered": false }),
@@ -416,7 +416,7 @@ impl ReadStore for MongoReadStore {
         }
         let result = self
             .client
-            .track(
+            .track_write(
                 self.docs
                     .delete_many(Self::filter(vec![doc! { "_id": { "$in": ids } }]))
                     .into_future(),

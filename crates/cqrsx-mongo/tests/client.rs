@@ -221,3 +221,104 @@ async fn a_closed_port_fails_fast_with_a_typed_error() {
         "connect catalogue: 3 kinds (refused, silent port, not MongoDB)",
     );
 }
+
+/// A TCP relay to the test server that holds every request it forwards for `delay`
+/// milliseconds (0: none): a server, or a network, slower than the client's socket timeout.
+async fn slow_relay(delay: Arc<std::sync::atomic::AtomicU64>) -> String {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let uri = common::uri();
+    let host = uri
+        .trim_start_matches("mongodb://")
+        .split(['/', '?'])
+        .next()
+        .expect("a host in CQRSX_TEST_MONGO_URI")
+        .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&host).await else {
+                continue;
+            };
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            let delay = Arc::clone(&delay);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                    let ms = delay.load(Ordering::SeqCst);
+                    if ms > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    }
+                    if to_server.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+            });
+        }
+    });
+    format!("mongodb://127.0.0.1:{port}/?directConnection=true")
+}
+
+/// Where the server does not apply a conditional update atomically (FerretDB 1.x), a write the
+/// client gave up on at its socket timeout would go on at the server beside the writes after
+/// it and could land last with what it read before them: there a write is awaited to its
+/// reply, past the socket timeout. Where updates are atomic a stale write is refused by its
+/// guard, and the timeout holds — and the write given up on still lands, which is why the
+/// other kind of server cannot be allowed to give up. Both, on one server, by assuming the
+/// capability each way through a relay that holds requests 1.5 s against a 0.4 s timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_awaited_past_the_socket_timeout_where_updates_are_not_atomic() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    let delay = Arc::new(AtomicU64::new(0));
+    let relay = slow_relay(Arc::clone(&delay)).await;
+    for atomic in [false, true] {
+        let assume = cqrsx_mongo::AssumedCapabilities::parse(&format!("atomic_counters={atomic}")).expect("assume");
+        let config = common::config_at(&relay)
+            .with_assumed_capabilities(assume)
+            .with_timeouts(
+                Duration::from_secs(10),
+                Duration::from_millis(400),
+                Duration::from_secs(20),
+            );
+        let database = config.database.clone();
+        let client = MongoClientManager::connect(config)
+            .await
+            .expect("connect through the relay");
+        assert_eq!(client.capabilities().atomic_counters, atomic);
+        let reads = cqrsx_mongo::MongoReadStore::new(client.clone(), "slow").expect("read store");
+        reads.initialize().await.expect("initialize");
+        // The same read model, read from the server directly (not through the relay).
+        let direct = mongodb::Client::with_uri_str(common::uri())
+            .await
+            .expect("direct client");
+        let stored = direct
+            .database(&database)
+            .collection::<Document>(&client.config().read_model_collection("slow"));
+        delay.store(1_500, Ordering::SeqCst);
+        let started = Instant::now();
+        let saved = cqrsx_core::ReadStore::save(&reads, "doc-1", serde_json::json!({ "n": 1 })).await;
+        let took = started.elapsed();
+        delay.store(0, Ordering::SeqCst);
+        if atomic {
+            let err = saved.expect_err("the socket timeout holds where updates are atomic");
+            assert!(matches!(err, Error::Backend { retryable: true, .. }), "{err:?}");
+            // Given up on by the client, the write still lands at the server.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while stored.find_one(mongodb::bson::doc! {}).await.expect("find").is_none() {
+                assert!(Instant::now() < deadline, "the write given up on never landed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } else {
+            saved.expect("a write is awaited past the socket timeout where updates are not atomic");
+            assert!(took >= Duration::from_millis(1_400), "{took:?}");
+            let doc = stored.find_one(mongodb::bson::doc! {}).await.expect("find");
+            assert!(doc.is_some(), "the awaited write is stored");
+        }
+    }
+}

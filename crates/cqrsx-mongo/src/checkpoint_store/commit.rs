@@ -37,7 +37,7 @@ impl MongoCheckpointStore {
             async move {
                 let reply = self
                     .client
-                    .track(database.run_command(doc! { "update": view, "updates": updates, "ordered": false }))
+                    .track_write(database.run_command(doc! { "update": view, "updates": updates, "ordered": false }))
                     .await?;
                 // A duplicate key is a guarded upsert whose document is past this commit.
                 check_write_reply(&reply, true)
@@ -49,7 +49,9 @@ impl MongoCheckpointStore {
             }
             let reply = self
                 .client
-                .track(database.run_command(doc! { "update": self.state.name(), "updates": state, "ordered": false }))
+                .track_write(
+                    database.run_command(doc! { "update": self.state.name(), "updates": state, "ordered": false }),
+                )
                 .await?;
             check_write_reply(&reply, true)
         };

@@ -22,7 +22,7 @@ impl MongoCheckpointStore {
     pub(super) async fn seal(&self, key: &ViewKey, tenure: u64, by: u64) -> Result<()> {
         // Its renewals fail from now on, and write nothing.
         self.client
-            .track(
+            .track_write(
                 self.state
                     .update_one(
                         doc! { "_id": log::claim_id(key, tenure) },
@@ -155,7 +155,7 @@ impl MongoCheckpointStore {
             .update_one(filter, doc! { "$set": set })
             .upsert(true)
             .into_future();
-        match self.client.track_raw(update).await {
+        match self.client.track_write_raw(update).await {
             Ok(_) => Ok(()),
             // The document is past `seq` already.
             Err(Tracked::Driver(e)) if is_duplicate_key(&e) => Ok(()),

@@ -237,7 +237,7 @@ impl CheckpointStore for MongoCheckpointStore {
         self.seal_older(key, token, latest.as_ref()).await?;
         self.recover(key, token).await?;
         self.client
-            .track(
+            .track_write(
                 self.state
                     .update_one(
                         doc! { "_id": log::claim_id(key, token) },
@@ -272,7 +272,7 @@ impl CheckpointStore for MongoCheckpointStore {
         let Some(next) = lease.token.checked_add(1) else {
             return Err(lost(lease, "no such lease was granted"));
         };
-        let (newer, renewed) = tokio::join!(self.claim(&lease.key, next), self.client.track(own.into_future()));
+        let (newer, renewed) = tokio::join!(self.claim(&lease.key, next), self.client.track_write(own.into_future()));
         if newer?.is_some() || renewed?.matched_count == 0 {
             return Err(lost(lease, "a newer lease was granted"));
         }
@@ -282,7 +282,7 @@ impl CheckpointStore for MongoCheckpointStore {
     async fn release(&self, lease: &Lease) -> Result<()> {
         self.set_tenure(&lease.key, lease.token, None);
         self.client
-            .track(
+            .track_write(
                 self.state
                     .update_one(
                         doc! {
