@@ -75,6 +75,9 @@ enum Command {
         /// Skip the meta-test (each scenario against a deliberately broken runner or store).
         #[arg(long)]
         no_meta: bool,
+        /// Run one scenario alone.
+        #[arg(long, value_enum)]
+        only: Option<faults::Scenario>,
     },
     /// One projection runner process of the fault suite (started by it).
     #[command(hide = true)]
@@ -117,7 +120,7 @@ fn main() -> ExitCode {
                 local_engine,
             } => test::run(&backend, !no_lint, local_engine).await,
             Command::Bench { backend, quick } => bench::run(&backend, quick).await,
-            Command::Faults { backend, no_meta } => test::faults_alone(&backend, !no_meta).await,
+            Command::Faults { backend, no_meta, only } => test::faults_alone(&backend, !no_meta, only).await,
             Command::FaultWorker(args) => faults::worker::run(args).await,
             Command::MongoEngine { crash_check } => mongo_engine::serve(crash_check).await,
         }

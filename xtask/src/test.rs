@@ -495,7 +495,7 @@ pub async fn run(backends: &[Backend], lint_first: bool, local_engine: bool) -> 
             std::fs::create_dir_all(log_dir()).map_err(|e| format!("cannot create the log directory: {e}"))?;
             let mut log = std::fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
             let started = Instant::now();
-            let rows = crate::faults::run(&fault_backends, true, &mut log).await;
+            let rows = crate::faults::run(&fault_backends, true, None, &mut log).await;
             say(&format!(
                 "--- faults: {} in {:.0} s (log: {})",
                 if rows.as_ref().is_ok_and(|r| r.iter().all(|r| r.counts.clean())) {
@@ -658,10 +658,10 @@ async fn start_engine() -> Option<LocalEngine> {
 }
 
 /// `cargo xtask faults`: the fault suite alone, its log on the terminal.
-pub async fn faults_alone(backends: &[Backend], with_meta: bool) -> Result<()> {
+pub async fn faults_alone(backends: &[Backend], with_meta: bool, only: Option<crate::faults::Scenario>) -> Result<()> {
     let started = Instant::now();
     let mut out = std::io::stdout();
-    let rows = crate::faults::run(backends, with_meta, &mut out).await?;
+    let rows = crate::faults::run(backends, with_meta, only, &mut out).await?;
     say("\n=== fault suite ===");
     let mut failed = false;
     for r in &rows {

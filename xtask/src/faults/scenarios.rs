@@ -153,7 +153,7 @@ pub async fn server_kills(
 /// takes over and commits, then is killed; the holder resumed must land nothing — the
 /// projection's whole stored state is compared before and after — and the view still equals
 /// the fold in the end.
-pub async fn frozen_holder(base: &Target, size: Size, rounds: u64, broken: Broken) -> Result<Counts> {
+pub async fn frozen_holder(base: &Target, size: Size, rounds: u64, ttl: Duration, broken: Broken) -> Result<Counts> {
     let mut counts = Counts::default();
     let mut dice = Dice::new();
     for round in 0..rounds {
@@ -169,7 +169,6 @@ pub async fn frozen_holder(base: &Target, size: Size, rounds: u64, broken: Broke
                 ..size
             },
         );
-        let ttl = Duration::from_secs(4);
         let mut a_spec = WorkerSpec::new(&projection, &aggregates, "holder");
         a_spec.ttl = ttl;
         a_spec.page = 8;
@@ -203,17 +202,30 @@ pub async fn frozen_holder(base: &Target, size: Size, rounds: u64, broken: Broke
         // Freeze the standby's commits by killing it: what is on the wire lands, then nothing.
         b.kill();
         took?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let before = retry(|| stores.raw.snapshot(&projection)).await?;
+        // What was on the wire lands within moments on most servers; a loaded FerretDB 1
+        // can take seconds to finish the killed standby's writes. Wait until the stored
+        // state holds still, so that a change after the resume is the holder's.
+        let mut before = retry(|| stores.raw.snapshot(&projection)).await?;
+        let settle = Instant::now() + Duration::from_secs(30);
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = retry(|| stores.raw.snapshot(&projection)).await?;
+            if now == before || Instant::now() > settle {
+                before = now;
+                break;
+            }
+            before = now;
+        }
         a.resume();
         // Well inside what is left of the standby's lease, so the holder cannot take it back.
         tokio::time::sleep(ttl / 2).await;
         let after = retry(|| stores.raw.snapshot(&projection)).await?;
         if before != after {
             counts.stale_landed += 1;
-            counts
-                .failures
-                .push(format!("round {round}: the resumed holder changed the stored state"));
+            counts.failures.push(format!(
+                "round {round}: the resumed holder changed the stored state: {}",
+                changes(&before, &after)
+            ));
         }
         if !a.alive() {
             counts
@@ -330,4 +342,14 @@ pub async fn handlers(base: &Target, broken: Broken) -> Result<Counts> {
         }
     }
     Ok(counts)
+}
+
+/// The lines of a raw snapshot that a change removed and added (a few, shortened).
+fn changes(before: &str, after: &str) -> String {
+    let short = |l: &str| l.chars().take(400).collect::<String>();
+    let gone = before.lines().filter(|l| !after.contains(l)).take(3).map(short);
+    let new = after.lines().filter(|l| !before.contains(l)).take(3).map(short);
+    let mut out: Vec<String> = gone.map(|l| format!("- {l}")).collect();
+    out.extend(new.map(|l| format!("+ {l}")));
+    out.join(" | ")
 }
