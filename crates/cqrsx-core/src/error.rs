@@ -34,6 +34,25 @@ pub enum ConnectFailure {
 }
 
 impl ConnectFailure {
+    /// What an I/O error on a first connection (the TCP connect, or the handshake right after
+    /// it) means — the one mapping every client manager uses:
+    /// - refused, reset or aborted: nothing took the connection, or something on the way
+    ///   dropped it (a server starting or stopping, a proxy with no backend) → [`Self::Refused`];
+    /// - timed out → [`Self::Timeout`];
+    /// - an answer cut short or not well-formed (end of stream, invalid data, a broken pipe
+    ///   mid-handshake) → [`Self::Protocol`]: something listens but does not speak the protocol;
+    /// - unreachable hosts and networks, addresses that do not exist, and any other kind →
+    ///   [`Self::Unreachable`]: no connection could be had, for a reason that may pass.
+    pub fn from_io(kind: std::io::ErrorKind) -> ConnectFailure {
+        use std::io::ErrorKind as Io;
+        match kind {
+            Io::ConnectionRefused | Io::ConnectionReset | Io::ConnectionAborted => ConnectFailure::Refused,
+            Io::TimedOut | Io::WouldBlock => ConnectFailure::Timeout,
+            Io::UnexpectedEof | Io::InvalidData | Io::BrokenPipe => ConnectFailure::Protocol,
+            _ => ConnectFailure::Unreachable,
+        }
+    }
+
     /// Whether trying again later may connect (the server may come up; the others need a
     /// configuration change).
     pub fn is_transient(self) -> bool {
@@ -284,6 +303,25 @@ mod tests {
         ];
         for (error, retryable) in cases {
             assert_eq!(error.is_retryable(), retryable, "{error:?}");
+        }
+        use std::io::ErrorKind as Io;
+        for (kind, failure) in [
+            (Io::ConnectionRefused, ConnectFailure::Refused),
+            (Io::ConnectionReset, ConnectFailure::Refused),
+            (Io::ConnectionAborted, ConnectFailure::Refused),
+            (Io::TimedOut, ConnectFailure::Timeout),
+            (Io::WouldBlock, ConnectFailure::Timeout),
+            (Io::UnexpectedEof, ConnectFailure::Protocol),
+            (Io::InvalidData, ConnectFailure::Protocol),
+            (Io::BrokenPipe, ConnectFailure::Protocol),
+            (Io::HostUnreachable, ConnectFailure::Unreachable),
+            (Io::NetworkUnreachable, ConnectFailure::Unreachable),
+            (Io::AddrNotAvailable, ConnectFailure::Unreachable),
+            (Io::NotFound, ConnectFailure::Unreachable),
+            (Io::PermissionDenied, ConnectFailure::Unreachable),
+            (Io::Other, ConnectFailure::Unreachable),
+        ] {
+            assert_eq!(ConnectFailure::from_io(kind), failure, "{kind:?}");
         }
         for (failure, transient) in [
             (ConnectFailure::Refused, true),

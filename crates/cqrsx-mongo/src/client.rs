@@ -466,7 +466,7 @@ async fn hello(address: &str, target: &str) -> Result<()> {
     };
     let mut stream = tokio::net::TcpStream::connect(address)
         .await
-        .map_err(|e| fail(crate::error::io_failure(e.kind()), Some(Box::new(e))))?;
+        .map_err(|e| fail(ConnectFailure::from_io(e.kind()), Some(Box::new(e))))?;
     const OP_MSG: i32 = 2013;
     let body = mongodb::bson::to_vec(&doc! { "hello": 1, "$db": "admin" }).map_err(|e| Error::backend(false, e))?;
     let length = i32::try_from(16 + 4 + 1 + body.len()).unwrap_or(i32::MAX);
@@ -480,12 +480,18 @@ async fn hello(address: &str, target: &str) -> Result<()> {
     stream
         .write_all(&message)
         .await
-        .map_err(|e| fail(ConnectFailure::Protocol, Some(Box::new(e))))?;
+        .map_err(|e| fail(ConnectFailure::from_io(e.kind()), Some(Box::new(e))))?;
     let mut header = [0u8; 16];
-    stream
-        .read_exact(&mut header)
-        .await
-        .map_err(|e| not_mongodb(format!("no MongoDB reply: {e}")))?;
+    stream.read_exact(&mut header).await.map_err(|e| {
+        let failure = ConnectFailure::from_io(e.kind());
+        fail(
+            failure,
+            Some(Box::new(std::io::Error::new(
+                e.kind(),
+                format!("no MongoDB reply: {e}"),
+            ))),
+        )
+    })?;
     let op = i32::from_le_bytes([header[12], header[13], header[14], header[15]]);
     if op != OP_MSG && op != 1 {
         return Err(not_mongodb(format!(

@@ -52,20 +52,6 @@ pub(crate) fn corrupt(what: impl Into<String>) -> Error {
     Error::Integrity(what.into())
 }
 
-/// What an I/O error on a first connection means.
-pub(crate) fn io_failure(kind: std::io::ErrorKind) -> cqrsx_core::ConnectFailure {
-    use cqrsx_core::ConnectFailure;
-    use std::io::ErrorKind as Io;
-    match kind {
-        Io::ConnectionRefused | Io::ConnectionReset | Io::ConnectionAborted => ConnectFailure::Refused,
-        Io::TimedOut | Io::WouldBlock => ConnectFailure::Timeout,
-        Io::HostUnreachable | Io::NetworkUnreachable | Io::AddrNotAvailable | Io::NotFound => {
-            ConnectFailure::Unreachable
-        }
-        _ => ConnectFailure::Protocol,
-    }
-}
-
 /// A first connection's failure, by the driver's error kind. It is called after the servers'
 /// ports were found open, so a server that cannot be selected does not speak MongoDB.
 pub(crate) fn connect_error(target: &str, error: MongoError) -> Error {
@@ -76,7 +62,7 @@ pub(crate) fn connect_error(target: &str, error: MongoError) -> Error {
         }
         ErrorKind::Authentication { .. } => ConnectFailure::Auth,
         ErrorKind::DnsResolve { .. } => ConnectFailure::Unreachable,
-        ErrorKind::Io(io) => io_failure(io.kind()),
+        ErrorKind::Io(io) => ConnectFailure::from_io(io.kind()),
         _ => ConnectFailure::Protocol,
     };
     Error::Connect {

@@ -174,14 +174,9 @@ async fn probe_server(host: &str, port: u16, config: &FredConfig, target: &str) 
         target: target.to_string(),
         source,
     };
-    let mut stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| {
-        let failure = match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
-            std::io::ErrorKind::TimedOut => ConnectFailure::Timeout,
-            _ => ConnectFailure::Unreachable,
-        };
-        fail(failure, Some(Box::new(e)))
-    })?;
+    let mut stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| fail(ConnectFailure::from_io(e.kind()), Some(Box::new(e))))?;
     let mut steps: Vec<(Vec<u8>, ConnectFailure)> = Vec::new();
     if let Some(password) = &config.password {
         let auth = match &config.username {
@@ -202,10 +197,10 @@ async fn probe_server(host: &str, port: u16, config: &FredConfig, target: &str) 
             stream
                 .write_all(&request)
                 .await
-                .map_err(|e| fail(ConnectFailure::Protocol, Some(Box::new(e))))?;
+                .map_err(|e| fail(ConnectFailure::from_io(e.kind()), Some(Box::new(e))))?;
             let line = reply_line(&mut stream)
                 .await
-                .map_err(|e| fail(ConnectFailure::Protocol, Some(Box::new(e))))?;
+                .map_err(|e| fail(ConnectFailure::from_io(e.kind()), Some(Box::new(e))))?;
             // A server loading its data set answers every command so until it is done: asked
             // again until the connect timeout, past which it is a transient `Timeout`.
             if !line.starts_with(b"-LOADING") {
