@@ -17,6 +17,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{parse_node, redact_url, RedisConfig};
 
+/// Why a script call got no reply.
+#[derive(Debug, Clone)]
+pub(crate) enum ScriptCall {
+    /// The server had lost the script; nothing ran, and the script is loaded again.
+    Lost,
+    /// Any other failure (fred's error, which can be cloned for every append of a group).
+    Failed(fred::error::Error),
+}
+
 /// Whether a script call failed because the server does not hold the script (it restarted,
 /// failed over, or flushed its scripts): then nothing of it ran.
 pub(crate) fn lost_script(e: &fred::error::Error) -> bool {
@@ -380,17 +389,43 @@ impl RedisClientManager {
         script: &Script,
         make: impl Fn() -> (Vec<K>, Vec<Value>),
     ) -> Result<Value> {
-        let client = self.client();
         let (keys, args) = make();
+        match self.call_script(script, keys, args).await {
+            Err(ScriptCall::Lost) => {
+                let (keys, args) = make();
+                match self.call_script(script, keys, args).await {
+                    Ok(v) => Ok(v),
+                    Err(ScriptCall::Failed(e)) => Err(backend(e)),
+                    Err(ScriptCall::Lost) => Err(Error::backend(
+                        true,
+                        std::io::Error::other("the server lost the script again as it was loaded"),
+                    )),
+                }
+            }
+            Err(ScriptCall::Failed(e)) => Err(backend(e)),
+            Ok(v) => Ok(v),
+        }
+    }
+
+    /// One call of `script` — the one path every script call of this crate takes. A server
+    /// that had lost the script ran nothing: the script is loaded again and the call answers
+    /// [`ScriptCall::Lost`], for the caller to make its keys and arguments again (they were
+    /// moved into this call) and call once more.
+    pub(crate) async fn call_script<K: Into<Key> + Send>(
+        &self,
+        script: &Script,
+        keys: Vec<K>,
+        args: Vec<Value>,
+    ) -> std::result::Result<Value, ScriptCall> {
+        let client = self.client();
         match self.observe(script.evalsha(client, keys, args)).await {
             Err(e) if lost_script(&e) => {
                 tracing::debug!(sha = %script.sha1(), "the server had lost a script; loading it");
                 // (Not an operation of its own, as the lost call was not: the next call counts.)
-                script.load(client).await.map_err(backend)?;
-                let (keys, args) = make();
-                self.track(script.evalsha(client, keys, args)).await
+                script.load(client).await.map_err(ScriptCall::Failed)?;
+                Err(ScriptCall::Lost)
             }
-            result => result.map_err(backend),
+            result => result.map_err(ScriptCall::Failed),
         }
     }
 

@@ -17,12 +17,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cqrsx_core::{Error, Result};
-use fred::error::Error as FredError;
 use fred::types::scripts::Script;
 use fred::types::{Key, Value};
 use tokio::sync::oneshot;
 
-use crate::client::{lost_script, RedisClientManager};
+use crate::client::{RedisClientManager, ScriptCall};
 use crate::error::{backend, protocol};
 use crate::reply::text;
 
@@ -58,18 +57,12 @@ impl From<Error> for Failed {
 /// One append's outcome in a call: its reply line (see `append.lua`).
 type Outcome = std::result::Result<String, Failed>;
 
-/// Why a call failed, for every append of it.
-#[derive(Clone)]
-enum CallFailure {
-    NoScript,
-    Redis(FredError),
-}
-
-impl From<CallFailure> for Failed {
-    fn from(failure: CallFailure) -> Self {
+/// A call's failure, for every append of it.
+impl From<ScriptCall> for Failed {
+    fn from(failure: ScriptCall) -> Self {
         match failure {
-            CallFailure::NoScript => Self::NoScript,
-            CallFailure::Redis(e) => Self::Error(backend(e)),
+            ScriptCall::Lost => Self::NoScript,
+            ScriptCall::Failed(e) => Self::Error(backend(e)),
         }
     }
 }
@@ -182,7 +175,7 @@ impl Committer {
     }
 
     /// One script call for `parts`, all of `partition`; the reply holds one reply per part.
-    async fn call(&self, partition: usize, parts: Vec<Part>) -> std::result::Result<Value, CallFailure> {
+    async fn call(&self, partition: usize, parts: Vec<Part>) -> std::result::Result<Value, ScriptCall> {
         let [log, seq] = &self.partition_keys[partition];
         let mut keys = Vec::with_capacity(2 + parts.iter().map(|p| p.keys.len()).sum::<usize>());
         keys.push(log.clone());
@@ -192,15 +185,7 @@ impl Committer {
             keys.extend(part.keys.into_iter().map(Key::from));
             args.extend(part.args);
         }
-        let client = self.client.client();
-        match self.client.observe(self.script.evalsha(client, keys, args)).await {
-            Err(e) if lost_script(&e) => {
-                tracing::debug!("the server had lost the append script; loading it");
-                self.script.load(client).await.map_err(CallFailure::Redis)?;
-                Err(CallFailure::NoScript)
-            }
-            result => result.map_err(CallFailure::Redis),
-        }
+        self.client.call_script(&self.script, keys, args).await
     }
 }
 
