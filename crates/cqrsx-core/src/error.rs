@@ -190,6 +190,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// The append or delete of `stream` was refused: it stood at `actual` (0: no stream), and
+    /// the caller expected `expected` (a store that decides for itself uses
+    /// [`ExpectedVersion::check`]).
+    pub fn conflict(stream: &StreamId, expected: ExpectedVersion, actual: u64) -> Error {
+        Error::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual,
+        }
+    }
+
     /// Whether sending the same call again may succeed: transient backend failures, time-outs,
     /// and connections refused or timed out. A [`Error::Conflict`] is not (the same expected
     /// version stays wrong; reload and decide again).

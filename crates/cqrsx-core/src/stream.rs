@@ -156,6 +156,20 @@ impl ExpectedVersion {
         }
     }
 
+    /// The decision every store makes before it writes to a stream whose head is `head` (0: no
+    /// stream), `deleted` or not: a deleted stream is [`Error::StreamDeleted`] whatever was
+    /// expected; a head this does not accept is [`Error::Conflict`]. Conflicts are built here
+    /// and in [`Error::conflict`] only.
+    pub fn check(self, stream: &StreamId, head: u64, deleted: bool) -> Result<()> {
+        if deleted {
+            return Err(Error::StreamDeleted { stream: stream.clone() });
+        }
+        if !self.accepts(head) {
+            return Err(Error::conflict(stream, self, head));
+        }
+        Ok(())
+    }
+
     /// `NoStream` for version 0, `Exact(version)` otherwise: what a writer that loaded the
     /// stream at `version` expects.
     pub fn from_loaded(version: u64) -> Self {
@@ -192,6 +206,39 @@ impl fmt::Display for ExpectedVersion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deleted_stream_refuses_every_expectation_and_a_live_one_conflicts_by_its_head() {
+        let s = StreamId::new("Order", "o-1").expect("stream");
+        for expected in [
+            ExpectedVersion::Any,
+            ExpectedVersion::NoStream,
+            ExpectedVersion::StreamExists,
+            ExpectedVersion::Exact(3),
+        ] {
+            assert!(
+                matches!(expected.check(&s, 3, true), Err(Error::StreamDeleted { .. })),
+                "{expected:?}"
+            );
+        }
+        assert!(ExpectedVersion::Any.check(&s, 0, false).is_ok());
+        assert!(ExpectedVersion::Exact(3).check(&s, 3, false).is_ok());
+        assert!(ExpectedVersion::NoStream.check(&s, 0, false).is_ok());
+        for (expected, head) in [
+            (ExpectedVersion::NoStream, 3),
+            (ExpectedVersion::StreamExists, 0),
+            (ExpectedVersion::Exact(2), 3),
+        ] {
+            match expected.check(&s, head, false) {
+                Err(Error::Conflict {
+                    stream,
+                    expected: e,
+                    actual,
+                }) => assert_eq!((stream, e, actual), (s.clone(), expected, head)),
+                other => panic!("{expected:?} at {head}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn stream_id_rejects_empty_and_bad_names() {

@@ -157,13 +157,7 @@ impl EventStore for InMemoryEventStore {
         if let Some(done) = previous_append(entry, stream, &events)? {
             return Ok(done);
         }
-        if !expected.accepts(entry.version) {
-            return Err(Error::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual: entry.version,
-            });
-        }
+        expected.check(stream, entry.version, false)?;
         let now = Timestamp::now();
         let (first_version, count) = (entry.version + 1, events.len() as u64);
         let mut last = AppendResult {
@@ -287,16 +281,7 @@ impl EventStore for InMemoryEventStore {
         crate::event_store::validate_expected(expected)?;
         let mut state = self.write()?;
         let s = state.streams.entry(stream.key().to_owned()).or_default();
-        if s.deleted {
-            return Err(Error::StreamDeleted { stream: stream.clone() });
-        }
-        if !expected.accepts(s.version) {
-            return Err(Error::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual: s.version,
-            });
-        }
+        expected.check(stream, s.version, s.deleted)?;
         s.deleted = true;
         s.events.clear();
         s.ids.clear();

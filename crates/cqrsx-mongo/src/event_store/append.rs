@@ -75,14 +75,6 @@ fn repeat(commit: &Document, n: u64) -> Result<AppendResult> {
     })
 }
 
-fn conflict(stream: &StreamId, expected: ExpectedVersion, actual: u64) -> Error {
-    Error::Conflict {
-        stream: stream.clone(),
-        expected,
-        actual,
-    }
-}
-
 /// The batch's ids are in an earlier commit: its result when this is a retry of it, else the
 /// first id it reuses.
 fn retry_or_reused(stream: &StreamId, events: &[NewEvent], ids: &[String], earlier: &Document) -> Result<AppendResult> {
@@ -324,12 +316,9 @@ impl MongoEventStore {
                     release(position.take()).await;
                     return retry_or_reused(stream, &events, &ids, &earlier);
                 }
-                if head.deleted || !expected.accepts(head.version) {
+                if let Err(refused) = expected.check(stream, head.version, head.deleted) {
                     release(position.take()).await;
-                    if head.deleted {
-                        return Err(Error::StreamDeleted { stream: stream.clone() });
-                    }
-                    return Err(conflict(stream, expected, head.version));
+                    return Err(refused);
                 }
             }
             let v0 = head.version + 1;
@@ -403,7 +392,7 @@ impl MongoEventStore {
     ) -> Result<AppendResult> {
         if self.unique_ids {
             let actual = self.heads.walk(stream, head).await?;
-            return Err(conflict(stream, expected, actual.version));
+            return Err(Error::conflict(stream, expected, actual.version));
         }
         // The hint first, then the id documents: every commit is then either below the hint
         // (its id documents written) or walked.
@@ -419,6 +408,6 @@ impl MongoEventStore {
         if actual.deleted {
             return Err(Error::StreamDeleted { stream: stream.clone() });
         }
-        Err(conflict(stream, expected, actual.version.max(head.version)))
+        Err(Error::conflict(stream, expected, actual.version.max(head.version)))
     }
 }

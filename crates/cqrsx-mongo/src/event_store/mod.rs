@@ -242,16 +242,7 @@ impl EventStore for MongoEventStore {
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()> {
         validate_expected(expected)?;
         let head = self.heads.head(stream).await?;
-        if head.deleted {
-            return Err(Error::StreamDeleted { stream: stream.clone() });
-        }
-        if !expected.accepts(head.version) {
-            return Err(Error::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual: head.version,
-            });
-        }
+        expected.check(stream, head.version, head.deleted)?;
         // The tombstone takes the next version slot, so it races appends like a commit would.
         let v0 = head.version + 1;
         let tombstone = doc! {
@@ -267,15 +258,13 @@ impl EventStore for MongoEventStore {
             "deleted": true,
         };
         if !self.insert_tombstone(stream, tombstone).await? {
+            // Another write took the slot: what it left decides (the tombstone's slot is
+            // taken, so the head moved, and `Exact(head)` no longer holds).
             let actual = self.heads.head(stream).await?;
             if actual.deleted {
                 return Err(Error::StreamDeleted { stream: stream.clone() });
             }
-            return Err(Error::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual: actual.version,
-            });
+            return Err(Error::conflict(stream, expected, actual.version));
         }
         self.heads
             .advance(

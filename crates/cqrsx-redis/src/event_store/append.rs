@@ -118,11 +118,7 @@ pub(crate) fn outcome(
                 offset: number("position")?,
             },
         }),
-        "conflict" => Err(Error::Conflict {
-            stream: stream.clone(),
-            expected,
-            actual: number("version")?,
-        }),
+        "conflict" => Err(Error::conflict(stream, expected, number("version")?)),
         "ids" => {
             number("version")?;
             let offset = usize::try_from(number("offset")?).map_err(|_| protocol("reused id offset"))?;

@@ -331,11 +331,7 @@ impl EventStore for RedisEventStore {
         match status.as_str() {
             "corrupt" => Err(Error::Integrity(format!("stream {stream}: its metadata is damaged"))),
             "deleted" => Err(Error::StreamDeleted { stream: stream.clone() }),
-            "conflict" => Err(Error::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual: u64_at(&rest, 0)?,
-            }),
+            "conflict" => Err(Error::conflict(stream, expected, u64_at(&rest, 0)?)),
             "ok" => Ok(()),
             other => Err(protocol(format!("delete status {other}"))),
         }
