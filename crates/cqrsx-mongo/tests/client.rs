@@ -222,48 +222,6 @@ async fn a_closed_port_fails_fast_with_a_typed_error() {
     );
 }
 
-/// A TCP relay to the test server that holds every request it forwards for `delay`
-/// milliseconds (0: none): a server, or a network, slower than the client's socket timeout.
-async fn slow_relay(delay: Arc<std::sync::atomic::AtomicU64>) -> String {
-    use std::sync::atomic::Ordering;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let uri = common::uri();
-    let host = uri
-        .trim_start_matches("mongodb://")
-        .split(['/', '?'])
-        .next()
-        .expect("a host in CQRSX_TEST_MONGO_URI")
-        .to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(&host).await else {
-                continue;
-            };
-            let (mut from_client, mut to_client) = client.into_split();
-            let (mut from_server, mut to_server) = server.into_split();
-            let delay = Arc::clone(&delay);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n @ 1..) = from_client.read(&mut buf).await {
-                    let ms = delay.load(Ordering::SeqCst);
-                    if ms > 0 {
-                        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-                    }
-                    if to_server.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
-            });
-        }
-    });
-    format!("mongodb://127.0.0.1:{port}/?directConnection=true")
-}
-
 /// Where the server does not apply a conditional update atomically (FerretDB 1.x), a write the
 /// client gave up on at its socket timeout would go on at the server beside the writes after
 /// it and could land last with what it read before them: there a write is awaited to its
@@ -276,7 +234,7 @@ async fn writes_are_awaited_past_the_socket_timeout_where_updates_are_not_atomic
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant};
     let delay = Arc::new(AtomicU64::new(0));
-    let relay = slow_relay(Arc::clone(&delay)).await;
+    let relay = common::slow_relay(Arc::clone(&delay)).await;
     for atomic in [false, true] {
         let assume = cqrsx_mongo::AssumedCapabilities::parse(&format!("atomic_counters={atomic}")).expect("assume");
         let config = common::config_at(&relay)

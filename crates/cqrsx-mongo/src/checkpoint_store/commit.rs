@@ -15,10 +15,11 @@ use crate::error::{check_write_reply, is_duplicate_key};
 impl MongoCheckpointStore {
     /// Applies one complete commit (its group of records): the documents, dead letters and
     /// activation, then the checkpoint. Every write is guarded by the group's sequence, so
-    /// applying it again changes nothing.
-    pub(super) async fn apply(&self, key: &ViewKey, group: &[Record]) -> Result<()> {
+    /// applying it again changes nothing. Whether the checkpoint document was missing: every
+    /// holder's tenure starts by writing it (`recover`), and only `drop_view` removes it.
+    pub(super) async fn apply(&self, key: &ViewKey, group: &[Record]) -> Result<bool> {
         let Some(last) = group.last() else {
-            return Ok(());
+            return Ok(false);
         };
         let seq = last.seq.number();
         let view = self.view_collection(key);
@@ -213,8 +214,49 @@ impl MongoCheckpointStore {
                 .map(|_| ())
         };
         let (applied, cleaned) = tokio::join!(self.apply(key, &group), cleanup);
-        applied?;
+        let dropped = applied?;
         cleaned?;
+        if dropped {
+            // The view was dropped after this commit's records landed (its holder was held up
+            // between landing and applying them): what it just wrote is taken back.
+            self.withdraw(key, &group).await?;
+            return Err(lost(lease, "the view was dropped"));
+        }
         Ok(group.len() as u32)
+    }
+
+    /// Removes what applying `group` wrote into a dropped view: its documents, dead letters,
+    /// checkpoint and records (each carries the group's sequence), so that neither a reader
+    /// of the dropped version nor a later holder of it finds them.
+    async fn withdraw(&self, key: &ViewKey, group: &[Record]) -> Result<()> {
+        let (Some(first), Some(last)) = (group.first(), group.last()) else {
+            return Ok(());
+        };
+        let seq = last.seq.number();
+        tracing::warn!(projection = %key, seq, "a commit landed in a view dropped meanwhile; withdrawing it");
+        let view: mongodb::Collection<Document> = self.client.database().collection(&self.view_collection(key));
+        let after = log::record_id(
+            key,
+            Seq {
+                tenure: last.seq.tenure,
+                slot: last.seq.slot + 1,
+            },
+        );
+        let (docs, state) = tokio::join!(
+            self.client
+                .track_write(view.delete_many(doc! { "_s": seq }).into_future()),
+            self.client.track_write(
+                self.state
+                    .delete_many(doc! { "$or": [
+                        { "_id": log::cp_id(key), "s": seq },
+                        { "kind": "parked", "p": key.projection(), "v": i64::from(key.version()), "_s": seq },
+                        { "_id": { "$gte": log::record_id(key, first.seq), "$lt": after }, "seal": { "$ne": true } },
+                    ] })
+                    .into_future(),
+            ),
+        );
+        docs?;
+        state?;
+        Ok(())
     }
 }

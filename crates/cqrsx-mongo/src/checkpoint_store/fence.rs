@@ -142,8 +142,8 @@ impl MongoCheckpointStore {
     }
 
     /// Moves the checkpoint document to `seq` (and `checkpoint`, when given) unless it is
-    /// there or past it already.
-    pub(super) async fn set_checkpoint(&self, key: &ViewKey, seq: i64, checkpoint: Option<&str>) -> Result<()> {
+    /// there or past it already; whether there was no checkpoint document (this created it).
+    pub(super) async fn set_checkpoint(&self, key: &ViewKey, seq: i64, checkpoint: Option<&str>) -> Result<bool> {
         let mut set = doc! { "kind": "cp", "p": key.projection(), "v": i64::from(key.version()), "s": seq };
         if let Some(c) = checkpoint {
             set.insert("cp", c);
@@ -156,9 +156,9 @@ impl MongoCheckpointStore {
             .upsert(true)
             .into_future();
         match self.client.track_write_raw(update).await {
-            Ok(_) => Ok(()),
+            Ok(result) => Ok(result.upserted_id.is_some()),
             // The document is past `seq` already.
-            Err(Tracked::Driver(e)) if is_duplicate_key(&e) => Ok(()),
+            Err(Tracked::Driver(e)) if is_duplicate_key(&e) => Ok(false),
             Err(e) => Err(e.into_error()),
         }
     }

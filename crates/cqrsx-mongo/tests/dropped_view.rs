@@ -1,0 +1,106 @@
+//! A holder held up between landing a commit's records and applying them, while its view is
+//! dropped: what its late apply writes into the dropped view is withdrawn, and the commit
+//! answers `LeaseLost`. The holder talks through a relay that holds its requests; the drop
+//! goes straight to the server; the result is read from raw storage.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cqrsx_core::projection::{Commit, ViewChange, ViewKey, ViewWrite};
+use cqrsx_core::{Checkpoint, CheckpointStore, Error, Position};
+use cqrsx_mongo::{MongoCheckpointStore, MongoClientManager};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+
+fn commit(id: &str, offset: u64) -> Commit {
+    let position = Position { partition: 0, offset };
+    let mut checkpoint = Checkpoint::start(1);
+    checkpoint.advance(position);
+    Commit {
+        writes: vec![ViewWrite {
+            id: id.to_string(),
+            change: ViewChange::Put {
+                data: serde_json::json!({ "id": id }),
+                ttl: None,
+            },
+            position,
+        }],
+        checkpoint: Some(checkpoint),
+        ..Commit::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_applied_after_its_view_was_dropped_is_withdrawn() {
+    let delay = Arc::new(AtomicU64::new(0));
+    let relay = common::slow_relay(Arc::clone(&delay)).await;
+    // A socket timeout past the relay's hold: nothing is given up on.
+    let slow_config = common::config_at(&relay).with_timeouts(
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+        Duration::from_secs(30),
+    );
+    let mut direct_config = common::config();
+    direct_config.database = slow_config.database.clone();
+    let slow = MongoClientManager::connect(slow_config)
+        .await
+        .expect("connect through the relay");
+    let direct = MongoClientManager::connect(direct_config).await.expect("connect");
+    let holder = MongoCheckpointStore::new(slow);
+    holder.initialize().await.expect("initialize");
+    let other = MongoCheckpointStore::new(direct.clone());
+
+    let key = ViewKey::new("dropped", 1).expect("key");
+    let lease = holder
+        .acquire(&key, "holder", Duration::from_secs(120))
+        .await
+        .expect("acquire")
+        .expect("a free lease");
+    holder.commit(&lease, commit("first", 1)).await.expect("first commit");
+
+    // Every request of the holder is held 3 s from here: its records land, and the drop
+    // happens before its apply reaches the server.
+    delay.store(3_000, Ordering::SeqCst);
+    let late = tokio::spawn({
+        let holder = holder.clone();
+        let lease = lease.clone();
+        async move { holder.commit(&lease, commit("late", 2)).await }
+    });
+    let database = direct.database().clone();
+    let state = database.collection::<Document>("projections");
+    let landed = doc! { "w.i": "late" };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while state.find_one(landed.clone()).await.expect("find").is_none() {
+        assert!(Instant::now() < deadline, "the late commit's records never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    other.drop_view(&key).await.expect("drop the view");
+    let answer = tokio::time::timeout(Duration::from_secs(300), late)
+        .await
+        .expect("the late commit answers")
+        .expect("the task");
+    delay.store(0, Ordering::SeqCst);
+    assert!(matches!(answer, Err(Error::LeaseLost { .. })), "{answer:?}");
+
+    // Raw storage: nothing of the dropped view is left — documents, checkpoint, records.
+    let view: Vec<Document> = database
+        .collection::<Document>("view_dropped_v1")
+        .find(doc! {})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("collect");
+    assert!(view.is_empty(), "documents in the dropped view: {view:?}");
+    let left: Vec<Document> = state
+        .find(doc! { "$or": [ { "kind": { "$in": ["cp", "parked"] }, "p": "dropped" }, { "w.i": { "$in": ["first", "late"] } } ] })
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("collect");
+    assert!(left.is_empty(), "state of the dropped view: {left:?}");
+}
