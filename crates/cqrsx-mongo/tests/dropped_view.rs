@@ -61,9 +61,10 @@ async fn a_commit_applied_after_its_view_was_dropped_is_withdrawn() {
         .expect("a free lease");
     holder.commit(&lease, commit("first", 1)).await.expect("first commit");
 
-    // Every request of the holder is held 3 s from here: its records land, and the drop
+    // Every request of the holder is held 5 s from here: its records land, and the drop
     // happens before its apply reaches the server.
-    delay.store(3_000, Ordering::SeqCst);
+    let hold = Duration::from_secs(5);
+    delay.store(hold.as_millis() as u64, Ordering::SeqCst);
     let late = tokio::spawn({
         let holder = holder.clone();
         let lease = lease.clone();
@@ -77,13 +78,21 @@ async fn a_commit_applied_after_its_view_was_dropped_is_withdrawn() {
         assert!(Instant::now() < deadline, "the late commit's records never landed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let landed_at = Instant::now();
     other.drop_view(&key).await.expect("drop the view");
+    // The apply is sent once the records' insert answers, and is held `hold` on its way: a
+    // drop done well within that is done before the apply lands.
+    let drop_first = landed_at.elapsed() + Duration::from_millis(500) < hold;
     let answer = tokio::time::timeout(Duration::from_secs(300), late)
         .await
         .expect("the late commit answers")
         .expect("the task");
     delay.store(0, Ordering::SeqCst);
-    assert!(matches!(answer, Err(Error::LeaseLost { .. })), "{answer:?}");
+    // On a machine too loaded to drop in time the commit may land before the drop, which then
+    // removes it: raw storage must be clean all the same.
+    if drop_first {
+        assert!(matches!(answer, Err(Error::LeaseLost { .. })), "{answer:?}");
+    }
 
     // Raw storage: nothing of the dropped view is left — documents, checkpoint, records.
     let view: Vec<Document> = database
