@@ -78,31 +78,31 @@ impl Default for SubscriptionOptions {
 
 impl SubscriptionOptions {
     /// Starts at `checkpoint`.
-    pub fn from(mut self, checkpoint: Checkpoint) -> Self {
+    pub fn with_start(mut self, checkpoint: Checkpoint) -> Self {
         self.from = Some(checkpoint);
         self
     }
 
     /// Delivers only events that pass `filter`.
-    pub fn filter(mut self, filter: EventFilter) -> Self {
+    pub fn with_filter(mut self, filter: EventFilter) -> Self {
         self.filter = filter;
         self
     }
 
     /// Reads `page_size` events at a time.
-    pub fn page_size(mut self, page_size: usize) -> Self {
+    pub fn with_page_size(mut self, page_size: usize) -> Self {
         self.page_size = page_size;
         self
     }
 
-    /// Ends once caught up instead of following the log live.
-    pub fn until_caught_up(mut self) -> Self {
-        self.live = false;
+    /// Follows the log live after catching up (`true`, the default), or ends there (`false`).
+    pub fn with_live(mut self, live: bool) -> Self {
+        self.live = live;
         self
     }
 
     /// Polling pauses of the live tail where the backend has no signal.
-    pub fn poll_between(mut self, min: Duration, max: Duration) -> Self {
+    pub fn with_poll_between(mut self, min: Duration, max: Duration) -> Self {
         self.min_poll = min;
         self.max_poll = max;
         self
@@ -152,7 +152,7 @@ impl SubscriptionOptions {
 /// let store = Arc::new(InMemoryEventStore::new());
 /// let stream = StreamId::new("User", "u-1")?;
 /// store.append(&stream, ExpectedVersion::NoStream, vec![NewEvent::json("Created", &1)?]).await?;
-/// let events: Vec<_> = subscribe(store, SubscriptionOptions::default().until_caught_up())?
+/// let events: Vec<_> = subscribe(store, SubscriptionOptions::default().with_live(false))?
 ///     .events()
 ///     .try_collect()
 ///     .await?;

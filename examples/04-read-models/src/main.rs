@@ -281,8 +281,8 @@ impl Projection for Dashboard {
 
 fn start(projection: Arc<dyn Projection>, stores: &cqrsx_example_backend::Stores) -> Result<ProjectionHandle> {
     let options = RunnerOptions::default()
-        .lease_ttl(Duration::from_secs(5))
-        .poll_between(Duration::from_millis(2), Duration::from_millis(100));
+        .with_lease_ttl(Duration::from_secs(5))
+        .with_poll_between(Duration::from_millis(2), Duration::from_millis(100));
     ProjectionRunner::new(projection, Arc::clone(&stores.events), Arc::clone(&stores.checkpoints))
         .with_options(options)
         .spawn()

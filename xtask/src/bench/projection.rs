@@ -178,7 +178,7 @@ async fn throughput(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>) -
             Arc::clone(&subject.events),
             Arc::clone(&subject.checkpoints),
         )
-        .with_options(RunnerOptions::default().page_size(PAGE));
+        .with_options(RunnerOptions::default().with_page_size(PAGE));
         let started = Instant::now();
         let handle = runner.spawn().map_err(|e| e.to_string())?;
         caught_up_with_head(subject, &handle).await?;

@@ -322,12 +322,12 @@ pub async fn run(args: WorkerArgs) -> crate::cmd::Result<()> {
         errors.then = cqrsx_core::projection::OnFailure::Park;
     }
     let options = RunnerOptions::default()
-        .owner(&args.owner)
-        .lease_ttl(Duration::from_millis(args.ttl_ms))
-        .page_size(args.page)
-        .poll_between(Duration::from_millis(2), Duration::from_millis(50))
-        .handler_timeout(Duration::from_millis(args.handler_timeout_ms))
-        .errors(errors);
+        .with_owner(&args.owner)
+        .with_lease_ttl(Duration::from_millis(args.ttl_ms))
+        .with_page_size(args.page)
+        .with_poll_between(Duration::from_millis(2), Duration::from_millis(50))
+        .with_handler_timeout(Duration::from_millis(args.handler_timeout_ms))
+        .with_errors(errors);
     let handle = ProjectionRunner::new(projection, stores.events, checkpoints)
         .with_options(options)
         .spawn()

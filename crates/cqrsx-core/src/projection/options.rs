@@ -106,37 +106,37 @@ impl Default for RunnerOptions {
 
 impl RunnerOptions {
     /// Runs as `owner`.
-    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = owner.into();
         self
     }
 
     /// Leases of `ttl`.
-    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
     }
 
     /// Pages of `page_size` events.
-    pub fn page_size(mut self, page_size: usize) -> Self {
+    pub fn with_page_size(mut self, page_size: usize) -> Self {
         self.page_size = page_size;
         self
     }
 
     /// The handler error policy.
-    pub fn errors(mut self, policy: ErrorPolicy) -> Self {
+    pub fn with_errors(mut self, policy: ErrorPolicy) -> Self {
         self.errors = policy;
         self
     }
 
     /// Polling pauses of the live tail (backends without a signal).
-    pub fn poll_between(mut self, min: Duration, max: Duration) -> Self {
+    pub fn with_poll_between(mut self, min: Duration, max: Duration) -> Self {
         self.poll = (min, max);
         self
     }
 
     /// Each call of the handler may run for at most `timeout`.
-    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_handler_timeout(mut self, timeout: Duration) -> Self {
         self.handler_timeout = timeout;
         self
     }

@@ -324,10 +324,10 @@ impl Run {
         });
         self.cache = DocCache::new(self.options.cache_docs);
         let options = SubscriptionOptions::default()
-            .from(checkpoint)
-            .filter(self.projection.filter())
-            .page_size(self.options.page_size)
-            .poll_between(self.options.poll.0, self.options.poll.1);
+            .with_start(checkpoint)
+            .with_filter(self.projection.filter())
+            .with_page_size(self.options.page_size)
+            .with_poll_between(self.options.poll.0, self.options.poll.1);
         let mut subscription = subscribe(Arc::clone(&self.events), options)?;
         let mut old_version = rebuilding_over;
         let check_every = (self.options.lease_ttl / 3).max(Duration::from_millis(20));

@@ -83,7 +83,7 @@ pub async fn projection_survives_crashes_without_skips_or_repeats(f: Fixture) {
         let calls = projection.calls.load(Ordering::SeqCst);
         // A killed runner's lease holds its successor off until it runs out: a short one keeps
         // the successors working (and losing it under load is one more fault the case rides out).
-        let options = fast("crash-test").lease_ttl(Duration::from_millis(500));
+        let options = fast("crash-test").with_lease_ttl(Duration::from_millis(500));
         let handle = runner(&f, Arc::clone(&projection), options);
         // Abort anywhere: before the first read, inside a page, between a commit's parts.
         match dice.below(4) {
@@ -271,12 +271,12 @@ pub async fn projection_lease_admits_one_runner_and_fences_the_stale_one(f: Fixt
             .expect("append");
     }
     let runner_ttl = Duration::from_secs(2);
-    let first = runner(&f, Arc::clone(&projection), fast("runner-1").lease_ttl(runner_ttl));
+    let first = runner(&f, Arc::clone(&projection), fast("runner-1").with_lease_ttl(runner_ttl));
     first
         .wait_for(Duration::from_secs(30), |s| s.token.is_some())
         .await
         .expect("the first runner takes the lease");
-    let second = runner(&f, Arc::clone(&projection), fast("runner-2").lease_ttl(runner_ttl));
+    let second = runner(&f, Arc::clone(&projection), fast("runner-2").with_lease_ttl(runner_ttl));
     second
         .wait_for(Duration::from_secs(30), |s| s.state == RunnerState::WaitingForLease)
         .await
@@ -383,7 +383,7 @@ pub async fn projection_poison_event_stops_or_parks(f: Fixture) {
     let name = unique("parker");
     let projection = Arc::new(TallyProjection::new(&name, &aggregate));
     let key = ViewKey::new(&name, 1).expect("key");
-    let park = fast("parker").errors(ErrorPolicy {
+    let park = fast("parker").with_errors(ErrorPolicy {
         backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(5),
         ..ErrorPolicy::park_after(2)
@@ -505,12 +505,12 @@ pub async fn projection_bad_input_is_refused(f: Fixture) {
         (
             "zero lease",
             TallyProjection::new("ok", &aggregate),
-            fast("x").lease_ttl(Duration::ZERO),
+            fast("x").with_lease_ttl(Duration::ZERO),
         ),
         (
             "zero page",
             TallyProjection::new("ok", &aggregate),
-            fast("x").page_size(0),
+            fast("x").with_page_size(0),
         ),
         (
             "bad filter",

@@ -129,7 +129,7 @@ pub async fn projection_failing_handlers_are_contained(f: Fixture) {
         // Stop: the runner ends Failed, saying why and where.
         let p = Misbehaving::new(how, &aggregate);
         let short = Duration::from_millis(300);
-        let handle = spawn(Arc::clone(&p), fast("stopper").handler_timeout(short));
+        let handle = spawn(Arc::clone(&p), fast("stopper").with_handler_timeout(short));
         handle
             .wait_for(within, |s| s.ended())
             .await
@@ -156,12 +156,12 @@ pub async fn projection_failing_handlers_are_contained(f: Fixture) {
 
         // Park: parked with the message, the rest applied.
         let p = Misbehaving::new(how, &aggregate);
-        let park = fast("parker").errors(ErrorPolicy {
+        let park = fast("parker").with_errors(ErrorPolicy {
             backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(5),
             ..ErrorPolicy::park_after(1)
         });
-        let handle = spawn(Arc::clone(&p), park.handler_timeout(short));
+        let handle = spawn(Arc::clone(&p), park.with_handler_timeout(short));
         let key = ViewKey::new(&p.name, 1).expect("key");
         handle
             .wait_until_caught_up(appended.position, within)
@@ -180,7 +180,10 @@ pub async fn projection_failing_handlers_are_contained(f: Fixture) {
 
     // A transient store error under the handler: retried, shown, applied once.
     let p = Misbehaving::new(Misbehaviour::FailsTransiently, &aggregate);
-    let handle = spawn(Arc::clone(&p), fast("transient").errors(ErrorPolicy::stop_after(0)));
+    let handle = spawn(
+        Arc::clone(&p),
+        fast("transient").with_errors(ErrorPolicy::stop_after(0)),
+    );
     handle
         .wait_until_caught_up(appended.position, within)
         .await

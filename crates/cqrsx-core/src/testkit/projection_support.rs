@@ -221,11 +221,11 @@ pub(super) fn anomalies(view: &BTreeMap<String, Tally>, fold: &BTreeMap<String, 
 
 pub(super) fn fast(owner: &str) -> RunnerOptions {
     RunnerOptions::default()
-        .owner(owner)
-        .lease_ttl(Duration::from_secs(2))
-        .page_size(16)
-        .poll_between(Duration::from_millis(1), Duration::from_millis(20))
-        .errors(ErrorPolicy {
+        .with_owner(owner)
+        .with_lease_ttl(Duration::from_secs(2))
+        .with_page_size(16)
+        .with_poll_between(Duration::from_millis(1), Duration::from_millis(20))
+        .with_errors(ErrorPolicy {
             backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(10),
             ..ErrorPolicy::stop_after(1)

@@ -30,7 +30,7 @@ async fn fold(store: &dyn EventStore, streams: &[StreamId]) -> BTreeMap<(String,
 /// Reads a subscription to its `CaughtUp`, checking order and the checkpoints on the way;
 /// returns the events and the final checkpoint.
 async fn catch_up(store: &Arc<dyn EventStore>, options: SubscriptionOptions) -> (Vec<RecordedEvent>, Checkpoint) {
-    let mut sub = subscribe(Arc::clone(store), options.until_caught_up()).expect("subscribe");
+    let mut sub = subscribe(Arc::clone(store), options.with_live(false)).expect("subscribe");
     let mut events: Vec<RecordedEvent> = Vec::new();
     let mut last: Option<Checkpoint> = None;
     // A store that never lets the reader reach its head must fail the case, not hang it.
@@ -107,14 +107,18 @@ pub async fn subscription_catches_up_from_zero_and_from_a_checkpoint(f: Fixture)
         .collect();
     write_mixed(&*f.events, &streams, 40, 0).await;
     let filter = EventFilter::aggregate_types([aggregate.clone()]);
-    let options = || SubscriptionOptions::default().filter(filter.clone()).page_size(7);
+    let options = || {
+        SubscriptionOptions::default()
+            .with_filter(filter.clone())
+            .with_page_size(7)
+    };
 
     let (all, end) = catch_up(&f.events, options()).await;
     let expected = fold(&*f.events, &streams).await;
     assert_eq!(keyed(&all), expected, "catch-up from zero equals the fold");
 
     // From a checkpoint in the middle: exactly the rest.
-    let mut sub = subscribe(Arc::clone(&f.events), options().until_caught_up()).expect("subscribe");
+    let mut sub = subscribe(Arc::clone(&f.events), options().with_live(false)).expect("subscribe");
     let mut seen = Vec::new();
     let mut middle = None;
     while let Some(message) = sub.try_next().await.expect("subscription") {
@@ -127,7 +131,7 @@ pub async fn subscription_catches_up_from_zero_and_from_a_checkpoint(f: Fixture)
         }
     }
     let middle = middle.expect("a checkpoint halfway");
-    let (rest, end_again) = catch_up(&f.events, options().from(middle.clone())).await;
+    let (rest, end_again) = catch_up(&f.events, options().with_start(middle.clone())).await;
     assert_eq!(end_again, end, "both reads end at the same checkpoint");
     let mut joined = keyed(&seen);
     for (k, e) in keyed(&rest) {
@@ -141,7 +145,7 @@ pub async fn subscription_catches_up_from_zero_and_from_a_checkpoint(f: Fixture)
 
     // From the end: only what is written afterwards.
     write_mixed(&*f.events, &streams, 9, 5_000).await;
-    let (new, _) = catch_up(&f.events, options().from(end.clone())).await;
+    let (new, _) = catch_up(&f.events, options().with_start(end.clone())).await;
     let after = fold(&*f.events, &streams).await;
     let fresh: BTreeMap<_, _> = after.into_iter().filter(|(k, _)| !expected.contains_key(k)).collect();
     assert_eq!(
@@ -153,18 +157,18 @@ pub async fn subscription_catches_up_from_zero_and_from_a_checkpoint(f: Fixture)
     // Checkpoints the store cannot have: refused with InvalidInput, before any event.
     let head = f.events.head().await.expect("head");
     let future = Checkpoint::from_offsets(head.positions().map(|p| p.offset + 1_000_000)).expect("checkpoint");
-    let mut sub = subscribe(Arc::clone(&f.events), options().from(future)).expect("subscribe");
+    let mut sub = subscribe(Arc::clone(&f.events), options().with_start(future)).expect("subscribe");
     match sub.try_next().await {
         Err(Error::InvalidInput(m)) => assert!(m.contains("ahead"), "{m}"),
         other => panic!("a checkpoint from the future must be refused: {other:?}"),
     }
     let other_layout = Checkpoint::start(head.partitions() + 1);
     assert!(matches!(
-        subscribe(Arc::clone(&f.events), options().from(other_layout)),
+        subscribe(Arc::clone(&f.events), options().with_start(other_layout)),
         Err(Error::InvalidInput(_))
     ));
     assert!(matches!(
-        subscribe(Arc::clone(&f.events), options().page_size(0)),
+        subscribe(Arc::clone(&f.events), options().with_page_size(0)),
         Err(Error::InvalidInput(_))
     ));
 }
@@ -215,9 +219,9 @@ pub async fn subscription_goes_live_and_wakes_on_appends(f: Fixture) {
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let options = SubscriptionOptions::default()
-        .filter(filter)
-        .page_size(50)
-        .poll_between(Duration::from_millis(2), Duration::from_millis(50));
+        .with_filter(filter)
+        .with_page_size(50)
+        .with_poll_between(Duration::from_millis(2), Duration::from_millis(50));
     let mut sub = subscribe(Arc::clone(&f.events), options).expect("subscribe");
     let reader = tokio::spawn(async move {
         while let Some(message) = sub.next().await {
@@ -313,7 +317,9 @@ pub async fn subscription_filters_by_type_and_aggregate_type(f: Fixture) {
     for filter in cases {
         let (got, _) = catch_up(
             &f.events,
-            SubscriptionOptions::default().filter(filter.clone()).page_size(5),
+            SubscriptionOptions::default()
+                .with_filter(filter.clone())
+                .with_page_size(5),
         )
         .await;
         let want: BTreeMap<_, _> = everything
@@ -326,7 +332,7 @@ pub async fn subscription_filters_by_type_and_aggregate_type(f: Fixture) {
     }
     let bad = EventFilter::event_types(["has space"]);
     assert!(matches!(
-        subscribe(Arc::clone(&f.events), SubscriptionOptions::default().filter(bad)),
+        subscribe(Arc::clone(&f.events), SubscriptionOptions::default().with_filter(bad)),
         Err(Error::InvalidInput(_))
     ));
 }

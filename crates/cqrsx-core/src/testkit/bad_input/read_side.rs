@@ -34,31 +34,31 @@ pub(super) async fn check(c: &mut Catalogue<'_>, seeded: &Seeded) {
     c.check(
         "subscribe: page size 0",
         InvalidInput,
-        sub(SubscriptionOptions::default().page_size(0)),
+        sub(SubscriptionOptions::default().with_page_size(0)),
     )
     .await;
     c.check(
         "subscribe: page size 10,001",
         InvalidInput,
-        sub(SubscriptionOptions::default().page_size(10_001)),
+        sub(SubscriptionOptions::default().with_page_size(10_001)),
     )
     .await;
     c.check(
         "subscribe: checkpoint of another layout",
         InvalidInput,
-        sub(SubscriptionOptions::default().from(Checkpoint::start(partitions + 1))),
+        sub(SubscriptionOptions::default().with_start(Checkpoint::start(partitions + 1))),
     )
     .await;
     c.check(
         "subscribe: bad type in the filter",
         InvalidInput,
-        sub(SubscriptionOptions::default().filter(EventFilter::event_types(["A B"]))),
+        sub(SubscriptionOptions::default().with_filter(EventFilter::event_types(["A B"]))),
     )
     .await;
     c.check("subscribe: checkpoint from the future", InvalidInput, async {
         let head = store.head().await?;
         let future = Checkpoint::from_offsets(head.positions().map(|p| p.offset + 1_000))?;
-        let mut sub = subscribe(Arc::clone(&store), SubscriptionOptions::default().from(future))?;
+        let mut sub = subscribe(Arc::clone(&store), SubscriptionOptions::default().with_start(future))?;
         sub.try_next().await.map(|_| ())
     })
     .await;
@@ -220,34 +220,36 @@ pub(super) async fn check(c: &mut Catalogue<'_>, seeded: &Seeded) {
         ProjectionRunner::new(projection, Arc::clone(&f.events), Arc::clone(&checkpoints)).with_options(options)
     };
     c.check("runner: zero handler timeout", InvalidInput, async {
-        runner(RunnerOptions::default().handler_timeout(Duration::ZERO))
+        runner(RunnerOptions::default().with_handler_timeout(Duration::ZERO))
             .spawn()
             .map(|_| ())
     })
     .await;
     c.check("runner: handler timeout of Duration::MAX", InvalidInput, async {
-        runner(RunnerOptions::default().handler_timeout(Duration::MAX))
+        runner(RunnerOptions::default().with_handler_timeout(Duration::MAX))
             .spawn()
             .map(|_| ())
     })
     .await;
     c.check("runner: lease TTL of Duration::MAX", InvalidInput, async {
-        runner(RunnerOptions::default().lease_ttl(Duration::MAX))
+        runner(RunnerOptions::default().with_lease_ttl(Duration::MAX))
             .spawn()
             .map(|_| ())
     })
     .await;
     c.check("runner: zero polling pause", InvalidInput, async {
-        runner(RunnerOptions::default().poll_between(Duration::ZERO, Duration::from_millis(5)))
+        runner(RunnerOptions::default().with_poll_between(Duration::ZERO, Duration::from_millis(5)))
             .spawn()
             .map(|_| ())
     })
     .await;
     c.check("runner: page of 10,001 events", InvalidInput, async {
-        runner(RunnerOptions::default().page_size(10_001)).spawn().map(|_| ())
+        runner(RunnerOptions::default().with_page_size(10_001))
+            .spawn()
+            .map(|_| ())
     })
     .await;
-    let handle = runner(RunnerOptions::default().owner("waits"))
+    let handle = runner(RunnerOptions::default().with_owner("waits"))
         .spawn()
         .expect("a runner for the waits");
     let far = Duration::from_secs(3_600);
