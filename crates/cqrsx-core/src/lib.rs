@@ -37,19 +37,19 @@
 //! # Ok(()) }
 //! ```
 
-mod aggregate;
+pub mod aggregate;
 mod checkpoint;
-mod codec;
+pub mod codec;
 mod error;
 mod event;
 mod event_store;
 mod read_store;
-mod registry;
+pub mod registry;
 mod repository;
 mod snapshot_store;
 mod stats;
 mod stream;
-mod subscription;
+pub mod subscription;
 mod tagged;
 
 pub mod memory;
@@ -58,23 +58,29 @@ pub mod raw;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use aggregate::{Aggregate, AggregateRoot, Uncommitted};
-pub use checkpoint::{Checkpoint, Wake};
-pub use codec::{Codec, EventCodec, JsonCodec, MessagePackCodec};
-pub use error::{BoxError, ConnectFailure, Error, Result};
-pub use event::{
-    AllPage, AppendResult, ContentType, EventFilter, Metadata, NewEvent, Position, RecordedEvent, Timestamp,
-};
-pub use event_store::{EventStore, EventStoreCapabilities, MAX_NUMBER};
-pub use projection::{
-    CheckpointStore, ErrorPolicy, Projection, ProjectionHandle, ProjectionRunner, RunnerOptions, View,
-};
-pub use read_store::{Direction, Document, Filter, Op, Query, ReadStore, ReadStoreCapabilities, ReadStoreExt, Sort};
-pub use registry::{EventRegistry, EventRegistryBuilder, UpcastFn};
+/// Read-model queries: the criteria beyond the [`Query`] and [`Filter`] at the root.
+pub mod query {
+    pub use crate::read_store::{Direction, Filter, Op, Query, Sort};
+}
+
+/// What a snapshot store keeps and reports, beyond the [`SnapshotStore`] and
+/// [`SnapshotStrategy`] at the root.
+pub mod snapshot {
+    pub use crate::snapshot_store::{LoadInfo, Restored, SnapshotInfo, SnapshotRecord};
+}
+
+pub use aggregate::{Aggregate, AggregateRoot};
+pub use checkpoint::Checkpoint;
+pub use codec::{Codec, EventCodec};
+pub use error::{ConnectFailure, Error, Result};
+pub use event::{AppendResult, ContentType, EventFilter, Metadata, NewEvent, Position, RecordedEvent, Timestamp};
+pub use event_store::EventStore;
+pub use projection::{CheckpointStore, Projection, ProjectionHandle, ProjectionRunner, View};
+pub use read_store::{Document, Filter, Query, ReadStore, ReadStoreExt};
+pub use registry::EventRegistry;
 pub use repository::Repository;
-pub use snapshot_store::{LoadInfo, Restored, SnapshotInfo, SnapshotRecord, SnapshotStore, SnapshotStrategy};
+pub use snapshot_store::{SnapshotStore, SnapshotStrategy};
 pub use stream::{ExpectedVersion, StreamId};
-pub use subscription::{subscribe, Subscription, SubscriptionMessage, SubscriptionOptions};
 
 /// Re-exported so that backends and users name the same versions.
 pub use async_trait::async_trait;

@@ -2,9 +2,14 @@
 //! semantics of read-model queries, and the operation statistics clients keep. A service that
 //! only uses stores never needs this module (the crate root is its vocabulary).
 
+pub use crate::checkpoint::Wake;
+pub use crate::error::BoxError;
+pub use crate::event::AllPage;
 pub use crate::event_store::{
     validate_append, validate_expected, validate_filter, validate_number, validate_position, DEFAULT_PAGE_SIZE,
 };
+pub use crate::event_store::{EventStoreCapabilities, MAX_NUMBER};
+pub use crate::read_store::ReadStoreCapabilities;
 pub use crate::read_store::{
     compare, has_nested_arrays, lookup, total_order, validate_document, validate_field_path, validate_ttl, MAX_TTL,
 };

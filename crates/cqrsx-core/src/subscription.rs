@@ -137,7 +137,7 @@ impl SubscriptionOptions {
 /// It reads every partition from its checkpoint to the end, page by page (round-robin, so one
 /// busy partition does not starve the others), says [`SubscriptionMessage::CaughtUp`], then
 /// follows the log live: it waits on the backend's own signal where the backend has one
-/// ([`crate::EventStoreCapabilities::live_signal`]) and otherwise polls, backing off from
+/// ([`crate::event_store::EventStoreCapabilities::live_signal`]) and otherwise polls, backing off from
 /// `min_poll` to `max_poll` while nothing arrives. A live read that comes back full says
 /// [`SubscriptionMessage::FellBehind`] and catches up again. Every matching committed event is
 /// delivered exactly once, in position order per partition; an error ends the stream.

@@ -11,10 +11,11 @@ use cqrsx_core::testkit::{Fixture, CASES};
 #[path = "broken_stores/checkpoints.rs"]
 mod checkpoints;
 use checkpoints::{broken_checkpoints, CheckpointFault};
+use cqrsx_core::raw::{AllPage, EventStoreCapabilities, ReadStoreCapabilities, Wake};
+use cqrsx_core::snapshot::{SnapshotInfo, SnapshotRecord};
 use cqrsx_core::{
-    async_trait, AllPage, AppendResult, Checkpoint, Document, EventFilter, EventStore, EventStoreCapabilities,
-    ExpectedVersion, Filter, NewEvent, Position, Query, ReadStore, ReadStoreCapabilities, RecordedEvent, Result,
-    SnapshotInfo, SnapshotRecord, SnapshotStore, StreamId, Timestamp, Uuid, Wake,
+    async_trait, AppendResult, Checkpoint, Document, EventFilter, EventStore, ExpectedVersion, Filter, NewEvent,
+    Position, Query, ReadStore, RecordedEvent, Result, SnapshotStore, StreamId, Timestamp, Uuid,
 };
 use serde_json::Value;
 
@@ -432,8 +433,11 @@ struct LyingSnapshots;
 
 #[async_trait]
 impl cqrsx_core::SnapshotStrategy<cqrsx_core::testkit::Counter> for LyingSnapshots {
-    async fn restore(&self, _: &StreamId) -> Result<Option<cqrsx_core::Restored<cqrsx_core::testkit::Counter>>> {
-        Ok(Some(cqrsx_core::Restored {
+    async fn restore(
+        &self,
+        _: &StreamId,
+    ) -> Result<Option<cqrsx_core::snapshot::Restored<cqrsx_core::testkit::Counter>>> {
+        Ok(Some(cqrsx_core::snapshot::Restored {
             state: cqrsx_core::testkit::Counter {
                 value: 42,
                 applied: 0,

@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cqrsx_core::memory::{InMemoryEventStore, InMemorySnapshotStore};
+use cqrsx_core::raw::{AllPage, EventStoreCapabilities};
 use cqrsx_core::testkit::{BasicSnapshots, Counter, CounterEvent};
 use cqrsx_core::{
-    async_trait, AllPage, AppendResult, Checkpoint, EventFilter, EventStore, EventStoreCapabilities, ExpectedVersion,
-    NewEvent, Position, RecordedEvent, Repository, Result, StreamId, Timestamp,
+    async_trait, AppendResult, Checkpoint, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
+    Repository, Result, StreamId, Timestamp,
 };
 
 /// The in-memory store, counting stream reads and version calls.

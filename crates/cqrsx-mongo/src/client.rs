@@ -459,7 +459,7 @@ impl MongoClientManager {
 /// `hello`), and tells by the reply's header whether something answered as MongoDB.
 async fn hello(address: &str, target: &str) -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fail = |failure, source: Option<cqrsx_core::BoxError>| Error::Connect {
+    let fail = |failure, source: Option<cqrsx_core::raw::BoxError>| Error::Connect {
         failure,
         target: target.to_string(),
         source,

@@ -6,8 +6,10 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cqrsx_core::query::{Direction, Op};
+use cqrsx_core::raw::ReadStoreCapabilities;
 use cqrsx_core::raw::{validate_document, validate_id, validate_ttl, validate_type_name};
-use cqrsx_core::{Direction, Document, Error, Filter, Op, Query, ReadStore, ReadStoreCapabilities, Result};
+use cqrsx_core::{Document, Error, Filter, Query, ReadStore, Result};
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, DateTime};
 use mongodb::options::IndexOptions;

@@ -4,7 +4,8 @@ use std::future::IntoFuture;
 
 use async_trait::async_trait;
 use cqrsx_core::raw::validate_snapshot;
-use cqrsx_core::{Result, SnapshotInfo, SnapshotRecord, SnapshotStore, StreamId, Timestamp};
+use cqrsx_core::snapshot::{SnapshotInfo, SnapshotRecord};
+use cqrsx_core::{Result, SnapshotStore, StreamId, Timestamp};
 use futures::TryStreamExt;
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{doc, Binary, Bson, DateTime, Document};

@@ -6,9 +6,8 @@ mod common;
 
 use std::sync::Arc;
 
-use cqrsx_core::{
-    Aggregate, EventStore, ExpectedVersion, Filter, NewEvent, Op, Query, ReadStore, Repository, StreamId,
-};
+use cqrsx_core::query::Op;
+use cqrsx_core::{Aggregate, EventStore, ExpectedVersion, Filter, NewEvent, Query, ReadStore, Repository, StreamId};
 use cqrsx_mongo::{CommandCount, MongoClientManager, MongoEventStore, MongoReadStore};
 
 fn event(n: u64) -> NewEvent {

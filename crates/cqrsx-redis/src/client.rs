@@ -178,7 +178,7 @@ fn command(parts: &[&[u8]]) -> Vec<u8> {
 /// by the RESP reply's kind and error code: nothing listening, no answer, not Redis, refused
 /// credentials, refused database.
 async fn probe_server(host: &str, port: u16, config: &FredConfig, target: &str) -> Result<()> {
-    let fail = |failure, source: Option<cqrsx_core::BoxError>| Error::Connect {
+    let fail = |failure, source: Option<cqrsx_core::raw::BoxError>| Error::Connect {
         failure,
         target: target.to_string(),
         source,

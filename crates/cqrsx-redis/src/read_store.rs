@@ -7,8 +7,10 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cqrsx_core::query::{Direction, Op};
+use cqrsx_core::raw::ReadStoreCapabilities;
 use cqrsx_core::raw::{lookup, validate_document, validate_field_path, validate_id, validate_type_name};
-use cqrsx_core::{Direction, Document, Error, Filter, Op, Query, ReadStore, ReadStoreCapabilities, Result};
+use cqrsx_core::{Document, Error, Filter, Query, ReadStore, Result};
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::Value as RValue;

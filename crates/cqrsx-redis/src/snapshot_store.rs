@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use cqrsx_core::raw::validate_snapshot;
-use cqrsx_core::{Result, SnapshotInfo, SnapshotRecord, SnapshotStore, StreamId, Timestamp};
+use cqrsx_core::snapshot::{SnapshotInfo, SnapshotRecord};
+use cqrsx_core::{Result, SnapshotStore, StreamId, Timestamp};
 use fred::types::scripts::Script;
 use fred::types::Value;
 use tracing::instrument;
@@ -89,7 +90,7 @@ impl SnapshotStore for RedisSnapshotStore {
     async fn latest(&self, stream: &StreamId, max_version: Option<u64>) -> Result<Option<SnapshotRecord>> {
         let max: Value = match max_version {
             // Every stored version is at most MAX_NUMBER, so a larger bound means "any".
-            Some(v) => number(v.min(cqrsx_core::MAX_NUMBER)).into(),
+            Some(v) => number(v.min(cqrsx_core::raw::MAX_NUMBER)).into(),
             None => "+inf".into(),
         };
         let items = array(self.call(stream, vec!["latest".into(), max]).await?)?;

@@ -255,7 +255,7 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
     let snapshots = RedisSnapshotStore::new(client.clone());
     let snap = StreamId::new("Broken", "snap").expect("stream");
     snapshots
-        .save(cqrsx_core::SnapshotRecord {
+        .save(cqrsx_core::snapshot::SnapshotRecord {
             stream: snap.clone(),
             version: 3,
             content_type: "application/json".into(),

@@ -6,7 +6,8 @@
 
 mod common;
 
-use cqrsx_core::{Document, EventStore, ExpectedVersion, Filter, NewEvent, Op, Query, ReadStore, StreamId, Uuid};
+use cqrsx_core::query::Op;
+use cqrsx_core::{Document, EventStore, ExpectedVersion, Filter, NewEvent, Query, ReadStore, StreamId, Uuid};
 use cqrsx_redis::{RedisClientManager, RedisConfig, RedisEventStore, RedisReadStore};
 use fred::interfaces::LuaInterface;
 use futures::future::join_all;

@@ -6,8 +6,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cqrsx_core::query::Op;
 use cqrsx_core::testkit::{self, Fixture};
-use cqrsx_core::{Filter, Op, Query, ReadStore};
+use cqrsx_core::{Filter, Query, ReadStore};
 use cqrsx_redis::{RedisCheckpointStore, RedisClientManager, RedisEventStore, RedisReadStore, RedisSnapshotStore};
 
 async fn indexed(collection: &str) -> (RedisClientManager, RedisReadStore) {

@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cqrsx_core::snapshot::{LoadInfo, Restored, SnapshotInfo, SnapshotRecord};
 use cqrsx_core::{
-    async_trait, Aggregate, AggregateRoot, Error, LoadInfo, Repository, Restored, Result, SnapshotInfo, SnapshotRecord,
-    SnapshotStore, SnapshotStrategy, StreamId, Timestamp,
+    async_trait, Aggregate, AggregateRoot, Error, Repository, Result, SnapshotStore, SnapshotStrategy, StreamId,
+    Timestamp,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use cqrsx_core::snapshot::SnapshotRecord;
 use cqrsx_core::testkit::{Case, Counter, CounterEvent, Fixture};
-use cqrsx_core::{Repository, SnapshotRecord, SnapshotStrategy, StreamId, Timestamp, Uuid};
+use cqrsx_core::{Repository, SnapshotStrategy, StreamId, Timestamp, Uuid};
 
 use crate::{Always, EveryNEvents, Never, SnapshotManager, SnapshotSerializer, VersionInterval};
 

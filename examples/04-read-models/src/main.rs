@@ -15,10 +15,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cqrsx_core::projection::RunnerOptions;
 use cqrsx_core::projection::{HandlerResult, ProjectionStatus};
 use cqrsx_core::{
     async_trait, Aggregate, CheckpointStore, EventCodec, EventFilter, Filter, Position, Projection, ProjectionHandle,
-    ProjectionRunner, Query, ReadStore, RecordedEvent, Repository, Result, RunnerOptions, View,
+    ProjectionRunner, Query, ReadStore, RecordedEvent, Repository, Result, View,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;

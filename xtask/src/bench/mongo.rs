@@ -8,8 +8,9 @@
 
 use std::sync::Arc;
 
+use cqrsx_core::query::Op;
 use cqrsx_core::testkit::Counter;
-use cqrsx_core::{EventStore, ExpectedVersion, Filter, NewEvent, Op, Query, ReadStore, Repository, StreamId};
+use cqrsx_core::{EventStore, ExpectedVersion, Filter, NewEvent, Query, ReadStore, Repository, StreamId};
 use cqrsx_mongo::{
     AssumedCapabilities, CommandCount, MongoCheckpointStore, MongoClientManager, MongoConfig, MongoEventStore,
     MongoReadStore, MongoSnapshotStore,

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cqrsx_core::projection::RunnerOptions;
 use cqrsx_core::projection::{HandlerResult, ProjectionStatus, RunnerState};
 use cqrsx_core::testkit::CounterEvent;
 use cqrsx_core::{
     async_trait, ContentType, EventCodec, EventFilter, ExpectedVersion, NewEvent, Position, Projection,
-    ProjectionHandle, ProjectionRunner, Query, RecordedEvent, RunnerOptions, StreamId, View,
+    ProjectionHandle, ProjectionRunner, Query, RecordedEvent, StreamId, View,
 };
 use serde::{Deserialize, Serialize};
 

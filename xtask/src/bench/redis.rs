@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cqrsx_core::{Filter, Op, Query, ReadStore};
+use cqrsx_core::query::Op;
+use cqrsx_core::{Filter, Query, ReadStore};
 use cqrsx_redis::{
     RedisCheckpointStore, RedisClientManager, RedisConfig, RedisEventStore, RedisReadStore, RedisSnapshotStore,
 };

@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use cqrsx_core::codec::JsonCodec;
 use cqrsx_core::testkit::{Counter, CounterEvent};
 use cqrsx_core::{
-    AggregateRoot, CheckpointStore, Codec, ContentType, EventCodec, EventFilter, EventStore, ExpectedVersion,
-    JsonCodec, Metadata, NewEvent, Position, Repository, SnapshotStrategy, StreamId,
+    AggregateRoot, CheckpointStore, Codec, ContentType, EventCodec, EventFilter, EventStore, ExpectedVersion, Metadata,
+    NewEvent, Position, Repository, SnapshotStrategy, StreamId,
 };
 
 use super::{keep, median, time, BenchRow, Measure, Scale};

@@ -23,7 +23,7 @@ use crate::error::corrupt;
 /// counter value however many events it holds, and its `_id` alone keeps commits apart.
 pub(crate) const EVENT_BITS: u32 = 16;
 
-/// The largest commit number: its offsets stay within `cqrsx_core::MAX_NUMBER` (2^53 − 1).
+/// The largest commit number: its offsets stay within `cqrsx_core::raw::MAX_NUMBER` (2^53 − 1).
 pub(crate) const MAX_COMMIT: u64 = (1 << (53 - EVENT_BITS)) - 1;
 
 /// The global offset of event `index` of the commit at `commit`.

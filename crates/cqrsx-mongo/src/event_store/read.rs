@@ -4,7 +4,8 @@
 use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
-use cqrsx_core::{AllPage, Error, EventFilter, Position, RecordedEvent, Result, StreamId, Timestamp};
+use cqrsx_core::raw::AllPage;
+use cqrsx_core::{Error, EventFilter, Position, RecordedEvent, Result, StreamId, Timestamp};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Bson, DateTime, Document};
 

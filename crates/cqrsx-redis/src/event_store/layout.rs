@@ -8,9 +8,8 @@
 //! module and only read by it: a format byte, then per event its id (16 bytes), content type
 //! (1 byte), schema version, payload and metadata (each length-prefixed, lengths as LEB128).
 
-use cqrsx_core::{
-    ContentType, Error, Metadata, NewEvent, Position, RecordedEvent, Result, StreamId, Timestamp, Uuid, MAX_NUMBER,
-};
+use cqrsx_core::raw::MAX_NUMBER;
+use cqrsx_core::{ContentType, Error, Metadata, NewEvent, Position, RecordedEvent, Result, StreamId, Timestamp, Uuid};
 use fred::types::Value;
 
 use crate::reply::{raw, raw_int, text};

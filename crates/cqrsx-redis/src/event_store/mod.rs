@@ -15,9 +15,10 @@ use async_trait::async_trait;
 use cqrsx_core::raw::{
     validate_append, validate_expected, validate_filter, validate_number, validate_position, validate_type_name,
 };
+use cqrsx_core::raw::{AllPage, EventStoreCapabilities, Wake};
 use cqrsx_core::{
-    AllPage, AppendResult, Checkpoint, Error, EventFilter, EventStore, EventStoreCapabilities, ExpectedVersion,
-    NewEvent, Position, RecordedEvent, Result, StreamId, Timestamp, Wake,
+    AppendResult, Checkpoint, Error, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
+    Result, StreamId, Timestamp,
 };
 use fred::prelude::*;
 use fred::types::scripts::Script;

@@ -11,7 +11,8 @@
 
 use std::collections::HashMap;
 
-use cqrsx_core::{AllPage, EventFilter, Position, RecordedEvent, Result};
+use cqrsx_core::raw::AllPage;
+use cqrsx_core::{EventFilter, Position, RecordedEvent, Result};
 use fred::prelude::*;
 use fred::types::Value;
 

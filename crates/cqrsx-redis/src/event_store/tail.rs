@@ -6,7 +6,8 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use cqrsx_core::{Checkpoint, Result, Wake};
+use cqrsx_core::raw::Wake;
+use cqrsx_core::{Checkpoint, Result};
 use fred::prelude::*;
 use fred::types::Value;
 use tokio::sync::watch;
