@@ -15,7 +15,10 @@ fn the_root_re_exports_at_most_35_names() {
         if !line.trim_end().ends_with(';') {
             continue;
         }
-        let list = statement.trim_start_matches("pub use ").trim_end_matches(';').to_string();
+        let list = statement
+            .trim_start_matches("pub use ")
+            .trim_end_matches(';')
+            .to_string();
         statement.clear();
         let inner = match (list.find('{'), list.rfind('}')) {
             (Some(a), Some(b)) => list[a + 1..b].to_string(),

@@ -113,3 +113,82 @@ async fn a_commit_applied_after_its_view_was_dropped_is_withdrawn() {
         .expect("collect");
     assert!(left.is_empty(), "state of the dropped view: {left:?}");
 }
+
+/// A commit applied a second time (after a lost reply, in a recovery) meets documents already
+/// past it: their guarded upserts fail with a duplicate key. A server that stops at the first
+/// write error whatever `ordered: false` asks (FerretDB 1.x) would leave the writes after it
+/// undone; every other document of the commit must still be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_already_past_a_commit_does_not_stop_its_other_writes() {
+    let client = common::client(common::config()).await;
+    let store = MongoCheckpointStore::new(client.clone());
+    store.initialize().await.expect("initialize");
+    let key = ViewKey::new("past", 1).expect("key");
+    let lease = store
+        .acquire(&key, "holder", Duration::from_secs(120))
+        .await
+        .expect("acquire")
+        .expect("a free lease");
+    // Written by a commit after this one (by hand: the largest sequence there is).
+    let view = client.database().collection::<Document>("view_past_v1");
+    view.insert_one(doc! { "_id": "c", "d": { "id": "later" }, "_s": i64::MAX })
+        .await
+        .expect("plant");
+    let ids = ["a", "b", "c", "d", "e"];
+    let position = Position {
+        partition: 0,
+        offset: 1,
+    };
+    let mut checkpoint = Checkpoint::start(1);
+    checkpoint.advance(position);
+    let commit = Commit {
+        writes: ids
+            .iter()
+            .map(|id| ViewWrite {
+                id: id.to_string(),
+                change: ViewChange::Put {
+                    data: serde_json::json!({ "id": id }),
+                    ttl: None,
+                },
+                position,
+            })
+            .collect(),
+        checkpoint: Some(checkpoint),
+        ..Commit::default()
+    };
+    store.commit(&lease, commit).await.expect("commit");
+    let stored: Vec<Document> = view
+        .find(doc! {})
+        .sort(doc! { "_id": 1 })
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("collect");
+    let got: Vec<(String, String)> = stored
+        .iter()
+        .map(|d| {
+            let id = d.get_str("_id").unwrap_or_default().to_string();
+            let data = d
+                .get_document("d")
+                .ok()
+                .and_then(|d| d.get_str("id").ok())
+                .unwrap_or_default();
+            (id, data.to_string())
+        })
+        .collect();
+    let want: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| {
+            (
+                id.to_string(),
+                if *id == "c" {
+                    "later".to_string()
+                } else {
+                    id.to_string()
+                },
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "every document but the one past the commit is written");
+}

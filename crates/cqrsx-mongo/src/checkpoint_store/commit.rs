@@ -23,7 +23,6 @@ impl MongoCheckpointStore {
         };
         let seq = last.seq.number();
         let view = self.view_collection(key);
-        let database = self.client.database();
         let mut views = Vec::new();
         let mut state = Vec::new();
         for record in group {
@@ -33,28 +32,13 @@ impl MongoCheckpointStore {
             }
             state.extend(applied.state);
         }
-        let view_writes = futures::future::try_join_all(views.into_iter().map(|updates| {
-            let view = &view;
-            async move {
-                let reply = self
-                    .client
-                    .track_write(database.run_command(doc! { "update": view, "updates": updates, "ordered": false }))
-                    .await?;
-                // A duplicate key is a guarded upsert whose document is past this commit.
-                check_write_reply(&reply, true)
-            }
-        }));
+        let view_writes =
+            futures::future::try_join_all(views.into_iter().map(|updates| self.guarded_updates(&view, updates)));
         let state_writes = async {
             if state.is_empty() {
                 return Ok(());
             }
-            let reply = self
-                .client
-                .track_write(
-                    database.run_command(doc! { "update": self.state.name(), "updates": state, "ordered": false }),
-                )
-                .await?;
-            check_write_reply(&reply, true)
+            self.guarded_updates(self.state.name(), state).await
         };
         let activation = async {
             if !last.doc.get_bool("act").unwrap_or(false) {
@@ -77,6 +61,28 @@ impl MongoCheckpointStore {
         state?;
         activation?;
         self.set_checkpoint(key, seq, last.doc.get_str("cp").ok()).await
+    }
+
+    /// Runs guarded upserts (see `log::statements`) in one `update` command. A duplicate key is
+    /// a statement whose document is already past this commit. A server may stop at the first
+    /// write error whatever `ordered: false` asks (FerretDB 1.x does, and does not say which
+    /// statement failed), leaving the statements after it undone: so a reply with any
+    /// duplicate sends each statement again on its own — a path only a commit applied a second
+    /// time takes (a retry, a recovery, a stale holder).
+    async fn guarded_updates(&self, collection: &str, updates: Vec<Document>) -> Result<()> {
+        let database = self.client.database();
+        let command = doc! { "update": collection, "updates": updates.clone(), "ordered": false };
+        let reply = self.client.track_write(database.run_command(command)).await?;
+        check_write_reply(&reply, true)?;
+        if reply.get_array("writeErrors").map_or(true, |e| e.is_empty()) {
+            return Ok(());
+        }
+        for update in updates {
+            let command = doc! { "update": collection, "updates": [update] };
+            let reply = self.client.track_write(database.run_command(command)).await?;
+            check_write_reply(&reply, true)?;
+        }
+        Ok(())
     }
 
     /// Inserts a commit's records from `first` on; `LeaseLost` when a slot holds a seal (or
