@@ -146,7 +146,7 @@ impl SubscriptionOptions {
 /// use std::sync::Arc;
 /// use futures::TryStreamExt;
 /// use cqrsx_core::{memory::InMemoryEventStore, EventStore, ExpectedVersion, NewEvent, StreamId};
-/// use cqrsx_core::{subscribe, SubscriptionOptions};
+/// use cqrsx_core::subscription::{subscribe, SubscriptionOptions};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> cqrsx_core::Result<()> {
 /// let store = Arc::new(InMemoryEventStore::new());

@@ -49,7 +49,8 @@ const INLINE_DOCS: i64 = 1_000;
 /// ```no_run
 /// # async fn demo(client: cqrsx_redis::RedisClientManager) -> cqrsx_core::Result<()> {
 /// use std::time::Duration;
-/// use cqrsx_core::{Filter, Op, Query, ReadStore};
+/// use cqrsx_core::query::{Filter, Op, Query};
+/// use cqrsx_core::ReadStore;
 /// let users = cqrsx_redis::RedisReadStore::new(client, "users")?
 ///     .with_index("status")?
 ///     .with_default_ttl(Duration::from_secs(3600));
