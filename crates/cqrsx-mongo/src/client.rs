@@ -244,10 +244,7 @@ impl MongoClientManager {
         &self,
         call: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
     ) -> Result<T> {
-        self.track_raw(call).await.map_err(|e| match e {
-            Tracked::Driver(e) => backend(e),
-            Tracked::Timeout(t) => Error::backend(true, TimeoutError(t)),
-        })
+        self.track_raw(call).await.map_err(Tracked::into_error)
     }
 
     /// Runs a write that a stale copy of could undo: a guarded upsert of a view document or a
@@ -262,10 +259,7 @@ impl MongoClientManager {
         &self,
         call: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
     ) -> Result<T> {
-        self.track_write_raw(call).await.map_err(|e| match e {
-            Tracked::Driver(e) => backend(e),
-            Tracked::Timeout(t) => Error::backend(true, TimeoutError(t)),
-        })
+        self.track_write_raw(call).await.map_err(Tracked::into_error)
     }
 
     /// Like [`Self::track_write`], keeping the driver error.
