@@ -28,17 +28,29 @@ impl MongoCheckpointStore {
         for record in group {
             let applied = log::statements(key, &record.doc, seq)?;
             if !applied.views.is_empty() {
-                views.push(applied.views);
+                views.push((record, applied.views));
             }
             state.extend(applied.state);
         }
-        let view_writes =
-            futures::future::try_join_all(views.into_iter().map(|updates| self.guarded_updates(&view, updates)));
+        let view_writes = futures::future::try_join_all(views.into_iter().map(|(record, updates)| {
+            self.guarded_updates(
+                &view,
+                updates,
+                move || Ok(log::statements(key, &record.doc, seq)?.views),
+            )
+        }));
         let state_writes = async {
             if state.is_empty() {
                 return Ok(());
             }
-            self.guarded_updates(self.state.name(), state).await
+            let again = || {
+                let mut all = Vec::new();
+                for record in group {
+                    all.extend(log::statements(key, &record.doc, seq)?.state);
+                }
+                Ok(all)
+            };
+            self.guarded_updates(self.state.name(), state, again).await
         };
         let activation = async {
             if !last.doc.get_bool("act").unwrap_or(false) {
@@ -68,16 +80,22 @@ impl MongoCheckpointStore {
     /// write error whatever `ordered: false` asks (FerretDB 1.x does, and does not say which
     /// statement failed), leaving the statements after it undone: so a reply with any
     /// duplicate sends each statement again on its own — a path only a commit applied a second
-    /// time takes (a retry, a recovery, a stale holder).
-    async fn guarded_updates(&self, collection: &str, updates: Vec<Document>) -> Result<()> {
+    /// time takes (a retry, a recovery, a stale holder). `again` makes the statements again for
+    /// it (the first ones are moved into the command).
+    async fn guarded_updates(
+        &self,
+        collection: &str,
+        updates: Vec<Document>,
+        again: impl Fn() -> Result<Vec<Document>>,
+    ) -> Result<()> {
         let database = self.client.database();
-        let command = doc! { "update": collection, "updates": updates.clone(), "ordered": false };
+        let command = doc! { "update": collection, "updates": updates, "ordered": false };
         let reply = self.client.track_write(database.run_command(command)).await?;
         check_write_reply(&reply, true)?;
         if reply.get_array("writeErrors").map_or(true, |e| e.is_empty()) {
             return Ok(());
         }
-        for update in updates {
+        for update in again()? {
             let command = doc! { "update": collection, "updates": [update] };
             let reply = self.client.track_write(database.run_command(command)).await?;
             check_write_reply(&reply, true)?;
