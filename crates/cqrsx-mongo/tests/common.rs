@@ -86,6 +86,11 @@ pub async fn fixture_with(config: MongoConfig) -> Fixture {
 /// A TCP relay to the test server that holds every request it forwards for `delay`
 /// milliseconds (0: none): a server, or a network, slower than the client's socket timeout.
 pub async fn slow_relay(delay: Arc<std::sync::atomic::AtomicU64>) -> String {
+    held_relay(delay, None).await
+}
+
+/// [`slow_relay`] that holds only the requests whose bytes contain `pattern` (all when `None`).
+pub async fn held_relay(delay: Arc<std::sync::atomic::AtomicU64>, pattern: Option<Vec<u8>>) -> String {
     use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let uri = uri();
@@ -105,11 +110,15 @@ pub async fn slow_relay(delay: Arc<std::sync::atomic::AtomicU64>) -> String {
             let (mut from_client, mut to_client) = client.into_split();
             let (mut from_server, mut to_server) = server.into_split();
             let delay = Arc::clone(&delay);
+            let pattern = pattern.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 while let Ok(n @ 1..) = from_client.read(&mut buf).await {
                     let ms = delay.load(Ordering::SeqCst);
-                    if ms > 0 {
+                    let held = pattern
+                        .as_ref()
+                        .is_none_or(|p| buf[..n].windows(p.len()).any(|w| w == p.as_slice()));
+                    if ms > 0 && held {
                         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                     }
                     if to_server.write_all(&buf[..n]).await.is_err() {

@@ -192,3 +192,75 @@ async fn a_document_already_past_a_commit_does_not_stop_its_other_writes() {
         .collect();
     assert_eq!(got, want, "every document but the one past the commit is written");
 }
+
+/// A holder's checkpoint write held up on its way (its process frozen, its request slow) until
+/// a successor took over and committed lands, late, on a checkpoint already past it: it must
+/// change nothing. The holder talks through a relay that holds only its checkpoint writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_checkpoint_write_of_an_older_holder_changes_nothing() {
+    let delay = Arc::new(AtomicU64::new(0));
+    let key = ViewKey::new("latecp", 1).expect("key");
+    // The checkpoint document's id: its kind, the projection and the version, apart by U+001F.
+    let pattern = format!("cp\u{1f}{}\u{1f}{}", key.projection(), key.version()).into_bytes();
+    let relay = common::held_relay(Arc::clone(&delay), Some(pattern)).await;
+    let slow_config = common::config_at(&relay).with_timeouts(
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+        Duration::from_secs(30),
+    );
+    let mut direct_config = common::config();
+    direct_config.database = slow_config.database.clone();
+    let slow = MongoClientManager::connect(slow_config)
+        .await
+        .expect("connect through the relay");
+    let direct = MongoClientManager::connect(direct_config).await.expect("connect");
+    let old = MongoCheckpointStore::new(slow);
+    old.initialize().await.expect("initialize");
+    let new = MongoCheckpointStore::new(direct.clone());
+
+    let ttl = Duration::from_secs(2);
+    let lease = old
+        .acquire(&key, "old", ttl)
+        .await
+        .expect("acquire")
+        .expect("a free lease");
+    old.commit(&lease, commit("first", 1)).await.expect("first commit");
+    // The old holder's next checkpoint write is held 10 s: well past its lease.
+    delay.store(10_000, Ordering::SeqCst);
+    let late = tokio::spawn({
+        let old = old.clone();
+        let lease = lease.clone();
+        async move { old.commit(&lease, commit("late", 2)).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let successor = loop {
+        if let Some(lease) = new
+            .acquire(&key, "new", Duration::from_secs(120))
+            .await
+            .expect("acquire")
+        {
+            break lease;
+        }
+        assert!(Instant::now() < deadline, "the successor never took the lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    new.commit(&successor, commit("newer", 3))
+        .await
+        .expect("the successor's commit");
+    let expected = new.checkpoint(&key).await.expect("checkpoint");
+    let _ = tokio::time::timeout(Duration::from_secs(300), late)
+        .await
+        .expect("the late commit answers");
+    delay.store(0, Ordering::SeqCst);
+    // Read back directly: the successor's checkpoint stands.
+    assert_eq!(new.checkpoint(&key).await.expect("checkpoint"), expected);
+    let stored = direct
+        .database()
+        .collection::<Document>("projections")
+        .find_one(doc! { "kind": "cp", "p": "latecp" })
+        .await
+        .expect("find")
+        .expect("a checkpoint document");
+    let tenure = stored.get_i64("s").expect("its sequence") >> 32;
+    assert_eq!(tenure as u64, successor.token, "the checkpoint's tenure: {stored:?}");
+}

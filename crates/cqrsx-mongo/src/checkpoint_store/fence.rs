@@ -148,8 +148,12 @@ impl MongoCheckpointStore {
         if let Some(c) = checkpoint {
             set.insert("cp", c);
         }
-        let mut filter = log::older_than(seq);
-        filter.insert("_id", log::cp_id(key));
+        // Guarded by its own sequence field (`s`; view documents keep theirs in `_s`): a late
+        // copy from an older commit finds the document past it and writes nothing.
+        let filter = doc! {
+            "_id": log::cp_id(key),
+            "$or": [ { "s": { "$lt": seq } }, { "s": { "$exists": false } } ],
+        };
         let update = self
             .state
             .update_one(filter, doc! { "$set": set })
