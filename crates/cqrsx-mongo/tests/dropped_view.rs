@@ -33,11 +33,15 @@ fn commit(id: &str, offset: u64) -> Commit {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_commit_applied_after_its_view_was_dropped_is_withdrawn() {
-    let delay = Arc::new(AtomicU64::new(0));
-    let relay = common::slow_relay(Arc::clone(&delay)).await;
-    // A socket timeout past the relay's hold: nothing is given up on.
+/// Two checkpoint stores on one database: the first through a relay that holds its requests
+/// (those containing `pattern`, or all) while `delay` says so, the second straight to the
+/// server; and the second's client, to read raw storage. The relayed store's socket timeout is
+/// past any hold: nothing is given up on.
+async fn stores_behind_a_relay(
+    delay: &Arc<AtomicU64>,
+    pattern: Option<Vec<u8>>,
+) -> (MongoCheckpointStore, MongoCheckpointStore, MongoClientManager) {
+    let relay = common::held_relay(Arc::clone(delay), pattern).await;
     let slow_config = common::config_at(&relay).with_timeouts(
         Duration::from_secs(10),
         Duration::from_secs(60),
@@ -49,9 +53,15 @@ async fn a_commit_applied_after_its_view_was_dropped_is_withdrawn() {
         .await
         .expect("connect through the relay");
     let direct = MongoClientManager::connect(direct_config).await.expect("connect");
-    let holder = MongoCheckpointStore::new(slow);
-    holder.initialize().await.expect("initialize");
-    let other = MongoCheckpointStore::new(direct.clone());
+    let relayed = MongoCheckpointStore::new(slow);
+    relayed.initialize().await.expect("initialize");
+    (relayed, MongoCheckpointStore::new(direct.clone()), direct)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_applied_after_its_view_was_dropped_is_withdrawn() {
+    let delay = Arc::new(AtomicU64::new(0));
+    let (holder, other, direct) = stores_behind_a_relay(&delay, None).await;
 
     let key = ViewKey::new("dropped", 1).expect("key");
     let lease = holder
@@ -202,21 +212,7 @@ async fn a_late_checkpoint_write_of_an_older_holder_changes_nothing() {
     let key = ViewKey::new("latecp", 1).expect("key");
     // The checkpoint document's id: its kind, the projection and the version, apart by U+001F.
     let pattern = format!("cp\u{1f}{}\u{1f}{}", key.projection(), key.version()).into_bytes();
-    let relay = common::held_relay(Arc::clone(&delay), Some(pattern)).await;
-    let slow_config = common::config_at(&relay).with_timeouts(
-        Duration::from_secs(10),
-        Duration::from_secs(60),
-        Duration::from_secs(30),
-    );
-    let mut direct_config = common::config();
-    direct_config.database = slow_config.database.clone();
-    let slow = MongoClientManager::connect(slow_config)
-        .await
-        .expect("connect through the relay");
-    let direct = MongoClientManager::connect(direct_config).await.expect("connect");
-    let old = MongoCheckpointStore::new(slow);
-    old.initialize().await.expect("initialize");
-    let new = MongoCheckpointStore::new(direct.clone());
+    let (old, new, direct) = stores_behind_a_relay(&delay, Some(pattern)).await;
 
     let ttl = Duration::from_secs(2);
     let lease = old
