@@ -49,16 +49,29 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 /// Runs a command with its stdout and stderr written to `log`; returns whether it succeeded and
 /// its stdout and stderr together.
 pub fn run_logged(cmd: &mut Command, log: &Path) -> Result<(bool, String)> {
-    say(&format!("$ {}  > {}", show(cmd), log.display()));
-    let file = std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let _ = std::fs::remove_file(log);
+    run_appended(cmd, log)
+}
+
+/// Runs a command with its stdout and stderr added to the end of `log`; returns whether it
+/// succeeded and what it wrote.
+pub fn run_appended(cmd: &mut Command, log: &Path) -> Result<(bool, String)> {
+    say(&format!("$ {}  >> {}", show(cmd), log.display()));
+    let before = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
     let err = file.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
     let status = cmd
         .stdout(Stdio::from(file))
         .stderr(Stdio::from(err))
         .status()
         .map_err(|e| format!("cannot run {}: {e}", show(cmd)))?;
-    let output = std::fs::read_to_string(log).map_err(|e| format!("cannot read {}: {e}", log.display()))?;
-    Ok((status.success(), output))
+    let output = std::fs::read(log).map_err(|e| format!("cannot read {}: {e}", log.display()))?;
+    let start = usize::try_from(before).unwrap_or(0).min(output.len());
+    Ok((status.success(), String::from_utf8_lossy(&output[start..]).into_owned()))
 }
 
 /// Runs a command quietly and returns its output (for probes like `id -u`).

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
+mod binaries;
 mod plan;
 
+use binaries::TestBinary;
 use plan::{plan, Cleanup};
 
 use crate::cmd::{self, say, Result};
@@ -15,6 +17,9 @@ use crate::docker;
 use crate::engine::{self, LocalEngine};
 use crate::providers;
 use crate::Backend;
+
+/// How long the fault suite may run beside the groups before it counts as hung.
+const FAULT_SUITE_BOUND: std::time::Duration = std::time::Duration::from_secs(40 * 60);
 
 /// One row of the final summary.
 struct Row {
@@ -84,48 +89,91 @@ impl TestRun {
     }
 }
 
-/// A `cargo test` of one group, logged to a file of its own.
+/// The tests of one group, logged to a file of their own.
 #[derive(Clone)]
 struct Group {
     name: &'static str,
-    args: Vec<String>,
+    /// The packages whose test binaries run.
+    packages: Packages,
+    /// Arguments to every test binary (a filter, a `--skip`).
+    filter: Vec<String>,
+    /// A cargo feature the group's package is tested with (the Docker-only tests): such a
+    /// group runs a `cargo test` of its own, which builds the package again.
+    feature: Option<&'static str>,
+    /// Whether the group runs the workspace's doctests too.
+    doctests: bool,
     env: Vec<(String, String)>,
     /// The network namespace the tests run in (that of xtask's own engine, whose container
     /// ports are reachable only from inside it).
     netns: Option<String>,
 }
 
+/// Which packages' test binaries a group runs.
+#[derive(Clone, Copy)]
+enum Packages {
+    Only(&'static str),
+    AllBut(&'static [&'static str]),
+}
+
+impl Packages {
+    fn contains(self, package: &str) -> bool {
+        match self {
+            Packages::Only(name) => name == package,
+            Packages::AllBut(names) => !names.contains(&package),
+        }
+    }
+}
+
 fn log_dir() -> PathBuf {
     cmd::root().join("target").join("xtask-logs")
 }
 
+/// The commands that run a group's tests.
+fn group_commands(group: &Group, binaries: &[TestBinary]) -> Vec<Command> {
+    if let (Some(feature), Packages::Only(package)) = (group.feature, group.packages) {
+        let mut command = cmd::cargo();
+        command
+            .args(["test", "-p", package, "--features", feature, "--"])
+            .args(&group.filter);
+        return vec![command];
+    }
+    let mut commands: Vec<Command> = binaries
+        .iter()
+        .filter(|b| group.packages.contains(&b.package))
+        .map(|b| binaries::command(b, &group.filter, group.netns.as_deref()))
+        .collect();
+    if group.doctests {
+        let mut command = cmd::cargo();
+        command.args(["test", "--workspace", "--doc"]);
+        commands.push(command);
+    }
+    commands
+}
+
 /// Runs a group's tests; returns the parsed run. Its output goes to `target/xtask-logs/`.
-fn run_group(group: &Group) -> Result<TestRun> {
+fn run_group(group: &Group, binaries: &[TestBinary]) -> Result<TestRun> {
     let dir = log_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let log = dir.join(format!("{}.log", group.name));
     let report = dir.join(format!("{}.report", group.name));
     let _ = std::fs::remove_file(&report);
-    let mut command = match &group.netns {
-        // Offline: nothing outside the namespace is reachable (everything is built already).
-        Some(netns) => {
-            let mut command = Command::new("nsenter");
-            command
-                .arg(format!("--net=/var/run/netns/{netns}"))
-                .arg(cmd::cargo_program())
-                .current_dir(cmd::root())
-                .env("CARGO_NET_OFFLINE", "true");
-            command
-        }
-        None => cmd::cargo(),
-    };
-    command.arg("test").args(&group.args);
-    for (k, v) in &group.env {
-        command.env(k, v);
-    }
-    command.env("CQRSX_CASE_REPORT", &report);
+    let _ = std::fs::remove_file(&log);
     let started = Instant::now();
-    let (success, output) = cmd::run_logged(&mut command, &log)?;
+    let (mut success, mut output) = (true, String::new());
+    let commands = group_commands(group, binaries);
+    if commands.is_empty() {
+        return Err(format!("{}: no test binary to run", group.name));
+    }
+    for mut command in commands {
+        for (k, v) in &group.env {
+            command.env(k, v);
+        }
+        command.env("CQRSX_CASE_REPORT", &report);
+        // Every binary runs, as `--no-fail-fast` would: one failure does not hide the rest.
+        let (ok, out) = cmd::run_appended(&mut command, &log)?;
+        success &= ok;
+        output.push_str(&out);
+    }
     let mut results = BTreeMap::new();
     for line in output.lines() {
         let Some(rest) = line.strip_prefix("test ") else {
@@ -211,7 +259,7 @@ pub async fn run(backends: &[Backend], lint_first: bool, local_engine: bool) -> 
     }
     // Build every test target once, with progress on the terminal, before the groups run side
     // by side (each then only runs what is built).
-    cmd::run(cmd::cargo().args(["test", "--workspace", "--no-run"]))?;
+    let binaries = std::sync::Arc::new(binaries::build()?);
     let engine = if local_engine { start_engine().await } else { None };
     let containers = match docker::status().await {
         docker::Status::Usable { engine } => format!("containers: testcontainers through {engine}"),
@@ -246,7 +294,19 @@ pub async fn run(backends: &[Backend], lint_first: bool, local_engine: bool) -> 
             std::fs::create_dir_all(log_dir()).map_err(|e| format!("cannot create the log directory: {e}"))?;
             let mut log = std::fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
             let started = Instant::now();
-            let rows = crate::faults::run(&fault_backends, true, None, &mut log).await;
+            // A hang detector: the suite takes about a quarter of this on the 2-core machine.
+            let rows = tokio::time::timeout(
+                FAULT_SUITE_BOUND,
+                crate::faults::run(&fault_backends, true, None, &mut log),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the fault suite did not end within {} min (its log so far: {})",
+                    FAULT_SUITE_BOUND.as_secs() / 60,
+                    path.display()
+                ))
+            });
             say(&format!(
                 "--- faults: {} in {:.0} s (log: {})",
                 if rows.as_ref().is_ok_and(|r| r.iter().all(|r| r.counts.clean())) {
@@ -267,8 +327,8 @@ pub async fn run(backends: &[Backend], lint_first: bool, local_engine: bool) -> 
     let mut handles = Vec::new();
     for p in &planned {
         for (group, _) in &p.groups {
-            let group = group.clone();
-            handles.push(tokio::task::spawn_blocking(move || run_group(&group)));
+            let (group, binaries) = (group.clone(), binaries.clone());
+            handles.push(tokio::task::spawn_blocking(move || run_group(&group, &binaries)));
         }
     }
     let mut outcomes = Vec::new();

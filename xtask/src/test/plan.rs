@@ -3,7 +3,7 @@
 
 use cqrsx_mongo::{MongoClientManager, MongoConfig};
 
-use super::Group;
+use super::{Group, Packages};
 use crate::cmd::{say, Result};
 use crate::docker;
 use crate::providers::{self, Provided};
@@ -56,9 +56,10 @@ pub(super) async fn plan(backend: Backend) -> Result<Planned> {
             groups: vec![(
                 Group {
                     name: "memory",
-                    args: ["--workspace", "--exclude", "cqrsx-redis", "--exclude", "cqrsx-mongo"]
-                        .map(String::from)
-                        .to_vec(),
+                    packages: Packages::AllBut(&["cqrsx-redis", "cqrsx-mongo"]),
+                    filter: Vec::new(),
+                    feature: None,
+                    doctests: true,
                     env: Vec::new(),
                     netns: None,
                 },
@@ -99,13 +100,14 @@ pub(super) async fn plan(backend: Backend) -> Result<Planned> {
                 select: |n| n.starts_with("cluster::"),
                 notes: Vec::new(),
             };
-            let args = |filter: &[&str]| {
-                let mut args = vec!["-p".to_string(), "cqrsx-redis".to_string()];
-                if !filter.is_empty() {
-                    args.push("--".into());
-                    args.extend(filter.iter().map(|a| a.to_string()));
-                }
-                args
+            let group = |name, filter: &[&str], env, netns| Group {
+                name,
+                packages: Packages::Only("cqrsx-redis"),
+                filter: filter.iter().map(|a| a.to_string()).collect(),
+                feature: None,
+                doctests: false,
+                env,
+                netns,
             };
             let netns = docker::local_netns().filter(|_| standalone.in_container);
             let groups = match netns {
@@ -113,31 +115,26 @@ pub(super) async fn plan(backend: Backend) -> Result<Planned> {
                 // the cluster only outside it: one group each.
                 Some(netns) => vec![
                     (
-                        Group {
-                            name: "redis",
-                            args: args(&["--skip", "cluster::"]),
-                            env: standalone.env.clone(),
-                            netns: Some(netns.to_string()),
-                        },
+                        group(
+                            "redis",
+                            &["--skip", "cluster::"],
+                            standalone.env.clone(),
+                            Some(netns.to_string()),
+                        ),
                         vec![standalone_row],
                     ),
                     (
-                        Group {
-                            name: "redis-cluster",
-                            args: args(&["cluster::"]),
-                            env: cluster.env.clone(),
-                            netns: None,
-                        },
+                        group("redis-cluster", &["cluster::"], cluster.env.clone(), None),
                         vec![cluster_row],
                     ),
                 ],
                 None => vec![(
-                    Group {
-                        name: "redis",
-                        args: args(&[]),
-                        env: standalone.env.iter().chain(&cluster.env).cloned().collect(),
-                        netns: None,
-                    },
+                    group(
+                        "redis",
+                        &[],
+                        standalone.env.iter().chain(&cluster.env).cloned().collect(),
+                        None,
+                    ),
                     vec![standalone_row, cluster_row],
                 )],
             };
@@ -154,10 +151,9 @@ pub(super) async fn plan(backend: Backend) -> Result<Planned> {
             say(&format!("mongo: {}", server.provider));
             let uri = uri_of(&server)?;
             // On a real MongoDB container the Docker-only tests run too (tests/docker.rs).
-            let mut args = vec!["-p".to_string(), "cqrsx-mongo".to_string()];
-            if server.in_container {
+            let feature = server.in_container.then_some("docker-tests");
+            if feature.is_some() {
                 say("mongo:8.0 runs: the Docker-only tests (tests/docker.rs) run too");
-                args.extend(["--features".to_string(), "docker-tests".to_string()]);
             }
             let caps = capabilities(&uri, &server.provider).await?;
             let name = if caps.ferretdb.as_deref().is_some_and(|v| v.starts_with("v1.")) {
@@ -168,7 +164,10 @@ pub(super) async fn plan(backend: Backend) -> Result<Planned> {
             let mut groups = vec![(
                 Group {
                     name: "mongo",
-                    args,
+                    packages: Packages::Only("cqrsx-mongo"),
+                    filter: Vec::new(),
+                    feature,
+                    doctests: false,
                     env: server.env.clone(),
                     netns: None,
                 },
@@ -195,7 +194,10 @@ pub(super) async fn plan(backend: Backend) -> Result<Planned> {
                     groups.push((
                         Group {
                             name: "mongo-engine",
-                            args: ["-p", "cqrsx-mongo"].map(String::from).to_vec(),
+                            packages: Packages::Only("cqrsx-mongo"),
+                            filter: Vec::new(),
+                            feature: None,
+                            doctests: false,
                             env: engine.env.clone(),
                             netns: None,
                         },
