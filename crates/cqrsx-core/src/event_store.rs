@@ -134,23 +134,7 @@ pub trait EventStore: Send + Sync {
         from_version: u64,
         batch: usize,
     ) -> BoxStream<'a, Result<RecordedEvent>> {
-        let batch = batch.max(1);
-        stream::try_unfold(Some(from_version), move |next| async move {
-            let Some(from) = next else {
-                return Ok(None);
-            };
-            let page = self.read_stream(stream, from, batch).await?;
-            if page.is_empty() {
-                return Ok(None);
-            }
-            let following = match page.last() {
-                Some(last) if page.len() == batch => Some(last.version + 1),
-                _ => None,
-            };
-            Ok(Some((stream::iter(page.into_iter().map(Ok)), following)))
-        })
-        .try_flatten()
-        .boxed()
+        pages(self, stream, from_version, batch)
     }
 
     /// How far `from` is behind `to` in one partition: events where positions are dense (the
@@ -158,6 +142,33 @@ pub trait EventStore: Send + Sync {
     fn distance(&self, from: Position, to: Position) -> u64 {
         to.offset.saturating_sub(from.offset)
     }
+}
+
+/// A stream read as pages of `batch` events through [`EventStore::read_stream`] (what
+/// [`EventStore::stream_events`] does where a backend has no cursor of its own).
+pub(crate) fn pages<'a, S: EventStore + ?Sized>(
+    store: &'a S,
+    stream: &'a StreamId,
+    from_version: u64,
+    batch: usize,
+) -> BoxStream<'a, Result<RecordedEvent>> {
+    let batch = batch.max(1);
+    stream::try_unfold(Some(from_version), move |next| async move {
+        let Some(from) = next else {
+            return Ok(None);
+        };
+        let page = store.read_stream(stream, from, batch).await?;
+        if page.is_empty() {
+            return Ok(None);
+        }
+        let following = match page.last() {
+            Some(last) if page.len() == batch => Some(last.version + 1),
+            _ => None,
+        };
+        Ok(Some((stream::iter(page.into_iter().map(Ok)), following)))
+    })
+    .try_flatten()
+    .boxed()
 }
 
 /// The checks every backend runs on an append before touching the server: an expected version

@@ -38,6 +38,7 @@
 //! ```
 
 pub mod aggregate;
+mod checked;
 mod checkpoint;
 pub mod codec;
 mod error;

@@ -1,7 +1,10 @@
-//! For backend implementers: the checks every backend runs before it writes, the reference
-//! semantics of read-model queries, and the operation statistics clients keep. A service that
+//! For backend implementers: the traits a backend implements ([`EventBackend`], [`ReadBackend`],
+//! [`SnapshotBackend`], [`CheckpointBackend`] — core's checked layer validates every input and
+//! traces every call before they run, so a backend never re-checks), the checks themselves, the
+//! reference semantics of read-model queries, and the operation statistics clients keep. A service that
 //! only uses stores never needs this module (the crate root is its vocabulary).
 
+pub use crate::checked::{CheckpointBackend, EventBackend, ReadBackend, SnapshotBackend};
 pub use crate::checkpoint::Wake;
 pub use crate::error::BoxError;
 pub use crate::event::AllPage;
@@ -11,7 +14,8 @@ pub use crate::event_store::{
 pub use crate::event_store::{EventStoreCapabilities, MAX_NUMBER};
 pub use crate::read_store::ReadStoreCapabilities;
 pub use crate::read_store::{
-    compare, has_nested_arrays, lookup, total_order, validate_document, validate_field_path, validate_ttl, MAX_TTL,
+    compare, has_nested_arrays, lookup, total_order, validate_document, validate_document_for, validate_field_path,
+    validate_ttl, MAX_TTL,
 };
 pub use crate::snapshot_store::validate_snapshot;
 pub use crate::stats::{Latencies, OperationStats, LATENCY_WINDOW};

@@ -418,6 +418,19 @@ pub fn validate_ttl(ttl: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Checks a document against what a store can hold: [`validate_document`] within the store's
+/// size limit, and no array directly inside an array where the store has none
+/// ([`ReadStoreCapabilities::nested_arrays`]).
+pub fn validate_document_for(id: &str, data: &Value, caps: &ReadStoreCapabilities) -> Result<()> {
+    validate_document(id, data, caps.max_document_bytes)?;
+    if !caps.nested_arrays && has_nested_arrays(data) {
+        return Err(Error::InvalidInput(format!(
+            "document {id} holds an array inside an array, which this server cannot store"
+        )));
+    }
+    Ok(())
+}
+
 /// What a read store can do beyond the basics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadStoreCapabilities {

@@ -7,15 +7,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrsx_core::query::{Direction, Op};
-use cqrsx_core::raw::ReadStoreCapabilities;
-use cqrsx_core::raw::{validate_document, validate_id, validate_ttl, validate_type_name};
-use cqrsx_core::{Document, Error, Filter, Query, ReadStore, Result};
+use cqrsx_core::raw::{validate_type_name, ReadBackend, ReadStoreCapabilities};
+use cqrsx_core::{Document, Error, Filter, Query, Result};
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, DateTime};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 use serde_json::Value;
-use tracing::instrument;
 
 use crate::client::MongoClientManager;
 use crate::error::corrupt;
@@ -54,13 +52,6 @@ impl std::fmt::Debug for MongoReadStore {
             .field("default_ttl", &self.default_ttl)
             .finish_non_exhaustive()
     }
-}
-
-/// A document this server cannot store: arrays inside arrays (FerretDB 1.x).
-pub(crate) fn nested(id: &str) -> Error {
-    Error::InvalidInput(format!(
-        "document {id} holds an array inside an array, which this server cannot store"
-    ))
 }
 
 fn to_bson(id: &str, data: &Value) -> Result<bson::Document> {
@@ -224,12 +215,7 @@ impl MongoReadStore {
 
     async fn write(&self, docs: Vec<Document>, ttl: Option<Duration>) -> Result<()> {
         let mut statements = Vec::with_capacity(docs.len());
-        let nested_arrays = self.client.capabilities().nested_arrays;
         for d in &docs {
-            validate_document(&d.id, &d.data, MAX_DOCUMENT_BYTES)?;
-            if !nested_arrays && cqrsx_core::raw::has_nested_arrays(&d.data) {
-                return Err(nested(&d.id));
-            }
             statements.push((d.id.clone(), to_bson(&d.id, &d.data)?));
         }
         if statements.is_empty() {
@@ -237,7 +223,6 @@ impl MongoReadStore {
         }
         let expires = match ttl {
             Some(t) => {
-                validate_ttl(t)?;
                 let ms = i64::try_from(t.as_millis()).unwrap_or(i64::MAX);
                 Some(DateTime::from_millis(
                     DateTime::now().timestamp_millis().saturating_add(ms),
@@ -343,7 +328,7 @@ impl MongoReadStore {
 }
 
 #[async_trait]
-impl ReadStore for MongoReadStore {
+impl ReadBackend for MongoReadStore {
     fn capabilities(&self) -> ReadStoreCapabilities {
         ReadStoreCapabilities {
             ttl: true,
@@ -352,21 +337,11 @@ impl ReadStore for MongoReadStore {
         }
     }
 
-    #[instrument(level = "debug", skip(self, data))]
-    async fn save(&self, id: &str, data: Value) -> Result<()> {
-        self.write(vec![Document { id: id.into(), data }], self.default_ttl)
-            .await
+    async fn save_docs(&self, docs: Vec<Document>, ttl: Option<Duration>) -> Result<()> {
+        self.write(docs, ttl.or(self.default_ttl)).await
     }
 
-    #[instrument(level = "debug", skip(self, data))]
-    async fn save_with_ttl(&self, id: &str, data: Value, ttl: Duration) -> Result<()> {
-        validate_ttl(ttl)?;
-        self.write(vec![Document { id: id.into(), data }], Some(ttl)).await
-    }
-
-    #[instrument(level = "debug", skip(self))]
     async fn get(&self, id: &str) -> Result<Option<Value>> {
-        validate_id("read model id", id)?;
         let found = self
             .client
             .track(self.docs.find_one(Self::filter(vec![doc! { "_id": id }])).into_future())
@@ -380,21 +355,13 @@ impl ReadStore for MongoReadStore {
             .transpose()
     }
 
-    #[instrument(level = "debug", skip(self))]
-    async fn delete(&self, id: &str) -> Result<bool> {
-        Ok(self.delete_many(&[id.to_string()]).await? > 0)
-    }
-
-    #[instrument(level = "debug", skip(self, query))]
     async fn query(&self, query: &Query) -> Result<Vec<Document>> {
-        query.validate()?;
         if let Some(docs) = self.run_exact(query).await? {
             return Ok(docs);
         }
         Ok(query.apply(self.candidates(&query.filters).await?))
     }
 
-    #[instrument(level = "debug", skip(self, filters))]
     async fn count(&self, filters: &[Filter]) -> Result<u64> {
         let query = Query::counting(filters)?;
         if let Some(filter) = Self::exact_filter(filters) {
@@ -403,19 +370,7 @@ impl ReadStore for MongoReadStore {
         Ok(query.count_matching(&self.candidates(filters).await?))
     }
 
-    #[instrument(level = "debug", skip(self, docs), fields(count = docs.len()))]
-    async fn save_many(&self, docs: Vec<Document>) -> Result<()> {
-        self.write(docs, self.default_ttl).await
-    }
-
-    #[instrument(level = "debug", skip(self, ids), fields(count = ids.len()))]
     async fn delete_many(&self, ids: &[String]) -> Result<u64> {
-        for id in ids {
-            validate_id("read model id", id)?;
-        }
-        if ids.is_empty() {
-            return Ok(0);
-        }
         let result = self
             .client
             .track_write(

@@ -3,14 +3,13 @@
 use std::future::IntoFuture;
 
 use async_trait::async_trait;
-use cqrsx_core::raw::validate_snapshot;
+use cqrsx_core::raw::SnapshotBackend;
 use cqrsx_core::snapshot::{SnapshotInfo, SnapshotRecord};
-use cqrsx_core::{Result, SnapshotStore, StreamId, Timestamp};
+use cqrsx_core::{Result, StreamId, Timestamp};
 use futures::TryStreamExt;
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{doc, Binary, Bson, DateTime, Document};
 use mongodb::Collection;
-use tracing::instrument;
 
 use crate::client::MongoClientManager;
 use crate::error::corrupt;
@@ -72,10 +71,12 @@ impl MongoSnapshotStore {
 }
 
 #[async_trait]
-impl SnapshotStore for MongoSnapshotStore {
-    #[instrument(level = "debug", skip(self, snapshot), fields(stream = %snapshot.stream, version = snapshot.version))]
+impl SnapshotBackend for MongoSnapshotStore {
+    fn max_snapshot_bytes(&self) -> usize {
+        MAX_SNAPSHOT_BYTES
+    }
+
     async fn save(&self, snapshot: SnapshotRecord) -> Result<()> {
-        validate_snapshot(&snapshot, MAX_SNAPSHOT_BYTES)?;
         let id = id_of(&snapshot.stream, snapshot.version);
         let doc = doc! {
             "_id": &id,
@@ -98,7 +99,6 @@ impl SnapshotStore for MongoSnapshotStore {
         Ok(())
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn latest(&self, stream: &StreamId, max_version: Option<u64>) -> Result<Option<SnapshotRecord>> {
         let mut filter = doc! { "s": stream.key() };
         if let Some(max) = max_version {
@@ -124,7 +124,6 @@ impl SnapshotStore for MongoSnapshotStore {
         }))
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn list(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
         let docs: Vec<Document> = self
             .client
@@ -142,7 +141,6 @@ impl SnapshotStore for MongoSnapshotStore {
         docs.iter().map(info).collect()
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn prune(&self, stream: &StreamId, keep: usize) -> Result<u64> {
         let kept: Vec<Document> = self
             .client
@@ -176,7 +174,6 @@ impl SnapshotStore for MongoSnapshotStore {
         Ok(result.deleted_count)
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn delete_all(&self, stream: &StreamId) -> Result<u64> {
         let result = self
             .client

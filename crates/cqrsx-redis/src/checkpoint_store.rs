@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrsx_core::projection::{validate_lease_ttl, CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewKey};
-use cqrsx_core::raw::validate_field_path;
+use cqrsx_core::projection::{Commit, Lease, ParkedEvent, ViewChange, ViewKey};
+use cqrsx_core::raw::{validate_field_path, CheckpointBackend, ReadBackend};
 use cqrsx_core::{Checkpoint, Error, Position, ReadStore, Result};
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::Value;
-use tracing::instrument;
 
 use crate::client::RedisClientManager;
 use crate::collection::{Collection, DocWrite};
@@ -130,11 +129,12 @@ impl RedisCheckpointStore {
 }
 
 #[async_trait]
-impl CheckpointStore for RedisCheckpointStore {
-    #[instrument(level = "debug", skip(self), fields(projection = %key))]
+impl CheckpointBackend for RedisCheckpointStore {
+    fn nested_arrays(&self) -> bool {
+        true
+    }
+
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
-        cqrsx_core::raw::validate_id("lease owner", owner)?;
-        validate_lease_ttl(ttl)?;
         let reply = self
             .eval(
                 self.lease_keys(key),
@@ -154,7 +154,6 @@ impl CheckpointStore for RedisCheckpointStore {
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()> {
-        validate_lease_ttl(ttl)?;
         let mut args = held("renew", lease);
         args.push(ttl_ms(ttl).into());
         match text(&self.eval(self.lease_keys(&lease.key), args).await?).as_deref() {
@@ -185,12 +184,10 @@ impl CheckpointStore for RedisCheckpointStore {
             self.collection(key).tag().to_string(),
             BTreeSet::new(),
         );
-        view.get(id).await
+        ReadBackend::get(&view, id).await
     }
 
-    #[instrument(level = "debug", skip(self, commit), fields(projection = %lease.key, writes = commit.writes.len()))]
     async fn commit(&self, lease: &Lease, commit: Commit) -> Result<()> {
-        commit.validate()?;
         let collection = self.collection(&lease.key);
         let mut writes = Vec::with_capacity(commit.writes.len());
         for w in commit.writes {
@@ -274,7 +271,6 @@ impl CheckpointStore for RedisCheckpointStore {
         }
     }
 
-    #[instrument(level = "debug", skip(self), fields(projection = %key))]
     async fn drop_view(&self, key: &ViewKey) -> Result<()> {
         // A view is a fixed set of keys: removed in one call, freed in the background, and
         // fenced in the same call: a new token given to no one, so no lease held before the

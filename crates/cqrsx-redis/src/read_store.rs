@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrsx_core::query::{Direction, Op};
-use cqrsx_core::raw::ReadStoreCapabilities;
-use cqrsx_core::raw::{lookup, validate_document, validate_field_path, validate_id, validate_type_name};
-use cqrsx_core::{Document, Error, Filter, Query, ReadStore, Result};
+use cqrsx_core::raw::{lookup, validate_field_path, validate_type_name, ReadBackend, ReadStoreCapabilities};
+use cqrsx_core::{Document, Error, Filter, Query, Result};
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::Value as RValue;
 use serde_json::Value;
-use tracing::instrument;
 
 use crate::client::RedisClientManager;
 use crate::collection::{Collection, DocWrite};
@@ -258,11 +256,8 @@ impl RedisReadStore {
         int(&reply).ok_or_else(|| protocol("write reply"))
     }
 
-    async fn save_docs(&self, docs: Vec<Document>, ttl: Option<Duration>) -> Result<()> {
+    async fn put_docs(&self, docs: Vec<Document>, ttl: Option<Duration>) -> Result<()> {
         let mut writes = Vec::with_capacity(docs.len());
-        for d in &docs {
-            validate_document(&d.id, &d.data, MAX_DOCUMENT_BYTES)?;
-        }
         for d in docs {
             let json = serde_json::to_string(&d.data).map_err(|e| Error::serialization("read model", e))?;
             writes.push(DocWrite::Put {
@@ -411,7 +406,7 @@ impl RedisReadStore {
 }
 
 #[async_trait]
-impl ReadStore for RedisReadStore {
+impl ReadBackend for RedisReadStore {
     fn capabilities(&self) -> ReadStoreCapabilities {
         ReadStoreCapabilities {
             ttl: true,
@@ -420,34 +415,11 @@ impl ReadStore for RedisReadStore {
         }
     }
 
-    #[instrument(level = "debug", skip(self, data))]
-    async fn save(&self, id: &str, data: Value) -> Result<()> {
-        self.save_docs(
-            vec![Document {
-                id: id.to_string(),
-                data,
-            }],
-            self.default_ttl,
-        )
-        .await
+    async fn save_docs(&self, docs: Vec<Document>, ttl: Option<Duration>) -> Result<()> {
+        self.put_docs(docs, ttl.or(self.default_ttl)).await
     }
 
-    #[instrument(level = "debug", skip(self, data))]
-    async fn save_with_ttl(&self, id: &str, data: Value, ttl: Duration) -> Result<()> {
-        cqrsx_core::raw::validate_ttl(ttl)?;
-        self.save_docs(
-            vec![Document {
-                id: id.to_string(),
-                data,
-            }],
-            Some(ttl),
-        )
-        .await
-    }
-
-    #[instrument(level = "debug", skip(self))]
     async fn get(&self, id: &str) -> Result<Option<Value>> {
-        validate_id("read model id", id)?;
         let reply = self.read("get", 0, || vec![RValue::from(id)]).await?;
         match raw(&reply) {
             Some(json) => Ok(Some(parse(id, json)?.data)),
@@ -455,14 +427,7 @@ impl ReadStore for RedisReadStore {
         }
     }
 
-    #[instrument(level = "debug", skip(self))]
-    async fn delete(&self, id: &str) -> Result<bool> {
-        Ok(self.delete_many(&[id.to_string()]).await? > 0)
-    }
-
-    #[instrument(level = "debug", skip(self, query))]
     async fn query(&self, query: &Query) -> Result<Vec<Document>> {
-        query.validate()?;
         if let Some(docs) = self.top(query).await? {
             return Ok(docs);
         }
@@ -470,7 +435,6 @@ impl ReadStore for RedisReadStore {
         Ok(query.apply(docs))
     }
 
-    #[instrument(level = "debug", skip(self, filters))]
     async fn count(&self, filters: &[Filter]) -> Result<u64> {
         let query = Query::counting(filters)?;
         let selection = self.plan(filters);
@@ -485,16 +449,7 @@ impl ReadStore for RedisReadStore {
         Ok(query.count_matching(&self.candidates(selection).await?))
     }
 
-    #[instrument(level = "debug", skip(self, docs), fields(count = docs.len()))]
-    async fn save_many(&self, docs: Vec<Document>) -> Result<()> {
-        self.save_docs(docs, self.default_ttl).await
-    }
-
-    #[instrument(level = "debug", skip(self, ids), fields(count = ids.len()))]
     async fn delete_many(&self, ids: &[String]) -> Result<u64> {
-        for id in ids {
-            validate_id("read model id", id)?;
-        }
         let writes = ids.iter().map(|id| DocWrite::Delete { id: id.clone() }).collect();
         self.write(writes).await
     }

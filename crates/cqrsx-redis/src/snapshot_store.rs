@@ -1,12 +1,11 @@
 //! [`RedisSnapshotStore`]: snapshots of a stream keyed by version, under the stream's hash tag.
 
 use async_trait::async_trait;
-use cqrsx_core::raw::validate_snapshot;
+use cqrsx_core::raw::SnapshotBackend;
 use cqrsx_core::snapshot::{SnapshotInfo, SnapshotRecord};
-use cqrsx_core::{Result, SnapshotStore, StreamId, Timestamp};
+use cqrsx_core::{Result, StreamId, Timestamp};
 use fred::types::scripts::Script;
 use fred::types::Value;
-use tracing::instrument;
 
 use crate::client::RedisClientManager;
 use crate::error::protocol;
@@ -70,10 +69,12 @@ fn field<T>(items: &[Value], i: usize, parse: impl Fn(&Value) -> Option<T>) -> R
 }
 
 #[async_trait]
-impl SnapshotStore for RedisSnapshotStore {
-    #[instrument(level = "debug", skip(self, snapshot), fields(stream = %snapshot.stream, version = snapshot.version))]
+impl SnapshotBackend for RedisSnapshotStore {
+    fn max_snapshot_bytes(&self) -> usize {
+        MAX_SNAPSHOT_BYTES
+    }
+
     async fn save(&self, snapshot: SnapshotRecord) -> Result<()> {
-        validate_snapshot(&snapshot, MAX_SNAPSHOT_BYTES)?;
         let args: Vec<Value> = vec![
             "save".into(),
             number(snapshot.version).into(),
@@ -86,7 +87,6 @@ impl SnapshotStore for RedisSnapshotStore {
         Ok(())
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn latest(&self, stream: &StreamId, max_version: Option<u64>) -> Result<Option<SnapshotRecord>> {
         let max: Value = match max_version {
             // Every stored version is at most MAX_NUMBER, so a larger bound means "any".
@@ -107,7 +107,6 @@ impl SnapshotStore for RedisSnapshotStore {
         }))
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn list(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
         let items = array(self.call(stream, vec!["list".into()]).await?)?;
         items
@@ -124,7 +123,6 @@ impl SnapshotStore for RedisSnapshotStore {
             .collect()
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn prune(&self, stream: &StreamId, keep: usize) -> Result<u64> {
         let reply = self
             .call(
@@ -135,7 +133,6 @@ impl SnapshotStore for RedisSnapshotStore {
         int(&reply).ok_or_else(|| protocol("prune count"))
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn delete_all(&self, stream: &StreamId) -> Result<u64> {
         let reply = self.call(stream, vec!["clear".into()]).await?;
         int(&reply).ok_or_else(|| protocol("clear count"))

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::checked::{CheckpointBackend, ReadBackend};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::Position;
 use crate::memory::InMemoryReadStore;
-use crate::projection::{validate_lease_ttl, CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewKey};
+use crate::projection::{Commit, Lease, ParkedEvent, ViewChange, ViewKey};
 use crate::read_store::ReadStore;
 
 struct Held {
@@ -82,10 +83,12 @@ impl InMemoryCheckpointStore {
 }
 
 #[async_trait]
-impl CheckpointStore for InMemoryCheckpointStore {
+impl CheckpointBackend for InMemoryCheckpointStore {
+    fn nested_arrays(&self) -> bool {
+        true
+    }
+
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
-        crate::stream::validate_id("lease owner", owner)?;
-        validate_lease_ttl(ttl)?;
         let mut state = self.lock();
         let now = Instant::now();
         if let Some(held) = state.leases.get(key) {
@@ -111,7 +114,6 @@ impl CheckpointStore for InMemoryCheckpointStore {
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()> {
-        validate_lease_ttl(ttl)?;
         let mut state = self.lock();
         match state.leases.get_mut(&lease.key) {
             Some(held) if held.is(lease) => {
@@ -140,11 +142,10 @@ impl CheckpointStore for InMemoryCheckpointStore {
 
     async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<serde_json::Value>> {
         let view = self.lock().view(key);
-        view.get(id).await
+        ReadBackend::get(&view, id).await
     }
 
     async fn commit(&self, lease: &Lease, commit: Commit) -> Result<()> {
-        commit.validate()?;
         let mut state = self.lock();
         state.check(lease)?;
         let view = state.view(&lease.key);

@@ -8,13 +8,12 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::checked::EventBackend;
 use crate::checkpoint::{Checkpoint, Wake};
 use crate::error::{Error, Result};
 use crate::event::{AllPage, AppendResult, EventFilter, NewEvent, Position, RecordedEvent, Timestamp};
-use crate::event_store::{
-    validate_append, validate_filter, validate_number, validate_position, EventStore, EventStoreCapabilities,
-};
-use crate::stream::{validate_type_name, ExpectedVersion, StreamId};
+use crate::event_store::EventStoreCapabilities;
+use crate::stream::{ExpectedVersion, StreamId};
 
 /// Log entries one `read_all` call looks at, at most.
 const READ_ALL_SCAN_BUDGET: usize = 100_000;
@@ -136,7 +135,7 @@ fn previous_append(stream: &Stream, stream_id: &StreamId, events: &[NewEvent]) -
 }
 
 #[async_trait]
-impl EventStore for InMemoryEventStore {
+impl EventBackend for InMemoryEventStore {
     fn capabilities(&self) -> EventStoreCapabilities {
         self.caps
     }
@@ -147,7 +146,6 @@ impl EventStore for InMemoryEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        validate_append(expected, &events, &self.caps)?;
         let mut guard = self.write()?;
         let state = &mut *guard;
         let entry = state.streams.entry(stream.key().to_owned()).or_default();
@@ -204,7 +202,6 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: u64, max_count: usize) -> Result<Vec<RecordedEvent>> {
-        validate_number("from version", from_version)?;
         let state = self.read()?;
         let Some(s) = state.streams.get(stream.key()) else {
             return Ok(Vec::new());
@@ -230,8 +227,6 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn read_all(&self, from: Position, max_count: usize, filter: &EventFilter) -> Result<AllPage> {
-        validate_position(from, &self.caps)?;
-        validate_filter(filter)?;
         let state = self.read()?;
         let start = usize::try_from(from.offset.max(1) - 1).unwrap_or(usize::MAX);
         let mut events = Vec::new();
@@ -251,8 +246,6 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn events_by_type(&self, event_type: &str, since: Timestamp, max_count: usize) -> Result<Vec<RecordedEvent>> {
-        validate_type_name("event type", event_type)?;
-        validate_number("since (ms)", since.as_millis())?;
         let state = self.read()?;
         Ok(state
             .log
@@ -264,7 +257,6 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {
-        validate_number("truncate before version", before)?;
         let mut state = self.write()?;
         let Some(s) = state.streams.get_mut(stream.key()) else {
             return Ok(0);
@@ -278,7 +270,6 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()> {
-        crate::event_store::validate_expected(expected)?;
         let mut state = self.write()?;
         let s = state.streams.entry(stream.key().to_owned()).or_default();
         expected.check(stream, s.version, s.deleted)?;

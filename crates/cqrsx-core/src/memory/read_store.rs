@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::checked::ReadBackend;
 use crate::error::{Error, Result};
-use crate::read_store::{validate_document, Document, Filter, Query, ReadStore, ReadStoreCapabilities};
-use crate::stream::validate_id;
+use crate::read_store::{Document, Filter, Query, ReadStoreCapabilities};
 
 struct Entry {
     data: Value,
@@ -50,8 +50,8 @@ impl InMemoryReadStore {
         Self::default()
     }
 
+    /// Stores a document a commit validated.
     pub(crate) fn insert(&self, id: &str, data: Value, ttl: Option<Duration>) -> Result<()> {
-        validate_document(id, &data, CAPS.max_document_bytes)?;
         let expires = ttl.map(|t| Instant::now() + t);
         self.docs
             .write()
@@ -87,34 +87,26 @@ impl InMemoryReadStore {
 }
 
 #[async_trait]
-impl ReadStore for InMemoryReadStore {
+impl ReadBackend for InMemoryReadStore {
     fn capabilities(&self) -> ReadStoreCapabilities {
         CAPS
     }
 
-    async fn save(&self, id: &str, data: Value) -> Result<()> {
-        self.insert(id, data, None)
-    }
-
-    async fn save_with_ttl(&self, id: &str, data: Value, ttl: Duration) -> Result<()> {
-        crate::read_store::validate_ttl(ttl)?;
-        self.insert(id, data, Some(ttl))
+    async fn save_docs(&self, docs: Vec<Document>, ttl: Option<Duration>) -> Result<()> {
+        let expires = ttl.map(|t| Instant::now() + t);
+        let mut map = self.docs.write().map_err(|_| poisoned())?;
+        for d in docs {
+            map.insert(d.id, Entry { data: d.data, expires });
+        }
+        Ok(())
     }
 
     async fn get(&self, id: &str) -> Result<Option<Value>> {
-        validate_id("read model id", id)?;
         let docs = self.docs.read().map_err(|_| poisoned())?;
         Ok(docs.get(id).filter(|e| e.live(Instant::now())).map(|e| e.data.clone()))
     }
 
-    async fn delete(&self, id: &str) -> Result<bool> {
-        validate_id("read model id", id)?;
-        let removed = self.docs.write().map_err(|_| poisoned())?.remove(id);
-        Ok(removed.is_some_and(|e| e.live(Instant::now())))
-    }
-
     async fn query(&self, query: &Query) -> Result<Vec<Document>> {
-        query.validate()?;
         Ok(query.apply(self.live_docs()?))
     }
 
@@ -123,27 +115,7 @@ impl ReadStore for InMemoryReadStore {
         Ok(query.count_matching(&self.live_docs()?))
     }
 
-    async fn save_many(&self, docs: Vec<Document>) -> Result<()> {
-        for d in &docs {
-            validate_document(&d.id, &d.data, CAPS.max_document_bytes)?;
-        }
-        let mut map = self.docs.write().map_err(|_| poisoned())?;
-        for d in docs {
-            map.insert(
-                d.id,
-                Entry {
-                    data: d.data,
-                    expires: None,
-                },
-            );
-        }
-        Ok(())
-    }
-
     async fn delete_many(&self, ids: &[String]) -> Result<u64> {
-        for id in ids {
-            validate_id("read model id", id)?;
-        }
         let now = Instant::now();
         let mut map = self.docs.write().map_err(|_| poisoned())?;
         Ok(ids

@@ -5,8 +5,9 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
+use crate::checked::SnapshotBackend;
 use crate::error::{Error, Result};
-use crate::snapshot_store::{validate_snapshot, SnapshotInfo, SnapshotRecord, SnapshotStore};
+use crate::snapshot_store::{SnapshotInfo, SnapshotRecord};
 use crate::stream::StreamId;
 
 /// A snapshot store in process memory. Clones share the same data.
@@ -36,9 +37,12 @@ impl InMemorySnapshotStore {
 }
 
 #[async_trait]
-impl SnapshotStore for InMemorySnapshotStore {
+impl SnapshotBackend for InMemorySnapshotStore {
+    fn max_snapshot_bytes(&self) -> usize {
+        MAX_SNAPSHOT_BYTES
+    }
+
     async fn save(&self, snapshot: SnapshotRecord) -> Result<()> {
-        validate_snapshot(&snapshot, MAX_SNAPSHOT_BYTES)?;
         let mut streams = self.streams.write().map_err(|_| poisoned())?;
         streams
             .entry(snapshot.stream.key().to_owned())

@@ -12,14 +12,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrsx_core::projection::{validate_lease_ttl, CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewKey};
-use cqrsx_core::raw::validate_id;
+use cqrsx_core::projection::{Commit, Lease, ParkedEvent, ViewKey};
+use cqrsx_core::raw::CheckpointBackend;
 use cqrsx_core::{Checkpoint, Error, ReadStore, Result};
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, DateTime, Document};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
-use tracing::instrument;
 
 use crate::client::{MongoClientManager, Tracked};
 use crate::error::{corrupt, is_duplicate_key};
@@ -200,11 +199,12 @@ impl MongoCheckpointStore {
 }
 
 #[async_trait]
-impl CheckpointStore for MongoCheckpointStore {
-    #[instrument(level = "debug", skip(self), fields(projection = %key))]
+impl CheckpointBackend for MongoCheckpointStore {
+    fn nested_arrays(&self) -> bool {
+        self.client.capabilities().nested_arrays
+    }
+
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
-        validate_id("lease owner", owner)?;
-        validate_lease_ttl(ttl)?;
         let latest = self.latest_claim(key).await?;
         let token = match &latest {
             None => 1,
@@ -263,7 +263,6 @@ impl CheckpointStore for MongoCheckpointStore {
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()> {
-        validate_lease_ttl(ttl)?;
         let own = self.state.update_one(
             doc! { "_id": log::claim_id(&lease.key, lease.token), "owner": &lease.owner, "superseded": { "$ne": true } },
             doc! { "$set": { "expires": expiry(ttl) } },
@@ -314,7 +313,6 @@ impl CheckpointStore for MongoCheckpointStore {
     }
 
     async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<serde_json::Value>> {
-        validate_id("view document id", id)?;
         let docs: Collection<Document> = self.client.database().collection(&self.view_collection(key));
         let Some(d) = self
             .client
@@ -331,18 +329,7 @@ impl CheckpointStore for MongoCheckpointStore {
         }
     }
 
-    #[instrument(level = "debug", skip(self, commit), fields(projection = %lease.key, writes = commit.writes.len()))]
     async fn commit(&self, lease: &Lease, commit: Commit) -> Result<()> {
-        commit.validate()?;
-        if !self.client.capabilities().nested_arrays {
-            for w in &commit.writes {
-                if let ViewChange::Put { data, .. } = &w.change {
-                    if cqrsx_core::raw::has_nested_arrays(data) {
-                        return Err(crate::read_store::nested(&w.id));
-                    }
-                }
-            }
-        }
         self.commit_log(lease, commit, false).await
     }
 
@@ -394,7 +381,6 @@ impl CheckpointStore for MongoCheckpointStore {
         self.commit_log(lease, Commit::default(), true).await
     }
 
-    #[instrument(level = "debug", skip(self), fields(projection = %key))]
     async fn drop_view(&self, key: &ViewKey) -> Result<()> {
         // Fenced first: the last holder's tenure is sealed as a takeover seals it, so no
         // commit, renewal or activation under a lease given before the drop lands after it.

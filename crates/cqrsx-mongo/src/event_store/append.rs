@@ -14,7 +14,6 @@
 
 use std::future::IntoFuture;
 
-use cqrsx_core::raw::validate_append;
 use cqrsx_core::{AppendResult, Error, ExpectedVersion, NewEvent, Position, Result, StreamId};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, Document};
@@ -197,7 +196,6 @@ impl MongoEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        validate_append(expected, &events, &self.caps)?;
         let n = events.len() as u64;
         let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
         let mut types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();

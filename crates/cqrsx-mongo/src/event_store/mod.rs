@@ -13,17 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrsx_core::raw::{validate_expected, validate_filter, validate_number, validate_position, validate_type_name};
-use cqrsx_core::raw::{AllPage, EventStoreCapabilities, Wake};
+use cqrsx_core::raw::{AllPage, EventBackend, EventStoreCapabilities, Wake};
 use cqrsx_core::{
-    AppendResult, Checkpoint, Error, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
-    Result, StreamId, Timestamp,
+    AppendResult, Checkpoint, Error, EventFilter, ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId,
+    Timestamp,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::Collection;
-use tracing::instrument;
 
 use crate::client::MongoClientManager;
 use crate::error::corrupt;
@@ -115,12 +113,11 @@ impl MongoEventStore {
 }
 
 #[async_trait]
-impl EventStore for MongoEventStore {
+impl EventBackend for MongoEventStore {
     fn capabilities(&self) -> EventStoreCapabilities {
         self.caps
     }
 
-    #[instrument(level = "debug", skip(self, events), fields(stream = %stream, count = events.len()))]
     async fn append(
         &self,
         stream: &StreamId,
@@ -130,9 +127,7 @@ impl EventStore for MongoEventStore {
         self.append_commit(stream, expected, events).await
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn read_stream(&self, stream: &StreamId, from_version: u64, max_count: usize) -> Result<Vec<RecordedEvent>> {
-        validate_number("from version", from_version)?;
         if max_count == 0 {
             return Ok(Vec::new());
         }
@@ -142,19 +137,15 @@ impl EventStore for MongoEventStore {
             .await
     }
 
-    fn stream_events<'a>(
+    fn stream_cursor<'a>(
         &'a self,
         stream: &'a StreamId,
         from_version: u64,
         batch: usize,
-    ) -> BoxStream<'a, Result<RecordedEvent>> {
-        if let Err(e) = validate_number("from version", from_version) {
-            return futures::stream::once(async move { Err(e) }).boxed();
-        }
-        self.events_from(stream, from_version, batch)
+    ) -> Option<BoxStream<'a, Result<RecordedEvent>>> {
+        Some(self.events_from(stream, from_version, batch))
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let head = self.heads.head(stream).await?;
         if head.deleted {
@@ -163,10 +154,7 @@ impl EventStore for MongoEventStore {
         Ok(head.version)
     }
 
-    #[instrument(level = "debug", skip(self, filter))]
     async fn read_all(&self, from: Position, max_count: usize, filter: &EventFilter) -> Result<AllPage> {
-        validate_position(from, &self.caps)?;
-        validate_filter(filter)?;
         if max_count == 0 {
             return Ok(AllPage {
                 events: Vec::new(),
@@ -176,19 +164,14 @@ impl EventStore for MongoEventStore {
         self.read_all_page(from, max_count, filter).await
     }
 
-    #[instrument(level = "debug", skip(self))]
     async fn events_by_type(&self, event_type: &str, since: Timestamp, max_count: usize) -> Result<Vec<RecordedEvent>> {
-        validate_type_name("event type", event_type)?;
-        validate_number("since (ms)", since.as_millis())?;
         if max_count == 0 {
             return Ok(Vec::new());
         }
         self.by_type(event_type, since, max_count).await
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {
-        validate_number("truncate before version", before)?;
         let head = self.heads.head(stream).await?;
         if head.deleted {
             return Err(Error::StreamDeleted { stream: stream.clone() });
@@ -239,9 +222,7 @@ impl EventStore for MongoEventStore {
         Ok(removed)
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()> {
-        validate_expected(expected)?;
         let head = self.heads.head(stream).await?;
         expected.check(stream, head.version, head.deleted)?;
         // The tombstone takes the next version slot, so it races appends like a commit would.
@@ -290,7 +271,6 @@ impl EventStore for MongoEventStore {
         Ok(())
     }
 
-    #[instrument(level = "debug", skip(self))]
     async fn head(&self) -> Result<Checkpoint> {
         Checkpoint::from_offsets([offset_of(self.positions.last().await? + 1, 0)])
     }

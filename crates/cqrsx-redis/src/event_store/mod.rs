@@ -12,18 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrsx_core::raw::{
-    validate_append, validate_expected, validate_filter, validate_number, validate_position, validate_type_name,
-};
-use cqrsx_core::raw::{AllPage, EventStoreCapabilities, Wake};
+use cqrsx_core::raw::{AllPage, EventBackend, EventStoreCapabilities, Wake};
 use cqrsx_core::{
-    AppendResult, Checkpoint, Error, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
-    Result, StreamId, Timestamp,
+    AppendResult, Checkpoint, Error, EventFilter, ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId,
+    Timestamp,
 };
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::Value;
-use tracing::instrument;
 
 use crate::client::RedisClientManager;
 use crate::error::protocol;
@@ -150,33 +146,29 @@ fn count_arg(n: usize) -> Value {
 }
 
 fn number_arg(n: u64) -> Value {
-    // Callers validated n ≤ MAX_NUMBER (2^53 − 1), which fits an i64.
+    // Core's checked layer validated n ≤ MAX_NUMBER (2^53 − 1), which fits an i64.
     Value::from(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 #[async_trait]
-impl EventStore for RedisEventStore {
+impl EventBackend for RedisEventStore {
     fn capabilities(&self) -> EventStoreCapabilities {
         self.caps
     }
 
-    #[instrument(level = "debug", skip(self, events), fields(stream = %stream, count = events.len()))]
     async fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        validate_append(expected, &events, &self.caps)?;
         let (partition, part) = append::part(&self.keys, stream, expected, &events)?;
         let again = || append::part(&self.keys, stream, expected, &events).map(|(_, part)| part);
         let reply = self.committer.submit(partition as usize, part, again).await?;
         append::outcome(&reply, stream, partition, expected, &events)
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn read_stream(&self, stream: &StreamId, from_version: u64, max_count: usize) -> Result<Vec<RecordedEvent>> {
-        validate_number("from version", from_version)?;
         if max_count == 0 {
             return Ok(Vec::new());
         }
@@ -220,7 +212,6 @@ impl EventStore for RedisEventStore {
         }
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let keys = self.keys.stream(stream.key());
         let client = self.client.client();
@@ -236,10 +227,7 @@ impl EventStore for RedisEventStore {
         }
     }
 
-    #[instrument(level = "debug", skip(self, filter))]
     async fn read_all(&self, from: Position, max_count: usize, filter: &EventFilter) -> Result<AllPage> {
-        validate_position(from, &self.caps)?;
-        validate_filter(filter)?;
         let from = from.max(Position::start_of(from.partition));
         if max_count == 0 {
             return Ok(AllPage {
@@ -250,10 +238,7 @@ impl EventStore for RedisEventStore {
         self.read_log(from, max_count, filter).await
     }
 
-    #[instrument(level = "debug", skip(self))]
     async fn events_by_type(&self, event_type: &str, since: Timestamp, max_count: usize) -> Result<Vec<RecordedEvent>> {
-        validate_type_name("event type", event_type)?;
-        validate_number("since (ms)", since.as_millis())?;
         if max_count == 0 {
             return Ok(Vec::new());
         }
@@ -299,9 +284,7 @@ impl EventStore for RedisEventStore {
         Ok(all.into_iter().take(max_count).map(|(_, e)| e).collect())
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {
-        validate_number("truncate before version", before)?;
         let reply = self
             .client
             .run_script(&self.scripts.truncate, || {
@@ -319,9 +302,7 @@ impl EventStore for RedisEventStore {
         }
     }
 
-    #[instrument(level = "debug", skip(self), fields(stream = %stream))]
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()> {
-        validate_expected(expected)?;
         let reply = self
             .client
             .run_script(&self.scripts.delete, || {
@@ -338,7 +319,6 @@ impl EventStore for RedisEventStore {
         }
     }
 
-    #[instrument(level = "debug", skip(self))]
     async fn head(&self) -> Result<Checkpoint> {
         let reads = (0..self.keys.partitions()).map(|p| {
             let client = self.client.client().clone();

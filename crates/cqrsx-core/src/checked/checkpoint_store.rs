@@ -1,0 +1,158 @@
+//! [`CheckpointBackend`], the unchecked half of a projection store, and the checked
+//! [`CheckpointStore`] every backend gets from it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::trace::{backend, traced};
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::projection::{validate_lease_ttl, CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewKey};
+use crate::read_store::{has_nested_arrays, ReadStore};
+use crate::stream::validate_id;
+
+/// What a projection-store backend implements: the [`CheckpointStore`] contract on input that
+/// core has already checked. A type implementing it is a [`CheckpointStore`]; before any method
+/// here runs, the checked layer has refused (with [`Error::InvalidInput`]) bad owner names and
+/// document ids, lease TTLs out of range, and commits with invalid checkpoints, documents,
+/// TTLs or positions — or documents of a shape the backend cannot hold
+/// ([`CheckpointBackend::nested_arrays`]). Each method's contract is that of the
+/// [`CheckpointStore`] method of the same name.
+#[async_trait]
+pub trait CheckpointBackend: Send + Sync {
+    /// Whether view documents may hold arrays directly inside arrays.
+    fn nested_arrays(&self) -> bool;
+
+    /// [`CheckpointStore::acquire`].
+    async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>>;
+
+    /// [`CheckpointStore::renew`].
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()>;
+
+    /// [`CheckpointStore::release`].
+    async fn release(&self, lease: &Lease) -> Result<()>;
+
+    /// [`CheckpointStore::checkpoint`].
+    async fn checkpoint(&self, key: &ViewKey) -> Result<Option<Checkpoint>>;
+
+    /// [`CheckpointStore::get`].
+    async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<Value>>;
+
+    /// [`CheckpointStore::commit`], on a valid commit.
+    async fn commit(&self, lease: &Lease, commit: Commit) -> Result<()>;
+
+    /// [`CheckpointStore::parked`].
+    async fn parked(&self, key: &ViewKey) -> Result<Vec<ParkedEvent>>;
+
+    /// [`CheckpointStore::active_version`].
+    async fn active_version(&self, projection: &str) -> Result<Option<u32>>;
+
+    /// [`CheckpointStore::activate`].
+    async fn activate(&self, lease: &Lease) -> Result<()>;
+
+    /// [`CheckpointStore::drop_view`].
+    async fn drop_view(&self, key: &ViewKey) -> Result<()>;
+
+    /// [`CheckpointStore::view`].
+    fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>>;
+}
+
+/// Checks a commit against what the backend can hold.
+fn validate_commit<B: CheckpointBackend>(store: &B, commit: &Commit) -> Result<()> {
+    commit.validate()?;
+    if !store.nested_arrays() {
+        for w in &commit.writes {
+            if let ViewChange::Put { data, .. } = &w.change {
+                if has_nested_arrays(data) {
+                    return Err(Error::InvalidInput(format!(
+                        "document {} holds an array inside an array, which this server cannot store",
+                        w.id
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl<B: CheckpointBackend> CheckpointStore for B {
+    async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
+        let span = tracing::debug_span!("acquire", store = backend::<B>(), projection = %key, owner);
+        traced(span, async move {
+            validate_id("lease owner", owner)?;
+            validate_lease_ttl(ttl)?;
+            CheckpointBackend::acquire(self, key, owner, ttl).await
+        })
+        .await
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()> {
+        let span = tracing::debug_span!("renew", store = backend::<B>(), projection = %lease.key);
+        traced(span, async move {
+            validate_lease_ttl(ttl)?;
+            CheckpointBackend::renew(self, lease, ttl).await
+        })
+        .await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let span = tracing::debug_span!("release", store = backend::<B>(), projection = %lease.key);
+        traced(span, CheckpointBackend::release(self, lease)).await
+    }
+
+    async fn checkpoint(&self, key: &ViewKey) -> Result<Option<Checkpoint>> {
+        let span = tracing::debug_span!("checkpoint", store = backend::<B>(), projection = %key);
+        traced(span, CheckpointBackend::checkpoint(self, key)).await
+    }
+
+    async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<Value>> {
+        let span = tracing::debug_span!("get_view_document", store = backend::<B>(), projection = %key, id);
+        traced(span, async move {
+            validate_id("view document id", id)?;
+            CheckpointBackend::get(self, key, id).await
+        })
+        .await
+    }
+
+    async fn commit(&self, lease: &Lease, commit: Commit) -> Result<()> {
+        let span = tracing::debug_span!(
+            "commit",
+            store = backend::<B>(),
+            projection = %lease.key,
+            writes = commit.writes.len()
+        );
+        traced(span, async move {
+            validate_commit(self, &commit)?;
+            CheckpointBackend::commit(self, lease, commit).await
+        })
+        .await
+    }
+
+    async fn parked(&self, key: &ViewKey) -> Result<Vec<ParkedEvent>> {
+        let span = tracing::debug_span!("parked", store = backend::<B>(), projection = %key);
+        traced(span, CheckpointBackend::parked(self, key)).await
+    }
+
+    async fn active_version(&self, projection: &str) -> Result<Option<u32>> {
+        let span = tracing::debug_span!("active_version", store = backend::<B>(), projection);
+        traced(span, CheckpointBackend::active_version(self, projection)).await
+    }
+
+    async fn activate(&self, lease: &Lease) -> Result<()> {
+        let span = tracing::debug_span!("activate", store = backend::<B>(), projection = %lease.key);
+        traced(span, CheckpointBackend::activate(self, lease)).await
+    }
+
+    async fn drop_view(&self, key: &ViewKey) -> Result<()> {
+        let span = tracing::debug_span!("drop_view", store = backend::<B>(), projection = %key);
+        traced(span, CheckpointBackend::drop_view(self, key)).await
+    }
+
+    fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>> {
+        CheckpointBackend::view(self, key)
+    }
+}
