@@ -240,3 +240,54 @@ fn a_runtime_shut_down_with_appends_in_flight_ends() {
     }
     runtime.shutdown_timeout(Duration::from_secs(30));
 }
+
+/// An append cancelled after it reserved its position (its task aborted, as a request timeout
+/// or a dropped client future would) releases the position at once: a filler is in raw storage
+/// within seconds, with no reader having waited out a gap timeout to fill it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_append_releases_its_reserved_position() {
+    let config = common::config();
+    let (counters_name, commits_name) = (config.counters_collection(), config.events_collection());
+    let client = common::client(config).await;
+    let counters = client.database().collection::<Document>(&counters_name);
+    let commits = client.database().collection::<Document>(&commits_name);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let stalled = MongoEventStore::new(client).with_insert_gate(Arc::clone(&gate));
+    let s = stream("cancelled");
+    let task = tokio::spawn(async move { stalled.append(&s, ExpectedVersion::NoStream, vec![event(0)]).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let reserved = loop {
+        let counter = counters
+            .find_one(doc! { "_id": "global_position" })
+            .await
+            .expect("counter");
+        if let Some(n) = counter.and_then(|c| c.get_i64("n").ok()).filter(|n| *n >= 1) {
+            break n;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the append never reserved");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    task.abort();
+    assert!(task.await.is_err_and(|e| e.is_cancelled()), "the append was cancelled");
+    // A hang detector, far longer than one release takes; no reader runs meanwhile.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let filler = commits
+            .find_one(doc! { "pos": reserved, "filler": true })
+            .await
+            .expect("find the filler");
+        if filler.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "position {reserved} of the cancelled append was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        commits.count_documents(doc! { "pos": reserved }).await.expect("count"),
+        1,
+        "only the filler holds the position"
+    );
+}

@@ -13,6 +13,7 @@
 //! insert, and one after it (the id documents and the hint's advance, in one command).
 
 use std::future::IntoFuture;
+use std::sync::Arc;
 
 use cqrsx_core::{AppendResult, Error, ExpectedVersion, NewEvent, Position, Result, StreamId};
 use futures::TryStreamExt;
@@ -22,7 +23,7 @@ use crate::client::Tracked;
 use crate::error::is_duplicate_key;
 use crate::event_store::heads::{holds_any, Head};
 use crate::event_store::layout::{as_i64, collision_backoff, event_doc, offset_of, slot_id, u64_of};
-use crate::event_store::positions::CounterContention;
+use crate::event_store::positions::{CounterContention, Positions};
 use crate::event_store::MongoEventStore;
 
 /// Commits are refused above this size, before the write: the server's limit is 16 MiB per
@@ -53,6 +54,99 @@ enum Inserted {
     SlotTaken(Document),
     /// A commit of the stream (returned) already holds some of the batch's event ids.
     IdsTaken(Document),
+}
+
+/// What an append will write, worked out before any round trip.
+struct Plan {
+    ids: Vec<String>,
+    commit: Document,
+    expected: ExpectedVersion,
+    /// The version the expectation names (0 for `NoStream`), if it names one.
+    exact: Option<u64>,
+    /// Whether the ids are checked before the head is known (a `NoStream` append where no
+    /// unique index holds them).
+    ids_early: bool,
+    n: u64,
+}
+
+impl Plan {
+    fn new(stream: &StreamId, expected: ExpectedVersion, events: &[NewEvent], unique_ids: bool) -> Result<Self> {
+        let n = events.len() as u64;
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+        let mut types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        types.sort_unstable();
+        types.dedup();
+        let docs = events.iter().map(event_doc).collect::<Result<Vec<_>>>()?;
+        let commit = doc! {
+            "_id": 0_i64,
+            "stream": stream.key(),
+            "at": stream.aggregate_type(),
+            "v0": 0_i64,
+            "v1": 0_i64,
+            "ids": ids.clone(),
+            "types": types,
+            "ts": DateTime::now(),
+            "events": docs,
+        };
+        let size = mongodb::bson::to_vec(&commit)
+            .map_err(|e| Error::serialization("commit", e))?
+            .len();
+        if size > MAX_COMMIT_BYTES {
+            return Err(Error::InvalidInput(format!(
+                "a commit of {size} bytes exceeds MongoDB's document limit ({MAX_COMMIT_BYTES} bytes): split the batch"
+            )));
+        }
+
+        let exact = match expected {
+            ExpectedVersion::Exact(v) => Some(v),
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => None,
+        };
+        // Where ids are checked through id documents, they are read after the hint (see
+        // heads.rs) — but a `NoStream` append reads no hint: it goes to slot 1, and when that
+        // is taken, `conflict_or_retry` reads the hint and the id documents again.
+        let ids_early = exact == Some(0) && !unique_ids;
+        Ok(Self {
+            ids,
+            commit,
+            expected,
+            exact,
+            ids_early,
+            n,
+        })
+    }
+}
+
+/// A reserved position the append has not used yet. Released — filled, so readers need not
+/// wait for it — by [`Reservation::release`] when the append ends, or on drop when the append
+/// was cancelled halfway (then by a task of its own, as `Drop` cannot wait).
+struct Reservation {
+    positions: Arc<Positions>,
+    position: Option<u64>,
+}
+
+impl Reservation {
+    /// The position, for an insert that will use it (and from then on answers for it).
+    fn take(&mut self) -> Option<u64> {
+        self.position.take()
+    }
+
+    async fn release(mut self) {
+        if let Some(p) = self.position.take() {
+            self.positions.release(p).await;
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(p) = self.position.take() {
+            let positions = Arc::clone(&self.positions);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { positions.release(p).await });
+            }
+        }
+    }
 }
 
 /// Whether `commit` holds exactly these event ids (a retry of it).
@@ -116,22 +210,38 @@ impl MongoEventStore {
         Ok(found.pop())
     }
 
-    /// Inserts `commit` (its `_id` is its version slot) at `position`, or at a newly reserved
-    /// position when that one turns out to be taken.
+    /// Inserts `commit` (its `_id` is its version slot) at the reserved position, or at a newly
+    /// reserved one when that one turns out to be taken. A position the commit did not land at
+    /// is released when this returns.
     async fn insert_commit(
         &self,
         stream: &StreamId,
         commit: &mut Document,
         ids: &[String],
-        mut position: u64,
+        mut reservation: Reservation,
+    ) -> Result<Inserted> {
+        let inserted = self.insert_reserved(stream, commit, ids, &mut reservation).await;
+        reservation.release().await;
+        inserted
+    }
+
+    async fn insert_reserved(
+        &self,
+        stream: &StreamId,
+        commit: &mut Document,
+        ids: &[String],
+        reservation: &mut Reservation,
     ) -> Result<Inserted> {
         let v0 = u64_of(commit, "v0")?;
         for attempt in 0..MAX_RESERVATIONS {
             if attempt > 0 {
                 // Writers that collided together would collide again in lockstep: spread them.
                 tokio::time::sleep(collision_backoff(attempt)).await;
-                position = self.positions.reserve(1).await?;
+                reservation.position = Some(self.positions.reserve(1).await?);
             }
+            let Some(position) = reservation.position else {
+                return Err(Error::backend(true, CounterContention));
+            };
             commit.insert("pos", as_i64(position));
             if let Some(gate) = self.insert_gate.as_ref().filter(|_| attempt == 0) {
                 let _ = gate.acquire().await;
@@ -141,7 +251,10 @@ impl MongoEventStore {
                 .track_raw(self.commits.insert_one(&*commit).into_future())
                 .await
             {
-                Ok(_) => return Ok(Inserted::Landed(position)),
+                Ok(_) => {
+                    reservation.take();
+                    return Ok(Inserted::Landed(position));
+                }
                 Err(Tracked::Driver(e)) if is_duplicate_key(&e) => {
                     // Which unique key: the ids (where an index holds them), the slot, or the
                     // position. Told apart by what the server holds (the error's code, 11000,
@@ -156,126 +269,108 @@ impl MongoEventStore {
                     };
                     let (slot, earlier) = tokio::join!(self.heads.slot(stream, v0), ids_check);
                     if let Some(holder) = earlier? {
-                        self.positions.release(position).await;
                         return Ok(Inserted::IdsTaken(holder));
                     }
                     if let Some(holder) = slot? {
-                        self.positions.release(position).await;
                         return Ok(Inserted::SlotTaken(holder));
                     }
                     tracing::debug!(position, "reserved position is taken; reserving again");
+                    // Another document holds it: it is not this append's to release.
+                    reservation.take();
                     self.positions.bump(position).await?;
                 }
                 // The server refused the document: it did not land, so its position is
-                // released at once for readers.
+                // released (by the caller) at once for readers.
                 Err(Tracked::Driver(e)) if crate::error::server_refused(&e) => {
-                    self.positions.release(position).await;
                     return Err(crate::error::backend(e));
                 }
                 // The insert may or may not have landed; a reader fills the position if not,
                 // and a retry with the same event ids is answered idempotently.
-                Err(e) => return Err(e.into_error()),
+                Err(e) => {
+                    reservation.take();
+                    return Err(e.into_error());
+                }
             }
         }
-        self.positions.release(position).await;
         Err(Error::backend(true, CounterContention))
+    }
+
+    /// A position this append reserved, released unless a commit lands at it.
+    fn reservation(&self, position: u64) -> Reservation {
+        Reservation {
+            positions: Arc::clone(&self.positions),
+            position: Some(position),
+        }
     }
 
     /// Inserts a deleted stream's tombstone into its slot; false when another commit took it.
     pub(crate) async fn insert_tombstone(&self, stream: &StreamId, mut tombstone: Document) -> Result<bool> {
-        let position = self.positions.reserve(1).await?;
+        let reservation = self.reservation(self.positions.reserve(1).await?);
         Ok(matches!(
-            self.insert_commit(stream, &mut tombstone, &[], position).await?,
+            self.insert_commit(stream, &mut tombstone, &[], reservation).await?,
             Inserted::Landed(_)
         ))
     }
 
+    /// Appends a batch: [`Plan`] (the commit document, checked for size), then the head and a
+    /// position in parallel, then [`MongoEventStore::land`]. The position is reserved in a
+    /// [`Reservation`], which fills it for readers when the append ends without using it —
+    /// whichever way it ends, cancellation included.
     pub(crate) async fn append_commit(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        let n = events.len() as u64;
-        let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
-        let mut types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        types.sort_unstable();
-        types.dedup();
-        let docs = events.iter().map(event_doc).collect::<Result<Vec<_>>>()?;
-        let mut commit = doc! {
-            "_id": 0_i64,
-            "stream": stream.key(),
-            "at": stream.aggregate_type(),
-            "v0": 0_i64,
-            "v1": 0_i64,
-            "ids": ids.clone(),
-            "types": types,
-            "ts": DateTime::now(),
-            "events": docs,
-        };
-        let size = mongodb::bson::to_vec(&commit)
-            .map_err(|e| Error::serialization("commit", e))?
-            .len();
-        if size > MAX_COMMIT_BYTES {
-            return Err(Error::InvalidInput(format!(
-                "a commit of {size} bytes exceeds MongoDB's document limit ({MAX_COMMIT_BYTES} bytes): split the batch"
-            )));
-        }
-
-        let exact = match expected {
-            ExpectedVersion::Exact(v) => Some(v),
-            ExpectedVersion::NoStream => Some(0),
-            ExpectedVersion::Any | ExpectedVersion::StreamExists => None,
-        };
+        let plan = Plan::new(stream, expected, &events, self.unique_ids)?;
         let head_lookup = async {
-            match exact {
+            match plan.exact {
                 // A first commit goes into slot 1 whatever the head: the insert tells.
                 Some(0) => Ok(Head::default()),
                 _ => self.heads.estimate(stream).await,
             }
         };
-        // Where ids are checked through id documents, they are read after the hint (see
-        // heads.rs) — but a `NoStream` append reads no hint: it goes to slot 1, and when that
-        // is taken, `conflict_or_retry` reads the hint and the id documents again.
-        let ids_early = exact == Some(0) && !self.unique_ids;
         let ids_lookup = async {
-            match ids_early {
-                true => self.heads.id_holder(stream, &ids).await,
+            match plan.ids_early {
+                true => self.heads.id_holder(stream, &plan.ids).await,
                 false => Ok(None),
             }
         };
         let (head, earlier, position) = tokio::join!(head_lookup, ids_lookup, self.positions.reserve(1));
-        let mut position = Some(position?);
-        let release = |position: Option<u64>| async move {
-            if let Some(p) = position {
-                self.positions.release(p).await;
-            }
+        let mut reservation = self.reservation(position?);
+        let answer = match (head, earlier) {
+            (Ok(head), Ok(None)) => self.land(stream, &events, plan, head, &mut reservation).await,
+            (Ok(_), Ok(Some(earlier))) => retry_or_reused(stream, &events, &plan.ids, &earlier),
+            (Err(e), _) | (_, Err(e)) => Err(e),
         };
-        let mut head = match (head, earlier) {
-            (Ok(head), Ok(None)) => head,
-            (Ok(_), Ok(Some(earlier))) => {
-                release(position.take()).await;
-                return retry_or_reused(stream, &events, &ids, &earlier);
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                release(position.take()).await;
-                return Err(e);
-            }
-        };
+        reservation.release().await;
+        answer
+    }
+
+    /// Lands a planned commit: walks the head as far as the expectation needs, inserts the
+    /// commit into its slot, and answers (the result, a conflict, a retry's earlier result).
+    async fn land(
+        &self,
+        stream: &StreamId,
+        events: &[NewEvent],
+        plan: Plan,
+        mut head: Head,
+        reservation: &mut Reservation,
+    ) -> Result<AppendResult> {
+        let Plan {
+            ids,
+            mut commit,
+            expected,
+            exact,
+            ids_early,
+            n,
+        } = plan;
         // Commits seen past the hint: their ids are checked against the batch's, and their id
         // documents written before the hint passes them (servers without unique array indexes).
         let mut walked: Vec<Document> = Vec::new();
         if !self.unique_ids && !ids_early {
-            match self.heads.id_holder(stream, &ids).await {
-                Ok(None) => {}
-                Ok(Some(earlier)) => {
-                    release(position.take()).await;
-                    return retry_or_reused(stream, &events, &ids, &earlier);
-                }
-                Err(e) => {
-                    release(position.take()).await;
-                    return Err(e);
-                }
+            if let Some(earlier) = self.heads.id_holder(stream, &ids).await? {
+                return retry_or_reused(stream, events, &ids, &earlier);
             }
         }
         // Whether a commit this append walked past holds one of its ids (where no index tells).
@@ -291,41 +386,34 @@ impl MongoEventStore {
                     head = self.heads.walk_collecting(stream, head, &mut walked).await?;
                 }
                 if let Some(earlier) = held(&walked) {
-                    release(position.take()).await;
-                    return retry_or_reused(stream, &events, &ids, &earlier);
+                    return retry_or_reused(stream, events, &ids, &earlier);
                 }
                 if head.version > want && !head.deleted {
                     // Slot want + 1 is taken: by this very commit when this is a retry.
-                    release(position.take()).await;
                     return match self.heads.slot(stream, want + 1).await? {
                         Some(holder) if same_ids(&holder, &ids) => repeat(&holder, n),
-                        _ => self.conflict_or_retry(stream, expected, head, &events, &ids).await,
+                        _ => self.conflict_or_retry(stream, expected, head, events, &ids).await,
                     };
                 }
             }
             if head.deleted {
-                release(position.take()).await;
                 return Err(Error::StreamDeleted { stream: stream.clone() });
             }
             if !expected.accepts(head.version) {
                 // A hinted head may lag behind a stream that exists.
                 head = self.heads.walk_collecting(stream, head, &mut walked).await?;
                 if let Some(earlier) = held(&walked) {
-                    release(position.take()).await;
-                    return retry_or_reused(stream, &events, &ids, &earlier);
+                    return retry_or_reused(stream, events, &ids, &earlier);
                 }
-                if let Err(refused) = expected.check(stream, head.version, head.deleted) {
-                    release(position.take()).await;
-                    return Err(refused);
-                }
+                expected.check(stream, head.version, head.deleted)?;
             }
             let v0 = head.version + 1;
             commit.insert("_id", slot_id(stream, v0));
             commit.insert("v0", as_i64(v0));
             commit.insert("v1", as_i64(head.version + n));
-            let at = match position.take() {
-                Some(p) => p,
-                None => self.positions.reserve(1).await?,
+            let at = match reservation.take() {
+                Some(p) => self.reservation(p),
+                None => self.reservation(self.positions.reserve(1).await?),
             };
             match self.insert_commit(stream, &mut commit, &ids, at).await? {
                 Inserted::Landed(landed) => {
@@ -349,25 +437,25 @@ impl MongoEventStore {
                         },
                     });
                 }
-                Inserted::IdsTaken(holder) => return retry_or_reused(stream, &events, &ids, &holder),
+                Inserted::IdsTaken(holder) => return retry_or_reused(stream, events, &ids, &holder),
                 Inserted::SlotTaken(holder) => {
                     if same_ids(&holder, &ids) {
                         return repeat(&holder, n);
                     }
                     if !self.unique_ids && holds_any(&holder, &ids) {
-                        return retry_or_reused(stream, &events, &ids, &holder);
+                        return retry_or_reused(stream, events, &ids, &holder);
                     }
                     let after = Head::after(&holder)?;
                     walked.push(holder);
                     head = self.heads.walk_collecting(stream, after, &mut walked).await?;
                     if let Some(earlier) = held(&walked) {
-                        return retry_or_reused(stream, &events, &ids, &earlier);
+                        return retry_or_reused(stream, events, &ids, &earlier);
                     }
                     if exact.is_some() {
                         if head.deleted {
                             return Err(Error::StreamDeleted { stream: stream.clone() });
                         }
-                        return self.conflict_or_retry(stream, expected, head, &events, &ids).await;
+                        return self.conflict_or_retry(stream, expected, head, events, &ids).await;
                     }
                     // The writers that lost this slot would race for the next one in lockstep.
                     tokio::time::sleep(collision_backoff(round + 1)).await;
