@@ -11,6 +11,12 @@ use crate::event_store::group_commit::Part;
 use crate::event_store::layout::{put_events, types_field};
 use crate::keys::Keys;
 
+/// The append script: the header reader, then the appends.
+pub(crate) const SCRIPT: &str = concat!(
+    include_str!("../lua/append_header.lua"),
+    include_str!("../lua/append.lua")
+);
+
 /// The event types of a batch, each with its offsets as runs `from-to,...`; the offsets are
 /// left empty when the batch holds one type (the type index then needs none).
 fn type_runs(events: &[NewEvent]) -> Vec<(&str, String)> {
@@ -161,6 +167,65 @@ mod tests {
                 ("C", "4-4".to_string())
             ]
         );
+    }
+
+    /// Rust writes an append's header, Lua reads it: each case's bytes go through
+    /// `read_header` itself (the function `append.lua` runs) on the test server, and every
+    /// field comes back as Rust meant it. Runs in the Redis rows (`cargo xtask test`).
+    #[tokio::test]
+    async fn the_header_round_trips_through_the_script() {
+        use fred::interfaces::LuaInterface;
+
+        let url = std::env::var("CQRSX_TEST_REDIS_URL")
+            .expect("CQRSX_TEST_REDIS_URL is not set: run these tests with `cargo xtask test --backend redis`");
+        let client = crate::RedisClientManager::connect(crate::RedisConfig::default().with_url(url))
+            .await
+            .expect("connect to redis");
+        let script = concat!(
+            include_str!("../lua/append_header.lua"),
+            "\nlocal e, m, s, n, ids, blob = read_header(ARGV[1])\nreturn {e, m, s, n, ids, blob}"
+        );
+        let increasing = batch(&["A", "B", "B"]);
+        let mut decreasing = batch(&["A", "A"]);
+        decreasing.reverse();
+        let cases = [
+            (ExpectedVersion::Any, 1, batch(&["A"])),
+            (ExpectedVersion::NoStream, 2, increasing.clone()),
+            (ExpectedVersion::StreamExists, 1, decreasing),
+            (ExpectedVersion::Exact(0), 2, increasing.clone()),
+            (ExpectedVersion::Exact(cqrsx_core::raw::MAX_NUMBER - 3), 2, increasing),
+        ];
+        for (expected, types, events) in cases {
+            let header = header_ids_and_events(expected, types, &events).expect("header");
+            let reply: Value = client
+                .client()
+                .eval(script, Vec::<String>::new(), vec![Value::Bytes(header.into())])
+                .await
+                .expect("eval read_header");
+            let Value::Array(fields) = reply else {
+                panic!("read_header answered {reply:?}");
+            };
+            let number = |i: usize| {
+                fields[i]
+                    .as_i64()
+                    .unwrap_or_else(|| panic!("field {i}: {:?}", fields[i]))
+            };
+            let bytes = |i: usize| fields[i].as_bytes().map(<[u8]>::to_vec).unwrap_or_default();
+            let case = format!("{expected:?}, {types} types, {} events", events.len());
+            assert_eq!(number(0), expected.to_wire(), "expected version of {case}");
+            assert_eq!(number(1), types as i64, "event types of {case}");
+            assert_eq!(
+                number(2),
+                i64::from(increasing_ids(&events)),
+                "increasing ids of {case}"
+            );
+            assert_eq!(number(3), events.len() as i64, "events of {case}");
+            let ids: Vec<u8> = events.iter().flat_map(|e| *e.event_id.as_bytes()).collect();
+            assert_eq!(bytes(4), ids, "ids of {case}");
+            let mut blob = Vec::new();
+            put_events(&mut blob, &events).expect("blob");
+            assert_eq!(bytes(5), blob, "events blob of {case}");
+        }
     }
 
     #[test]

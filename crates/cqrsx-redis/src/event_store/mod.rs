@@ -111,7 +111,7 @@ impl RedisEventStore {
         let partition_keys = (0..keys.partitions())
             .map(|p| [keys.log(p).into(), keys.seq(p).into()])
             .collect();
-        let append = Script::from_lua(include_str!("../lua/append.lua"));
+        let append = Script::from_lua(append::SCRIPT);
         Self {
             committer: Arc::new(Committer::new(client.clone(), append, partition_keys)),
             tails: Arc::new(Tails::new(client.clone(), keys.clone())),

@@ -3,12 +3,10 @@
 -- KEYS: 1 partition log, 2 position counter, then per append: the stream's commit index, its
 --       meta hash, and the index stream of each event type in the batch. Every key shares the
 --       partition's hash tag, and every key the script touches is one of these.
--- ARGV: per append, until the arguments end: one argument holding a header (17 bytes,
---       big-endian: the expected version as a double (-1 any, -2 no stream, -3 stream exists,
---       n exact), the number of event types m (u32), 1 if the event ids strictly increase (as
---       unsigned big-endian numbers) else 0 (u8), the number of events n (u32)), the event ids
---       (16 bytes each) and the events blob; then, only when m > 1, the event types field and
---       per event type its offsets (`from-to,...`). The stream key is the meta hash key's end,
+-- ARGV: per append, until the arguments end: one argument holding a header, the event ids
+--       and the events blob (read by `read_header` in append_header.lua, which comes first);
+--       then, only when the batch has m > 1 event types, the event types field and per event
+--       type its offsets (`from-to,...`). The stream key is the meta hash key's end,
 --       and a batch's one event type its type index key's end: each key is the partition's
 --       tag followed by its name, and the log's name ('log') is as long as the meta hash's and
 --       a type index's prefixes ('m:', 't:') plus one, so the name starts at #KEYS[1]. Every
@@ -225,8 +223,7 @@ local seq, grouped
 local check_ordered, check_indexed, index_ids
 local a, k = 1, 3
 while a <= #ARGV do
-  local expected, m, sorted, n = struct.unpack('>dI4BI4', ARGV[a])
-  local ids, blob = sub(ARGV[a], 18, 17 + n * 16), sub(ARGV[a], 18 + n * 16)
+  local expected, m, sorted, n, ids, blob = read_header(ARGV[a])
   local types = m == 1 and sub(KEYS[k + 2], #KEYS[1]) or ARGV[a + 1]
   local reply
   repeat
