@@ -61,7 +61,7 @@ impl Checkpoint {
     /// Checks that every next offset is one a store can reach: at most one past the largest
     /// offset (2^53 - 1).
     pub fn validate(&self) -> Result<()> {
-        let most = crate::event_store::MAX_NUMBER + 1;
+        let most = crate::event::MAX_NUMBER + 1;
         if let Some((p, n)) = self.next.iter().enumerate().find(|(_, &n)| n > most) {
             return Err(Error::InvalidInput(format!(
                 "checkpoint offset {n} of partition {p} is past the largest offset a store gives (2^53 - 1)"

@@ -349,3 +349,17 @@ pub(crate) fn validate_new_event(event: &NewEvent, max_event_bytes: usize) -> Re
     }
     Ok(())
 }
+
+/// The largest version, offset or timestamp any backend accepts: 2^53 − 1, the largest integer
+/// that Lua (Redis scripts) and JSON readers hold exactly. Every server stores it exactly.
+pub const MAX_NUMBER: u64 = (1 << 53) - 1;
+
+/// Refuses a number over [`MAX_NUMBER`].
+pub fn validate_number(what: &str, value: u64) -> Result<()> {
+    if value > MAX_NUMBER {
+        return Err(Error::InvalidInput(format!(
+            "{what} {value} is over the largest accepted number {MAX_NUMBER} (2^53 - 1)"
+        )));
+    }
+    Ok(())
+}

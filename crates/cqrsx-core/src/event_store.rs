@@ -14,6 +14,8 @@ use crate::event::{
 };
 use crate::stream::{validate_type_name, ExpectedVersion, StreamId};
 
+pub use crate::event::{validate_number, MAX_NUMBER};
+
 /// Default number of events fetched per round trip when a stream is read as a [`futures::Stream`].
 pub const DEFAULT_PAGE_SIZE: usize = 512;
 
@@ -199,20 +201,6 @@ pub fn validate_append(expected: ExpectedVersion, events: &[NewEvent], caps: &Ev
                 twice.event_id
             )));
         }
-    }
-    Ok(())
-}
-
-/// The largest version, offset or timestamp any backend accepts: 2^53 − 1, the largest integer
-/// that Lua (Redis scripts) and JSON readers hold exactly. Every server stores it exactly.
-pub const MAX_NUMBER: u64 = (1 << 53) - 1;
-
-/// Refuses a number over [`MAX_NUMBER`].
-pub fn validate_number(what: &str, value: u64) -> Result<()> {
-    if value > MAX_NUMBER {
-        return Err(Error::InvalidInput(format!(
-            "{what} {value} is over the largest accepted number {MAX_NUMBER} (2^53 - 1)"
-        )));
     }
     Ok(())
 }

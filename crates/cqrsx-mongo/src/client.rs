@@ -134,12 +134,8 @@ impl std::fmt::Debug for MongoClientManager {
 }
 
 impl MongoClientManager {
-    /// Connects, pings and detects the server's capabilities.
-    ///
-    /// A first connection gives up after the config's `connect_timeout` (server selection
-    /// included) with an [`Error::Connect`] naming the servers tried and why: refused, timed
-    /// out, unreachable, authentication. Once connected, the driver reconnects on its own.
-    pub async fn connect(config: MongoConfig) -> Result<Self> {
+    /// Connects and pings (see `connect.rs`, which detects the capabilities next).
+    pub(crate) async fn open(config: MongoConfig) -> Result<Self> {
         config.validate()?;
         let target = redact_uri(&config.uri);
         let mut options = tokio::time::timeout(config.connect_timeout, ClientOptions::parse(&config.uri))
@@ -160,7 +156,7 @@ impl MongoClientManager {
         options.command_event_handler = Some(EventHandler::callback(move |event| counter.observe(&event)));
         let client = Client::with_options(options).map_err(backend)?;
         let database = client.database(&config.database);
-        let mut manager = Self {
+        let manager = Self {
             client,
             database,
             config: Arc::new(config),
@@ -184,14 +180,15 @@ impl MongoClientManager {
                 })
             }
         }
-        let detected = manager.detect().await?;
-        manager.capabilities = Arc::new(manager.config.assume.apply(detected));
-        tracing::info!(capabilities = ?manager.capabilities, "connected to MongoDB");
         Ok(manager)
     }
 
-    async fn detect(&self) -> Result<ServerCapabilities> {
-        crate::detect::capabilities(self).await
+    /// The manager with the capabilities detected on its server (what the config assumes
+    /// applied over them).
+    pub(crate) fn with_detected(mut self, detected: ServerCapabilities) -> Self {
+        self.capabilities = Arc::new(self.config.assume.apply(detected));
+        tracing::info!(capabilities = ?self.capabilities, "connected to MongoDB");
+        self
     }
 
     /// The config this manager was built from.
@@ -402,7 +399,7 @@ impl MongoClientManager {
                 {
                     attempt += 1;
                     tracing::debug!(what, attempt, error = %e, "schema statement raced another client; repeating it");
-                    tokio::time::sleep(crate::event_store::ddl_backoff(attempt)).await;
+                    tokio::time::sleep(crate::backoff::ddl_backoff(attempt)).await;
                 }
                 other => return other,
             }

@@ -21,10 +21,12 @@
 //! collection. [`ServerCapabilities`], detected at connect, pick the plain path or a
 //! server's fallback (see [`MongoEventStore`]).
 
+mod backoff;
 mod capabilities;
 mod checkpoint_store;
 mod client;
 mod config;
+mod connect;
 mod detect;
 mod error;
 mod event_store;

@@ -26,12 +26,7 @@ pub(crate) enum ScriptCall {
     Failed(fred::error::Error),
 }
 
-/// Whether a script call failed because the server does not hold the script (it restarted,
-/// failed over, or flushed its scripts): then nothing of it ran.
-pub(crate) fn lost_script(e: &fred::error::Error) -> bool {
-    e.details().starts_with("NOSCRIPT")
-}
-use crate::error::backend;
+use crate::error::{backend, lost_script};
 
 #[derive(Default)]
 struct Counters {

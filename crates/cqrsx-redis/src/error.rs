@@ -3,6 +3,12 @@
 use cqrsx_core::Error;
 use fred::error::{Error as FredError, ErrorKind};
 
+/// Whether a script call failed because the server does not hold the script (it restarted,
+/// failed over, or flushed its scripts): then nothing of it ran.
+pub(crate) fn lost_script(e: &FredError) -> bool {
+    e.details().starts_with("NOSCRIPT")
+}
+
 /// Maps a fred error to [`Error::Backend`], retryable when the failure is about the connection
 /// (I/O, timeouts, cancelled commands during a reconnect, cluster redirections), not the command.
 pub(crate) fn backend(error: FredError) -> Error {
@@ -11,7 +17,7 @@ pub(crate) fn backend(error: FredError) -> Error {
     let retryable = matches!(
         error.kind(),
         ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Cluster | ErrorKind::Backpressure
-    ) || crate::client::lost_script(&error);
+    ) || lost_script(&error);
     Error::backend(retryable, error)
 }
 

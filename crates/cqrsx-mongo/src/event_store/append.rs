@@ -19,10 +19,11 @@ use cqrsx_core::{AppendResult, Error, ExpectedVersion, NewEvent, Position, Resul
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, Document};
 
+use crate::backoff::collision_backoff;
 use crate::client::Tracked;
 use crate::error::is_duplicate_key;
 use crate::event_store::heads::{holds_any, Head};
-use crate::event_store::layout::{as_i64, collision_backoff, event_doc, offset_of, slot_id, u64_of};
+use crate::event_store::layout::{as_i64, event_doc, offset_of, slot_id, u64_of};
 use crate::event_store::positions::{CounterContention, Positions};
 use crate::event_store::MongoEventStore;
 

@@ -30,7 +30,6 @@ use layout::{as_i64, offset_of, slot_id, u64_of, EVENT_BITS};
 use positions::Positions;
 
 pub use append::{StreamContention, MAX_COMMIT_BYTES};
-pub(crate) use layout::ddl_backoff;
 pub use positions::CounterContention;
 
 /// The MongoDB event store.
