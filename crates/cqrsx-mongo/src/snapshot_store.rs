@@ -18,7 +18,7 @@ use crate::error::corrupt;
 pub const MAX_SNAPSHOT_BYTES: usize = 16 * 1024 * 1024 - 16 * 1024;
 
 /// The MongoDB snapshot store. Snapshots are keyed by stream and version, so saving an older
-/// one never hides a newer one; [`SnapshotStore::prune`] keeps the newest N.
+/// one never hides a newer one; [`SnapshotStore::prune`](cqrsx_core::SnapshotStore::prune) keeps the newest N.
 pub struct MongoSnapshotStore {
     client: MongoClientManager,
     snapshots: Collection<Document>,

@@ -190,7 +190,7 @@ impl RedisReadStore {
         Ok(self)
     }
 
-    /// Every document saved with [`ReadStore::save`] expires after `ttl`.
+    /// Every document saved with [`ReadStore::save`](cqrsx_core::ReadStore::save) expires after `ttl`.
     pub fn with_default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = Some(ttl.min(cqrsx_core::raw::MAX_TTL)).filter(|t| !t.is_zero());
         self

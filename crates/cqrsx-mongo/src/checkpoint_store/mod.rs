@@ -40,7 +40,7 @@ use log::Record;
 ///   guarded by the commit's sequence number (`_s`), so a record applied twice, or an old
 ///   one after a newer one, changes nothing. A commit larger than a record is a group of
 ///   records whose last one ends it; a group cut short is never applied.
-/// - **Fencing.** A new holder, in [`CheckpointStore::acquire`], *seals* every older tenure:
+/// - **Fencing.** A new holder, in [`CheckpointStore::acquire`](cqrsx_core::CheckpointStore::acquire), *seals* every older tenure:
 ///   it inserts a seal record at the slot after that tenure's last record (checking, after the
 ///   insert, that the seal is that tenure's last record), so the older holder's next insert
 ///   fails and nothing it sends afterwards lands. Then it applies every complete commit after
