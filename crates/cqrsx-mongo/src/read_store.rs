@@ -43,6 +43,36 @@ pub struct MongoReadStore {
     client: MongoClientManager,
     docs: Collection<bson::Document>,
     default_ttl: Option<Duration>,
+    floor: Option<Floor>,
+}
+
+/// Where a projection view's floor is kept: the sequence below which its documents were
+/// written before the view was last dropped, and are not part of it (see
+/// `MongoCheckpointStore::drop_view`).
+#[derive(Clone)]
+pub(crate) struct Floor {
+    pub(crate) state: Collection<bson::Document>,
+    pub(crate) id: String,
+}
+
+impl Floor {
+    /// The floor's sequence; 0 when the view was never dropped.
+    pub(crate) async fn read(&self, client: &MongoClientManager) -> Result<i64> {
+        let found = client
+            .track(
+                self.state
+                    .find_one(doc! { "_id": &self.id })
+                    .projection(doc! { "s": 1 })
+                    .into_future(),
+            )
+            .await?;
+        match found {
+            None => Ok(0),
+            Some(d) => d
+                .get_i64("s")
+                .map_err(|_| corrupt(format!("the drop floor {} has no sequence", self.id))),
+        }
+    }
 }
 
 impl std::fmt::Debug for MongoReadStore {
@@ -132,6 +162,7 @@ impl MongoReadStore {
             client,
             docs,
             default_ttl: None,
+            floor: None,
         })
     }
 
@@ -206,11 +237,23 @@ impl MongoReadStore {
         Ok(result.deleted_count)
     }
 
-    fn live() -> bson::Document {
-        doc! {
+    /// The condition every live document meets: not deleted, not expired, and in a view, not
+    /// written before the view was last dropped.
+    async fn live(&self) -> Result<bson::Document> {
+        let mut live = doc! {
             "_del": { "$ne": true },
             "$or": [ { "exp": { "$exists": false } }, { "exp": { "$gt": DateTime::now() } } ],
+        };
+        if let Some(floor) = &self.floor {
+            let floor = floor.read(&self.client).await?;
+            if floor > 0 {
+                live.insert(
+                    "$and",
+                    vec![doc! { "$or": [ { "_s": { "$gte": floor } }, { "_s": { "$exists": false } } ] }],
+                );
+            }
         }
+        Ok(live)
     }
 
     async fn write(&self, docs: Vec<Document>, ttl: Option<Duration>) -> Result<()> {
@@ -253,10 +296,10 @@ impl MongoReadStore {
     }
 
     /// The filter every read of live documents uses, with `extra` conditions.
-    fn filter(extra: Vec<bson::Document>) -> bson::Document {
-        let mut and = vec![Self::live()];
+    async fn filter(&self, extra: Vec<bson::Document>) -> Result<bson::Document> {
+        let mut and = vec![self.live().await?];
         and.extend(extra);
-        doc! { "$and": and }
+        Ok(doc! { "$and": and })
     }
 
     fn decode(d: bson::Document) -> Result<Document> {
@@ -274,9 +317,12 @@ impl MongoReadStore {
     }
 
     /// The query's exact server form, when every filter has one.
-    fn exact_filter(filters: &[Filter]) -> Option<bson::Document> {
+    async fn exact_filter(&self, filters: &[Filter]) -> Result<Option<bson::Document>> {
         let conditions: Option<Vec<bson::Document>> = filters.iter().map(exact).collect();
-        Some(Self::filter(conditions?))
+        match conditions {
+            Some(conditions) => self.filter(conditions).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn candidates(&self, filters: &[Filter]) -> Result<Vec<Document>> {
@@ -287,7 +333,7 @@ impl MongoReadStore {
             .collect();
         let cursor = self
             .client
-            .track(self.docs.find(Self::filter(widening)).into_future())
+            .track(self.docs.find(self.filter(widening).await?).into_future())
             .await?;
         let raw: Vec<bson::Document> = cursor.try_collect().await.map_err(crate::error::backend)?;
         raw.into_iter().map(Self::decode).collect()
@@ -295,7 +341,7 @@ impl MongoReadStore {
 
     /// The query run whole on the server, when it can be exactly.
     async fn run_exact(&self, query: &Query) -> Result<Option<Vec<Document>>> {
-        let Some(filter) = Self::exact_filter(&query.filters) else {
+        let Some(filter) = self.exact_filter(&query.filters).await? else {
             return Ok(None);
         };
         let mut sort = bson::Document::new();
@@ -318,11 +364,12 @@ impl MongoReadStore {
 
     /// A store over a projection view's collection (documents of other versions, tombstones
     /// and guards are the checkpoint store's business).
-    pub(crate) fn view(client: MongoClientManager, collection: &str) -> Self {
+    pub(crate) fn view(client: MongoClientManager, collection: &str, floor: Floor) -> Self {
         Self {
             docs: client.database().collection(collection),
             client,
             default_ttl: None,
+            floor: Some(floor),
         }
     }
 }
@@ -344,7 +391,11 @@ impl ReadBackend for MongoReadStore {
     async fn get(&self, id: &str) -> Result<Option<Value>> {
         let found = self
             .client
-            .track(self.docs.find_one(Self::filter(vec![doc! { "_id": id }])).into_future())
+            .track(
+                self.docs
+                    .find_one(self.filter(vec![doc! { "_id": id }]).await?)
+                    .into_future(),
+            )
             .await?;
         found
             .map(|d| {
@@ -364,7 +415,7 @@ impl ReadBackend for MongoReadStore {
 
     async fn count(&self, filters: &[Filter]) -> Result<u64> {
         let query = Query::counting(filters)?;
-        if let Some(filter) = Self::exact_filter(filters) {
+        if let Some(filter) = self.exact_filter(filters).await? {
             return self.client.track(self.docs.count_documents(filter).into_future()).await;
         }
         Ok(query.count_matching(&self.candidates(filters).await?))
@@ -375,7 +426,7 @@ impl ReadBackend for MongoReadStore {
             .client
             .track_write(
                 self.docs
-                    .delete_many(Self::filter(vec![doc! { "_id": { "$in": ids } }]))
+                    .delete_many(self.filter(vec![doc! { "_id": { "$in": ids } }]).await?)
                     .into_future(),
             )
             .await?;

@@ -260,3 +260,198 @@ async fn a_late_checkpoint_write_of_an_older_holder_changes_nothing() {
     let tenure = stored.get_i64("s").expect("its sequence") >> 32;
     assert_eq!(tenure as u64, successor.token, "the checkpoint's tenure: {stored:?}");
 }
+
+fn put(id: &str, data: serde_json::Value, offset: u64) -> Commit {
+    let mut c = commit(id, offset);
+    c.writes[0].change = ViewChange::Put { data, ttl: None };
+    c
+}
+
+/// Every live document of a view, read through the API: `get` of each id, and the view's
+/// read store (query and count).
+async fn visible(store: &MongoCheckpointStore, key: &ViewKey, ids: &[&str]) -> Vec<(String, serde_json::Value)> {
+    let mut got = Vec::new();
+    for id in ids {
+        if let Some(data) = store.get(key, id).await.expect("get") {
+            got.push((id.to_string(), data));
+        }
+    }
+    let view = store.view(key).expect("view");
+    let mut queried: Vec<(String, serde_json::Value)> = view
+        .query(&cqrsx_core::Query::default())
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|d| (d.id, d.data))
+        .collect();
+    queried.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, queried, "get and query of the view agree");
+    assert_eq!(view.count(&[]).await.expect("count"), got.len() as u64);
+    got
+}
+
+/// A holder held up between landing a commit and applying it, while its view is dropped and
+/// the same version rebuilt at once by another runner: whatever of its apply arrives after the
+/// drop — before, while or after the rebuilder writes — is not part of the rebuilt view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_apply_is_not_part_of_the_view_rebuilt_after_a_drop() {
+    let delay = Arc::new(AtomicU64::new(0));
+    let key = ViewKey::new("rebuilt", 1).expect("key");
+    // Only the holder's writes into the view are held: its records land at once.
+    let (holder, other, direct) = stores_behind_a_relay(&delay, Some(b"view_rebuilt_v1".to_vec())).await;
+    let lease = holder
+        .acquire(&key, "holder", Duration::from_secs(120))
+        .await
+        .expect("acquire")
+        .expect("a free lease");
+    holder
+        .commit(&lease, put("a", serde_json::json!({ "by": "holder", "n": 1 }), 1))
+        .await
+        .expect("first commit");
+
+    let hold = Duration::from_secs(6);
+    delay.store(hold.as_millis() as u64, Ordering::SeqCst);
+    let late = tokio::spawn({
+        let (holder, lease) = (holder.clone(), lease.clone());
+        async move {
+            let mut c = put("a", serde_json::json!({ "by": "holder", "n": 2 }), 2);
+            for id in ["b", "c"] {
+                let mut w = c.writes[0].clone();
+                w.id = id.to_string();
+                c.writes.push(w);
+            }
+            holder.commit(&lease, c).await
+        }
+    });
+    let state = direct.database().collection::<Document>("projections");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while state.find_one(doc! { "w.i": "c" }).await.expect("find").is_none() {
+        assert!(Instant::now() < deadline, "the late commit's records never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    other.drop_view(&key).await.expect("drop the view");
+    let rebuilder = other
+        .acquire(&key, "rebuilder", Duration::from_secs(120))
+        .await
+        .expect("acquire")
+        .expect("the dropped view's lease is free");
+    other
+        .commit(
+            &rebuilder,
+            put("a", serde_json::json!({ "by": "rebuilder", "n": 1 }), 1),
+        )
+        .await
+        .expect("the rebuilder's commit");
+    let expected = other.checkpoint(&key).await.expect("checkpoint");
+    let rebuilt = vec![("a".to_string(), serde_json::json!({ "by": "rebuilder", "n": 1 }))];
+    assert_eq!(visible(&other, &key, &["a", "b", "c"]).await, rebuilt);
+
+    // The late apply arrives (however it answers: it landed before the drop).
+    let _ = tokio::time::timeout(Duration::from_secs(300), late)
+        .await
+        .expect("the late commit answers")
+        .expect("the task");
+    delay.store(0, Ordering::SeqCst);
+    assert_eq!(
+        visible(&other, &key, &["a", "b", "c"]).await,
+        rebuilt,
+        "after the late apply"
+    );
+    assert_eq!(other.checkpoint(&key).await.expect("checkpoint"), expected);
+
+    // The rebuilder goes on from what it sees: its next writes replace whatever arrived late.
+    other
+        .commit(
+            &rebuilder,
+            put("b", serde_json::json!({ "by": "rebuilder", "n": 1 }), 2),
+        )
+        .await
+        .expect("the rebuilder's next commit");
+    let got = visible(&other, &key, &["a", "b", "c"]).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        got[1],
+        ("b".to_string(), serde_json::json!({ "by": "rebuilder", "n": 1 }))
+    );
+    // Raw storage: every document the view shows carries a sequence of the rebuilder's tenure.
+    let raw: Vec<Document> = direct
+        .database()
+        .collection::<Document>("view_rebuilt_v1")
+        .find(doc! { "_id": { "$in": ["a", "b"] } })
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("collect");
+    for d in &raw {
+        let tenure = d.get_i64("_s").expect("a sequence") >> 32;
+        assert_eq!(tenure as u64, rebuilder.token, "{d:?}");
+    }
+}
+
+/// What a holder from before a drop wrote into the view after it — documents, a checkpoint —
+/// is not read as the view's, and the next holder's first act removes it from raw storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_from_before_a_drop_are_not_read_and_are_cleared_by_the_next_holder() {
+    let client = common::client(common::config()).await;
+    let store = MongoCheckpointStore::new(client.clone());
+    store.initialize().await.expect("initialize");
+    let key = ViewKey::new("stale", 1).expect("key");
+    let lease = store
+        .acquire(&key, "holder", Duration::from_secs(120))
+        .await
+        .expect("acquire")
+        .expect("a free lease");
+    store
+        .commit(&lease, put("kept", serde_json::json!({ "n": 1 }), 1))
+        .await
+        .expect("commit");
+    store.drop_view(&key).await.expect("drop");
+
+    // What the holder's apply, in flight at the drop, writes when it arrives: a document and
+    // the checkpoint document, under its own tenure's sequence (raw writes stand in for it).
+    let stale = (1_i64 << 32) | 7;
+    let database = client.database();
+    database
+        .collection::<Document>("view_stale_v1")
+        .insert_one(doc! { "_id": "ghost", "d": { "n": 99 }, "_s": stale })
+        .await
+        .expect("plant a document");
+    let state = database.collection::<Document>("projections");
+    state
+        .insert_one(
+            doc! { "_id": "cp\u{1f}stale\u{1f}1", "kind": "cp", "p": "stale", "v": 1_i64, "s": stale, "cp": "5" },
+        )
+        .await
+        .expect("plant a checkpoint");
+    assert_eq!(store.checkpoint(&key).await.expect("checkpoint"), None);
+    assert!(visible(&store, &key, &["ghost", "kept"]).await.is_empty());
+
+    let next = store
+        .acquire(&key, "rebuilder", Duration::from_secs(120))
+        .await
+        .expect("acquire")
+        .expect("a free lease");
+    assert!(next.token > lease.token);
+    assert_eq!(
+        store.checkpoint(&key).await.expect("checkpoint"),
+        None,
+        "the rebuild starts from nothing"
+    );
+    let left: Vec<Document> = database
+        .collection::<Document>("view_stale_v1")
+        .find(doc! {})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("collect");
+    assert!(left.is_empty(), "{left:?}");
+    let cp = state
+        .find_one(doc! { "kind": "cp", "p": "stale" })
+        .await
+        .expect("find")
+        .expect("the rebuilder's checkpoint document");
+    assert!(cp.get("cp").is_none(), "{cp:?}");
+    assert_eq!((cp.get_i64("s").expect("s") >> 32) as u64, next.token);
+}

@@ -129,11 +129,12 @@ pub async fn projection_forged_and_dropped_leases_write_nothing(f: Fixture) {
     let _ = store.release(&real).await;
     assert_eq!(held(store, &key, &ids).await, dropped, "nothing came back");
 
+    // By anyone, at once: the drop ended the lease held before it.
     let again = store
-        .acquire(&key, "holder", ttl)
+        .acquire(&key, "rebuilder", ttl)
         .await
         .expect("acquire")
-        .expect("the dropped version can be built again");
+        .expect("the dropped version can be built again, by another owner, at once");
     assert!(
         again.token > real.token,
         "a new lease after the drop gets a larger token"

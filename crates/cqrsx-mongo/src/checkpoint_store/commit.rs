@@ -7,6 +7,7 @@ use cqrsx_core::projection::{Commit, Lease, ViewKey};
 use cqrsx_core::Result;
 use mongodb::bson::{doc, Document};
 
+use super::fence::CheckpointTo;
 use super::log::{self, Record, Seq};
 use super::{lost, MongoCheckpointStore, Pending, Tenure};
 use crate::client::Tracked;
@@ -72,7 +73,8 @@ impl MongoCheckpointStore {
         views?;
         state?;
         activation?;
-        self.set_checkpoint(key, seq, last.doc.get_str("cp").ok()).await
+        let checkpoint = last.doc.get_str("cp").map_or(CheckpointTo::Keep, CheckpointTo::Set);
+        self.set_checkpoint(key, seq, checkpoint).await
     }
 
     /// Runs guarded upserts (see `log::statements`) in one `update` command. A duplicate key is

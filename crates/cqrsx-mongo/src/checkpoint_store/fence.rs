@@ -11,6 +11,16 @@ use tracing::debug;
 
 use super::log::{self, Record, Seq};
 use super::{MongoCheckpointStore, SEAL_ATTEMPTS};
+
+/// What a checkpoint document's move does to the checkpoint it holds.
+pub(super) enum CheckpointTo<'a> {
+    /// Keeps it: a new tenure takes the view over where it stands.
+    Keep,
+    /// Sets it: a commit was applied.
+    Set(&'a str),
+    /// Removes it: the view was dropped, and one from before the drop arrived late.
+    Clear,
+}
 use crate::client::Tracked;
 use crate::error::is_duplicate_key;
 
@@ -74,11 +84,22 @@ impl MongoCheckpointStore {
     /// Applies every complete commit after the checkpoint document's, in order, then moves
     /// its sequence to `token`'s tenure so that no older commit can move it again.
     pub(super) async fn recover(&self, key: &ViewKey, token: u64) -> Result<()> {
-        let cp = self
-            .client
-            .track(self.state.find_one(doc! { "_id": log::cp_id(key) }).into_future())
-            .await?;
+        let (cp, floor) = tokio::join!(
+            self.client
+                .track(self.state.find_one(doc! { "_id": log::cp_id(key) }).into_future()),
+            self.floor_of(key),
+        );
+        let (cp, floor) = (cp?, floor?);
         let applied = cp.as_ref().and_then(|d| d.get_i64("s").ok()).unwrap_or(0);
+        // No tenure since the view was last dropped has started (each starts by moving the
+        // checkpoint document to itself): what is there was written before the drop, or
+        // arrived late from a holder of before, and is not part of the view. Nothing below
+        // the floor is applied again.
+        let restart = floor > 0 && applied < floor;
+        if restart {
+            self.clear_below_floor(key, floor).await?;
+        }
+        let applied = applied.max(floor);
         let (lo, hi) = log::log_range(key);
         let records: Vec<Document> = self
             .client
@@ -123,7 +144,12 @@ impl MongoCheckpointStore {
         }
         // From here on the checkpoint belongs to this tenure.
         let own = Seq { tenure: token, slot: 0 }.number();
-        self.set_checkpoint(key, own, None).await?;
+        let checkpoint = if restart {
+            CheckpointTo::Clear
+        } else {
+            CheckpointTo::Keep
+        };
+        self.set_checkpoint(key, own, checkpoint).await?;
         // Older tenures' records are applied: keep their slots (an older holder retrying an
         // insert must still find them taken), drop their contents.
         let (lo, _) = log::log_range(key);
@@ -141,24 +167,53 @@ impl MongoCheckpointStore {
         Ok(())
     }
 
-    /// Moves the checkpoint document to `seq` (and `checkpoint`, when given) unless it is
-    /// there or past it already; whether there was no checkpoint document (this created it).
-    pub(super) async fn set_checkpoint(&self, key: &ViewKey, seq: i64, checkpoint: Option<&str>) -> Result<bool> {
-        let mut set = doc! { "kind": "cp", "p": key.projection(), "v": i64::from(key.version()), "s": seq };
-        if let Some(c) = checkpoint {
-            set.insert("cp", c);
+    /// Removes what was written into `key` below its drop floor — a checkpoint, documents and
+    /// dead letters a commit of a holder from before the drop left there when it arrived late.
+    /// Reads skip them anyway; this keeps them from lingering.
+    async fn clear_below_floor(&self, key: &ViewKey, floor: i64) -> Result<()> {
+        let view: mongodb::Collection<Document> = self.client.database().collection(&self.view_collection(key));
+        let (docs, state) = tokio::join!(
+            self.client
+                .track_write(view.delete_many(doc! { "_s": { "$lt": floor } }).into_future()),
+            self.client.track_write(
+                self.state
+                    .delete_many(doc! { "$or": [
+                        { "_id": log::cp_id(key), "s": { "$lt": floor } },
+                        { "kind": "parked", "p": key.projection(), "v": i64::from(key.version()), "_s": { "$lt": floor } },
+                    ] })
+                    .into_future(),
+            ),
+        );
+        let (docs, state) = (docs?, state?);
+        if docs.deleted_count + state.deleted_count > 0 {
+            debug!(projection = %key, docs = docs.deleted_count, state = state.deleted_count, "cleared writes from before the drop");
         }
+        Ok(())
+    }
+
+    /// Moves the checkpoint document to `seq` (and its checkpoint as `checkpoint` says) unless
+    /// it is there or past it already; whether there was no checkpoint document (this created
+    /// it).
+    pub(super) async fn set_checkpoint(&self, key: &ViewKey, seq: i64, checkpoint: CheckpointTo<'_>) -> Result<bool> {
+        let mut set = doc! { "kind": "cp", "p": key.projection(), "v": i64::from(key.version()), "s": seq };
+        let mut update = doc! {};
+        match checkpoint {
+            CheckpointTo::Keep => {}
+            CheckpointTo::Set(c) => {
+                set.insert("cp", c);
+            }
+            CheckpointTo::Clear => {
+                update.insert("$unset", doc! { "cp": "" });
+            }
+        }
+        update.insert("$set", set);
         // Guarded by its own sequence field (`s`; view documents keep theirs in `_s`): a late
         // copy from an older commit finds the document past it and writes nothing.
         let filter = doc! {
             "_id": log::cp_id(key),
             "$or": [ { "s": { "$lt": seq } }, { "s": { "$exists": false } } ],
         };
-        let update = self
-            .state
-            .update_one(filter, doc! { "$set": set })
-            .upsert(true)
-            .into_future();
+        let update = self.state.update_one(filter, update).upsert(true).into_future();
         match self.client.track_write_raw(update).await {
             Ok(result) => Ok(result.upserted_id.is_some()),
             // The document is past `seq` already.

@@ -79,6 +79,12 @@ pub(super) fn parked_id(key: &ViewKey, position: Position) -> String {
     )
 }
 
+/// The drop floor: the sequence below which a document of the view was written before the
+/// view was last dropped.
+pub(super) fn floor_id(key: &ViewKey) -> String {
+    format!("floor{SEP}{}", key_part(key))
+}
+
 pub(super) fn active_id(key: &ViewKey) -> String {
     format!("active{SEP}{}", key_part(key))
 }

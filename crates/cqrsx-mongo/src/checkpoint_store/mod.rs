@@ -22,8 +22,8 @@ use mongodb::{Collection, IndexModel};
 
 use crate::client::{MongoClientManager, Tracked};
 use crate::error::{corrupt, is_duplicate_key};
-use crate::read_store::MongoReadStore;
-use log::Record;
+use crate::read_store::{Floor, MongoReadStore};
+use log::{Record, Seq};
 
 /// Projection state on MongoDB.
 ///
@@ -48,6 +48,11 @@ use log::Record;
 ///   to its own tenure, so no older commit can move it again.
 /// - **The checkpoint** (`cp` document) is written after the documents it covers: a reader
 ///   never sees it ahead of the view. A holder removes its own records once applied.
+/// - **A drop** seals the last tenure, then raises the view's *floor* (`floor` document) to the
+///   next tenure's first sequence before it removes anything. A commit that landed before the
+///   drop and is applied after it (its holder frozen in between, or killed with the writes
+///   inside the server) writes below the floor: every read skips it, the next holder's writes
+///   replace it, and that holder's recovery removes what is left.
 ///
 /// Collections: `<prefix>projections` (claims, the log, checkpoints, active versions, dead
 /// letters) and one collection per projection version's view,
@@ -90,6 +95,12 @@ fn token_of(d: &Document) -> Result<u64> {
         .ok()
         .and_then(|t| u64::try_from(t).ok())
         .ok_or_else(|| corrupt("a projection claim without a token"))
+}
+
+/// Whether a stored document is not below the drop floor: its sequence (in `field`) is at or
+/// above it. One without a sequence was not written by a commit, and is left to the reader.
+fn above(d: &Document, field: &str, floor: i64) -> bool {
+    d.get_i64(field).map_or(true, |s| s >= floor)
 }
 
 fn lost(lease: &Lease, reason: &str) -> Error {
@@ -140,6 +151,37 @@ impl MongoCheckpointStore {
         self.client
             .config()
             .read_model_collection(&format!("view_{}_v{}", key.projection(), key.version()))
+    }
+
+    fn floor(&self, key: &ViewKey) -> Floor {
+        Floor {
+            state: self.state.clone(),
+            id: log::floor_id(key),
+        }
+    }
+
+    /// The drop floor's sequence of `key`; 0 when it was never dropped.
+    async fn floor_of(&self, key: &ViewKey) -> Result<i64> {
+        self.floor(key).read(&self.client).await
+    }
+
+    /// Raises the drop floor of `key` to `seq` (it never goes down).
+    async fn raise_floor(&self, key: &ViewKey, seq: i64) -> Result<()> {
+        let filter = doc! {
+            "_id": log::floor_id(key),
+            "$or": [ { "s": { "$lt": seq } }, { "s": { "$exists": false } } ],
+        };
+        let set = doc! { "$set": { "kind": "floor", "p": key.projection(), "v": i64::from(key.version()), "s": seq } };
+        match self
+            .client
+            .track_write_raw(self.state.update_one(filter, set).upsert(true).into_future())
+            .await
+        {
+            Ok(_) => Ok(()),
+            // At or past `seq` already.
+            Err(Tracked::Driver(e)) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(e.into_error()),
+        }
     }
 
     fn tenure(&self, key: &ViewKey, token: u64) -> Tenure {
@@ -209,7 +251,10 @@ impl CheckpointBackend for MongoCheckpointStore {
         let token = match &latest {
             None => 1,
             Some(claim) => {
+                // A lease released, expired, or ended by a drop (which seals the last
+                // holder's tenure, as a takeover does) is free.
                 let held = !claim.get_bool("released").unwrap_or(false)
+                    && !claim.get_bool("superseded").unwrap_or(false)
                     && claim.get_datetime("expires").is_ok_and(|e| *e > DateTime::now());
                 if held && claim.get_str("owner").ok() != Some(owner) {
                     return Ok(None);
@@ -298,10 +343,15 @@ impl CheckpointBackend for MongoCheckpointStore {
     }
 
     async fn checkpoint(&self, key: &ViewKey) -> Result<Option<Checkpoint>> {
-        let found = self
-            .client
-            .track(self.state.find_one(doc! { "_id": log::cp_id(key) }).into_future())
-            .await?;
+        let (found, floor) = tokio::join!(
+            self.client
+                .track(self.state.find_one(doc! { "_id": log::cp_id(key) }).into_future()),
+            self.floor_of(key),
+        );
+        let (found, floor) = (found?, floor?);
+        // A checkpoint written before the view was dropped (by a holder's commit that arrived
+        // late) is not this view's.
+        let found = found.filter(|d| above(d, "s", floor));
         match found.as_ref().map(|d| d.get("cp")) {
             Some(Some(Bson::String(value))) => value
                 .parse()
@@ -314,14 +364,16 @@ impl CheckpointBackend for MongoCheckpointStore {
 
     async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<serde_json::Value>> {
         let docs: Collection<Document> = self.client.database().collection(&self.view_collection(key));
-        let Some(d) = self
-            .client
-            .track(docs.find_one(doc! { "_id": id }).into_future())
-            .await?
-        else {
+        let (found, floor) = tokio::join!(
+            self.client.track(docs.find_one(doc! { "_id": id }).into_future()),
+            self.floor_of(key),
+        );
+        let (Some(d), floor) = (found?, floor?) else {
             return Ok(None);
         };
-        let live = !d.get_bool("_del").unwrap_or(false) && d.get_datetime("exp").map_or(true, |e| *e > DateTime::now());
+        let live = !d.get_bool("_del").unwrap_or(false)
+            && d.get_datetime("exp").map_or(true, |e| *e > DateTime::now())
+            && above(&d, "_s", floor);
         match (live, d.get_document("d")) {
             (true, Ok(data)) => Ok(Some(Bson::Document(data.clone()).into_relaxed_extjson())),
             (true, Err(_)) => Err(corrupt(format!("view document {id} of {key} has no data"))),
@@ -334,6 +386,7 @@ impl CheckpointBackend for MongoCheckpointStore {
     }
 
     async fn parked(&self, key: &ViewKey) -> Result<Vec<ParkedEvent>> {
+        let floor = self.floor_of(key).await?;
         let docs: Vec<Document> = self
             .client
             .track(
@@ -347,6 +400,7 @@ impl CheckpointBackend for MongoCheckpointStore {
             .map_err(crate::error::backend)?;
         let mut parked = docs
             .into_iter()
+            .filter(|d| above(d, "_s", floor))
             .map(|d| {
                 bson::from_document::<ParkedEvent>(d)
                     .map_err(|e| Error::Integrity(format!("a parked event of {key}: {e}")))
@@ -384,9 +438,20 @@ impl CheckpointBackend for MongoCheckpointStore {
     async fn drop_view(&self, key: &ViewKey) -> Result<()> {
         // Fenced first: the last holder's tenure is sealed as a takeover seals it, so no
         // commit, renewal or activation under a lease given before the drop lands after it.
-        if let Some(latest) = self.latest_claim(key).await? {
-            self.seal_older(key, token_of(&latest)? + 1, Some(&latest)).await?;
+        let latest = self.latest_claim(key).await?;
+        let next = match &latest {
+            Some(latest) => token_of(latest)? + 1,
+            None => 1,
+        };
+        if let Some(latest) = &latest {
+            self.seal_older(key, next, Some(latest)).await?;
         }
+        // A commit already landed is still being applied by a holder that was held up (or
+        // killed with its writes in flight): they may reach the server after the drop. The
+        // floor, raised before anything is removed, says that whatever any tenure up to the
+        // last one wrote is not part of the view: reads skip it, and the next holder's writes
+        // (of a newer tenure) replace it.
+        self.raise_floor(key, Seq { tenure: next, slot: 0 }.number()).await?;
         let view: Collection<Document> = self.client.database().collection(&self.view_collection(key));
         self.client.track(view.drop().into_future()).await?;
         // Claims and seals stay: an older holder that wakes up must still find its next slot
@@ -413,6 +478,7 @@ impl CheckpointBackend for MongoCheckpointStore {
         Ok(Arc::new(MongoReadStore::view(
             self.client.clone(),
             &self.view_collection(key),
+            self.floor(key),
         )))
     }
 }
