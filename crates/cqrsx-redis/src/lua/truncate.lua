@@ -8,6 +8,8 @@ local meta = redis.call('HMGET', KEYS[2], 'v', 'tr')
 if select(2, meta_version(meta[1])) then return {'deleted'} end
 local fmt = string.format
 local before = tonumber(ARGV[1])
+-- Versions start at 1: nothing is below 0 or 1 (and '(0-0' is no stream id).
+if before <= 1 then return {'ok', 0} end
 local removed = 0
 local start = '-'
 while true do

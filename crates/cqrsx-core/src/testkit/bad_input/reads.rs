@@ -157,6 +157,25 @@ pub(super) async fn check(c: &mut Catalogue<'_>, seeded: &Seeded) {
         five(store.read_stream(&s, 0, 100).await?.len()).await
     })
     .await;
+    // Positions and times at the largest accepted number: valid, nothing there.
+    c.check("read stream: from the largest version", Valid, async {
+        empty(store.read_stream(&s, MAX_NUMBER, 10).await?.len()).await
+    })
+    .await;
+    c.check("read all: from the largest offset", Valid, async {
+        let mut n = 0;
+        for p in 0..partitions {
+            let from = at(p, MAX_NUMBER);
+            let page = store.read_all(from, 10, &all).await?;
+            n += page.events.len() + usize::from(page.next < from);
+        }
+        empty(n).await
+    })
+    .await;
+    c.check("events by type: since the largest time", Valid, async {
+        empty(store.events_by_type("Seed", Timestamp(MAX_NUMBER), 10).await?.len()).await
+    })
+    .await;
 
     // Snapshots.
     let snapshots = Arc::clone(&f.snapshots);

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::testkit::support::{ev, evs};
 
 use super::{stream_id, Catalogue, Expect, Seeded};
+use crate::error::Error;
 use crate::event::{ContentType, NewEvent};
 use crate::event_store::MAX_NUMBER;
 use crate::stream::{ExpectedVersion, StreamId};
@@ -273,5 +274,32 @@ pub(super) async fn check(c: &mut Catalogue<'_>, seeded: &Seeded) {
         InvalidInput,
         store.truncate_before(&s, MAX_NUMBER + 1),
     )
+    .await;
+    // Valid at its edges: before 0 and 1 remove nothing; before the largest number removes
+    // every event and keeps the version. A type of its own: the seeded streams stay as they are.
+    let edges = StreamId::new(format!("{aggregate}Edges"), "truncate").map_err(|e| e.to_string());
+    c.check("truncate: before 0 and 1 of a stream never written", Valid, async {
+        let edges = edges.clone().map_err(Error::InvalidInput)?;
+        let removed = store.truncate_before(&edges, 0).await? + store.truncate_before(&edges, 1).await?;
+        match removed {
+            0 => Ok(()),
+            n => Err(Error::InvalidInput(format!("{n} events removed"))),
+        }
+    })
+    .await;
+    c.check("truncate: before 0, 1 and the largest version", Valid, async {
+        let edges = edges.clone().map_err(Error::InvalidInput)?;
+        store.append(&edges, ExpectedVersion::NoStream, evs("T", 1, 3)).await?;
+        let none = store.truncate_before(&edges, 0).await? + store.truncate_before(&edges, 1).await?;
+        let all = store.truncate_before(&edges, MAX_NUMBER).await?;
+        let version = store.stream_version(&edges).await?;
+        let left = store.read_stream(&edges, 0, 100).await?.len();
+        match (none, all, version, left) {
+            (0, 3, 3, 0) => Ok(()),
+            got => Err(Error::InvalidInput(format!(
+                "(removed by 0 and 1, removed by the largest, version, left) = {got:?}, not (0, 3, 3, 0)"
+            ))),
+        }
+    })
     .await;
 }
