@@ -336,3 +336,133 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
     cqrsx_core::testkit::report("redis standalone", &format!("corrupt-data catalogue: {count} kinds"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// What is missing, what is out of range, what disagrees: a stream of three commits damaged
+/// one way each reads as `Integrity` naming the stream — by `read_stream`, by the stream of its
+/// events a repository loads from, and never as a shorter (or empty) stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_commits_read_as_an_integrity_error_never_a_shorter_stream() {
+    use futures::TryStreamExt;
+    let client = RedisClientManager::connect(common::standalone_config())
+        .await
+        .expect("connect");
+    let store = RedisEventStore::new(client.clone());
+    let raw = client.client();
+    // The commit index entries and log entries of a fresh stream of three commits (versions
+    // 1-2, 3, 4-5).
+    let events_store = &store;
+    let commits = |name: &str| {
+        let store = events_store;
+        let name = name.to_string();
+        async move {
+            let stream = StreamId::new("Damaged", name).expect("stream");
+            let mut positions = Vec::new();
+            for (expected, n) in [(0, 2), (2, 1), (3, 2)] {
+                let events = (0..n)
+                    .map(|i| NewEvent::json("Ok", &i).expect("json"))
+                    .collect::<Vec<_>>();
+                let at = if expected == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(expected)
+                };
+                let result = store.append(&stream, at, events).await.expect("append");
+                positions.push(result.position.offset + 1 - n as u64);
+            }
+            (stream, positions)
+        }
+    };
+    let other = commits("other").await;
+    let damages: Vec<(&str, &str)> = vec![
+        ("missing", "the second commit's log entry"),
+        ("missing", "the second commit's index entry"),
+        ("missing", "the last commit's index entry"),
+        ("missing", "the first commit's index entry"),
+        ("missing", "the meta hash"),
+        ("out of range", "the version past the last commit"),
+        ("out of range", "the version below the last commit"),
+        ("out of range", "the version over 2^53"),
+        ("disagrees", "an index entry pointing to another stream's commit"),
+        ("disagrees", "an index entry's count larger than its commit's"),
+        ("disagrees", "an index entry at another version than its commit's"),
+    ];
+    let mut failures = Vec::new();
+    for (i, (class, damage)) in damages.iter().enumerate() {
+        let (stream, positions) = commits(&format!("d{i}")).await;
+        let keys = store.stream_keys(&stream);
+        let (index, meta, log) = (&keys[0], &keys[1], &keys[2]);
+        // The index rewritten whole (entries go in order): (version, position, count) each.
+        let set_index = |entries: Vec<(u64, u64, u64)>| {
+            let raw = raw.clone();
+            let index = index.clone();
+            async move {
+                let _: i64 = raw.del(&index).await.expect("del");
+                for (version, position, n) in entries {
+                    let _: String = raw
+                        .xadd(
+                            &index,
+                            false,
+                            None,
+                            format!("{version}-0"),
+                            vec![("g", position.to_string()), ("n", n.to_string())],
+                        )
+                        .await
+                        .expect("xadd");
+                }
+            }
+        };
+        let p = positions.clone();
+        match *damage {
+            "the second commit's log entry" => {
+                let _: i64 = raw.xdel(log, format!("{}-0", positions[1])).await.expect("xdel");
+            }
+            "the second commit's index entry" => {
+                let _: i64 = raw.xdel(index, "3-0").await.expect("xdel");
+            }
+            "the last commit's index entry" => {
+                let _: i64 = raw.xdel(index, "4-0").await.expect("xdel");
+            }
+            "the first commit's index entry" => {
+                let _: i64 = raw.xdel(index, "1-0").await.expect("xdel");
+            }
+            "the meta hash" => {
+                let _: i64 = raw.del(meta).await.expect("del");
+            }
+            "the version past the last commit" => {
+                let _: i64 = raw.hset(meta, ("v", "9")).await.expect("hset");
+            }
+            "the version below the last commit" => {
+                let _: i64 = raw.hset(meta, ("v", "4")).await.expect("hset");
+            }
+            "the version over 2^53" => {
+                let _: i64 = raw.hset(meta, ("v", "99999999999999999")).await.expect("hset");
+            }
+            "an index entry pointing to another stream's commit" => {
+                set_index(vec![(1, p[0], 2), (3, other.1[1], 1), (4, p[2], 2)]).await;
+            }
+            "an index entry's count larger than its commit's" => {
+                set_index(vec![(1, p[0], 2), (3, p[1], 2), (4, p[2], 2)]).await;
+            }
+            "an index entry at another version than its commit's" => {
+                set_index(vec![(1, p[0], 2), (3, p[2], 2)]).await;
+            }
+            other => panic!("no such damage: {other}"),
+        }
+        let kind = format!("{class}: {damage}");
+        let read = store.read_stream(&stream, 1, 100).await;
+        if !matches!(&read, Err(Error::Integrity(why)) if why.contains(&stream.to_string())) {
+            failures.push(format!(
+                "{kind} (read_stream): expected Integrity naming {stream}, got {read:?}"
+            ));
+        }
+        let loaded = store.stream_events(&stream, 1, 2).try_collect::<Vec<_>>().await;
+        if !matches!(loaded, Err(Error::Integrity(_))) {
+            failures.push(format!("{kind} (stream_events): expected Integrity, got {loaded:?}"));
+        }
+    }
+    cqrsx_core::testkit::report(
+        "redis standalone",
+        &format!("corrupt-data catalogue: {} kinds of damaged commits", damages.len()),
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

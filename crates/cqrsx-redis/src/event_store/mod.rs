@@ -186,25 +186,50 @@ impl EventBackend for RedisEventStore {
         match status.as_str() {
             "deleted" => Err(Error::StreamDeleted { stream: stream.clone() }),
             "corrupt" => Err(Error::Integrity(format!(
-                "stream {stream}: its commit index holds {:?}, not an entry this store wrote",
+                "stream {stream}: {}",
                 rest.first().and_then(text).unwrap_or_default()
             ))),
             "ok" => {
                 let mut rest = rest.into_iter();
-                let from = rest
-                    .next()
-                    .as_ref()
-                    .and_then(int)
-                    .ok_or_else(|| protocol("read from"))?;
-                let mut out = Vec::new();
+                let mut number = |what: &str| rest.next().as_ref().and_then(int).ok_or_else(|| protocol(what));
+                let (from, version) = (number("read from")?, number("stream version")?);
+                let mut commits = Vec::new();
                 for entry in rest {
-                    let commit = Commit::parse(entry)?;
+                    commits.push(Commit::parse(entry)?);
+                }
+                let mut out = Vec::new();
+                // The next version the commits must hold: they run from `from` without a gap
+                // or an overlap, each of this stream, up to its version.
+                let mut next = from;
+                for commit in commits {
+                    if commit.stream != *stream {
+                        return Err(Error::Integrity(format!(
+                            "stream {stream}: its commit at version {} points to a log entry of stream {}",
+                            commit.v0, commit.stream
+                        )));
+                    }
+                    if commit.v0 > next || commit.v0 + commit.count <= next {
+                        return Err(Error::Integrity(format!(
+                            "stream {stream}: version {next} is held by no commit (the next one holds {} to {})",
+                            commit.v0,
+                            commit.v0 + commit.count - 1
+                        )));
+                    }
+                    next = commit.v0 + commit.count;
                     let skip = from.saturating_sub(commit.v0);
                     out.extend(commit.events(partition, |k, _| k >= skip)?);
                     if out.len() >= max_count {
                         out.truncate(max_count);
                         break;
                     }
+                }
+                let past = next > from && next > version + 1;
+                let short = out.len() < max_count && from <= version && next != version + 1;
+                if past || short {
+                    return Err(Error::Integrity(format!(
+                        "stream {stream} is at version {version}, but its commits from version {from} end at {}",
+                        next - 1
+                    )));
                 }
                 Ok(out)
             }

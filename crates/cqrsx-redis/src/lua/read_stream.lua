@@ -1,21 +1,31 @@
 -- Reads a stream's commits from a version. KEYS: 1 commit index, 2 meta hash, 3 partition log.
 -- ARGV: 1 from version, 2 most events.
--- Reply: {'deleted'} | {'ok', truncated-before version, log entry, log entry, ...}
---      | {'corrupt', entry id} for an index entry this store did not write
--- Each log entry is a whole commit; the caller keeps its events from the version on. Commits
--- removed from the log by truncation are skipped.
+-- Reply: {'deleted'} | {'ok', read-from version, stream version, log entry, log entry, ...}
+--      | {'corrupt', what} for stored data this store did not write: an index entry it does
+--        not know or that disagrees with its log entry, a version that is not one, a commit
+--        whose log entry is gone
+-- Each log entry is a whole commit; the caller keeps its events from the version on, and
+-- checks that they run without a gap up to the stream's version. Commits removed from the log
+-- by truncation lie below the read-from version and are not visited.
 local meta = redis.call('HMGET', KEYS[2], 'v', 'tr')
-if select(2, meta_version(meta[1])) then return {'deleted'} end
+local version, dead = meta_version(meta[1])
+if dead then return {'deleted'} end
 local fmt = string.format
+if not version or version > 9007199254740991 then
+  return {'corrupt', 'its version field is not a version'}
+end
 local from = math.max(tonumber(ARGV[1]), tonumber(meta[2]) or 1)
 local want = tonumber(ARGV[2])
-local out = {'ok', fmt('%d', from)}
+local out = {'ok', fmt('%d', from), fmt('%d', version)}
+local function foreign(id)
+  return {'corrupt', fmt('its commit index holds %q, not an entry this store wrote', id)}
+end
 -- The commit holding `from` may start before it.
 local start = fmt('%d-0', from)
 local prev = redis.call('XREVRANGE', KEYS[1], start, '-', 'COUNT', 1)
 if prev[1] then
   local _, n = commit_of(prev[1])
-  if not n then return {'corrupt', prev[1][1]} end
+  if not n then return foreign(prev[1][1]) end
   local v0 = tonumber(string.match(prev[1][1], '^(%d+)'))
   if v0 + n - 1 >= from then start = prev[1][1] end
 end
@@ -26,13 +36,18 @@ while found < want do
   for _, c in ipairs(commits) do
     local v0 = tonumber(string.match(c[1], '^(%d+)'))
     local _, n = commit_of(c)
-    if not n then return {'corrupt', c[1]} end
+    if not n then return foreign(c[1]) end
     local entry = redis.call('XRANGE', KEYS[3], c[2][2] .. '-0', c[2][2] .. '-0')
-    if entry[1] then
-      out[#out + 1] = entry[1]
-      found = found + math.min(n, v0 + n - from)
-      if found >= want then break end
+    if not entry[1] then
+      return {'corrupt', fmt('the log entry %s-0 of its commit at version %d is missing', c[2][2], v0)}
     end
+    local f = entry[1][2]
+    if f[3] ~= 'v' or tonumber(f[4]) ~= v0 or f[5] ~= 'n' or tonumber(f[6]) ~= n then
+      return {'corrupt', fmt('its commit index entry %s disagrees with the log entry %s-0 it points to', c[1], c[2][2])}
+    end
+    out[#out + 1] = entry[1]
+    found = found + math.min(n, v0 + n - from)
+    if found >= want then break end
     start = '(' .. c[1]
   end
   if #commits < 64 then break end
