@@ -372,3 +372,109 @@ async fn damaged_stored_documents_read_as_an_integrity_error() {
     cqrsx_core::testkit::report("mongo", &format!("corrupt-data catalogue: {count} kinds"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// What is missing, what is out of range, what disagrees: a stream of three commits damaged
+/// one way each reads as `Integrity` naming the stream — by `read_stream` and by the stream of
+/// its events a repository loads from — never as a shorter (or empty) stream. One exception,
+/// by the layout: where a stream's head is its last commit document (servers with indexed
+/// queries and unique array indexes), that document removed whole leaves a shorter stream that
+/// nothing else records; where heads are hinted, the hint says the stream was longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_commits_read_as_an_integrity_error_never_a_shorter_stream() {
+    use futures::TryStreamExt;
+    let config = common::config();
+    let client = common::client(config.clone()).await;
+    let store = MongoEventStore::new(client.clone());
+    let commits = client.database().collection::<Document>(&config.events_collection());
+    let caps = client.capabilities();
+    let hinted = !caps.indexed_queries || !caps.unique_array_indexes;
+    let events_store = &store;
+    let fresh = |name: String| async move {
+        let stream = StreamId::new("Damaged", name).expect("stream");
+        for (expected, n) in [(0, 2), (2, 1), (3, 2)] {
+            let events = (0..n)
+                .map(|i| NewEvent::json("Ok", &i).expect("json"))
+                .collect::<Vec<_>>();
+            let at = if expected == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(expected)
+            };
+            events_store.append(&stream, at, events).await.expect("append");
+        }
+        stream
+    };
+    let slot = |stream: &StreamId, v0: u64| format!("{}\u{1f}{v0}", stream.key());
+    let mut damages = vec![
+        ("missing", "the second commit"),
+        ("missing", "the first commit"),
+        ("out of range", "a commit ending before it starts"),
+        ("out of range", "more events truncated than a commit spans"),
+        ("disagrees", "a commit holding more events than its versions span"),
+        ("disagrees", "a commit holding fewer events than its versions span"),
+        ("disagrees", "a slot holding another stream's commit"),
+        ("disagrees", "a slot holding a commit of another version"),
+    ];
+    if hinted {
+        damages.push(("missing", "the last commit"));
+    }
+    let mut failures = Vec::new();
+    for (i, (class, damage)) in damages.iter().enumerate() {
+        let stream = fresh(format!("d{i}")).await;
+        let second = doc! { "_id": slot(&stream, 3) };
+        let set = |update: Document| {
+            let commits = commits.clone();
+            let filter = second.clone();
+            async move {
+                commits.update_one(filter, update).await.expect("update");
+            }
+        };
+        match *damage {
+            "the second commit" => {
+                commits.delete_one(second.clone()).await.expect("delete");
+            }
+            "the first commit" => {
+                commits
+                    .delete_one(doc! { "_id": slot(&stream, 1) })
+                    .await
+                    .expect("delete");
+            }
+            "the last commit" => {
+                commits
+                    .delete_one(doc! { "_id": slot(&stream, 4) })
+                    .await
+                    .expect("delete");
+            }
+            "a commit ending before it starts" => set(doc! { "$set": { "v1": 1_i64 } }).await,
+            "more events truncated than a commit spans" => set(doc! { "$set": { "tr": 5_i64 } }).await,
+            "a commit holding more events than its versions span" => {
+                set(doc! { "$push": { "events": event() } }).await;
+            }
+            "a commit holding fewer events than its versions span" => {
+                set(doc! { "$set": { "events": [] } }).await;
+            }
+            "a slot holding another stream's commit" => {
+                // (A stream with no commit of its own: the unique (stream, v0) index allows it.)
+                set(doc! { "$set": { "stream": "Damaged/elsewhere" } }).await;
+            }
+            "a slot holding a commit of another version" => set(doc! { "$set": { "v0": 2_i64 } }).await,
+            other => panic!("no such damage: {other}"),
+        }
+        let kind = format!("{class}: {damage}");
+        let read = store.read_stream(&stream, 1, 100).await;
+        if !matches!(&read, Err(Error::Integrity(why)) if why.contains(&stream.to_string())) {
+            failures.push(format!(
+                "{kind} (read_stream): expected Integrity naming {stream}, got {read:?}"
+            ));
+        }
+        let loaded = store.stream_events(&stream, 1, 2).try_collect::<Vec<_>>().await;
+        if !matches!(loaded, Err(Error::Integrity(_))) {
+            failures.push(format!("{kind} (stream_events): expected Integrity, got {loaded:?}"));
+        }
+    }
+    cqrsx_core::testkit::report(
+        "mongo",
+        &format!("corrupt-data catalogue: {} kinds of damaged commits", damages.len()),
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

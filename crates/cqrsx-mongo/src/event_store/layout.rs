@@ -203,6 +203,18 @@ pub(crate) fn commit_events(commit: &Document, from_version: u64) -> Result<Vec<
     let events = commit
         .get_array("events")
         .map_err(|_| corrupt(format!("commit {v0} of {stream} has no events")))?;
+    // What it holds agrees with the versions it spans, less those truncated.
+    let v1 = u64_of(commit, "v1")?;
+    let held = (v1 + 1)
+        .checked_sub(v0)
+        .filter(|&n| n > 0 && trimmed <= n)
+        .map(|n| n - trimmed);
+    if held != Some(events.len() as u64) {
+        return Err(corrupt(format!(
+            "commit {v0} of {stream} spans versions {v0} to {v1}, {trimmed} of them truncated, but holds {} events",
+            events.len()
+        )));
+    }
     let mut out = Vec::with_capacity(events.len());
     for (i, e) in events.iter().enumerate() {
         let k = trimmed + i as u64;

@@ -21,12 +21,59 @@ const GAP_POLL: Duration = Duration::from_millis(5);
 /// Log entries (commits) one `read_all` call examines at most.
 const READ_ALL_SCAN_BUDGET: usize = 10_000;
 
+/// Checks that `commit` comes where a stream read from `from` expects it (`next`: the version
+/// after the commit before, none yet at the first), and moves `next` past it.
+fn follows(stream: &StreamId, commit: &Document, from: u64, next: &mut Option<u64>) -> Result<()> {
+    if commit.get_bool("deleted").unwrap_or(false) {
+        return Ok(());
+    }
+    let v0 = u64_of(commit, "v0")?;
+    let v1 = u64_of(commit, "v1")?;
+    let fits = match *next {
+        Some(expected) => v0 == expected,
+        None => v0 <= from.max(1),
+    };
+    if !fits {
+        let at = next.unwrap_or(from.max(1));
+        return Err(Error::Integrity(format!(
+            "stream {stream}: version {at} is held by no commit (the next one starts at {v0})"
+        )));
+    }
+    *next = Some(v1 + 1);
+    Ok(())
+}
+
 impl MongoEventStore {
     /// The whole commit holding version slot `v0`, by `_id`.
     async fn commit_at(&self, stream: &StreamId, v0: u64) -> Result<Option<Document>> {
-        self.client
+        let commit = self
+            .client
             .track(self.commits.find_one(doc! { "_id": slot_id(stream, v0) }).into_future())
-            .await
+            .await?;
+        if let Some(c) = &commit {
+            // The slot's `_id` names the stream and the version: the document must agree.
+            let (holder, at) = (c.get_str("stream").unwrap_or_default(), u64_of(c, "v0")?);
+            if holder != stream.key() || at != v0 {
+                return Err(Error::Integrity(format!(
+                    "stream {stream}: the commit in slot {v0} says it is stream {holder:?}'s commit at version {at}"
+                )));
+            }
+        }
+        Ok(commit)
+    }
+
+    /// Checks, where heads are hinted, that a stream whose commits end at `version` was not
+    /// known to be longer: the hint is a lower bound of the head, so one past `version` says a
+    /// commit after it is gone.
+    async fn ends_at(&self, stream: &StreamId, version: u64) -> Result<()> {
+        let hint = self.heads.estimate(stream).await?;
+        if hint.version > version {
+            return Err(Error::Integrity(format!(
+                "stream {stream}: its head is known to be at version {} or later, but its commits end at {version}",
+                hint.version
+            )));
+        }
+        Ok(())
     }
 
     /// Where heads are hinted: the first commits from `from` by `_id` (a short tail costs no
@@ -37,6 +84,7 @@ impl MongoEventStore {
         if next.is_none() {
             if from == 1 {
                 // Every stream's first commit sits in slot 1 (and stays there, truncated or not).
+                self.ends_at(stream, 0).await?;
                 return Ok((out, None));
             }
             // No commit starts there: one spans it, or the stream ends before it (the usual
@@ -60,6 +108,7 @@ impl MongoEventStore {
             }
             next = self.commit_at(stream, rest).await?;
             if next.is_none() {
+                self.ends_at(stream, rest - 1).await?;
                 return Ok((out, None));
             }
         }
@@ -92,13 +141,20 @@ impl MongoEventStore {
         };
         stream::once(open)
             .map_ok(move |cursor| {
+                // Commits follow one another without a gap: the first holds `from`, each next
+                // one starts after the one before (truncation keeps every commit's shell).
+                let mut next = None;
                 cursor
                     .map_err(crate::error::backend)
-                    .and_then(move |commit| async move {
-                        if commit.get_bool("deleted").unwrap_or(false) {
-                            return Err(Error::StreamDeleted { stream: stream.clone() });
+                    .and_then(move |commit| {
+                        let checked = follows(stream, &commit, from, &mut next);
+                        async move {
+                            if commit.get_bool("deleted").unwrap_or(false) {
+                                return Err(Error::StreamDeleted { stream: stream.clone() });
+                            }
+                            checked?;
+                            commit_events(&commit, from)
                         }
-                        commit_events(&commit, from)
                     })
                     .map_ok(|events| stream::iter(events.into_iter().map(Ok)))
                     .try_flatten()
