@@ -178,6 +178,21 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// An append the store carried out and acknowledged, but that did not reach the durability
+    /// asked for (replicas, a disk) in time: it may or may not survive a failover or a crash.
+    /// Sending the same append again (the same event ids) is safe — it is recognised as a retry
+    /// and waits again.
+    #[error("the append to {stream} at version {version} is not durable as asked: {reason}")]
+    NotDurable {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The stream's version after the append.
+        version: u64,
+        /// The append's last position.
+        position: Position,
+        /// What was asked for and what was reached.
+        reason: String,
+    },
     /// The server or driver failed.
     #[error("backend error{}: {source}", if *.retryable { " (retryable)" } else { "" })]
     Backend {
@@ -207,7 +222,8 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Backend { retryable, .. } => *retryable,
-            Error::Timeout { .. } => true,
+            // The same append again is a retry: it writes nothing and waits again.
+            Error::Timeout { .. } | Error::NotDurable { .. } => true,
             Error::Connect { failure, .. } => failure.is_transient(),
             Error::Conflict { .. }
             | Error::StreamDeleted { .. }

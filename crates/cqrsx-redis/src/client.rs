@@ -412,7 +412,18 @@ impl RedisClientManager {
         keys: Vec<K>,
         args: Vec<Value>,
     ) -> std::result::Result<Value, ScriptCall> {
-        let client = self.client();
+        self.call_script_on(self.client(), script, keys, args).await
+    }
+
+    /// [`call_script`](Self::call_script) on this pooled client (whose connection a `WAIT`
+    /// after it must use).
+    pub(crate) async fn call_script_on<K: Into<Key> + Send>(
+        &self,
+        client: &Client,
+        script: &Script,
+        keys: Vec<K>,
+        args: Vec<Value>,
+    ) -> std::result::Result<Value, ScriptCall> {
         match self.observe(script.evalsha(client, keys, args)).await {
             Err(e) if lost_script(&e) => {
                 tracing::debug!(sha = %script.sha1(), "the server had lost a script; loading it");

@@ -56,6 +56,12 @@ pub struct RedisConfig {
     pub append_concurrency: usize,
     /// Payload encoding of the repositories built from this config.
     pub content_type: ContentType,
+    /// What every append of an event store built on this config waits for beyond the
+    /// primary having it (replicas, the append-only file); none by default. See
+    /// [`AppendDurability`](crate::AppendDurability), and
+    /// [`RedisEventStore::with_durability`](crate::RedisEventStore::with_durability) for one
+    /// call.
+    pub append_durability: Option<crate::AppendDurability>,
 }
 
 impl Default for RedisConfig {
@@ -77,6 +83,7 @@ impl Default for RedisConfig {
             partitions: 1,
             append_concurrency: 4,
             content_type: ContentType::Json,
+            append_durability: None,
         }
     }
 }
@@ -100,6 +107,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("partitions", &self.partitions)
             .field("append_concurrency", &self.append_concurrency)
             .field("content_type", &self.content_type)
+            .field("append_durability", &self.append_durability)
             .finish()
     }
 }
@@ -113,6 +121,12 @@ pub(crate) fn redact_url(url: &str) -> String {
 }
 
 impl RedisConfig {
+    /// Every append waits for `durability` (see [`AppendDurability`](crate::AppendDurability)).
+    pub fn with_append_durability(mut self, durability: crate::AppendDurability) -> Self {
+        self.append_durability = Some(durability);
+        self
+    }
+
     /// A standalone server at `host:port`.
     pub fn with_host(mut self, host: impl Into<String>, port: u16) -> Self {
         self.host = host.into();
@@ -256,6 +270,9 @@ impl RedisConfig {
     /// Checks the settings, naming the first wrong one.
     pub fn validate(&self) -> Result<()> {
         let fail = |msg: String| Err(Error::Config(msg));
+        if let Some(durability) = &self.append_durability {
+            durability.validate()?;
+        }
         if self.pool_size == 0 || self.pool_size > 1024 {
             return fail(format!("pool_size must be 1..=1024, got {}", self.pool_size));
         }

@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cqrsx_core::{Error, Result};
+use fred::clients::Client;
 use fred::types::scripts::Script;
 use fred::types::{Key, Value};
 use tokio::sync::oneshot;
@@ -153,9 +154,35 @@ impl Committer {
         }
     }
 
+    /// Appends `part` in a call of its own on `client` (whose connection then carries a
+    /// `WAIT`), as [`submit`](Self::submit) does otherwise.
+    pub(crate) async fn submit_on(
+        &self,
+        client: &Client,
+        partition: usize,
+        part: Part,
+        again: impl FnOnce() -> Result<Part>,
+    ) -> Result<String> {
+        let outcome = match self.alone_on(client, partition, part).await {
+            Err(Failed::NoScript) => self.alone_on(client, partition, again()?).await,
+            outcome => outcome,
+        };
+        outcome.map_err(|failed| match failed {
+            Failed::NoScript => Error::backend(
+                true,
+                std::io::Error::other("the server lost the append script again while it was being loaded"),
+            ),
+            Failed::Error(e) => e,
+        })
+    }
+
     /// One append in a call of its own.
     async fn alone(&self, partition: usize, part: Part) -> Outcome {
-        let reply = self.call(partition, vec![part]).await?;
+        self.alone_on(self.client.client(), partition, part).await
+    }
+
+    async fn alone_on(&self, client: &Client, partition: usize, part: Part) -> Outcome {
+        let reply = self.call(client, partition, vec![part]).await?;
         Ok(replies(reply, 1)?
             .pop()
             .ok_or_else(|| protocol("no reply for the append"))?)
@@ -175,7 +202,12 @@ impl Committer {
     }
 
     /// One script call for `parts`, all of `partition`; the reply holds one reply per part.
-    async fn call(&self, partition: usize, parts: Vec<Part>) -> std::result::Result<Value, ScriptCall> {
+    async fn call(
+        &self,
+        client: &Client,
+        partition: usize,
+        parts: Vec<Part>,
+    ) -> std::result::Result<Value, ScriptCall> {
         let [log, seq] = &self.partition_keys[partition];
         let mut keys = Vec::with_capacity(2 + parts.iter().map(|p| p.keys.len()).sum::<usize>());
         keys.push(log.clone());
@@ -185,7 +217,7 @@ impl Committer {
             keys.extend(part.keys.into_iter().map(Key::from));
             args.extend(part.args);
         }
-        self.client.call_script(&self.script, keys, args).await
+        self.client.call_script_on(client, &self.script, keys, args).await
     }
 }
 
@@ -266,7 +298,8 @@ impl Turn {
         }
         let (parts, waiting): (Vec<Part>, Vec<_>) = group.into_iter().map(|w| (w.part, w.reply)).unzip();
         let expected = parts.len();
-        match self.committer.call(self.partition, parts).await {
+        let client = self.committer.client.client();
+        match self.committer.call(client, self.partition, parts).await {
             Err(failure) => {
                 for reply in waiting {
                     let _ = reply.send(Err(failure.clone().into()));

@@ -26,6 +26,8 @@ use crate::error::protocol;
 use crate::keys::Keys;
 use crate::reply::{array, corrupt, int, status, text, u64_at};
 use group_commit::Committer;
+
+use crate::durability::AppendDurability;
 use layout::{meta_version, Commit, MetaVersion};
 use tail::Tails;
 
@@ -80,6 +82,7 @@ impl Scripts {
 ///
 /// Live subscriptions wake on `XREAD BLOCK` on the partition logs (one connection per
 /// partition per store, opened on the first wait).
+#[derive(Clone)]
 pub struct RedisEventStore {
     client: RedisClientManager,
     keys: Keys,
@@ -87,6 +90,9 @@ pub struct RedisEventStore {
     committer: Arc<Committer>,
     tails: Arc<Tails>,
     caps: EventStoreCapabilities,
+    durability: Option<AppendDurability>,
+    /// Whether the server can give `durability` (asked before the first durable append).
+    durability_checked: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl std::fmt::Debug for RedisEventStore {
@@ -94,6 +100,7 @@ impl std::fmt::Debug for RedisEventStore {
         f.debug_struct("RedisEventStore")
             .field("keys", &self.keys)
             .field("caps", &self.caps)
+            .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
 }
@@ -113,6 +120,8 @@ impl RedisEventStore {
             .collect();
         let append = Script::from_lua(append::SCRIPT);
         Self {
+            durability: client.config().append_durability,
+            durability_checked: Arc::default(),
             committer: Arc::new(Committer::new(client.clone(), append, partition_keys)),
             tails: Arc::new(Tails::new(client.clone(), keys.clone())),
             client,
@@ -120,6 +129,21 @@ impl RedisEventStore {
             scripts: Arc::new(Scripts::new()),
             caps,
         }
+    }
+
+    /// This store (sharing its connections and group commit) with every append waiting for
+    /// `durability` beyond the primary having it — or for nothing, with `None`; for one call:
+    /// `store.with_durability(Some(AppendDurability::replicas(1))).append(..)`. A `Config`
+    /// error for a durability out of bounds.
+    pub fn with_durability(&self, durability: Option<AppendDurability>) -> Result<Self> {
+        if let Some(d) = &durability {
+            d.validate()?;
+        }
+        Ok(Self {
+            durability,
+            durability_checked: Arc::default(),
+            ..self.clone()
+        })
     }
 
     /// The partition of a stream (its events' positions are in this partition's order).
@@ -164,8 +188,28 @@ impl EventBackend for RedisEventStore {
     ) -> Result<AppendResult> {
         let (partition, part) = append::part(&self.keys, stream, expected, &events)?;
         let again = || append::part(&self.keys, stream, expected, &events).map(|(_, part)| part);
-        let reply = self.committer.submit(partition as usize, part, again).await?;
-        append::outcome(&reply, stream, partition, expected, &events)
+        let Some(durability) = self.durability else {
+            let reply = self.committer.submit(partition as usize, part, again).await?;
+            return append::outcome(&reply, stream, partition, expected, &events);
+        };
+        // Alone, on one connection: the wait counts that connection's writes.
+        let client = self.client.client();
+        let log = self.keys.log(partition);
+        self.durability_checked
+            .get_or_try_init(|| durability.check(&self.client, client, &log))
+            .await?;
+        let reply = self
+            .committer
+            .submit_on(client, partition as usize, part, again)
+            .await?;
+        let result = append::outcome(&reply, stream, partition, expected, &events)?;
+        match durability.wait(&self.client, client, &log).await? {
+            None => Ok(result),
+            Some(reached) => {
+                tracing::warn!(%stream, version = result.version, %reached, "an append did not reach its durability in time");
+                Err(durability.not_durable(&result, stream, reached))
+            }
+        }
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: u64, max_count: usize) -> Result<Vec<RecordedEvent>> {
