@@ -17,8 +17,25 @@ pub(crate) fn backend(error: FredError) -> Error {
     let retryable = matches!(
         error.kind(),
         ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Cluster | ErrorKind::Backpressure
-    ) || lost_script(&error);
+    ) || lost_script(&error)
+        || in_transition(&error);
     Error::backend(retryable, error)
+}
+
+/// A server or cluster passing through a failover or a restart: the command ran nothing, and
+/// may succeed once it is through (a cluster with a slot unserved, a node loading its data, a
+/// write that met a demoted primary, a slot fred has no node for yet).
+fn in_transition(error: &FredError) -> bool {
+    const TRANSIENT: [&str; 6] = [
+        "CLUSTERDOWN",
+        "TRYAGAIN",
+        "LOADING",
+        "MASTERDOWN",
+        "READONLY",
+        "Failed to route command",
+    ];
+    let details = error.details();
+    TRANSIENT.iter().any(|t| details.starts_with(t) || details.contains(t))
 }
 
 /// A reply of an unexpected shape: the server and this crate disagree about a script.
@@ -34,6 +51,23 @@ pub struct ProtocolError(String);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_or_server_in_transition_is_retryable() {
+        for details in [
+            "CLUSTERDOWN The cluster is down",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "LOADING Redis is loading the dataset in memory",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "READONLY You can't write against a read only replica.",
+            "Failed to route command.",
+        ] {
+            assert!(
+                backend(FredError::new(ErrorKind::Unknown, details)).is_retryable(),
+                "{details}"
+            );
+        }
+    }
 
     #[test]
     fn a_lost_script_is_retryable_and_a_script_error_is_not() {
