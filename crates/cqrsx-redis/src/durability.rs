@@ -116,15 +116,40 @@ impl AppendDurability {
         }
     }
 
-    /// Waits on `client` (the connection that carried the append, routed in a Cluster to the
-    /// node of `key`'s slot) until this durability is reached: `Ok(None)` when it was, or what
-    /// was reached when the wait timed out.
+    /// Waits on `client` (the connection that carried the append; in a Cluster, to `node`, the
+    /// primary of `key`'s slot that ran it) until this durability is reached: `Ok(None)` when it
+    /// was, or what was reached when it was not.
     pub(crate) async fn wait(
         &self,
         manager: &RedisClientManager,
         client: &Client,
         key: &str,
+        node: Option<Server>,
     ) -> Result<Option<String>> {
+        match self.wait_on(manager, client, key, node).await {
+            // The node that ran the append was demoted meanwhile (a failover): what it had
+            // replicated is not known.
+            Err(e) if e.to_string().contains("replica instances") => {
+                Ok(Some("no answer: the node that took it was demoted to a replica".into()))
+            }
+            // The append was carried out; whether it reached its durability is not known.
+            Err(Error::Backend { source, .. }) => Ok(Some(format!("no answer: {source}"))),
+            other => other,
+        }
+    }
+
+    async fn wait_on(
+        &self,
+        manager: &RedisClientManager,
+        client: &Client,
+        key: &str,
+        node: Option<Server>,
+    ) -> Result<Option<String>> {
+        let client = match node {
+            Some(node) => client.with_cluster_node(node),
+            None => client.with_options(&fred::types::config::Options::default()),
+        };
+        let client = &client;
         let slot = Key::from(key).cluster_hash();
         let ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
         let replicas = i64::from(self.replicas);
@@ -170,6 +195,12 @@ impl AppendDurability {
             .await
             .map_err(|e| refused("WAITAOF", e))?;
         Ok(())
+    }
+
+    /// In a Cluster, the primary `client` routes `key`'s slot to (`None` elsewhere).
+    pub(crate) fn node_of(client: &Client, key: &str) -> Option<Server> {
+        let slot = Key::from(key).cluster_hash();
+        client.cached_cluster_state()?.get_server(slot).cloned()
     }
 
     /// The error for an append that did not become durable in time.

@@ -198,12 +198,20 @@ impl EventBackend for RedisEventStore {
         self.durability_checked
             .get_or_try_init(|| durability.check(&self.client, client, &log))
             .await?;
+        let node = AppendDurability::node_of(client, &log);
         let reply = self
             .committer
             .submit_on(client, partition as usize, part, again)
             .await?;
         let result = append::outcome(&reply, stream, partition, expected, &events)?;
-        match durability.wait(&self.client, client, &log).await? {
+        // The slot moved during the append (a failover, a resharding): the node that ran it,
+        // whose connection a wait must use, is not known.
+        let moved = AppendDurability::node_of(client, &log) != node;
+        let waited = match moved {
+            true => Some("no answer: the stream's slot moved to another primary during the append".into()),
+            false => durability.wait(&self.client, client, &log, node).await?,
+        };
+        match waited {
             None => Ok(result),
             Some(reached) => {
                 tracing::warn!(%stream, version = result.version, %reached, "an append did not reach its durability in time");
