@@ -274,9 +274,10 @@ impl CheckpointBackend for RedisCheckpointStore {
     async fn drop_view(&self, key: &ViewKey) -> Result<()> {
         // A view is a fixed set of keys: removed in one call, freed in the background, and
         // fenced in the same call: a new token given to no one, so no lease held before the
-        // drop commits, renews or activates again.
+        // drop commits, renews or activates again. The lease goes too: any runner may build
+        // the version again at once.
         let mut keys = self.fence_keys(key);
-        keys.extend([self.key(key, "cp"), self.key(key, "dl")]);
+        keys.extend([self.key(key, "lease"), self.key(key, "cp"), self.key(key, "dl")]);
         keys.extend(self.collection(key).keys());
         self.eval(keys, vec!["drop".into(), "".into(), "".into()]).await?;
         Ok(())

@@ -126,15 +126,20 @@ pub async fn projection_forged_and_dropped_leases_write_nothing(f: Fixture) {
         "the drop removed the view"
     );
     refused(store, &real, "a lease held before the drop", partitions).await;
-    let _ = store.release(&real).await;
-    assert_eq!(held(store, &key, &ids).await, dropped, "nothing came back");
 
-    // By anyone, at once: the drop ended the lease held before it.
+    // By anyone, at once: the drop ended the lease held before it (whose holder, frozen or
+    // dead, never releases it).
     let again = store
         .acquire(&key, "rebuilder", ttl)
         .await
         .expect("acquire")
         .expect("the dropped version can be built again, by another owner, at once");
+    let _ = store.release(&real).await;
+    assert!(
+        store.acquire(&key, "mallory", ttl).await.expect("acquire").is_none(),
+        "releasing the lease held before the drop did not free the new one"
+    );
+    assert_eq!(held(store, &key, &ids).await, dropped, "nothing came back");
     assert!(
         again.token > real.token,
         "a new lease after the drop gets a larger token"

@@ -11,7 +11,7 @@
 --   commit   KEYS token, holder, cp, dl, the view's ids, docs, entries, 3 keys per index field
 --            ARGV checkpoint ('' keeps it), parked count, (position, JSON) each, replayed
 --            count, positions, index field count, names, writes (see docs_write) -> 'ok' | 'lost'
---   drop     KEYS token, holder, then every key of the version's state to remove   -> 'ok'
+--   drop     KEYS token, holder, then every key of the version's state to remove (the lease too) -> 'ok'
 -- Fencing: every write is refused, before it writes anything, unless its (token, owner) is
 -- the last one given; a drop gives a new token to no one, so nothing held before it writes
 -- again.
