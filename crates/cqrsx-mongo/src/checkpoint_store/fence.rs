@@ -12,6 +12,9 @@ use tracing::debug;
 use super::log::{self, Record, Seq};
 use super::{MongoCheckpointStore, SEAL_ATTEMPTS};
 
+/// How many times a drop runs again while runners keep claiming the view it drops.
+const DROP_PASSES: usize = 100;
+
 /// What a checkpoint document's move does to the checkpoint it holds.
 pub(super) enum CheckpointTo<'a> {
     /// Keeps it: a new tenure takes the view over where it stands.
@@ -165,6 +168,57 @@ impl MongoCheckpointStore {
             )
             .await?;
         Ok(())
+    }
+
+    /// Drops the view: fences every tenure given so far, raises the floor past them, and
+    /// removes the documents, checkpoint, dead letters and records. A runner that claimed the
+    /// view while it was being dropped may have read the floor before it was raised: its
+    /// tenure is ended and hidden too, and the drop runs again, until no claim came meanwhile.
+    pub(super) async fn drop_tenures(&self, key: &ViewKey) -> Result<()> {
+        let mut latest = self.latest_claim(key).await?;
+        for _ in 0..DROP_PASSES {
+            let next = match &latest {
+                Some(latest) => super::token_of(latest)? + 1,
+                None => 1,
+            };
+            // Fenced first: the last holder's tenure is sealed as a takeover seals it, so no
+            // commit, renewal or activation under a lease given before the drop lands after
+            // it, and its lease is free (`acquire` takes a superseded claim as free).
+            if let Some(latest) = &latest {
+                self.seal_older(key, next, Some(latest)).await?;
+            }
+            // A commit already landed may still be applied by a holder that was held up (or
+            // killed with its writes in flight), after the drop. The floor, raised before
+            // anything is removed, says that whatever any tenure up to the last one wrote is
+            // not part of the view: reads skip it, the next holder's writes (of a newer tenure)
+            // replace it.
+            self.raise_floor(key, Seq { tenure: next, slot: 0 }.number()).await?;
+            let view: mongodb::Collection<Document> = self.client.database().collection(&self.view_collection(key));
+            self.client.track(view.drop().into_future()).await?;
+            // Claims and seals stay: an older holder that wakes up must still find its next
+            // slot sealed and its token outdated.
+            let (lo, hi) = log::log_range(key);
+            self.client
+                .track(
+                    self.state
+                        .delete_many(doc! { "$or": [
+                            { "kind": { "$in": ["parked", "cp"] }, "p": key.projection(), "v": i64::from(key.version()) },
+                            { "_id": { "$gte": lo, "$lt": hi }, "seal": { "$ne": true } },
+                        ] })
+                        .into_future(),
+                )
+                .await?;
+            let now = self.latest_claim(key).await?;
+            let token = |claim: &Option<Document>| claim.as_ref().map(super::token_of).transpose();
+            if token(&now)? == token(&latest)? {
+                return Ok(());
+            }
+            latest = now;
+        }
+        Err(Error::backend(
+            true,
+            format!("{key} was claimed again on every one of {DROP_PASSES} passes of its drop"),
+        ))
     }
 
     /// Removes what was written into `key` below its drop floor — a checkpoint, documents and

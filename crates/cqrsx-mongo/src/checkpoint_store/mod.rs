@@ -23,7 +23,7 @@ use mongodb::{Collection, IndexModel};
 use crate::client::{MongoClientManager, Tracked};
 use crate::error::{corrupt, is_duplicate_key};
 use crate::read_store::{Floor, MongoReadStore};
-use log::{Record, Seq};
+use log::Record;
 
 /// Projection state on MongoDB.
 ///
@@ -436,42 +436,7 @@ impl CheckpointBackend for MongoCheckpointStore {
     }
 
     async fn drop_view(&self, key: &ViewKey) -> Result<()> {
-        // Fenced first: the last holder's tenure is sealed as a takeover seals it, so no
-        // commit, renewal or activation under a lease given before the drop lands after it.
-        let latest = self.latest_claim(key).await?;
-        let next = match &latest {
-            Some(latest) => token_of(latest)? + 1,
-            None => 1,
-        };
-        if let Some(latest) = &latest {
-            self.seal_older(key, next, Some(latest)).await?;
-        }
-        // A commit already landed is still being applied by a holder that was held up (or
-        // killed with its writes in flight): they may reach the server after the drop. The
-        // floor, raised before anything is removed, says that whatever any tenure up to the
-        // last one wrote is not part of the view: reads skip it, and the next holder's writes
-        // (of a newer tenure) replace it.
-        self.raise_floor(key, Seq { tenure: next, slot: 0 }.number()).await?;
-        let view: Collection<Document> = self.client.database().collection(&self.view_collection(key));
-        self.client.track(view.drop().into_future()).await?;
-        // Claims and seals stay: an older holder that wakes up must still find its next slot
-        // sealed and its token outdated.
-        self.client
-            .track(
-                self.state
-                    .delete_many(doc! {
-                        "$or": [
-                            { "kind": { "$in": ["parked", "cp"] }, "p": key.projection(), "v": i64::from(key.version()) },
-                            {
-                                "_id": { "$gte": log::log_range(key).0, "$lt": log::log_range(key).1 },
-                                "seal": { "$ne": true },
-                            },
-                        ],
-                    })
-                    .into_future(),
-            )
-            .await?;
-        Ok(())
+        self.drop_tenures(key).await
     }
 
     fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>> {
