@@ -291,6 +291,13 @@ impl RedisClientManager {
                 tracing::info!(%server, "redis connection re-established");
                 async { Ok(()) }
             });
+            // A failover or a resharding: which primaries serve the cluster's slots now.
+            client.on_cluster_change(|changes| {
+                for change in changes {
+                    tracing::info!(?change, "redis cluster changed");
+                }
+                async { Ok(()) }
+            });
         }
         match tokio::time::timeout(deadline, pool.init()).await {
             Ok(Ok(_)) => {}
