@@ -19,6 +19,7 @@ use fred::types::Value;
 use super::store::{fresh_ids, AppendBaseline, Subject};
 use super::{keep, BenchRow, Fact, Scale, Section};
 mod baselines;
+mod durability;
 
 use crate::cmd::{say, Result};
 use baselines::{metadata_json, run_script, CheckedAppend, RawXadd, TwoStep, LAYOUT_ONLY};
@@ -408,6 +409,7 @@ pub async fn rows(url: &str, scale: Scale) -> Result<Section> {
         Ok::<_, String>(facts)
     });
     facts.extend(cost.await.map_err(error)??);
+    durability::facts(&client, &run_id, scale, &mut facts).await?;
     say(&format!("redis rows took {:.0} s", started.elapsed().as_secs_f64()));
     Ok(Section { rows, facts })
 }
