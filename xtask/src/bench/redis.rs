@@ -42,27 +42,76 @@ async fn used_memory(client: &RedisClientManager) -> Result<u64> {
         .ok_or_else(|| "INFO memory without used_memory".into())
 }
 
-/// Bytes per stored event: `used_memory` before and after `events` events in streams of 100
-/// (batches of 10), ours against raw `XADD`s of the same fields.
+/// Bytes per stored event at stream lengths 1, 10, 100 and 10,000 (`memory_events` events at
+/// each, in commits of up to 10 events): `used_memory` before and after, ours against raw
+/// `XADD`s of the same fields, beside the payload.
 async fn memory_facts(client: &RedisClientManager, run_id: &str, scale: Scale, facts: &mut Vec<Fact>) -> Result<()> {
-    let config = client.config().clone().with_key_prefix(format!("mem-{run_id}"));
-    let ours = RedisClientManager::connect(config).await.map_err(error)?;
-    let store = RedisEventStore::new(ours.clone());
-    let raw = RawXadd(client.clone());
-    let streams = scale.memory_events / 100;
-    let template = super::store::sample_events(10)?;
+    // An order-sized payload (224 bytes of JSON, as the outside measurement used), so that the
+    // ratio to it means what it would in a service.
+    let template = (0..10)
+        .map(|i| {
+            let padding = "x".repeat(224 - r#"{"order":"o-0000","note":""}"#.len());
+            let payload = format!(r#"{{"order":"o-{i:04}","note":"{padding}"}}"#);
+            let mut event = cqrsx_core::NewEvent::json("OrderNoted", &serde_json::json!({})).map_err(error)?;
+            event.payload = payload.into_bytes();
+            event.metadata = cqrsx_core::Metadata::correlated(format!("req-{i}"));
+            Ok(event)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let payload: usize = template.iter().map(|e| e.payload.len()).sum::<usize>() / template.len();
     let with_metadata: usize = template
         .iter()
         .map(|e| e.payload.len() + metadata_json(e).map(|m| m.len()).unwrap_or(0))
         .sum::<usize>()
         / template.len();
+    for length in [1usize, 10, 100, 10_000] {
+        let (ours, raw) = memory_at(
+            client,
+            &format!("{run_id}-l{length}"),
+            length,
+            scale.memory_events,
+            &template,
+        )
+        .await?;
+        let events = (scale.memory_events / length).max(1) * length;
+        let target = if length == 1 { 2.0 } else { 1.5 };
+        facts.push(Fact::new(
+            "redis",
+            format!("memory per stored event, streams of {length} ({events} events)"),
+            format!("{ours:.0} B"),
+            "raw XADD of the same fields",
+            format!("{raw:.0} B"),
+            format!(
+                "payload {payload} B ({with_metadata} B with metadata): ours {:.2}× the payload (target ≤ {target}×), {:.2}× with metadata",
+                ours / payload as f64,
+                ours / with_metadata as f64
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes per event of ours and of raw `XADD`s, streams of `length` events, `total` in all.
+async fn memory_at(
+    client: &RedisClientManager,
+    run_id: &str,
+    length: usize,
+    total: usize,
+    template: &[cqrsx_core::NewEvent],
+) -> Result<(f64, f64)> {
+    let config = client.config().clone().with_key_prefix(format!("mem-{run_id}"));
+    let ours = RedisClientManager::connect(config).await.map_err(error)?;
+    let store = RedisEventStore::new(ours.clone());
+    let raw = RawXadd(client.clone());
+    let streams = (total / length).max(1);
+    let batch = length.min(template.len());
     let before = used_memory(client).await?;
     for s in 0..streams {
         let stream = cqrsx_core::StreamId::new("BenchMemory", format!("m{s}")).map_err(error)?;
-        for b in 0..10u64 {
-            let events = fresh_ids(&template);
-            cqrsx_core::EventStore::append(&store, &stream, cqrsx_core::ExpectedVersion::Exact(b * 10), events)
+        for b in 0..length / batch {
+            let events = fresh_ids(&template[..batch]);
+            let expected = cqrsx_core::ExpectedVersion::Exact((b * batch) as u64);
+            cqrsx_core::EventStore::append(&store, &stream, expected, events)
                 .await
                 .map_err(error)?;
         }
@@ -70,28 +119,17 @@ async fn memory_facts(client: &RedisClientManager, run_id: &str, scale: Scale, f
     let middle = used_memory(client).await?;
     for s in 0..streams {
         let key = format!("mem-raw-{run_id}-{s}");
-        for _ in 0..10 {
-            let events = fresh_ids(&template);
-            raw.write(&key, &events).await?;
+        for _ in 0..length / batch {
+            raw.write(&key, &fresh_ids(&template[..batch])).await?;
         }
     }
     let after = used_memory(client).await?;
-    let events = (streams * 100) as f64;
-    let ours_per_event = middle.saturating_sub(before) as f64 / events;
-    let raw_per_event = after.saturating_sub(middle) as f64 / events;
-    facts.push(Fact::new(
-        "redis",
-        format!("memory per stored event ({} events, streams of 100)", streams * 100),
-        format!("{ours_per_event:.0} B"),
-        "raw XADD of the same fields",
-        format!("{raw_per_event:.0} B"),
-        format!(
-            "payload {payload} B ({with_metadata} B with metadata): ours {:.1}× the payload, {:.1}× with metadata",
-            ours_per_event / payload as f64,
-            ours_per_event / with_metadata as f64
-        ),
-    ));
-    Ok(())
+    let _ = ours.quit().await;
+    let events = (streams * length) as f64;
+    Ok((
+        middle.saturating_sub(before) as f64 / events,
+        after.saturating_sub(middle) as f64 / events,
+    ))
 }
 
 /// The server's own time (`INFO commandstats`) of the script calls since the last reset, in
