@@ -12,8 +12,23 @@ pub(crate) fn backend(error: MongoError) -> Error {
         *error.kind,
         ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } | ErrorKind::ServerSelection { .. }
     ) || error.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
-        || error.contains_label("TransientTransactionError");
+        || error.contains_label("TransientTransactionError")
+        || in_transition(&error);
     Error::backend(retryable, error)
+}
+
+/// A server passing through a state in which the command ran nothing and may succeed soon:
+/// stepping down or shutting down (codes MongoDB gives reads too, which carry no retryable
+/// label), or FerretDB 1's SQLite busy, or meeting a collection's table while another
+/// command drops it.
+fn in_transition(error: &MongoError) -> bool {
+    const CODES: [i32; 7] = [91, 189, 10107, 11600, 11602, 13435, 13436];
+    let (code, message) = match &*error.kind {
+        ErrorKind::Command(e) => (e.code, e.message.as_str()),
+        ErrorKind::Write(WriteFailure::WriteError(e)) => (e.code, e.message.as_str()),
+        _ => return false,
+    };
+    CODES.contains(&code) || message.contains("no such table") || message.contains("database is locked")
 }
 
 /// Whether an insert failed on a unique index.
