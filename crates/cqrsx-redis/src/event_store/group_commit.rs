@@ -128,13 +128,7 @@ impl Committer {
             Err(Failed::NoScript) => self.submit_once(partition, again()?).await,
             outcome => outcome,
         };
-        outcome.map_err(|failed| match failed {
-            Failed::NoScript => Error::backend(
-                true,
-                std::io::Error::other("the server lost the append script again while it was being loaded"),
-            ),
-            Failed::Error(e) => e,
-        })
+        settled(outcome)
     }
 
     async fn submit_once(self: &Arc<Self>, partition: usize, part: Part) -> Outcome {
@@ -167,13 +161,7 @@ impl Committer {
             Err(Failed::NoScript) => self.alone_on(client, partition, again()?).await,
             outcome => outcome,
         };
-        outcome.map_err(|failed| match failed {
-            Failed::NoScript => Error::backend(
-                true,
-                std::io::Error::other("the server lost the append script again while it was being loaded"),
-            ),
-            Failed::Error(e) => e,
-        })
+        settled(outcome)
     }
 
     /// One append in a call of its own.
@@ -236,6 +224,17 @@ fn replies(reply: Value, expected: usize) -> Result<Vec<String>> {
         )));
     }
     Ok(replies)
+}
+
+/// An append's outcome after its one more try on a lost script.
+fn settled(outcome: Outcome) -> Result<String> {
+    outcome.map_err(|failed| match failed {
+        Failed::NoScript => Error::backend(
+            true,
+            std::io::Error::other("the server lost the append script again while it was being loaded"),
+        ),
+        Failed::Error(e) => e,
+    })
 }
 
 fn abandoned() -> Error {
