@@ -455,3 +455,82 @@ async fn writes_from_before_a_drop_are_not_read_and_are_cleared_by_the_next_hold
     assert!(cp.get("cp").is_none(), "{cp:?}");
     assert_eq!((cp.get_i64("s").expect("s") >> 32) as u64, next.token);
 }
+
+/// A drop racing a holder's commits and another runner's acquire: once both are done, the
+/// checkpoint is none (nothing was committed into the view since the drop: a checkpoint from
+/// before it must not show through), and any runner may take the view at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drop_racing_commits_and_an_acquire_leaves_no_checkpoint_behind() {
+    let client = common::client(common::config()).await;
+    let store = MongoCheckpointStore::new(client.clone());
+    store.initialize().await.expect("initialize");
+    let mut failures = Vec::new();
+    for round in 0..10u64 {
+        let key = ViewKey::new(format!("race{round}"), 1).expect("key");
+        let ttl = Duration::from_secs(60);
+        let holder = store
+            .acquire(&key, "a", ttl)
+            .await
+            .expect("acquire")
+            .expect("a free lease");
+        for n in 1..=2 {
+            store
+                .commit(&holder, put(&format!("x{n}"), serde_json::json!({ "n": n }), n))
+                .await
+                .expect("commit");
+        }
+        // The holder keeps committing until it is fenced.
+        let committing = tokio::spawn({
+            let (store, holder) = (store.clone(), holder.clone());
+            async move {
+                for n in 3..1_000 {
+                    let commit = put(&format!("x{n}"), serde_json::json!({ "n": n }), n);
+                    if store.commit(&holder, commit).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(round * 3)).await;
+        let acquirer = async {
+            tokio::time::sleep(Duration::from_millis(round % 4)).await;
+            store.acquire(&key, "b", ttl).await
+        };
+        let (dropped, acquired) = tokio::join!(store.drop_view(&key), acquirer);
+        dropped.expect("drop");
+        let _ = acquired;
+        committing.await.expect("the holder's task");
+        let checkpoint = store.checkpoint(&key).await.expect("checkpoint");
+        if checkpoint.is_some() {
+            failures.push(format!("round {round}: checkpoint {checkpoint:?} after the drop"));
+        }
+        // (FerretDB 1 may answer a retryable error to a command that met the dropped table.)
+        let mut taken = store.acquire(&key, "c", ttl).await;
+        for _ in 0..20 {
+            match &taken {
+                Err(e) if e.is_retryable() => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    taken = store.acquire(&key, "c", ttl).await;
+                }
+                _ => break,
+            }
+        }
+        let taken = match taken.expect("acquire") {
+            Some(lease) => lease,
+            None => {
+                // The lease given during the race, if the drop did not end it, is held by b.
+                failures.push(format!("round {round}: a third runner could not take the view"));
+                continue;
+            }
+        };
+        store
+            .commit(&taken, put("y", serde_json::json!({ "by": "c" }), 1))
+            .await
+            .expect("the new holder commits");
+        let view = visible(&store, &key, &["x1", "x2", "x3", "y"]).await;
+        if view != vec![("y".to_string(), serde_json::json!({ "by": "c" }))] {
+            failures.push(format!("round {round}: the view after the drop is {view:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
