@@ -245,15 +245,12 @@ impl EventBackend for RedisEventStore {
                 let mut rest = rest.into_iter();
                 let mut number = |what: &str| rest.next().as_ref().and_then(int).ok_or_else(|| protocol(what));
                 let (from, version) = (number("read from")?, number("stream version")?);
-                let mut commits = Vec::new();
-                for entry in rest {
-                    commits.push(Commit::parse(entry)?);
-                }
                 let mut out = Vec::new();
                 // The next version the commits must hold: they run from `from` without a gap
                 // or an overlap, each of this stream, up to its version.
                 let mut next = from;
-                for commit in commits {
+                for entry in rest {
+                    let commit = Commit::parse(entry)?;
                     if commit.stream != *stream {
                         return Err(Error::Integrity(format!(
                             "stream {stream}: its commit at version {} points to a log entry of stream {}",
