@@ -31,7 +31,7 @@ const CONTAINER_START: Duration = Duration::from_secs(180);
 const FERRETDB_VERSION: &str = "v1.24.2";
 
 /// Something that keeps a server alive until dropped.
-enum Guard {
+pub(crate) enum Guard {
     Process {
         child: Child,
         _dir: TempDir,
@@ -188,7 +188,9 @@ pub fn redis_server_binary() -> Result<PathBuf> {
     ))
 }
 
-fn start_redis(label: &str, extra: &[&str], port: u16) -> Result<Guard> {
+/// A `redis-server` of its own on `port` (with `extra` arguments), stopped and its directory
+/// removed when the guard is dropped.
+pub(crate) fn start_redis(label: &str, extra: &[&str], port: u16) -> Result<Guard> {
     let bin = redis_server_binary()?;
     let dir = TempDir::new(label)?;
     let mut command = Command::new(&bin);

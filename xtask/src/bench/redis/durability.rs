@@ -2,7 +2,6 @@
 //! `AppendDurability::replicas(1)` and without, in alternating rounds on the bench's server,
 //! with a replica of its own started for them.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cqrsx_core::{EventStore, ExpectedVersion, StreamId};
@@ -12,47 +11,15 @@ use fred::prelude::*;
 use super::{error, Fact, Scale};
 use crate::bench::store::{fresh_ids, sample_events};
 use crate::cmd::{say, which, Result};
-
-/// A replica process, stopped when dropped.
-struct Replica(Child);
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::providers::{free_port, start_redis, Guard};
 
 /// Starts a replica of `host:port` on a free port, and waits until its link is up.
-async fn replica_of(host: &str, port: u16) -> Result<Option<Replica>> {
-    let Some(bin) = which("redis-server") else {
+async fn replica_of(host: &str, port: u16) -> Result<Option<Guard>> {
+    if which("redis-server").is_none() {
         return Ok(None);
-    };
-    let own = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(error)?
-        .port();
-    let dir = std::env::temp_dir().join(format!("cqrsx-bench-replica-{own}"));
-    std::fs::create_dir_all(&dir).map_err(error)?;
-    let child = Command::new(bin)
-        .args([
-            "--port",
-            &own.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(["--replicaof", host, &port.to_string()])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(error)?;
-    let replica = Replica(child);
+    }
+    let own = free_port()?;
+    let replica = start_redis("bench-replica", &["--replicaof", host, &port.to_string()], own)?;
     let config = cqrsx_redis::RedisConfig::default().with_host("127.0.0.1", own);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
