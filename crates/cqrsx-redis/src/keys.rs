@@ -229,6 +229,7 @@ mod script_keys {
         ("query.lua", include_str!("lua/query.lua")),
         ("read_model.lua", include_str!("lua/read_model.lua")),
         ("read_stream.lua", include_str!("lua/read_stream.lua")),
+        ("small.lua", include_str!("lua/small.lua")),
         ("snapshot.lua", include_str!("lua/snapshot.lua")),
         ("top.lua", include_str!("lua/top.lua")),
         ("truncate.lua", include_str!("lua/truncate.lua")),
@@ -293,6 +294,12 @@ mod script_keys {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_scripts_and_the_crate_agree_on_small_streams() {
+        let line = format!("local SMALL = {}\n", crate::SMALL_STREAM_EVENTS);
+        assert!(include_str!("lua/small.lua").contains(&line), "small.lua: {line:?}");
     }
 
     #[test]

@@ -15,9 +15,11 @@
 //!
 //! Layout: each partition has a log (a Redis Stream, `{prefix:p}:log`) with one entry per
 //! commit at `<first position>-0` holding the commit's events (they take the next dense
-//! positions); each stream has an index of its commits (`{prefix:p}:s:<Type/id>`, entry ids
-//! `<first version>-0`, pointing into the log) and a metadata hash (`{prefix:p}:m:<Type/id>`:
-//! version, tombstone, truncation point, each event id's version for idempotent retries); each
+//! positions); each stream has a metadata hash (`{prefix:p}:m:<Type/id>`: version, tombstone,
+//! truncation point, each event id's version for idempotent retries) and an index of its
+//! commits, pointing into the log: fields `c<first version>` of the metadata hash while the
+//! stream holds at most [`SMALL_STREAM_EVENTS`] events, then a Redis Stream
+//! (`{prefix:p}:s:<Type/id>`, entry ids `<first version>-0`); each
 //! event type has an index of the commits that hold it (`{prefix:p}:t:<type>`, auto ids, so
 //! `events_by_type` starts at a time). All keys of one call share the hash tag `{prefix:p}` and
 //! are declared in the script's `KEYS`, so an append never crosses Cluster slots. Concurrent
@@ -44,7 +46,7 @@ pub use client::{DurabilityReport, RedisClientManager, RedisMetrics};
 pub use config::RedisConfig;
 pub use durability::AppendDurability;
 pub use error::ProtocolError;
-pub use event_store::RedisEventStore;
+pub use event_store::{RedisEventStore, SMALL_STREAM_EVENTS};
 pub use read_store::{RedisReadStore, MAX_DOCUMENT_BYTES};
 pub use snapshot_store::{RedisSnapshotStore, MAX_SNAPSHOT_BYTES};
 

@@ -64,10 +64,13 @@ async fn memory_facts(client: &RedisClientManager, run_id: &str, scale: Scale, f
         .map(|e| e.payload.len() + metadata_json(e).map(|m| m.len()).unwrap_or(0))
         .sum::<usize>()
         / template.len();
+    // Key names as long as a service's (the default prefix is `cqrsx`): a key's name is part of
+    // what it costs, and the run id alone is 33 characters.
+    let short = &run_id[run_id.len().saturating_sub(4)..];
     for length in [1usize, 10, 100, 10_000] {
         let (ours, raw) = memory_at(
             client,
-            &format!("{run_id}-l{length}"),
+            &format!("{short}{}", length.ilog10()),
             length,
             scale.memory_events,
             &template,
@@ -99,7 +102,7 @@ async fn memory_at(
     total: usize,
     template: &[cqrsx_core::NewEvent],
 ) -> Result<(f64, f64)> {
-    let config = client.config().clone().with_key_prefix(format!("mem-{run_id}"));
+    let config = client.config().clone().with_key_prefix(format!("m{run_id}"));
     let ours = RedisClientManager::connect(config).await.map_err(error)?;
     let store = RedisEventStore::new(ours.clone());
     let raw = RawXadd(client.clone());
@@ -118,7 +121,7 @@ async fn memory_at(
     }
     let middle = used_memory(client).await?;
     for s in 0..streams {
-        let key = format!("mem-raw-{run_id}-{s}");
+        let key = format!("r{run_id}:BenchMemory/m{s}");
         for _ in 0..length / batch {
             raw.write(&key, &fresh_ids(&template[..batch])).await?;
         }

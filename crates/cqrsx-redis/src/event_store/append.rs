@@ -11,9 +11,10 @@ use crate::event_store::group_commit::Part;
 use crate::event_store::layout::{put_events, types_field};
 use crate::keys::Keys;
 
-/// The append script: the header reader, then the appends.
+/// The append script: the header reader, the small streams' library, then the appends.
 pub(crate) const SCRIPT: &str = concat!(
     include_str!("../lua/append_header.lua"),
+    include_str!("../lua/small.lua"),
     include_str!("../lua/append.lua")
 );
 

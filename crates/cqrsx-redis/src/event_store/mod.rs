@@ -47,6 +47,7 @@ impl Scripts {
         Self {
             read_stream: Script::from_lua(concat!(
                 include_str!("../lua/log.lua"),
+                include_str!("../lua/small.lua"),
                 include_str!("../lua/read_stream.lua")
             )),
             by_type: Script::from_lua(concat!(
@@ -55,21 +56,29 @@ impl Scripts {
             )),
             truncate: Script::from_lua(concat!(
                 include_str!("../lua/log.lua"),
+                include_str!("../lua/small.lua"),
                 include_str!("../lua/truncate.lua")
             )),
             delete: Script::from_lua(concat!(
                 include_str!("../lua/log.lua"),
+                include_str!("../lua/small.lua"),
                 include_str!("../lua/delete.lua")
             )),
         }
     }
 }
 
+/// The largest version of a small stream: one whose commits sit in its metadata hash (about 20
+/// bytes each) rather than in a commit index of its own (a Redis Stream key, which costs about
+/// 4.5 KB from its first entry). The append that takes a stream past it moves them.
+pub const SMALL_STREAM_EVENTS: u64 = 120;
+
 /// The Redis event store.
 ///
 /// Each partition has a log (a Redis Stream) with one entry per commit, at its first position,
 /// holding the commit's events; the commit's events take the next dense positions. Each stream
-/// has an index of its commits (first version → position, and the commit's event ids) and a
+/// has an index of its commits (first version → position, and the commit's event ids: in its
+/// metadata hash while it holds at most [`SMALL_STREAM_EVENTS`] events, then a Redis Stream) and a
 /// metadata hash (one field with the version and, while the stream's ids have only increased,
 /// the largest event id — or the tombstone; the truncation point; or else each event id's
 /// version); each event type has an index of the commits that hold it. Time-ordered (v7) ids, the default, need no lookup per

@@ -71,15 +71,68 @@ local function slow_path(above)
     return tonumber(string.match(entry[1], '^(%d+)'))
   end
 
-  -- In an ordered stream of `ver` events (KEYS[k] its commit index): the entry holding id x and
-  -- x's offset in it, nil if no commit holds it, or false for an entry without ids.
+  local inline, _, ids_of = small_lib()
+
+  -- In a small stream (its meta hash KEYS[k + 1]): each id it holds -> {commit, offset, the
+  -- commit's ids}; nil if a commit or its ids are not ones this store wrote.
+  local function held_ids(k)
+    local commits = inline(k + 1)
+    if not commits then return nil end
+    local at = {}
+    for _, c in ipairs(commits) do
+      local ids = ids_of(c, 1)
+      if not ids then return nil end
+      for j = 0, #ids / 16 - 1 do at[sub(ids, j * 16 + 1, j * 16 + 16)] = {c, j, ids} end
+    end
+    return at
+  end
+
+  -- The checks of an append to a small ordered stream (see check_ordered).
+  local function check_small(k, ids, n, ver)
+    local at = held_ids(k)
+    if not at then return 'corrupt index' end
+    local hit = at[sub(ids, 1, 16)]
+    if hit then
+      if hit[2] == 0 and hit[3] == ids then
+        return fmt('dup %d %d', hit[1][1] + n - 1, tonumber(hit[1][2]) + n - 1)
+      end
+      return fmt('ids %d 0', ver)
+    end
+    for i = 2, n do
+      if at[id_at(ids, i)] then return fmt('ids %d %d', ver, i - 1) end
+    end
+    return nil
+  end
+
+  -- The event ids of commit index entry c (KEYS[k] the index): those it keeps ('i'), else
+  -- those of its log entry (a commit moved out of a small stream), else those its meta hash
+  -- keeps in 'k<version>' (such a commit truncated out of the log); nil if none holds them.
+  local function entry_ids(k, c)
+    local f = c[2]
+    if f[5] == 'i' then
+      if #f[6] == 0 or #f[6] % 16 ~= 0 then return nil end
+      return f[6]
+    end
+    local v0, n = version_of(c), tonumber(f[4])
+    if f[1] ~= 'g' or not n or n < 1 then return nil end
+    local held = ids_of({v0, f[2], n, false}, 1)
+    if held then return held end
+    held = redis.call('HGET', KEYS[k + 1], fmt('k%d', v0))
+    if held and #held == n * 16 then return held end
+    return nil
+  end
+
+  -- In an ordered stream of `ver` events (KEYS[k] its commit index): the entry holding id x,
+  -- x's offset in it and the entry's ids; nil if no commit holds it, or false for an entry
+  -- whose ids are nowhere.
   local function find(k, x, ver)
     local lo, hi = 1, ver
     while lo <= hi do
       local mid = math.floor((lo + hi) / 2)
       local c = redis.call('XREVRANGE', KEYS[k], fmt('%d-0', mid), '-', 'COUNT', 1)[1]
-      if not c or c[2][5] ~= 'i' or #c[2][6] == 0 or #c[2][6] % 16 ~= 0 then return false end
-      local ids, v0 = c[2][6], version_of(c)
+      local ids = c and entry_ids(k, c)
+      if not ids then return false end
+      local v0 = version_of(c)
       -- (The bounds move past `mid` even if the index were damaged: the search always ends.)
       if above(sub(ids, 1, 16), x) then
         hi = math.min(v0, mid) - 1
@@ -90,7 +143,7 @@ local function slow_path(above)
         while true do
           local s = string.find(ids, x, at, true)
           if not s then return nil end
-          if s % 16 == 1 then return c, (s - 1) / 16 end
+          if s % 16 == 1 then return c, (s - 1) / 16, ids end
           at = s + 1
         end
       end
@@ -109,8 +162,8 @@ local function slow_path(above)
       local commits = redis.call('XRANGE', KEYS[k], start, '+', 'COUNT', 256)
       for _, c in ipairs(commits) do
         start = '(' .. c[1]
-        if c[2][5] ~= 'i' then return false end
-        local held = c[2][6]
+        local held = entry_ids(k, c)
+        if not held then return false end
         for p = 1, #held - 15, 16 do
           local i = want[sub(held, p, p + 15)]
           if i and (not first or i < first) then first = i end
@@ -124,10 +177,11 @@ local function slow_path(above)
   -- The checks of an append to an ordered stream whose ids are not all new by order alone:
   -- a reply if it is a retry or reuses an id, nil if every id is new.
   local function check_ordered(k, ids, n, ver, sorted, high)
-    local c, j = find(k, sub(ids, 1, 16), ver)
+    if ver <= SMALL then return check_small(k, ids, n, ver) end
+    local c, j, held = find(k, sub(ids, 1, 16), ver)
     if c == false then return 'corrupt index' end
     if c then
-      if j == 0 and c[2][6] == ids then
+      if j == 0 and held == ids then
         return fmt('dup %d %d', version_of(c) + n - 1, tonumber(c[2][2]) + n - 1)
       end
       return fmt('ids %d 0', ver)
@@ -175,9 +229,17 @@ local function slow_path(above)
       for i = 2, n do
         if tonumber(got[i]) ~= first + i - 1 then return fmt('ids %d 0', ver) end
       end
-      local c = redis.call('XRANGE', KEYS[k], fmt('%d-0', first), fmt('%d-0', first))
-      if not c[1] or tonumber(c[1][2][4]) ~= n then return fmt('ids %d 0', ver) end
-      return fmt('dup %d %d', first + n - 1, tonumber(c[1][2][2]) + n - 1)
+      -- The commit at that version: its first position and event count.
+      local g, count
+      if ver <= SMALL then
+        local c = redis.call('HGET', KEYS[k + 1], fmt('c%d', first))
+        if c then g, count = string.match(c, '^(%d+) (%d+)') end
+      else
+        local c = redis.call('XRANGE', KEYS[k], fmt('%d-0', first), fmt('%d-0', first))[1]
+        if c then g, count = c[2][2], c[2][4] end
+      end
+      if tonumber(count) ~= n then return fmt('ids %d 0', ver) end
+      return fmt('dup %d %d', first + n - 1, tonumber(g) + n - 1)
     end
     for i = 2, n do
       if got[i] then return fmt('ids %d %d', ver, i - 1) end
@@ -189,15 +251,26 @@ local function slow_path(above)
   -- ('h' goes with the append's own write of 'v'). False at an index entry without ids (the
   -- fields written so far hold the versions they will hold, and an ordered stream does not
   -- read them).
-  local function index_ids(k)
+  local function index_ids(k, ver)
+    if ver <= SMALL then
+      local at = held_ids(k)
+      if not at then return false end
+      local writes = {}
+      for id, hit in pairs(at) do
+        writes[#writes + 1] = id
+        writes[#writes + 1] = fmt('%d', hit[1][1] + hit[2])
+      end
+      if #writes > 0 then redis.call('HSET', KEYS[k + 1], unpack(writes)) end
+      return true
+    end
     local start = '-'
     while true do
       local commits = redis.call('XRANGE', KEYS[k], start, '+', 'COUNT', 256)
       local writes = {}
       for _, c in ipairs(commits) do
         start = '(' .. c[1]
-        if c[2][5] ~= 'i' then return false end
-        local ids, v0 = c[2][6], version_of(c)
+        local ids, v0 = entry_ids(k, c), version_of(c)
+        if not ids then return false end
         for i = 1, #ids / 16 do
           writes[#writes + 1] = id_at(ids, i)
           writes[#writes + 1] = fmt('%d', v0 + i - 1)
@@ -213,14 +286,22 @@ local function slow_path(above)
     return true
   end
 
-  return check_ordered, check_indexed, index_ids
+  -- The commits of a small stream about to pass SMALL, for its new commit index: {v0,
+  -- position, count, ids kept or false} each; nil if one is not a commit this store wrote. (The
+  -- ids of a commit still in the log stay there: reading them for every commit made the call
+  -- that passes SMALL take about 2 ms.)
+  local function moving(k)
+    return inline(k + 1)
+  end
+
+  return check_ordered, check_indexed, index_ids, moving
 end
 
 -- Each append in turn: its arguments start at ARGV[a] and its keys at KEYS[k] (see the header).
 -- `repeat ... until true` holds one append: `break` ends it with its reply.
 local replies = {}
 local seq, grouped
-local check_ordered, check_indexed, index_ids
+local check_ordered, check_indexed, index_ids, moving
 local a, k = 1, 3
 while a <= #ARGV do
   local expected, m, sorted, n, ids, blob = read_header(ARGV[a])
@@ -247,7 +328,7 @@ while a <= #ARGV do
     -- (`above` reads the first 16 bytes: the first id.)
     local fresh = ordered and sorted == 1 and (not high or above(ids, high))
     if not fresh then
-      if not check_ordered then check_ordered, check_indexed, index_ids = slow_path(above) end
+      if not check_ordered then check_ordered, check_indexed, index_ids, moving = slow_path(above) end
       if ordered then
         reply = check_ordered(k, ids, n, ver, sorted == 1, high)
       else
@@ -259,8 +340,15 @@ while a <= #ARGV do
       reply = fmt('conflict %d', ver)
       break
     end
+    -- Past SMALL: the stream's commits move from its meta hash to a commit index stream.
+    local moved
+    if ver > 0 and ver <= SMALL and ver + n > SMALL then
+      if not check_ordered then check_ordered, check_indexed, index_ids, moving = slow_path(above) end
+      moved = moving(k)
+      if not moved then reply = 'corrupt index' break end
+    end
     -- Accepted out of order: the stream becomes indexed before this append's writes.
-    if high and not fresh and not index_ids(k) then reply = 'corrupt index' break end
+    if high and not fresh and not index_ids(k, ver) then reply = 'corrupt index' break end
 
     -- The first append of a call moves the position counter; the others of its group count on
     -- from there, and the counter is written once at the end.
@@ -292,18 +380,38 @@ while a <= #ARGV do
     -- (An explicit id without its `-seq` part is `-0`.)
     redis.call('XADD', KEYS[1], first_s, 's', sub(KEYS[k + 1], #KEYS[1]), 'v', v0_s, 'n', n_s, 'r', now, 't', types, 'e', blob)
     reply = 'ok ' .. last_s .. ' ' .. to_s
+    if fresh and last <= SMALL then
+      redis.call('HSET', KEYS[k + 1], 'v', last_s .. (n == 1 and ids or sub(ids, -16)), 'c' .. v0_s, first_s .. ' ' .. n_s)
+      break
+    end
+    if moved then
+      local fields = {}
+      for i, c in ipairs(moved) do
+        if c[4] then
+          redis.call('XADD', KEYS[k], fmt('%d-0', c[1]), 'g', c[2], 'n', fmt('%d', c[3]), 'i', c[4])
+        else
+          redis.call('XADD', KEYS[k], fmt('%d-0', c[1]), 'g', c[2], 'n', fmt('%d', c[3]))
+        end
+        fields[i] = fmt('c%d', c[1])
+      end
+      redis.call('HDEL', KEYS[k + 1], unpack(fields))
+    end
     if fresh then
       redis.call('XADD', KEYS[k], v0_s, 'g', first_s, 'n', n_s, 'i', ids)
       redis.call('HSET', KEYS[k + 1], 'v', last_s .. (n == 1 and ids or sub(ids, -16)))
       break
     end
-    redis.call('XADD', KEYS[k], v0_s, 'g', first_s, 'n', n_s)
     local writes = {'v', last_s}
+    if last <= SMALL then
+      writes[3], writes[4] = 'c' .. v0_s, first_s .. ' ' .. n_s
+    else
+      redis.call('XADD', KEYS[k], v0_s, 'g', first_s, 'n', n_s)
+    end
     if n >= WIDE then
       -- A large batch: from now on the stream's ids live in a hash table (a value longer than
       -- the server's listpack limit converts the hash, before the write), where a lookup is
       -- O(1); a small hash is a listpack, scanned per lookup.
-      writes[3], writes[4] = '_', string.rep('.', 65)
+      writes[#writes + 1], writes[#writes + 2] = '_', string.rep('.', 65)
     end
     for i = 1, n do
       writes[#writes + 1] = sub(ids, i * 16 - 15, i * 16)

@@ -10,6 +10,16 @@ local expected = tonumber(ARGV[1])
 if (expected == -2 and ver ~= 0) or (expected == -3 and ver == 0) or (expected >= 0 and expected ~= ver) then
   return {'conflict', ver}
 end
+if ver <= SMALL then
+  -- A small stream (see small.lua): its commits are in the meta hash.
+  local inline = small_lib()
+  local commits = inline(2)
+  if not commits then return {'corrupt', 'commit'} end
+  for _, c in ipairs(commits) do
+    redis.call('XDEL', KEYS[3], c[2] .. '-0')
+    redis.call('HDEL', KEYS[4], c[2])
+  end
+end
 local start = '-'
 while true do
   local commits = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 256)

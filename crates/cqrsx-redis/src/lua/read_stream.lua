@@ -17,6 +17,30 @@ end
 local from = math.max(tonumber(ARGV[1]), tonumber(meta[2]) or 1)
 local want = tonumber(ARGV[2])
 local out = {'ok', fmt('%d', from), fmt('%d', version)}
+local found = 0
+
+if version <= SMALL then
+  -- A small stream: its commits are in its meta hash (see small.lua).
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    return {'corrupt', fmt('it has a commit index stream, though at version %d its commits sit in its meta hash', version)}
+  end
+  local inline, entry_of = small_lib()
+  local commits, bad = inline(2)
+  if not commits then
+    return {'corrupt', fmt('its meta hash field %q is not a commit this store wrote', bad)}
+  end
+  for _, c in ipairs(commits) do
+    if found >= want then break end
+    if c[1] + c[3] - 1 >= from then
+      local e, why = entry_of(c, 3)
+      if not e then return {'corrupt', why} end
+      out[#out + 1] = e
+      found = found + math.min(c[3], c[1] + c[3] - from)
+    end
+  end
+  return out
+end
+
 local function foreign(id)
   return {'corrupt', fmt('its commit index holds %q, not an entry this store wrote', id)}
 end
@@ -29,7 +53,6 @@ if prev[1] then
   local v0 = tonumber(string.match(prev[1][1], '^(%d+)'))
   if v0 + n - 1 >= from then start = prev[1][1] end
 end
-local found = 0
 while found < want do
   local commits = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 64)
   if #commits == 0 then break end
