@@ -11,7 +11,9 @@ use cqrsx_core::{
     CheckpointStore, Error, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, ReadStore, SnapshotStore,
     StreamId,
 };
-use cqrsx_redis::{RedisCheckpointStore, RedisClientManager, RedisEventStore, RedisReadStore, RedisSnapshotStore};
+use cqrsx_redis::{
+    RedisCheckpointStore, RedisClientManager, RedisEventStore, RedisReadStore, RedisSnapshotStore, SMALL_STREAM_EVENTS,
+};
 use fred::prelude::*;
 use fred::types::Value;
 
@@ -120,23 +122,18 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
         count += 1;
         let stream = StreamId::new("Broken", format!("k{i}")).expect("stream");
         let keys = store.stream_keys(&stream);
-        let (index, log, seq) = (&keys[0], &keys[2], &keys[3]);
+        let (meta, log, seq) = (&keys[1], &keys[2], &keys[3]);
         let position: u64 = raw.incr(seq).await.expect("reserve");
         let id = format!("{position}-0");
         let _: String = raw
             .xadd(log, false, None, id.as_str(), fields(stream.key()))
             .await
             .expect("xadd");
-        let _: String = raw
-            .xadd(
-                index,
-                false,
-                None,
-                "1-0",
-                vec![("g", position.to_string()), ("n", "1".to_string())],
-            )
+        // A small stream's commit: a field of its meta hash.
+        let _: i64 = raw
+            .hset(meta, vec![("v", "1".to_string()), ("c1", format!("{position} 1"))])
             .await
-            .expect("xadd index");
+            .expect("hset");
         integrity(
             &format!("{kind} (read_stream)"),
             store.read_stream(&stream, 1, 10).await,
@@ -155,8 +152,9 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
         let _: i64 = raw.xdel(log, id.as_str()).await.expect("xdel");
     }
 
-    // An ordered stream (time-ordered ids) finds a retry in its commit index, by the ids each
-    // entry keeps: an entry without them is damage, reported before anything is written.
+    // An ordered stream (time-ordered ids) finds a retry by the ids of its commits: a small
+    // one's are read from its log entries, a larger one's kept in its commit index. A commit
+    // whose ids are in neither is damage, reported before anything is written.
     let ordered = StreamId::new("Broken", "ordered").expect("stream");
     let batch = vec![NewEvent::json("Ok", &1).expect("json")];
     let first_id = batch[0].event_id;
@@ -164,7 +162,31 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
         .append(&ordered, ExpectedVersion::NoStream, batch.clone())
         .await
         .expect("append");
-    let index = store.stream_keys(&ordered)[0].clone();
+    let log = store.stream_keys(&ordered)[2].clone();
+    let _: i64 = raw
+        .xdel(&log, format!("{}-0", result.position.offset))
+        .await
+        .expect("xdel");
+    count += 1;
+    integrity(
+        "a small stream's commit without its log entry (a retry)",
+        store.append(&ordered, ExpectedVersion::Any, batch).await,
+        &mut failures,
+    );
+    assert_eq!(
+        store.stream_version(&ordered).await.expect("version"),
+        1,
+        "nothing written"
+    );
+    let large = StreamId::new("Broken", "ordered-large").expect("stream");
+    let batch: Vec<NewEvent> = (0..=SMALL_STREAM_EVENTS)
+        .map(|i| NewEvent::json("Ok", &i).expect("json"))
+        .collect();
+    let result = store
+        .append(&large, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .expect("append");
+    let index = store.stream_keys(&large)[0].clone();
     let _: i64 = raw.del(&index).await.expect("del");
     let _: String = raw
         .xadd(
@@ -172,19 +194,28 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
             false,
             None,
             "1-0",
-            vec![("g", result.position.offset.to_string()), ("n", "1".to_string())],
+            vec![
+                ("g", (result.position.offset - SMALL_STREAM_EVENTS).to_string()),
+                ("n", (SMALL_STREAM_EVENTS + 1).to_string()),
+            ],
         )
         .await
         .expect("xadd index");
+    // Without its ids, an entry's ids are read from its log entry: gone too, they are nowhere.
+    let log = store.stream_keys(&large)[2].clone();
+    let _: i64 = raw
+        .xdel(&log, format!("{}-0", result.position.offset - SMALL_STREAM_EVENTS))
+        .await
+        .expect("xdel");
     count += 1;
     integrity(
-        "commit index entry without its ids (a retry)",
-        store.append(&ordered, ExpectedVersion::Any, batch).await,
+        "commit index entry without its ids and its log entry (a retry)",
+        store.append(&large, ExpectedVersion::Any, batch).await,
         &mut failures,
     );
     assert_eq!(
-        store.stream_version(&ordered).await.expect("version"),
-        1,
+        store.stream_version(&large).await.expect("version"),
+        SMALL_STREAM_EVENTS + 1,
         "nothing written"
     );
     let meta = store.stream_keys(&ordered)[1].clone();
@@ -337,9 +368,15 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The damaged-commits catalogue's streams: three commits of these sizes (the third takes the
+/// large one past `SMALL_STREAM_EVENTS`, into a commit index stream).
+const SHAPES: [(&str, [u64; 3]); 2] = [("small", [2, 1, 2]), ("large", [2, 1, SMALL_STREAM_EVENTS - 2])];
+
 /// What is missing, what is out of range, what disagrees: a stream of three commits damaged
 /// one way each reads as `Integrity` naming the stream — by `read_stream`, by the stream of its
-/// events a repository loads from, and never as a shorter (or empty) stream.
+/// events a repository loads from, and never as a shorter (or empty) stream. Each damage is
+/// done to a small stream (its commits in its meta hash) and to a large one (a commit index
+/// stream).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_commits_read_as_an_integrity_error_never_a_shorter_stream() {
     use futures::TryStreamExt;
@@ -348,121 +385,184 @@ async fn damaged_commits_read_as_an_integrity_error_never_a_shorter_stream() {
         .expect("connect");
     let store = RedisEventStore::new(client.clone());
     let raw = client.client();
-    // The commit index entries and log entries of a fresh stream of three commits (versions
-    // 1-2, 3, 4-5).
+    // A fresh stream of three commits: its id and each commit's (first version, position, count).
     let events_store = &store;
-    let commits = |name: &str| {
+    let commits = |name: String, sizes: [u64; 3]| {
         let store = events_store;
-        let name = name.to_string();
         async move {
             let stream = StreamId::new("Damaged", name).expect("stream");
-            let mut positions = Vec::new();
-            for (expected, n) in [(0, 2), (2, 1), (3, 2)] {
+            let mut out = Vec::new();
+            let mut version = 0;
+            for n in sizes {
                 let events = (0..n)
                     .map(|i| NewEvent::json("Ok", &i).expect("json"))
                     .collect::<Vec<_>>();
-                let at = if expected == 0 {
+                let at = if version == 0 {
                     ExpectedVersion::NoStream
                 } else {
-                    ExpectedVersion::Exact(expected)
+                    ExpectedVersion::Exact(version)
                 };
                 let result = store.append(&stream, at, events).await.expect("append");
-                positions.push(result.position.offset + 1 - n as u64);
+                out.push((version + 1, result.position.offset + 1 - n, n));
+                version += n;
             }
-            (stream, positions)
+            (stream, out)
         }
     };
-    let other = commits("other").await;
     let damages: Vec<(&str, &str)> = vec![
         ("missing", "the second commit's log entry"),
         ("missing", "the second commit's index entry"),
         ("missing", "the last commit's index entry"),
         ("missing", "the first commit's index entry"),
-        ("missing", "the meta hash"),
+        ("missing", "the version field"),
         ("out of range", "the version past the last commit"),
         ("out of range", "the version below the last commit"),
         ("out of range", "the version over 2^53"),
+        ("out of range", "an index entry that is not a position and a count"),
         ("disagrees", "an index entry pointing to another stream's commit"),
         ("disagrees", "an index entry's count larger than its commit's"),
         ("disagrees", "an index entry at another version than its commit's"),
     ];
     let mut failures = Vec::new();
-    for (i, (class, damage)) in damages.iter().enumerate() {
-        let (stream, positions) = commits(&format!("d{i}")).await;
-        let keys = store.stream_keys(&stream);
-        let (index, meta, log) = (&keys[0], &keys[1], &keys[2]);
-        // The index rewritten whole (entries go in order): (version, position, count) each.
-        let set_index = |entries: Vec<(u64, u64, u64)>| {
-            let raw = raw.clone();
-            let index = index.clone();
-            async move {
-                let _: i64 = raw.del(&index).await.expect("del");
-                for (version, position, n) in entries {
-                    let _: String = raw
-                        .xadd(
-                            &index,
-                            false,
-                            None,
-                            format!("{version}-0"),
-                            vec![("g", position.to_string()), ("n", n.to_string())],
-                        )
-                        .await
-                        .expect("xadd");
+    let mut count = 0;
+    for (shape, sizes) in SHAPES {
+        let small = shape == "small";
+        let other = commits(format!("{shape}-other"), sizes).await;
+        let mut cases = damages.clone();
+        if small {
+            // An index stream beside a small stream's fields: its commits may be in either.
+            // (A large stream reads its index stream alone, and stray fields in its meta hash
+            // change nothing it reads.)
+            cases.push(("disagrees", "an index stream beside the fields"));
+        } else {
+            // A small stream's meta hash is its only key: without it the stream reads as never
+            // written (see the README). A large one still has its commit index.
+            cases.push(("missing", "the meta hash"));
+        }
+        for (i, (class, damage)) in cases.iter().enumerate() {
+            let (stream, c) = commits(format!("{shape}-d{i}"), sizes).await;
+            let c: [(u64, u64, u64); 3] = c.try_into().expect("three commits");
+            let keys = store.stream_keys(&stream);
+            let (index, meta, log) = (&keys[0], &keys[1], &keys[2]);
+            let last = c[2].0 + c[2].2 - 1;
+            // One index entry (version, position, count): a field of the meta hash or an entry
+            // of the index stream.
+            let put = |small: bool, (version, position, n): (u64, u64, u64)| {
+                let raw = raw.clone();
+                let (index, meta) = (index.clone(), meta.clone());
+                async move {
+                    if small {
+                        let _: i64 = raw
+                            .hset(&meta, (format!("c{version}"), format!("{position} {n}")))
+                            .await
+                            .expect("hset");
+                    } else {
+                        let _: String = raw
+                            .xadd(
+                                &index,
+                                false,
+                                None,
+                                format!("{version}-0"),
+                                vec![("g", position.to_string()), ("n", n.to_string())],
+                            )
+                            .await
+                            .expect("xadd");
+                    }
                 }
+            };
+            let remove = |at: u64| {
+                let raw = raw.clone();
+                let (index, meta) = (index.clone(), meta.clone());
+                async move {
+                    let _: i64 = if small {
+                        raw.hdel(&meta, format!("c{at}")).await.expect("hdel")
+                    } else {
+                        raw.xdel(&index, format!("{at}-0")).await.expect("xdel")
+                    };
+                }
+            };
+            // The index rewritten whole (entries go in order).
+            let set_index = |entries: Vec<(u64, u64, u64)>| {
+                let raw = raw.clone();
+                let index = index.clone();
+                async move {
+                    for at in [c[0].0, c[1].0, c[2].0] {
+                        remove(at).await;
+                    }
+                    if !small {
+                        let _: i64 = raw.del(&index).await.expect("del");
+                    }
+                    for entry in entries {
+                        put(small, entry).await;
+                    }
+                }
+            };
+            match *damage {
+                "the second commit's log entry" => {
+                    let _: i64 = raw.xdel(log, format!("{}-0", c[1].1)).await.expect("xdel");
+                }
+                "the second commit's index entry" => remove(c[1].0).await,
+                "the last commit's index entry" => remove(c[2].0).await,
+                "the first commit's index entry" => remove(c[0].0).await,
+                "the version field" => {
+                    let _: i64 = raw.hdel(meta, "v").await.expect("hdel");
+                }
+                "the meta hash" => {
+                    let _: i64 = raw.del(meta).await.expect("del");
+                }
+                "the version past the last commit" => {
+                    let _: i64 = raw.hset(meta, ("v", (last + 4).to_string())).await.expect("hset");
+                }
+                "the version below the last commit" => {
+                    let _: i64 = raw.hset(meta, ("v", (last - 1).to_string())).await.expect("hset");
+                }
+                "the version over 2^53" => {
+                    let _: i64 = raw.hset(meta, ("v", "99999999999999999")).await.expect("hset");
+                }
+                "an index entry that is not a position and a count" => {
+                    remove(c[1].0).await;
+                    if small {
+                        let _: i64 = raw.hset(meta, (format!("c{}", c[1].0), "three")).await.expect("hset");
+                    } else {
+                        // (Index stream entries go in order: the index is written anew.)
+                        let _: i64 = raw.del(index).await.expect("del");
+                        put(false, c[0]).await;
+                        let _: String = raw
+                            .xadd(index, false, None, format!("{}-0", c[1].0), vec![("g", "three")])
+                            .await
+                            .expect("xadd");
+                        put(false, c[2]).await;
+                    }
+                }
+                "an index entry pointing to another stream's commit" => {
+                    set_index(vec![c[0], (c[1].0, other.1[1].1, 1), c[2]]).await;
+                }
+                "an index entry's count larger than its commit's" => {
+                    set_index(vec![c[0], (c[1].0, c[1].1, 2), c[2]]).await;
+                }
+                "an index entry at another version than its commit's" => {
+                    set_index(vec![c[0], (c[1].0, c[2].1, c[2].2)]).await;
+                }
+                "an index stream beside the fields" => put(false, c[0]).await,
+                other => panic!("no such damage: {other}"),
             }
-        };
-        let p = positions.clone();
-        match *damage {
-            "the second commit's log entry" => {
-                let _: i64 = raw.xdel(log, format!("{}-0", positions[1])).await.expect("xdel");
+            count += 1;
+            let kind = format!("{shape} stream, {class}: {damage}");
+            let read = store.read_stream(&stream, 1, 1000).await;
+            if !matches!(&read, Err(Error::Integrity(why)) if why.contains(&stream.to_string())) {
+                failures.push(format!(
+                    "{kind} (read_stream): expected Integrity naming {stream}, got {read:?}"
+                ));
             }
-            "the second commit's index entry" => {
-                let _: i64 = raw.xdel(index, "3-0").await.expect("xdel");
+            let loaded = store.stream_events(&stream, 1, 2).try_collect::<Vec<_>>().await;
+            if !matches!(loaded, Err(Error::Integrity(_))) {
+                failures.push(format!("{kind} (stream_events): expected Integrity, got {loaded:?}"));
             }
-            "the last commit's index entry" => {
-                let _: i64 = raw.xdel(index, "4-0").await.expect("xdel");
-            }
-            "the first commit's index entry" => {
-                let _: i64 = raw.xdel(index, "1-0").await.expect("xdel");
-            }
-            "the meta hash" => {
-                let _: i64 = raw.del(meta).await.expect("del");
-            }
-            "the version past the last commit" => {
-                let _: i64 = raw.hset(meta, ("v", "9")).await.expect("hset");
-            }
-            "the version below the last commit" => {
-                let _: i64 = raw.hset(meta, ("v", "4")).await.expect("hset");
-            }
-            "the version over 2^53" => {
-                let _: i64 = raw.hset(meta, ("v", "99999999999999999")).await.expect("hset");
-            }
-            "an index entry pointing to another stream's commit" => {
-                set_index(vec![(1, p[0], 2), (3, other.1[1], 1), (4, p[2], 2)]).await;
-            }
-            "an index entry's count larger than its commit's" => {
-                set_index(vec![(1, p[0], 2), (3, p[1], 2), (4, p[2], 2)]).await;
-            }
-            "an index entry at another version than its commit's" => {
-                set_index(vec![(1, p[0], 2), (3, p[2], 2)]).await;
-            }
-            other => panic!("no such damage: {other}"),
-        }
-        let kind = format!("{class}: {damage}");
-        let read = store.read_stream(&stream, 1, 100).await;
-        if !matches!(&read, Err(Error::Integrity(why)) if why.contains(&stream.to_string())) {
-            failures.push(format!(
-                "{kind} (read_stream): expected Integrity naming {stream}, got {read:?}"
-            ));
-        }
-        let loaded = store.stream_events(&stream, 1, 2).try_collect::<Vec<_>>().await;
-        if !matches!(loaded, Err(Error::Integrity(_))) {
-            failures.push(format!("{kind} (stream_events): expected Integrity, got {loaded:?}"));
         }
     }
     cqrsx_core::testkit::report(
         "redis standalone",
-        &format!("corrupt-data catalogue: {} kinds of damaged commits", damages.len()),
+        &format!("corrupt-data catalogue: {count} kinds of damaged commits"),
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

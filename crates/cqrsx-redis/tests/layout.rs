@@ -1,6 +1,7 @@
 //! A stream's metadata hash: while its event ids arrive in increasing order (time-ordered ids,
-//! the default) it holds the version and the largest id only, whatever the stream's length;
-//! each commit index entry holds its commit's ids. The first append out of order writes every
+//! the default) it holds the version and the largest id only, whatever the stream's length,
+//! and while the stream is small its commits (position and count each); each commit index
+//! entry of a larger stream holds its commit's ids. The first append out of order writes every
 //! id into the hash (id -> version), which stays a compact listpack while appends are small and
 //! becomes a hash table with the first batch of 16 or more: a batch looks up and writes every
 //! one of its ids, which in a listpack is a scan each.
@@ -8,7 +9,7 @@
 mod common;
 
 use cqrsx_core::{EventStore, ExpectedVersion, NewEvent, StreamId, Uuid};
-use cqrsx_redis::{RedisClientManager, RedisEventStore};
+use cqrsx_redis::{RedisClientManager, RedisEventStore, SMALL_STREAM_EVENTS as SMALL};
 use fred::prelude::*;
 use fred::types::Value;
 
@@ -38,6 +39,18 @@ async fn fields(client: &RedisClientManager, key: &str) -> Vec<Vec<u8>> {
     names
 }
 
+/// The commit index entries of a stream's index stream: (entry id, fields).
+async fn index_entries(client: &RedisClientManager, key: &str) -> Vec<(String, Vec<Value>)> {
+    let all: Value = client.client().xrange(key, "-", "+", None).await.expect("XRANGE");
+    all.into_array()
+        .into_iter()
+        .map(|entry| {
+            let entry = entry.into_array();
+            (entry[0].as_string().expect("id"), entry[1].clone().into_array())
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_ids_need_no_hash_field_and_the_first_out_of_order_indexes_them() {
     let client = RedisClientManager::connect(common::standalone_config())
@@ -47,18 +60,25 @@ async fn ordered_ids_need_no_hash_field_and_the_first_out_of_order_indexes_them(
     let stream = StreamId::new("Laid", "s").expect("stream");
     let [index, meta] = [0, 1].map(|i| store.stream_keys(&stream)[i].clone());
     let mut written = Vec::new();
+    let mut positions = Vec::new();
     for n in [1, 1, 1, 15, 16] {
         let batch = events(n);
         written.extend(batch.iter().map(|e| e.event_id));
-        store
+        let done = store
             .append(&stream, ExpectedVersion::Any, batch)
             .await
             .expect("ordered");
+        positions.push(done.position.offset + 1 - n as u64);
     }
+    // A small stream: its commits are fields of the meta hash, and it has no index stream.
+    let commits: Vec<Vec<u8>> = [1, 2, 3, 4, 19].iter().map(|v| format!("c{v}").into_bytes()).collect();
+    let mut expected = commits.clone();
+    expected.push(b"v".to_vec());
+    expected.sort();
     assert_eq!(
         fields(&client, &meta).await,
-        vec![b"v".to_vec()],
-        "ordered ids: one field"
+        expected,
+        "the version and one field per commit"
     );
     let state: Vec<u8> = client.client().hget(&meta, "v").await.expect("HGET");
     assert_eq!(
@@ -66,27 +86,58 @@ async fn ordered_ids_need_no_hash_field_and_the_first_out_of_order_indexes_them(
         [&b"34"[..], written[33].as_bytes()].concat(),
         "the version, then the largest id"
     );
-    let last: Value = client
-        .client()
-        .xrevrange(&index, "+", "-", Some(1))
+    let last: String = client.client().hget(&meta, "c19").await.expect("HGET");
+    assert_eq!(last, format!("{} 16", positions[4]), "the commit's position and count");
+    let exists: i64 = client.client().exists(&index).await.expect("EXISTS");
+    assert_eq!(exists, 0, "no index stream while small");
+    assert_eq!(encoding(&client, &meta).await, "listpack");
+
+    // The append past SMALL_STREAM_EVENTS moves the commits into an index stream; the ids of
+    // the moved ones stay in their log entries, the new one's are in its entry.
+    let batch = events(SMALL as usize - 33);
+    written.extend(batch.iter().map(|e| e.event_id));
+    store
+        .append(&stream, ExpectedVersion::Exact(34), batch)
         .await
-        .expect("XREVRANGE");
-    let last = last.into_array();
-    let entry = last[0].clone().into_array();
-    let entry_fields = entry[1].clone().into_array();
+        .expect("past small");
     assert_eq!(
-        entry_fields[4].as_str().as_deref(),
-        Some("i"),
-        "the commit holds its ids"
+        fields(&client, &meta).await,
+        vec![b"v".to_vec()],
+        "ordered ids: one field"
     );
-    let ids: Vec<u8> = written[18..].iter().flat_map(|id| id.as_bytes().to_vec()).collect();
-    assert_eq!(entry_fields[5].as_bytes().expect("ids"), &ids[..]);
+    let entries = index_entries(&client, &index).await;
+    let versions: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(versions, ["1-0", "2-0", "3-0", "4-0", "19-0", "35-0"]);
+    for (_, fields) in &entries[..5] {
+        assert_eq!(fields.len(), 4, "a moved commit: its position and count");
+    }
+    assert_eq!(
+        entries[4].1[1].as_string().as_deref(),
+        Some(positions[4].to_string().as_str())
+    );
+    let (_, last) = &entries[5];
+    assert_eq!(last[4].as_str().as_deref(), Some("i"), "a new commit holds its ids");
+    let ids: Vec<u8> = written[34..].iter().flat_map(|id| id.as_bytes().to_vec()).collect();
+    assert_eq!(last[5].as_bytes().expect("ids"), &ids[..]);
+
+    // A retry of a moved commit is recognised, and one of a commit in the middle of it refused.
+    let retry: Vec<NewEvent> = written[18..34]
+        .iter()
+        .map(|id| events(1).remove(0).with_id(*id))
+        .collect();
+    let again = store
+        .append(&stream, ExpectedVersion::Any, retry)
+        .await
+        .expect("a retry");
+    assert_eq!(again.version, 34);
+    let reused = events(1).remove(0).with_id(written[20]);
+    assert!(store.append(&stream, ExpectedVersion::Any, vec![reused]).await.is_err());
 
     // An id below the others: the stream's ids move into the hash, a compact listpack.
     let low = events(1).remove(0).with_id(Uuid::from_u128(1));
     written.push(low.event_id);
     store
-        .append(&stream, ExpectedVersion::Exact(34), vec![low])
+        .append(&stream, ExpectedVersion::Exact(SMALL + 1), vec![low])
         .await
         .expect("out of order");
     let mut expected: Vec<Vec<u8>> = written.iter().map(|id| id.as_bytes().to_vec()).collect();
@@ -94,37 +145,92 @@ async fn ordered_ids_need_no_hash_field_and_the_first_out_of_order_indexes_them(
     expected.sort();
     assert_eq!(fields(&client, &meta).await, expected, "every id");
     let state: Vec<u8> = client.client().hget(&meta, "v").await.expect("HGET");
-    assert_eq!(state, b"35".to_vec(), "the version alone: no largest id");
     assert_eq!(
-        encoding(&client, &meta).await,
-        "listpack",
-        "small appends keep the listpack"
-    );
-    for n in [1, 15] {
-        store
-            .append(&stream, ExpectedVersion::Any, events(n))
-            .await
-            .expect("indexed");
-    }
-    assert_eq!(
-        encoding(&client, &meta).await,
-        "listpack",
-        "small appends keep the listpack"
+        state,
+        (SMALL + 2).to_string().into_bytes(),
+        "the version alone: no largest id"
     );
     store
         .append(&stream, ExpectedVersion::Any, events(16))
         .await
         .expect("sixteen");
     assert_eq!(encoding(&client, &meta).await, "hashtable", "a batch of 16 converts it");
-    assert_eq!(store.stream_version(&stream).await.expect("version"), 67);
+    assert_eq!(store.stream_version(&stream).await.expect("version"), SMALL + 18);
     let versions: Vec<u64> = store
-        .read_stream(&stream, 1, 100)
+        .read_stream(&stream, 1, 1000)
         .await
         .expect("read")
         .iter()
         .map(|e| e.version)
         .collect();
-    assert_eq!(versions, (1..=67).collect::<Vec<_>>());
+    assert_eq!(versions, (1..=SMALL + 18).collect::<Vec<_>>());
+}
+
+/// A small stream's ids move into its hash at the first append out of order (a listpack while
+/// appends are small), and a small stream truncated keeps the ids of the commits that left the
+/// log: their retries are still recognised, before and after the stream grows past small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_streams_index_their_ids_and_keep_them_through_truncation() {
+    let client = RedisClientManager::connect(common::standalone_config())
+        .await
+        .expect("connect");
+    let store = RedisEventStore::new(client.clone());
+    let stream = StreamId::new("Laid", "small").expect("stream");
+    let meta = store.stream_keys(&stream)[1].clone();
+    let first = events(3);
+    let done = store
+        .append(&stream, ExpectedVersion::NoStream, first.clone())
+        .await
+        .expect("first");
+    store
+        .append(&stream, ExpectedVersion::Exact(3), events(2))
+        .await
+        .expect("second");
+    assert_eq!(store.truncate_before(&stream, 4).await.expect("truncate"), 3);
+    let kept: Vec<u8> = client.client().hget(&meta, "c1").await.expect("HGET");
+    let ids: Vec<u8> = first.iter().flat_map(|e| e.event_id.as_bytes().to_vec()).collect();
+    let head = format!("{} 3 ", done.position.offset - 2);
+    assert_eq!(&kept[..head.len()], head.as_bytes(), "its position and count");
+    assert_eq!(&kept[head.len()..], &ids[..], "then its ids");
+    let retry = store
+        .append(&stream, ExpectedVersion::Any, first.clone())
+        .await
+        .expect("a retry of a truncated commit");
+    assert_eq!(retry.version, 3);
+    // Out of order: every id, those of the truncated commit too, becomes a field.
+    let low = events(1).remove(0).with_id(Uuid::from_u128(1));
+    store
+        .append(&stream, ExpectedVersion::Exact(5), vec![low])
+        .await
+        .expect("out of order");
+    assert_eq!(
+        fields(&client, &meta).await.len(),
+        3 + 6 + 2,
+        "v, tr, three commits, six ids"
+    );
+    let again = store
+        .append(&stream, ExpectedVersion::Any, first.clone())
+        .await
+        .expect("a retry, indexed");
+    assert_eq!(again.version, 3);
+    // Past small: the moved commits and retries.
+    store
+        .append(&stream, ExpectedVersion::Exact(6), events(SMALL as usize - 5))
+        .await
+        .expect("past small");
+    let retry = store
+        .append(&stream, ExpectedVersion::Any, first)
+        .await
+        .expect("a retry after the move");
+    assert_eq!(retry.version, 3);
+    let versions: Vec<u64> = store
+        .read_stream(&stream, 1, 1000)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, (4..=SMALL + 1).collect::<Vec<_>>());
 }
 
 /// A commit is one partition log entry, at its first position, with exactly these fields: the
@@ -167,4 +273,49 @@ async fn a_commit_is_one_log_entry_of_six_fields() {
     seq.parse::<u64>().expect("seq");
     let read = store.read_stream(&stream, 1, 1).await.expect("read");
     assert_eq!(read[0].recorded_at.0, ms, "read back as the entry's ms");
+}
+
+/// A commit moved out of a small stream reads its ids in its log entry; truncated out of the
+/// log, it keeps them in the meta hash (`k<version>`), and its retry is still recognised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_commit_truncated_keeps_its_ids() {
+    let client = RedisClientManager::connect(common::standalone_config())
+        .await
+        .expect("connect");
+    let store = RedisEventStore::new(client.clone());
+    let stream = StreamId::new("Laid", "moved").expect("stream");
+    let meta = store.stream_keys(&stream)[1].clone();
+    let first = events(1);
+    store
+        .append(&stream, ExpectedVersion::NoStream, first.clone())
+        .await
+        .expect("first");
+    store
+        .append(&stream, ExpectedVersion::Exact(1), events(2))
+        .await
+        .expect("second");
+    store
+        .append(&stream, ExpectedVersion::Exact(3), events(SMALL as usize))
+        .await
+        .expect("past small");
+    assert_eq!(store.truncate_before(&stream, 4).await.expect("truncate"), 3);
+    let kept: Vec<u8> = client.client().hget(&meta, "k1").await.expect("HGET");
+    assert_eq!(
+        kept,
+        first[0].event_id.as_bytes().to_vec(),
+        "the moved commit's ids, kept"
+    );
+    let retry = store
+        .append(&stream, ExpectedVersion::Any, first)
+        .await
+        .expect("a retry of the truncated commit");
+    assert_eq!(retry.version, 1);
+    let reused = events(1)
+        .remove(0)
+        .with_id(store.read_stream(&stream, 4, 1).await.expect("read")[0].event_id);
+    assert!(
+        store.append(&stream, ExpectedVersion::Any, vec![reused]).await.is_err(),
+        "a reused id"
+    );
+    assert_eq!(store.stream_version(&stream).await.expect("version"), SMALL + 3);
 }
