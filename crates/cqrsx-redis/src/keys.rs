@@ -21,7 +21,14 @@ pub(crate) struct StreamKeys {
     /// and the version once deleted (the tombstone); `tr` the truncation point; and, once the
     /// ids are out of order, each event id's version.
     pub(crate) meta: String,
+    /// The shared hash holding the stream's state while it is tiny (see `small.lua`), under the
+    /// stream key.
+    pub(crate) bucket: String,
 }
+
+/// The number of shared hashes per partition that hold tiny streams (see `small.lua`). Fixed
+/// for a store's life: a tiny stream is found in its bucket by this number.
+pub(crate) const BUCKETS: u32 = 1024;
 
 /// FNV-1a: stable across processes and versions, unlike `DefaultHasher`.
 fn fnv1a(bytes: &[u8]) -> u32 {
@@ -96,16 +103,24 @@ impl Keys {
 
     pub(crate) fn stream(&self, stream_key: &str) -> StreamKeys {
         let partition = self.partition_of(stream_key);
+        // (The bits that chose the partition do not choose the bucket too.)
+        let bucket = (fnv1a(stream_key.as_bytes()) / self.partitions) % BUCKETS;
         StreamKeys {
             partition,
             index: self.key(partition, &["s:", stream_key]),
             meta: self.key(partition, &["m:", stream_key]),
+            bucket: self.key(partition, &["b:", &bucket.to_string()]),
         }
     }
 
     /// Every key an append to the stream touches, an event type's index standing for all.
     pub(crate) fn append_keys(&self, stream_key: &str, event_type: &str) -> Vec<String> {
-        let StreamKeys { partition, index, meta } = self.stream(stream_key);
+        let StreamKeys {
+            partition,
+            index,
+            meta,
+            bucket,
+        } = self.stream(stream_key);
         vec![
             index,
             meta,
@@ -113,6 +128,7 @@ impl Keys {
             self.seq(partition),
             self.trim(partition),
             self.type_index(partition, event_type),
+            bucket,
         ]
     }
 
@@ -199,6 +215,20 @@ mod tests {
                 assert_eq!(&keys.type_index(p, "Ädded")[from..], "Ädded");
             }
         }
+    }
+
+    #[test]
+    fn buckets_share_the_stream_slot_and_spread_apart_from_partitions() {
+        let keys = Keys::new("app", 4);
+        let mut used = std::collections::HashSet::new();
+        for i in 0..20_000 {
+            let stream = keys.stream(&format!("Order/{i}"));
+            assert_eq!(slot(&stream.bucket), slot(&stream.meta));
+            used.insert(stream.bucket);
+        }
+        // 4 partitions of 1,024 buckets each: the bits that chose the partition do not choose
+        // the bucket too.
+        assert!(used.len() > 4 * 1000, "{} buckets used", used.len());
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! truncation point, each event id's version for idempotent retries) and an index of its
 //! commits, pointing into the log: fields `c<first version>` of the metadata hash while the
 //! stream holds at most [`SMALL_STREAM_EVENTS`] events, then a Redis Stream
-//! (`{prefix:p}:s:<Type/id>`, entry ids `<first version>-0`); each
+//! (`{prefix:p}:s:<Type/id>`, entry ids `<first version>-0`); a stream of one commit keeps its
+//! state in a field of a hash shared with other streams (`{prefix:p}:b:<n>`) instead; each
 //! event type has an index of the commits that hold it (`{prefix:p}:t:<type>`, auto ids, so
 //! `events_by_type` starts at a time). All keys of one call share the hash tag `{prefix:p}` and
 //! are declared in the script's `KEYS`, so an append never crosses Cluster slots. Concurrent

@@ -242,6 +242,65 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
         &mut failures,
     );
 
+    // A tiny stream's state (a field of a shared bucket: its largest id, then '<version>
+    // <first position>') damaged each way.
+    let other = StreamId::new("Broken", "tiny-other").expect("stream");
+    let elsewhere = store
+        .append(
+            &other,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::json("Ok", &1).expect("json")],
+        )
+        .await
+        .expect("append");
+    for (i, kind) in [
+        "not a tiny state",
+        "a version past its commit",
+        "a position with no log entry",
+        "another stream's commit",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tiny = StreamId::new("Broken", format!("tiny{i}")).expect("stream");
+        let batch: Vec<NewEvent> = (0..2).map(|n| NewEvent::json("Ok", &n).expect("json")).collect();
+        let done = store
+            .append(&tiny, ExpectedVersion::NoStream, batch.clone())
+            .await
+            .expect("append");
+        let bucket = store.stream_keys(&tiny)[6].clone();
+        let mut value = batch[1].event_id.as_bytes().to_vec();
+        let first = done.position.offset - 1;
+        value.extend_from_slice(
+            match kind {
+                "not a tiny state" => "two".to_string(),
+                "a version past its commit" => format!("3 {first}"),
+                "a position with no log entry" => format!("2 {}", first + 1000),
+                _ => format!("1 {}", elsewhere.position.offset),
+            }
+            .as_bytes(),
+        );
+        let _: i64 = raw.hset(&bucket, (tiny.key(), value.as_slice())).await.expect("hset");
+        count += 1;
+        integrity(
+            &format!("tiny: {kind} (read_stream)"),
+            store.read_stream(&tiny, 1, 10).await,
+            &mut failures,
+        );
+        if kind == "not a tiny state" {
+            integrity(
+                &format!("tiny: {kind} (stream_version)"),
+                store.stream_version(&tiny).await,
+                &mut failures,
+            );
+            integrity(
+                &format!("tiny: {kind} (append)"),
+                store.append(&tiny, ExpectedVersion::Any, batch).await,
+                &mut failures,
+            );
+        }
+    }
+
     // Numbers and documents other stores keep.
     let meta_stream = StreamId::new("Broken", "meta").expect("stream");
     store

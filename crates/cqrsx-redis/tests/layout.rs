@@ -324,3 +324,132 @@ async fn a_moved_commit_truncated_keeps_its_ids() {
     );
     assert_eq!(store.stream_version(&stream).await.expect("version"), SMALL + 3);
 }
+
+/// A stream of one commit is tiny: no key of its own, its state a field of a shared bucket.
+/// Its second append, a truncation or a deletion moves it into a meta hash of its own first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_one_commit_has_no_key_of_its_own() {
+    let client = RedisClientManager::connect(common::standalone_config())
+        .await
+        .expect("connect");
+    let store = RedisEventStore::new(client.clone());
+    let raw = client.client();
+    let tiny_state = |stream: &StreamId| {
+        let (raw, bucket, field) = (
+            raw.clone(),
+            store.stream_keys(stream)[6].clone(),
+            stream.key().to_string(),
+        );
+        async move {
+            let value: Option<Vec<u8>> = raw.hget(&bucket, &field).await.expect("HGET");
+            value
+        }
+    };
+    let own_key = |stream: &StreamId| {
+        let (raw, meta) = (raw.clone(), store.stream_keys(stream)[1].clone());
+        async move { raw.exists::<i64, _>(&meta).await.expect("EXISTS") == 1 }
+    };
+
+    let s = StreamId::new("Laid", "tiny").expect("stream");
+    let batch = events(3);
+    let done = store
+        .append(&s, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .expect("append");
+    assert!(!own_key(&s).await, "no meta hash");
+    let state = tiny_state(&s).await.expect("its bucket field");
+    let mut expected = batch[2].event_id.as_bytes().to_vec();
+    expected.extend_from_slice(format!("3 {}", done.position.offset - 2).as_bytes());
+    assert_eq!(state, expected, "the largest id, the version, the first position");
+    assert_eq!(store.stream_version(&s).await.expect("version"), 3);
+    let read = store.read_stream(&s, 2, 10).await.expect("read");
+    assert_eq!(read.iter().map(|e| e.version).collect::<Vec<_>>(), [2, 3]);
+    let retry = store.append(&s, ExpectedVersion::Any, batch).await.expect("a retry");
+    assert_eq!(retry, done);
+    assert!(!own_key(&s).await, "a retry writes nothing");
+    store
+        .append(&s, ExpectedVersion::Exact(3), events(1))
+        .await
+        .expect("second");
+    assert_eq!(
+        fields(&client, &store.stream_keys(&s)[1]).await,
+        [b"c1".to_vec(), b"c4".to_vec(), b"v".to_vec()]
+    );
+
+    // Truncation and deletion move it first; a first batch out of order or past SMALL is never
+    // tiny.
+    let t = StreamId::new("Laid", "tiny-truncated").expect("stream");
+    store
+        .append(&t, ExpectedVersion::NoStream, events(2))
+        .await
+        .expect("append");
+    assert_eq!(store.truncate_before(&t, 2).await.expect("truncate"), 1);
+    assert!(own_key(&t).await && tiny_state(&t).await.is_none());
+    assert_eq!(store.read_stream(&t, 1, 10).await.expect("read")[0].version, 2);
+    let d = StreamId::new("Laid", "tiny-deleted").expect("stream");
+    store
+        .append(&d, ExpectedVersion::NoStream, events(1))
+        .await
+        .expect("append");
+    store
+        .delete_stream(&d, ExpectedVersion::Exact(1))
+        .await
+        .expect("delete");
+    assert!(tiny_state(&d).await.is_none());
+    assert!(matches!(
+        store.append(&d, ExpectedVersion::Any, events(1)).await,
+        Err(cqrsx_core::Error::StreamDeleted { .. })
+    ));
+    let mut descending = events(2);
+    descending.reverse();
+    let u = StreamId::new("Laid", "tiny-unordered").expect("stream");
+    store
+        .append(&u, ExpectedVersion::NoStream, descending)
+        .await
+        .expect("append");
+    assert!(own_key(&u).await && tiny_state(&u).await.is_none());
+    let l = StreamId::new("Laid", "tiny-large").expect("stream");
+    store
+        .append(&l, ExpectedVersion::NoStream, events(SMALL as usize + 1))
+        .await
+        .expect("append");
+    assert!(own_key(&l).await && tiny_state(&l).await.is_none());
+}
+
+/// A retry of a tiny stream's commit, a refused reuse of its ids and a conflict write nothing:
+/// the stream stays tiny.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_refused_or_retried_leave_a_tiny_stream_as_it_was() {
+    let client = RedisClientManager::connect(common::standalone_config())
+        .await
+        .expect("connect");
+    let store = RedisEventStore::new(client.clone());
+    let s = StreamId::new("Laid", "tiny-kept").expect("stream");
+    let batch = events(2);
+    let done = store
+        .append(&s, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .expect("append");
+    let keys = store.stream_keys(&s);
+    let state = || {
+        let (raw, bucket, meta, field) = (client.client(), keys[6].clone(), keys[1].clone(), s.key().to_string());
+        async move {
+            let value: Option<Vec<u8>> = raw.hget(&bucket, &field).await.expect("HGET");
+            let own: i64 = raw.exists(&meta).await.expect("EXISTS");
+            (value, own)
+        }
+    };
+    let before = state().await;
+    assert!(before.0.is_some() && before.1 == 0, "tiny");
+    assert_eq!(
+        store
+            .append(&s, ExpectedVersion::Any, batch.clone())
+            .await
+            .expect("retry"),
+        done
+    );
+    let reused = vec![batch[1].clone(), events(1).remove(0)];
+    assert!(store.append(&s, ExpectedVersion::Any, reused).await.is_err());
+    assert!(store.append(&s, ExpectedVersion::Exact(5), events(1)).await.is_err());
+    assert_eq!(state().await, before, "nothing written");
+}

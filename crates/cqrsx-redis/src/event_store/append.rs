@@ -79,9 +79,10 @@ pub(crate) fn part(
 ) -> Result<(u32, Part)> {
     let stream_keys = keys.stream(stream.key());
     let runs = type_runs(events);
-    let mut key_list = Vec::with_capacity(2 + runs.len());
+    let mut key_list = Vec::with_capacity(3 + runs.len());
     key_list.push(stream_keys.index);
     key_list.push(stream_keys.meta);
+    key_list.push(stream_keys.bucket);
     key_list.extend(runs.iter().map(|(t, _)| keys.type_index(stream_keys.partition, t)));
     // The stream key and a batch's one event type are not sent: the script reads them from
     // the ends of the keys (see `append.lua`).

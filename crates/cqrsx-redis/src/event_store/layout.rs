@@ -262,6 +262,21 @@ pub(crate) enum MetaVersion {
 
 /// Reads a meta hash's `v`: the version's digits, then (while the stream's ids are ordered) its
 /// largest event id, 16 bytes; or `d` and the version once deleted. `None` for anything else.
+/// A tiny stream's version, from its bucket field (see `small.lua`): its largest event id (16
+/// bytes), then `<version> <first position>`; `None` if the field is not one this store wrote.
+pub(crate) fn tiny_version(value: &[u8]) -> Option<u64> {
+    let rest = std::str::from_utf8(value.get(16..)?).ok()?;
+    let (version, position) = rest.split_once(' ')?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(version) || !digits(position) {
+        return None;
+    }
+    version
+        .parse()
+        .ok()
+        .filter(|v| (1..=crate::SMALL_STREAM_EVENTS).contains(v))
+}
+
 pub(crate) fn meta_version(v: &[u8]) -> Option<MetaVersion> {
     let number = |digits: &[u8]| -> Option<u64> {
         if digits.is_empty() || digits.len() > 16 || !digits.iter().all(u8::is_ascii_digit) {

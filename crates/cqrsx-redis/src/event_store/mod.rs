@@ -166,11 +166,15 @@ impl RedisEventStore {
         self.keys.append_keys(stream.key(), "<event type>")
     }
 
-    /// The keys stream-level scripts take: commit index, meta hash, log, trimmed commits.
+    /// The keys stream-level scripts take: commit index, meta hash, log, trimmed commits, the
+    /// tiny streams' bucket.
     fn stream_script_keys(&self, stream: &StreamId) -> (u32, Vec<String>) {
         let keys = self.keys.stream(stream.key());
         let p = keys.partition;
-        (p, vec![keys.index, keys.meta, self.keys.log(p), self.keys.trim(p)])
+        (
+            p,
+            vec![keys.index, keys.meta, self.keys.log(p), self.keys.trim(p), keys.bucket],
+        )
     }
 }
 
@@ -238,8 +242,7 @@ impl EventBackend for RedisEventStore {
         let reply = self
             .client
             .run_script(&self.scripts.read_stream, || {
-                let (_, mut keys) = self.stream_script_keys(stream);
-                keys.truncate(3);
+                let (_, keys) = self.stream_script_keys(stream);
                 (keys, vec![number_arg(from), count_arg(max_count)])
             })
             .await?;
@@ -298,7 +301,18 @@ impl EventBackend for RedisEventStore {
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let keys = self.keys.stream(stream.key());
         let client = self.client.client();
+        // Its bucket first: a tiny stream's state only ever moves from there to its meta hash,
+        // so a meta hash read after it is never older.
+        let tiny: Option<Vec<u8>> = self.client.track(client.hget(keys.bucket, stream.key())).await?;
         let meta: Option<Vec<u8>> = self.client.track(client.hget(keys.meta, "v")).await?;
+        if let (None, Some(tiny)) = (&meta, tiny) {
+            return layout::tiny_version(&tiny).ok_or_else(|| {
+                Error::Integrity(format!(
+                    "stream {stream} has the tiny state {:?}",
+                    String::from_utf8_lossy(&tiny)
+                ))
+            });
+        }
         match meta.as_deref().map(meta_version) {
             None => Ok(0),
             Some(Some(MetaVersion::Live(version))) => Ok(version),

@@ -1,7 +1,8 @@
 -- Appends batches to streams of one partition, atomically: a group of appends that arrived
 -- together (group commit), taken in order, each with its own checks and reply.
 -- KEYS: 1 partition log, 2 position counter, then per append: the stream's commit index, its
---       meta hash, and the index stream of each event type in the batch. Every key shares the
+--       meta hash, its tiny streams' bucket (see small.lua), and the index stream of each event
+--       type in the batch. Every key shares the
 --       partition's hash tag, and every key the script touches is one of these.
 -- ARGV: per append, until the arguments end: one argument holding a header, the event ids
 --       and the events blob (read by `read_header` in append_header.lua, which comes first);
@@ -75,8 +76,8 @@ local function slow_path(above)
 
   -- In a small stream (its meta hash KEYS[k + 1]): each id it holds -> {commit, offset, the
   -- commit's ids}; nil if a commit or its ids are not ones this store wrote.
-  local function held_ids(k)
-    local commits = inline(k + 1)
+  local function held_ids(k, tiny)
+    local commits = tiny or inline(k + 1)
     if not commits then return nil end
     local at = {}
     for _, c in ipairs(commits) do
@@ -88,8 +89,8 @@ local function slow_path(above)
   end
 
   -- The checks of an append to a small ordered stream (see check_ordered).
-  local function check_small(k, ids, n, ver)
-    local at = held_ids(k)
+  local function check_small(k, ids, n, ver, tiny)
+    local at = held_ids(k, tiny)
     if not at then return 'corrupt index' end
     local hit = at[sub(ids, 1, 16)]
     if hit then
@@ -176,8 +177,8 @@ local function slow_path(above)
 
   -- The checks of an append to an ordered stream whose ids are not all new by order alone:
   -- a reply if it is a retry or reuses an id, nil if every id is new.
-  local function check_ordered(k, ids, n, ver, sorted, high)
-    if ver <= SMALL then return check_small(k, ids, n, ver) end
+  local function check_ordered(k, ids, n, ver, sorted, high, tiny)
+    if ver <= SMALL then return check_small(k, ids, n, ver, tiny) end
     local c, j, held = find(k, sub(ids, 1, 16), ver)
     if c == false then return 'corrupt index' end
     if c then
@@ -305,11 +306,23 @@ local check_ordered, check_indexed, index_ids, moving
 local a, k = 1, 3
 while a <= #ARGV do
   local expected, m, sorted, n, ids, blob = read_header(ARGV[a])
-  local types = m == 1 and sub(KEYS[k + 2], #KEYS[1]) or ARGV[a + 1]
+  local types = m == 1 and sub(KEYS[k + 3], #KEYS[1]) or ARGV[a + 1]
   local reply
   repeat
-    -- The meta hash's 'v' (see the header).
+    -- The meta hash's 'v' (see the header), or the stream's tiny state (see small.lua), which
+    -- an append that writes moves into the meta hash first.
     local meta = redis.call('HGET', KEYS[k + 1], 'v')
+    local own, tiny = meta, nil
+    if not meta then
+      local state = redis.call('HGET', KEYS[k + 2], sub(KEYS[k + 1], #KEYS[1]))
+      if state then
+        local v, g = string.match(sub(state, 17), '^(%d+) (%d+)$')
+        if #state < 18 or not v then reply = 'corrupt version' break end
+        meta, own = v .. sub(state, 1, 16), true
+        -- Its one commit, as `inline` reads a small stream's.
+        tiny = {{1, g, tonumber(v), false}}
+      end
+    end
     local ver, high = 0, nil
     if meta then
       if #meta > 16 then
@@ -330,7 +343,7 @@ while a <= #ARGV do
     if not fresh then
       if not check_ordered then check_ordered, check_indexed, index_ids, moving = slow_path(above) end
       if ordered then
-        reply = check_ordered(k, ids, n, ver, sorted == 1, high)
+        reply = check_ordered(k, ids, n, ver, sorted == 1, high, tiny)
       else
         reply = check_indexed(k, ids, n, ver)
       end
@@ -339,6 +352,10 @@ while a <= #ARGV do
     if (expected == -2 and ver ~= 0) or (expected == -3 and ver == 0) or (expected >= 0 and expected ~= ver) then
       reply = fmt('conflict %d', ver)
       break
+    end
+    if tiny then
+      redis.call('HDEL', KEYS[k + 2], sub(KEYS[k + 1], #KEYS[1]))
+      redis.call('HSET', KEYS[k + 1], 'v', meta, 'c1', tiny[1][2] .. ' ' .. fmt('%d', tiny[1][3]))
     end
     -- Past SMALL: the stream's commits move from its meta hash to a commit index stream.
     local moved
@@ -369,10 +386,10 @@ while a <= #ARGV do
     -- entry) is the commit's recorded-at, so the clock costs no command of its own.
     local now
     if m == 1 then
-      now = redis.call('XADD', KEYS[k + 2], '*', 'g', first_s)
+      now = redis.call('XADD', KEYS[k + 3], '*', 'g', first_s)
     else
       for j = 1, m do
-        local id = redis.call('XADD', KEYS[k + 1 + j], '*', 'g', first_s, 'k', ARGV[a + 1 + j])
+        local id = redis.call('XADD', KEYS[k + 2 + j], '*', 'g', first_s, 'k', ARGV[a + 1 + j])
         now = now or id
       end
     end
@@ -380,6 +397,11 @@ while a <= #ARGV do
     -- (An explicit id without its `-seq` part is `-0`.)
     redis.call('XADD', KEYS[1], first_s, 's', sub(KEYS[k + 1], #KEYS[1]), 'v', v0_s, 'n', n_s, 'r', now, 't', types, 'e', blob)
     reply = 'ok ' .. last_s .. ' ' .. to_s
+    if fresh and not own and last <= SMALL then
+      -- A new stream of one commit: tiny (see small.lua).
+      redis.call('HSET', KEYS[k + 2], sub(KEYS[k + 1], #KEYS[1]), (n == 1 and ids or sub(ids, -16)) .. last_s .. ' ' .. first_s)
+      break
+    end
     if fresh and last <= SMALL then
       redis.call('HSET', KEYS[k + 1], 'v', last_s .. (n == 1 and ids or sub(ids, -16)), 'c' .. v0_s, first_s .. ' ' .. n_s)
       break
@@ -423,7 +445,7 @@ while a <= #ARGV do
   until true
   replies[#replies + 1] = reply
   a = a + (m > 1 and 2 + m or 1)
-  k = k + 2 + m
+  k = k + 3 + m
 end
 if grouped then redis.call('SET', KEYS[2], fmt('%d', seq)) end
 if #replies == 1 then return replies[1] end

@@ -1,5 +1,5 @@
--- Reads a stream's commits from a version. KEYS: 1 commit index, 2 meta hash, 3 partition log.
--- ARGV: 1 from version, 2 most events.
+-- Reads a stream's commits from a version. KEYS: 1 commit index, 2 meta hash, 3 partition log,
+-- 4 (unused), 5 the tiny streams' bucket. ARGV: 1 from version, 2 most events.
 -- Reply: {'deleted'} | {'ok', read-from version, stream version, log entry, log entry, ...}
 --      | {'corrupt', what} for stored data this store did not write: an index entry it does
 --        not know or that disagrees with its log entry, a version that is not one, a commit
@@ -8,6 +8,17 @@
 -- checks that they run without a gap up to the stream's version. Commits removed from the log
 -- by truncation lie below the read-from version and are not visited.
 local meta = redis.call('HMGET', KEYS[2], 'v', 'tr')
+local commits, bad
+if not meta[1] then
+  -- A tiny stream (see small.lua): one commit, versions 1 to its version.
+  local _, _, _, tiny = small_lib()
+  local high, v, g = tiny(2, 5, 3)
+  if high == false then return {'corrupt', 'its tiny state is not one this store wrote'} end
+  if high then
+    meta[1] = v .. high
+    commits = {{1, g, tonumber(v), false}}
+  end
+end
 local version, dead = meta_version(meta[1])
 if dead then return {'deleted'} end
 local fmt = string.format
@@ -25,7 +36,7 @@ if version <= SMALL then
     return {'corrupt', fmt('it has a commit index stream, though at version %d its commits sit in its meta hash', version)}
   end
   local inline, entry_of = small_lib()
-  local commits, bad = inline(2)
+  if not commits then commits, bad = inline(2) end
   if not commits then
     return {'corrupt', fmt('its meta hash field %q is not a commit this store wrote', bad)}
   end

@@ -1,11 +1,17 @@
 -- Removes a stream's events below a version. KEYS: 1 commit index, 2 meta hash, 3 partition
--- log, 4 partially truncated commits (hash: first position -> events removed). ARGV: 1 version.
+-- log, 4 partially truncated commits (hash: first position -> events removed), 5 the tiny
+-- streams' bucket. ARGV: 1 version.
 -- Reply: {'deleted'} | {'ok', events removed} | {'corrupt', index entry id}
 -- Commits wholly below the version leave the log; a commit cut in two keeps its entry and
 -- records how many of its events are gone. Index entries stay (a retry of a truncated commit
 -- is still recognised: a small stream's fields, and the meta hash for an entry moved out of
 -- one ('k<version>'), keep the ids its log entry held); the meta hash remembers the cut for
 -- stream reads.
+-- A tiny stream (see small.lua) moves into a meta hash of its own first.
+if not redis.call('HGET', KEYS[2], 'v') then
+  local _, _, _, _, grow = small_lib()
+  if not grow(2, 5, 3) then return {'corrupt', 'tiny state'} end
+end
 local meta = redis.call('HMGET', KEYS[2], 'v', 'tr')
 if select(2, meta_version(meta[1])) then return {'deleted'} end
 local fmt = string.format
