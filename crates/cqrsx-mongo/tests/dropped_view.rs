@@ -464,6 +464,8 @@ async fn a_drop_racing_commits_and_an_acquire_leaves_no_checkpoint_behind() {
     let client = common::client(common::config()).await;
     let store = MongoCheckpointStore::new(client.clone());
     store.initialize().await.expect("initialize");
+    let atomic = client.capabilities().atomic_counters;
+    let mut lost_after_drop = 0;
     let mut failures = Vec::new();
     for round in 0..10u64 {
         let key = ViewKey::new(format!("race{round}"), 1).expect("key");
@@ -528,14 +530,58 @@ async fn a_drop_racing_commits_and_an_acquire_leaves_no_checkpoint_behind() {
                 }
             },
         };
-        store
-            .commit(&taken, put("y", serde_json::json!({ "by": "c" }), 1))
-            .await
-            .expect("the new holder commits");
+        // On FerretDB 1, which updates a document as a read and a write of its own (see the
+        // README's "What does not hold"), b's acquire marking its own claim can read it before
+        // the drop marks it superseded and write after: b's lease then renews but cannot
+        // commit (the drop sealed its tenure), and no other runner takes it until b takes it
+        // back under its own name, as a runner does after a lost lease. Elsewhere the lease
+        // taken here commits at once.
+        let mut lease = taken;
+        let mut committed = false;
+        for _ in 0..5 {
+            match store
+                .commit(&lease, put("y", serde_json::json!({ "by": "c" }), 1))
+                .await
+            {
+                Ok(_) => {
+                    committed = true;
+                    break;
+                }
+                Err(Error::LeaseLost { .. }) if !atomic => {
+                    lost_after_drop += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let again = match store.acquire(&key, "c", ttl).await {
+                        Ok(None) => store.acquire(&key, "b", ttl).await,
+                        other => other,
+                    };
+                    match again {
+                        Ok(Some(again)) => lease = again,
+                        other => {
+                            failures.push(format!("round {round}: the view could not be taken again: {other:?}"));
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    failures.push(format!("round {round}: the new holder's commit: {e}"));
+                    break;
+                }
+            }
+        }
+        if !committed {
+            failures.push(format!("round {round}: the new holder never committed"));
+            continue;
+        }
         let view = visible(&store, &key, &["x1", "x2", "x3", "y"]).await;
         if view != vec![("y".to_string(), serde_json::json!({ "by": "c" }))] {
             failures.push(format!("round {round}: the view after the drop is {view:?}"));
         }
     }
+    cqrsx_core::testkit::report(
+        "mongo",
+        &format!(
+            "drop racing commits and an acquire: {lost_after_drop} of 10 leases after the drop sealed and taken back by their owner"
+        ),
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
