@@ -384,6 +384,14 @@ async fn each_case_catches_the_fault_it_guards_against() {
             "projection_forged_and_dropped_leases_write_nothing",
             CheckpointFault::DropDoesNotFence,
         ),
+        (
+            "projection_admin_reads_and_replay_requests",
+            CheckpointFault::HandledMovesBack,
+        ),
+        (
+            "projection_admin_reads_and_replay_requests",
+            CheckpointFault::HolderOutlivesRelease,
+        ),
     ];
     for (case, fault) in checkpoint_faults {
         assert!(

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrsx_core::projection::{Commit, Lease, ParkedEvent, ViewChange, ViewKey, ViewWrite};
+use cqrsx_core::projection::{Commit, Lease, LeaseHolder, ParkedEvent, ReplayRequests, ViewChange, ViewKey, ViewWrite};
 use cqrsx_core::query::{Op, Query};
 use cqrsx_core::raw::{
     AllPage, CheckpointBackend, EventBackend, EventStoreCapabilities, ReadBackend, ReadStoreCapabilities,
@@ -147,6 +147,21 @@ impl CheckpointBackend for Unreachable {
     }
     fn view(&self, _: &ViewKey) -> Result<Arc<dyn ReadStore>> {
         reached("view")
+    }
+    async fn views(&self) -> Result<Vec<ViewKey>> {
+        reached("views")
+    }
+    async fn holder(&self, _: &ViewKey) -> Result<Option<LeaseHolder>> {
+        reached("holder")
+    }
+    async fn request_replay(&self, _: &ViewKey) -> Result<u64> {
+        reached("request_replay")
+    }
+    async fn replay_requests(&self, _: &ViewKey) -> Result<ReplayRequests> {
+        reached("replay_requests")
+    }
+    async fn replay_handled(&self, _: &ViewKey, _: u64, _: u64) -> Result<()> {
+        reached("replay_handled")
     }
 }
 
@@ -326,5 +341,9 @@ async fn every_bad_snapshot_and_projection_input_is_refused_before_the_backend()
     refused(
         "a commit of a non-object",
         CheckpointStore::commit(&store, &lease, commit(json!([1]))).await,
+    );
+    refused(
+        "a replay request number over MAX_NUMBER",
+        CheckpointStore::replay_handled(&store, &key, u64::MAX, 0).await,
     );
 }

@@ -1,12 +1,12 @@
 //! [`RedisCheckpointStore`]: projection checkpoints, leases with fencing tokens, views and dead
 //! letters, all of one projection under one hash tag; a commit is one script.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrsx_core::projection::{Commit, Lease, ParkedEvent, ViewChange, ViewKey};
+use cqrsx_core::projection::{Commit, Lease, LeaseHolder, ParkedEvent, ReplayRequests, ViewChange, ViewKey};
 use cqrsx_core::raw::{validate_field_path, CheckpointBackend, ReadBackend};
 use cqrsx_core::{Checkpoint, Error, Position, ReadStore, Result};
 use fred::prelude::*;
@@ -34,6 +34,9 @@ pub struct RedisCheckpointStore {
     keys: Keys,
     indexes: Arc<BTreeMap<String, BTreeSet<String>>>,
     script: Script,
+    handled: Script,
+    /// The versions this process has entered in the set of versions (once each).
+    listed: Arc<Mutex<HashSet<ViewKey>>>,
 }
 
 impl std::fmt::Debug for RedisCheckpointStore {
@@ -59,6 +62,11 @@ fn held(op: &str, lease: &Lease) -> Vec<Value> {
     vec![op.into(), lease.token.to_string().into(), lease.owner.as_str().into()]
 }
 
+/// Records replay requests handled: moves `h` forward only, with the replay's count.
+const HANDLED: &str = "local h = tonumber(redis.call('HGET', KEYS[1], 'h') or '0') \
+if tonumber(ARGV[1]) > h then redis.call('HSET', KEYS[1], 'h', ARGV[1], 'n', ARGV[2]) end \
+return 'ok'";
+
 fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis().max(1)).unwrap_or(i64::MAX)
 }
@@ -80,6 +88,8 @@ impl RedisCheckpointStore {
                 include_str!("lua/docs_write.lua"),
                 include_str!("lua/projection.lua")
             )),
+            handled: Script::from_lua(HANDLED),
+            listed: Arc::default(),
         }
     }
 
@@ -121,6 +131,25 @@ impl RedisCheckpointStore {
         keys
     }
 
+    /// Enters `key` in the set of versions before its first lease (a separate key: on a
+    /// Cluster it lives in another slot than the projection).
+    async fn list(&self, key: &ViewKey) -> Result<()> {
+        let listed = |s: &Self| s.listed.lock().unwrap_or_else(PoisonError::into_inner).contains(key);
+        if listed(self) {
+            return Ok(());
+        }
+        let member = format!("{}:{}", key.projection(), key.version());
+        let _: i64 = self
+            .client
+            .track(self.client.client().sadd(self.keys.projection_versions(), member))
+            .await?;
+        self.listed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone());
+        Ok(())
+    }
+
     async fn eval(&self, keys: Vec<String>, args: Vec<Value>) -> Result<Value> {
         self.client
             .run_script(&self.script, || (keys.clone(), args.clone()))
@@ -135,6 +164,7 @@ impl CheckpointBackend for RedisCheckpointStore {
     }
 
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
+        self.list(key).await?;
         let reply = self
             .eval(
                 self.lease_keys(key),
@@ -280,6 +310,79 @@ impl CheckpointBackend for RedisCheckpointStore {
         keys.extend([self.key(key, "lease"), self.key(key, "cp"), self.key(key, "dl")]);
         keys.extend(self.collection(key).keys());
         self.eval(keys, vec!["drop".into(), "".into(), "".into()]).await?;
+        Ok(())
+    }
+
+    async fn views(&self) -> Result<Vec<ViewKey>> {
+        let members: Vec<String> = self
+            .client
+            .track(self.client.client().smembers(self.keys.projection_versions()))
+            .await?;
+        members
+            .iter()
+            .map(|m| {
+                m.rsplit_once(':')
+                    .and_then(|(name, version)| ViewKey::new(name, version.parse().ok()?).ok())
+                    .ok_or_else(|| Error::Integrity(format!("the set of projection versions holds {m:?}")))
+            })
+            .collect()
+    }
+
+    async fn holder(&self, key: &ViewKey) -> Result<Option<LeaseHolder>> {
+        let lease_key = self.key(key, "lease");
+        let held: Option<String> = self.client.track(self.client.client().get(&lease_key)).await?;
+        let Some(held) = held else { return Ok(None) };
+        let ttl: i64 = self.client.track(self.client.client().pttl(&lease_key)).await?;
+        let (token, owner) = held
+            .split_once(':')
+            .and_then(|(t, o)| Some((t.parse().ok()?, o)))
+            .ok_or_else(|| Error::Integrity(format!("the lease of {key} is {held:?}")))?;
+        // -2: it expired since the read.
+        Ok((ttl >= 0).then(|| LeaseHolder {
+            owner: owner.to_string(),
+            token,
+            expires_in: Duration::from_millis(ttl.unsigned_abs()),
+        }))
+    }
+
+    async fn request_replay(&self, key: &ViewKey) -> Result<u64> {
+        let n: i64 = self
+            .client
+            .track(self.client.client().hincrby(self.key(key, "rq"), "r", 1))
+            .await?;
+        u64::try_from(n).map_err(|_| Error::Integrity(format!("the replay requests of {key} count {n}")))
+    }
+
+    async fn replay_requests(&self, key: &ViewKey) -> Result<ReplayRequests> {
+        let stored: Vec<Option<String>> = self
+            .client
+            .track(self.client.client().hmget(self.key(key, "rq"), vec!["r", "h", "n"]))
+            .await?;
+        let field = |i: usize| -> Result<u64> {
+            match stored.get(i).cloned().flatten() {
+                None => Ok(0),
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| Error::Integrity(format!("the replay requests of {key} hold {v:?}"))),
+            }
+        };
+        Ok(ReplayRequests {
+            requested: field(0)?,
+            handled: field(1)?,
+            replayed: field(2)?,
+        })
+    }
+
+    async fn replay_handled(&self, key: &ViewKey, upto: u64, replayed: u64) -> Result<()> {
+        let rq = self.key(key, "rq");
+        self.client
+            .run_script(&self.handled, || {
+                (
+                    vec![rq.clone()],
+                    vec![upto.to_string().into(), replayed.to_string().into()],
+                )
+            })
+            .await?;
         Ok(())
     }
 

@@ -142,6 +142,11 @@ impl Keys {
         format!("{{{}:pj:{name}}}:", self.prefix)
     }
 
+    /// The set of every projection version a lease was granted for (`<name>:<version>`).
+    pub(crate) fn projection_versions(&self) -> String {
+        format!("{{{}:pj}}:versions", self.prefix)
+    }
+
     /// The hash tag of one read-model collection.
     pub(crate) fn read_model(&self, collection: &str) -> String {
         format!("{{{}:rm:{collection}}}:", self.prefix)

@@ -10,7 +10,10 @@ use serde_json::Value;
 use super::trace::{backend, traced};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::projection::{validate_lease_ttl, CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewKey};
+use crate::event::validate_number;
+use crate::projection::{
+    validate_lease_ttl, CheckpointStore, Commit, Lease, LeaseHolder, ParkedEvent, ReplayRequests, ViewChange, ViewKey,
+};
 use crate::read_store::{has_nested_arrays, ReadStore};
 use crate::stream::validate_id;
 
@@ -58,6 +61,21 @@ pub trait CheckpointBackend: Send + Sync {
 
     /// [`CheckpointStore::view`].
     fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>>;
+
+    /// [`CheckpointStore::views`].
+    async fn views(&self) -> Result<Vec<ViewKey>>;
+
+    /// [`CheckpointStore::holder`].
+    async fn holder(&self, key: &ViewKey) -> Result<Option<LeaseHolder>>;
+
+    /// [`CheckpointStore::request_replay`].
+    async fn request_replay(&self, key: &ViewKey) -> Result<u64>;
+
+    /// [`CheckpointStore::replay_requests`].
+    async fn replay_requests(&self, key: &ViewKey) -> Result<ReplayRequests>;
+
+    /// [`CheckpointStore::replay_handled`], `upto` and `replayed` in range.
+    async fn replay_handled(&self, key: &ViewKey, upto: u64, replayed: u64) -> Result<()>;
 }
 
 /// Checks a commit against what the backend can hold.
@@ -154,5 +172,41 @@ impl<B: CheckpointBackend> CheckpointStore for B {
 
     fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>> {
         CheckpointBackend::view(self, key)
+    }
+
+    async fn views(&self) -> Result<Vec<ViewKey>> {
+        let span = tracing::debug_span!("views", store = backend::<B>());
+        traced(span, async move {
+            let mut views = CheckpointBackend::views(self).await?;
+            views.sort();
+            views.dedup();
+            Ok(views)
+        })
+        .await
+    }
+
+    async fn holder(&self, key: &ViewKey) -> Result<Option<LeaseHolder>> {
+        let span = tracing::debug_span!("holder", store = backend::<B>(), projection = %key);
+        traced(span, CheckpointBackend::holder(self, key)).await
+    }
+
+    async fn request_replay(&self, key: &ViewKey) -> Result<u64> {
+        let span = tracing::debug_span!("request_replay", store = backend::<B>(), projection = %key);
+        traced(span, CheckpointBackend::request_replay(self, key)).await
+    }
+
+    async fn replay_requests(&self, key: &ViewKey) -> Result<ReplayRequests> {
+        let span = tracing::debug_span!("replay_requests", store = backend::<B>(), projection = %key);
+        traced(span, CheckpointBackend::replay_requests(self, key)).await
+    }
+
+    async fn replay_handled(&self, key: &ViewKey, upto: u64, replayed: u64) -> Result<()> {
+        let span = tracing::debug_span!("replay_handled", store = backend::<B>(), projection = %key, upto);
+        traced(span, async move {
+            validate_number("replay request", upto)?;
+            validate_number("replayed events", replayed)?;
+            CheckpointBackend::replay_handled(self, key, upto, replayed).await
+        })
+        .await
     }
 }

@@ -12,7 +12,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::Position;
 use crate::memory::InMemoryReadStore;
-use crate::projection::{Commit, Lease, ParkedEvent, ViewChange, ViewKey};
+use crate::projection::{Commit, Lease, LeaseHolder, ParkedEvent, ReplayRequests, ViewChange, ViewKey};
 use crate::read_store::ReadStore;
 
 struct Held {
@@ -36,6 +36,7 @@ struct State {
     views: HashMap<ViewKey, InMemoryReadStore>,
     parked: HashMap<ViewKey, BTreeMap<Position, ParkedEvent>>,
     active: HashMap<String, u32>,
+    replays: HashMap<ViewKey, ReplayRequests>,
 }
 
 impl State {
@@ -204,5 +205,41 @@ impl CheckpointBackend for InMemoryCheckpointStore {
 
     fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>> {
         Ok(Arc::new(self.lock().view(key)))
+    }
+
+    async fn views(&self) -> Result<Vec<ViewKey>> {
+        Ok(self.lock().tokens.keys().cloned().collect())
+    }
+
+    async fn holder(&self, key: &ViewKey) -> Result<Option<LeaseHolder>> {
+        let now = Instant::now();
+        Ok(self.lock().leases.get(key).and_then(|held| {
+            (held.expires > now).then(|| LeaseHolder {
+                owner: held.owner.clone(),
+                token: held.token,
+                expires_in: held.expires - now,
+            })
+        }))
+    }
+
+    async fn request_replay(&self, key: &ViewKey) -> Result<u64> {
+        let mut state = self.lock();
+        let requests = state.replays.entry(key.clone()).or_default();
+        requests.requested += 1;
+        Ok(requests.requested)
+    }
+
+    async fn replay_requests(&self, key: &ViewKey) -> Result<ReplayRequests> {
+        Ok(self.lock().replays.get(key).copied().unwrap_or_default())
+    }
+
+    async fn replay_handled(&self, key: &ViewKey, upto: u64, replayed: u64) -> Result<()> {
+        let mut state = self.lock();
+        let requests = state.replays.entry(key.clone()).or_default();
+        if upto > requests.handled {
+            requests.handled = upto;
+            requests.replayed = replayed;
+        }
+        Ok(())
     }
 }

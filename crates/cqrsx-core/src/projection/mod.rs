@@ -18,7 +18,7 @@ pub use options::{ErrorPolicy, OnFailure, RunnerOptions};
 pub use runner::ProjectionRunner;
 pub use status::{ProjectionStatus, RunnerState};
 pub use store::{
-    validate_lease_ttl, CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewKey, ViewWrite, MAX_LEASE_TTL,
-    MIN_LEASE_TTL,
+    validate_lease_ttl, CheckpointStore, Commit, Lease, LeaseHolder, ParkedEvent, ReplayRequests, ViewChange, ViewKey,
+    ViewWrite, MAX_LEASE_TTL, MIN_LEASE_TTL,
 };
 pub use view::{View, MAX_VIEW_DOCUMENT_BYTES};

@@ -12,7 +12,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{BoxError, Error, Result};
-use crate::event::{EventFilter, Position, RecordedEvent};
+use crate::event::{Position, RecordedEvent};
 use crate::event_store::EventStore;
 use crate::projection::handle::{Command, ProjectionHandle};
 use crate::projection::options::{OnFailure, RunnerOptions};
@@ -22,6 +22,8 @@ use crate::projection::store::{CheckpointStore, Lease, ParkedEvent, ViewKey};
 use crate::projection::view::{Batch, DocCache};
 use crate::projection::Projection;
 use crate::subscription::{subscribe, SubscriptionMessage, SubscriptionOptions};
+
+mod replay;
 
 /// Runs a [`Projection`] over an event store into a [`CheckpointStore`].
 ///
@@ -370,6 +372,10 @@ impl Run {
                             old_version = None;
                         }
                     }
+                    match self.replay_on_request(lease).await {
+                        Err(Error::LeaseLost { reason, .. }) => return lost(&reason),
+                        other => other?,
+                    }
                     self.update_lag().await;
                 }
                 message = subscription.next() => match message {
@@ -566,30 +572,5 @@ impl Run {
         self.status.send_modify(|s| s.retry_attempts = 0);
         batch.settle(&mut self.cache);
         Ok(())
-    }
-
-    /// Replays every parked event; how many were applied.
-    async fn replay_parked(&mut self, lease: &Lease) -> Result<u64> {
-        let parked = self.store.parked(&self.key).await?;
-        let mut replayed = 0;
-        for p in &parked {
-            let page = self.events.read_all(p.position, 1, &EventFilter::all()).await?;
-            let mut batch = Batch::new(Arc::clone(&self.store), self.key.clone());
-            let Some(event) = page.events.into_iter().find(|e| e.position == p.position) else {
-                // The event is gone (its stream was truncated or deleted): nothing to apply.
-                self.commit(lease, batch, None, vec![p.position]).await?;
-                continue;
-            };
-            match self.apply_one(&mut batch, &event).await? {
-                Ok(()) => {
-                    self.commit(lease, batch, None, vec![p.position]).await?;
-                    replayed += 1;
-                }
-                Err((error, _)) => warn!(position = %p.position, error = %error, "a parked event still fails"),
-            }
-        }
-        let left = self.store.parked(&self.key).await?.len() as u64;
-        self.status.send_modify(|s| s.parked = left);
-        Ok(replayed)
     }
 }

@@ -77,6 +77,29 @@ pub struct Lease {
     pub token: u64,
 }
 
+/// Who holds a lease now, as an operator reads it (reading takes nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    /// The owner the lease was given to.
+    pub owner: String,
+    /// Its fencing token.
+    pub token: u64,
+    /// How long it stays valid unless renewed.
+    pub expires_in: Duration,
+}
+
+/// The requests to replay a version's parked events ([`CheckpointStore::request_replay`]):
+/// how many were made, and how many of them the lease holder has handled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayRequests {
+    /// Requests made, numbered from 1.
+    pub requested: u64,
+    /// The number of the last request handled (every one up to it is handled).
+    pub handled: u64,
+    /// Events the last handled replay applied (those that still failed stay parked).
+    pub replayed: u64,
+}
+
 /// One change to a view document, made while applying the event at `position`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewWrite {
@@ -252,6 +275,27 @@ pub trait CheckpointStore: Send + Sync {
 
     /// A read store over a version's documents, for queries.
     fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>>;
+
+    /// Every projection version a lease was ever granted for, by name and version: what an
+    /// operator lists. A dropped version stays listed (its fencing token is kept).
+    async fn views(&self) -> Result<Vec<ViewKey>>;
+
+    /// Who holds the lease of `key` now; `None` when nobody does (never taken, released,
+    /// expired, or ended by a drop). Reading it changes nothing.
+    async fn holder(&self, key: &ViewKey) -> Result<Option<LeaseHolder>>;
+
+    /// Asks whichever runner holds `key` to replay its parked events through its handler, as
+    /// [`crate::ProjectionHandle::replay_parked`] does in its own process; returns the
+    /// request's number. A runner checks for requests every third of its lease TTL and handles
+    /// all made before it looked; with no runner, they wait for the next one.
+    async fn request_replay(&self, key: &ViewKey) -> Result<u64>;
+
+    /// The replay requests of `key`: made, and handled.
+    async fn replay_requests(&self, key: &ViewKey) -> Result<ReplayRequests>;
+
+    /// Records that the requests up to `upto` were handled by a replay that applied `replayed`
+    /// events; never moves back to an older request.
+    async fn replay_handled(&self, key: &ViewKey, upto: u64, replayed: u64) -> Result<()>;
 
     /// The active version of `projection` and a read store over its documents: what a query
     /// of the projection's view should use. [`Error::NotFound`] for a projection that never

@@ -40,6 +40,7 @@ macro_rules! __conformance_cases {
             projection_bad_input_is_refused,
             projection_failing_handlers_are_contained,
             projection_forged_and_dropped_leases_write_nothing,
+            projection_admin_reads_and_replay_requests,
             bad_input_catalogue,
         }
     };

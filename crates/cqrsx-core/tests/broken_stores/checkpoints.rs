@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cqrsx_core::memory::InMemoryCheckpointStore;
-use cqrsx_core::projection::{Commit, Lease, ParkedEvent, ViewKey};
+use cqrsx_core::projection::{Commit, Lease, LeaseHolder, ParkedEvent, ReplayRequests, ViewKey};
 use cqrsx_core::testkit::Fixture;
 use cqrsx_core::{async_trait, Checkpoint, CheckpointStore, ReadStore, Result};
 use serde_json::Value;
@@ -30,6 +30,10 @@ pub enum CheckpointFault {
     TrustsTokens,
     /// Drops a view but leaves its lease working: the holder from before the drop writes on.
     DropDoesNotFence,
+    /// Records any replay as the last one handled, moving the mark back.
+    HandledMovesBack,
+    /// Names the last holder of a lease after it was released.
+    HolderOutlivesRelease,
 }
 
 struct BrokenCheckpoints {
@@ -39,6 +43,8 @@ struct BrokenCheckpoints {
     given: Mutex<HashMap<ViewKey, Lease>>,
     /// Leases that stand for others: (view, token) -> the lease used in its place.
     standing_in: Mutex<HashMap<(ViewKey, u64), Lease>>,
+    /// Replay requests kept here for [`CheckpointFault::HandledMovesBack`].
+    replays: Mutex<HashMap<ViewKey, ReplayRequests>>,
 }
 
 impl BrokenCheckpoints {
@@ -142,9 +148,11 @@ impl CheckpointStore for BrokenCheckpoints {
                 commit.writes.retain(|w| !w.id.is_empty());
                 self.inner.commit(lease, commit).await
             }
-            CheckpointFault::LosesSharedUpdates | CheckpointFault::TrustsTokens | CheckpointFault::DropDoesNotFence => {
-                self.inner.commit(&self.lease(lease), commit).await
-            }
+            CheckpointFault::LosesSharedUpdates
+            | CheckpointFault::TrustsTokens
+            | CheckpointFault::DropDoesNotFence
+            | CheckpointFault::HandledMovesBack
+            | CheckpointFault::HolderOutlivesRelease => self.inner.commit(&self.lease(lease), commit).await,
             CheckpointFault::VersionsShareOneView => {
                 // Documents go to version 1's view; the checkpoint stays per version.
                 let checkpoint = commit.checkpoint.take();
@@ -188,6 +196,45 @@ impl CheckpointStore for BrokenCheckpoints {
         }
         self.inner.activate(&self.lease(lease)).await
     }
+    async fn views(&self) -> Result<Vec<ViewKey>> {
+        self.inner.views().await
+    }
+    async fn holder(&self, key: &ViewKey) -> Result<Option<LeaseHolder>> {
+        let holder = self.inner.holder(key).await?;
+        if holder.is_none() && self.fault == CheckpointFault::HolderOutlivesRelease {
+            let given = self.given.lock().expect("lock").get(key).cloned();
+            return Ok(given.map(|l| LeaseHolder {
+                owner: l.owner,
+                token: l.token,
+                expires_in: Duration::from_secs(1),
+            }));
+        }
+        Ok(holder)
+    }
+    async fn request_replay(&self, key: &ViewKey) -> Result<u64> {
+        if self.fault == CheckpointFault::HandledMovesBack {
+            let mut replays = self.replays.lock().expect("lock");
+            let r = replays.entry(key.clone()).or_default();
+            r.requested += 1;
+            return Ok(r.requested);
+        }
+        self.inner.request_replay(key).await
+    }
+    async fn replay_requests(&self, key: &ViewKey) -> Result<ReplayRequests> {
+        if self.fault == CheckpointFault::HandledMovesBack {
+            return Ok(self.replays.lock().expect("lock").get(key).copied().unwrap_or_default());
+        }
+        self.inner.replay_requests(key).await
+    }
+    async fn replay_handled(&self, key: &ViewKey, upto: u64, replayed: u64) -> Result<()> {
+        if self.fault == CheckpointFault::HandledMovesBack {
+            let mut replays = self.replays.lock().expect("lock");
+            let r = replays.entry(key.clone()).or_default();
+            (r.handled, r.replayed) = (upto, replayed);
+            return Ok(());
+        }
+        self.inner.replay_handled(key, upto, replayed).await
+    }
     async fn drop_view(&self, key: &ViewKey) -> Result<()> {
         self.inner.drop_view(key).await?;
         if self.fault == CheckpointFault::DropDoesNotFence {
@@ -219,6 +266,7 @@ pub fn broken_checkpoints(fault: CheckpointFault) -> Fixture {
             fault,
             given: Mutex::default(),
             standing_in: Mutex::default(),
+            replays: Mutex::default(),
         }),
     )
 }

@@ -85,6 +85,11 @@ pub(super) fn floor_id(key: &ViewKey) -> String {
     format!("floor{SEP}{}", key_part(key))
 }
 
+/// The operator's replay requests of a view (`r` made, `h` handled, `n` replayed by the last).
+pub(super) fn request_id(key: &ViewKey) -> String {
+    format!("rq{SEP}{}", key_part(key))
+}
+
 pub(super) fn active_id(key: &ViewKey) -> String {
     format!("active{SEP}{}", key_part(key))
 }

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrsx_core::projection::{Commit, Lease, ParkedEvent, ViewKey};
+use cqrsx_core::projection::{Commit, Lease, LeaseHolder, ParkedEvent, ReplayRequests, ViewKey};
 use cqrsx_core::raw::CheckpointBackend;
 use cqrsx_core::{Checkpoint, Error, ReadStore, Result};
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, DateTime, Document};
-use mongodb::options::IndexOptions;
+use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Collection, IndexModel};
 
 use crate::client::{MongoClientManager, Tracked};
@@ -101,6 +101,24 @@ fn token_of(d: &Document) -> Result<u64> {
 /// above it. One without a sequence was not written by a commit, and is left to the reader.
 fn above(d: &Document, field: &str, floor: i64) -> bool {
     d.get_i64(field).map_or(true, |s| s >= floor)
+}
+
+/// A count stored by `$inc` or `$set` (any integer width); 0 when absent.
+fn count(d: &Document, field: &str) -> Result<u64> {
+    match d.get(field) {
+        None => Ok(0),
+        Some(Bson::Int32(n)) => u64::try_from(*n).map_err(|_| corrupt(format!("a negative {field}"))),
+        Some(Bson::Int64(n)) => u64::try_from(*n).map_err(|_| corrupt(format!("a negative {field}"))),
+        Some(other) => Err(corrupt(format!("{field} is {other}"))),
+    }
+}
+
+/// Whether a claim is the lease someone holds now: not released, not ended by a takeover or a
+/// drop, not expired.
+fn is_held(claim: &Document) -> bool {
+    !claim.get_bool("released").unwrap_or(false)
+        && !claim.get_bool("superseded").unwrap_or(false)
+        && claim.get_datetime("expires").is_ok_and(|e| *e > DateTime::now())
 }
 
 fn lost(lease: &Lease, reason: &str) -> Error {
@@ -253,10 +271,7 @@ impl CheckpointBackend for MongoCheckpointStore {
             Some(claim) => {
                 // A lease released, expired, or ended by a drop (which seals the last
                 // holder's tenure, as a takeover does) is free.
-                let held = !claim.get_bool("released").unwrap_or(false)
-                    && !claim.get_bool("superseded").unwrap_or(false)
-                    && claim.get_datetime("expires").is_ok_and(|e| *e > DateTime::now());
-                if held && claim.get_str("owner").ok() != Some(owner) {
+                if is_held(claim) && claim.get_str("owner").ok() != Some(owner) {
                     return Ok(None);
                 }
                 token_of(claim)? + 1
@@ -437,6 +452,105 @@ impl CheckpointBackend for MongoCheckpointStore {
 
     async fn drop_view(&self, key: &ViewKey) -> Result<()> {
         self.drop_tenures(key).await
+    }
+
+    async fn views(&self) -> Result<Vec<ViewKey>> {
+        let found: Vec<Document> = self
+            .client
+            .track(async {
+                self.state
+                    .find(doc! { "kind": { "$in": ["claim", "active"] } })
+                    .projection(doc! { "p": 1, "v": 1 })
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        found
+            .iter()
+            .map(|d| {
+                let version = d.get_i64("v").ok().and_then(|v| u32::try_from(v).ok());
+                match (d.get_str("p"), version) {
+                    (Ok(name), Some(version)) => ViewKey::new(name, version),
+                    _ => Err(corrupt(format!("a projection claim without a name or version: {d}"))),
+                }
+            })
+            .collect()
+    }
+
+    async fn holder(&self, key: &ViewKey) -> Result<Option<LeaseHolder>> {
+        let Some(claim) = self.latest_claim(key).await? else {
+            return Ok(None);
+        };
+        if !is_held(&claim) {
+            return Ok(None);
+        }
+        let left = claim
+            .get_datetime("expires")
+            .map(|e| e.timestamp_millis().saturating_sub(DateTime::now().timestamp_millis()))
+            .unwrap_or(0);
+        Ok(Some(LeaseHolder {
+            owner: claim
+                .get_str("owner")
+                .map_err(|_| corrupt(format!("a claim of {key} without an owner")))?
+                .to_string(),
+            token: token_of(&claim)?,
+            expires_in: Duration::from_millis(left.unsigned_abs()),
+        }))
+    }
+
+    async fn request_replay(&self, key: &ViewKey) -> Result<u64> {
+        let updated = self
+            .client
+            .track_write(
+                self.state
+                    .find_one_and_update(
+                        doc! { "_id": log::request_id(key) },
+                        doc! {
+                            "$inc": { "r": 1_i64 },
+                            "$setOnInsert": { "kind": "rq", "p": key.projection(), "v": i64::from(key.version()) },
+                        },
+                    )
+                    .upsert(true)
+                    .return_document(ReturnDocument::After)
+                    .into_future(),
+            )
+            .await?;
+        let updated = updated.ok_or_else(|| corrupt(format!("the replay requests of {key} vanished")))?;
+        count(&updated, "r")
+    }
+
+    async fn replay_requests(&self, key: &ViewKey) -> Result<ReplayRequests> {
+        let found = self
+            .client
+            .track(self.state.find_one(doc! { "_id": log::request_id(key) }).into_future())
+            .await?;
+        let Some(d) = found else {
+            return Ok(ReplayRequests::default());
+        };
+        Ok(ReplayRequests {
+            requested: count(&d, "r")?,
+            handled: count(&d, "h")?,
+            replayed: count(&d, "n")?,
+        })
+    }
+
+    async fn replay_handled(&self, key: &ViewKey, upto: u64, replayed: u64) -> Result<()> {
+        let (upto, replayed) = (log::i64_of(upto), log::i64_of(replayed));
+        self.client
+            .track_write(
+                self.state
+                    .update_one(
+                        doc! {
+                            "_id": log::request_id(key),
+                            "$or": [{ "h": { "$lt": upto } }, { "h": { "$exists": false } }],
+                        },
+                        doc! { "$set": { "h": upto, "n": replayed } },
+                    )
+                    .into_future(),
+            )
+            .await?;
+        Ok(())
     }
 
     fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>> {
