@@ -111,14 +111,14 @@ struct Group {
 /// Which packages' test binaries a group runs.
 #[derive(Clone, Copy)]
 enum Packages {
-    Only(&'static str),
+    Only(&'static [&'static str]),
     AllBut(&'static [&'static str]),
 }
 
 impl Packages {
     fn contains(self, package: &str) -> bool {
         match self {
-            Packages::Only(name) => name == package,
+            Packages::Only(names) => names.contains(&package),
             Packages::AllBut(names) => !names.contains(&package),
         }
     }
@@ -130,10 +130,15 @@ fn log_dir() -> PathBuf {
 
 /// The commands that run a group's tests.
 fn group_commands(group: &Group, binaries: &[TestBinary]) -> Vec<Command> {
-    if let (Some(feature), Packages::Only(package)) = (group.feature, group.packages) {
+    if let (Some(feature), Packages::Only(packages)) = (group.feature, group.packages) {
+        // The feature is the first package's.
         let mut command = cmd::cargo();
+        command.arg("test");
+        for package in packages {
+            command.args(["-p", package]);
+        }
         command
-            .args(["test", "-p", package, "--features", feature, "--"])
+            .args(["--features", &format!("{}/{feature}", packages[0]), "--"])
             .args(&group.filter);
         return vec![command];
     }

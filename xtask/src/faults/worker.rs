@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use cqrsx_core::projection::{
-    Commit, ErrorPolicy, HandlerResult, Lease, ParkedEvent, Projection, ProjectionRunner, RunnerOptions, View, ViewKey,
+    Commit, ErrorPolicy, HandlerResult, Lease, LeaseHolder, ParkedEvent, Projection, ProjectionRunner, ReplayRequests,
+    RunnerOptions, View, ViewKey,
 };
 use cqrsx_core::{async_trait, Checkpoint, CheckpointStore, Error, EventFilter, ReadStore, RecordedEvent, Result};
 use futures::FutureExt;
@@ -293,6 +294,21 @@ impl CheckpointStore for Wrapped {
     }
     fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>> {
         self.inner.view(key)
+    }
+    async fn views(&self) -> Result<Vec<ViewKey>> {
+        self.inner.views().await
+    }
+    async fn holder(&self, key: &ViewKey) -> Result<Option<LeaseHolder>> {
+        self.inner.holder(key).await
+    }
+    async fn request_replay(&self, key: &ViewKey) -> Result<u64> {
+        self.inner.request_replay(key).await
+    }
+    async fn replay_requests(&self, key: &ViewKey) -> Result<ReplayRequests> {
+        self.inner.replay_requests(key).await
+    }
+    async fn replay_handled(&self, key: &ViewKey, upto: u64, replayed: u64) -> Result<()> {
+        self.inner.replay_handled(key, upto, replayed).await
     }
 }
 

@@ -1,0 +1,129 @@
+//! Connecting the stores the options (or the `CQRSX_*` environment) name. Connecting writes
+//! nothing: no schema, no indexes — the CLI reads a store its service set up.
+
+use std::sync::Arc;
+
+use crate::args::Connection;
+use crate::{Failure, Stores};
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Which backend the connection names.
+enum Backend {
+    Redis,
+    Mongo,
+}
+
+fn backend(c: &Connection) -> Result<Backend, Failure> {
+    let redis = c.redis.is_some() || c.redis_cluster.is_some();
+    match (redis, c.mongo.is_some()) {
+        (true, true) => Err(Failure::usage("name one store: --redis or --mongo, not both")),
+        (true, false) => Ok(Backend::Redis),
+        (false, true) => Ok(Backend::Mongo),
+        (false, false) => {
+            let redis = env("CQRSX_REDIS_URL").is_some() || env("CQRSX_REDIS_CLUSTER_NODES").is_some();
+            match (redis, env("CQRSX_MONGO_URI").is_some()) {
+                (true, false) => Ok(Backend::Redis),
+                (false, true) => Ok(Backend::Mongo),
+                (true, true) => Err(Failure::usage(
+                    "both CQRSX_REDIS_URL and CQRSX_MONGO_URI are set: choose with --redis URL or --mongo URI",
+                )),
+                (false, false) => Err(Failure::usage(
+                    "name a store: --redis URL or --mongo URI (or set CQRSX_REDIS_URL / CQRSX_MONGO_URI)",
+                )),
+            }
+        }
+    }
+}
+
+/// Connects the stores of the backend the options (else the environment) name.
+pub async fn connect(c: &Connection) -> Result<Stores, Failure> {
+    match backend(c)? {
+        Backend::Redis => redis(c).await,
+        Backend::Mongo => mongo(c).await,
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn redis(c: &Connection) -> Result<Stores, Failure> {
+    use cqrsx_redis::{
+        RedisCheckpointStore, RedisClientManager, RedisConfig, RedisEventStore, RedisReadStore, RedisSnapshotStore,
+    };
+    let hint = |e| {
+        Failure::connecting(
+            e,
+            "--redis / --redis-cluster / --prefix / --partitions or CQRSX_REDIS_*",
+        )
+    };
+    let mut config = RedisConfig::from_env().map_err(hint)?;
+    if let Some(url) = &c.redis {
+        config = config.with_url(url.as_str());
+    }
+    if let Some(nodes) = &c.redis_cluster {
+        config = config.with_cluster_nodes(nodes.split(',').map(str::trim).filter(|n| !n.is_empty()));
+    }
+    if let Some(prefix) = &c.prefix {
+        config = config.with_key_prefix(prefix.as_str());
+    }
+    if let Some(partitions) = c.partitions {
+        config = config.with_partitions(partitions);
+    }
+    if c.database.is_some() {
+        return Err(Failure::usage("--database is a MongoDB option; Redis takes --prefix"));
+    }
+    let client = RedisClientManager::connect(config).await.map_err(hint)?;
+    let reads = client.clone();
+    Ok(Stores {
+        backend: "redis".into(),
+        events: Arc::new(RedisEventStore::new(client.clone())),
+        snapshots: Arc::new(RedisSnapshotStore::new(client.clone())),
+        checkpoints: Arc::new(RedisCheckpointStore::new(client)),
+        read_models: Box::new(move |collection| {
+            Ok(Arc::new(RedisReadStore::new(reads.clone(), collection)?) as Arc<dyn cqrsx_core::ReadStore>)
+        }),
+    })
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis(_: &Connection) -> Result<Stores, Failure> {
+    Err(Failure::usage("this cqrsx was built without Redis (feature `redis`)"))
+}
+
+#[cfg(feature = "mongo")]
+async fn mongo(c: &Connection) -> Result<Stores, Failure> {
+    use cqrsx_mongo::{
+        MongoCheckpointStore, MongoClientManager, MongoConfig, MongoEventStore, MongoReadStore, MongoSnapshotStore,
+    };
+    let hint = |e| Failure::connecting(e, "--mongo / --database / --prefix or CQRSX_MONGO_*");
+    let mut config = MongoConfig::from_env().map_err(hint)?;
+    if let Some(uri) = &c.mongo {
+        config = config.with_uri(uri.as_str());
+    }
+    if let Some(database) = &c.database {
+        config = config.with_database(database.as_str());
+    }
+    if let Some(prefix) = &c.prefix {
+        config = config.with_collection_prefix(prefix.as_str());
+    }
+    if c.partitions.is_some() {
+        return Err(Failure::usage("--partitions is a Redis option; MongoDB has one log"));
+    }
+    let client = MongoClientManager::connect(config).await.map_err(hint)?;
+    let reads = client.clone();
+    Ok(Stores {
+        backend: "mongo".into(),
+        events: Arc::new(MongoEventStore::new(client.clone())),
+        snapshots: Arc::new(MongoSnapshotStore::new(client.clone())),
+        checkpoints: Arc::new(MongoCheckpointStore::new(client)),
+        read_models: Box::new(move |collection| {
+            Ok(Arc::new(MongoReadStore::new(reads.clone(), collection)?) as Arc<dyn cqrsx_core::ReadStore>)
+        }),
+    })
+}
+
+#[cfg(not(feature = "mongo"))]
+async fn mongo(_: &Connection) -> Result<Stores, Failure> {
+    Err(Failure::usage("this cqrsx was built without MongoDB (feature `mongo`)"))
+}
