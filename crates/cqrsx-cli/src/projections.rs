@@ -98,17 +98,25 @@ pub async fn list(stores: &Stores) -> Result<Output, Failure> {
     ]);
     let mut rows = Vec::new();
     for key in stores.checkpoints.views().await? {
-        let active = stores.checkpoints.active_version(key.projection()).await? == Some(key.version());
+        let active_version = stores.checkpoints.active_version(key.projection()).await?;
+        let active = active_version == Some(key.version());
+        // A version below the active one was replaced (and its view dropped): it has no lag.
+        let superseded = active_version.is_some_and(|a| a > key.version());
         let checkpoint = stores.checkpoints.checkpoint(&key).await?;
-        let lag: u64 = lag(stores, checkpoint.as_ref(), &head).iter().sum();
+        let lag: Option<u64> = (!superseded).then(|| lag(stores, checkpoint.as_ref(), &head).iter().sum());
         let holder = stores.checkpoints.holder(&key).await?;
         let parked = stores.checkpoints.parked(&key).await?.len();
         table.row(vec![
             key.projection().to_string(),
             key.version().to_string(),
-            if active { "yes" } else { "no" }.into(),
+            match (active, superseded) {
+                (true, _) => "yes",
+                (false, true) => "replaced",
+                (false, false) => "no",
+            }
+            .into(),
             checkpoint.as_ref().map_or("-".into(), ToString::to_string),
-            lag.to_string(),
+            lag.map_or("-".into(), |l| l.to_string()),
             holder_text(holder.as_ref()),
             parked.to_string(),
         ]);
@@ -116,6 +124,7 @@ pub async fn list(stores: &Stores) -> Result<Output, Failure> {
             "projection": key.projection(),
             "version": key.version(),
             "active": active,
+            "superseded": superseded,
             "checkpoint": checkpoint.map(|c| c.to_string()),
             "lag": lag,
             "holder": holder_json(holder.as_ref()),

@@ -7,15 +7,18 @@
 //!
 //! `cargo run -p example-read-models` runs on the in-memory store; add `--features redis --
 //! --backend redis` or `--features mongo -- --backend mongo` to run it on a server (under a
-//! key prefix or database of its own run).
+//! key prefix or database of its own run). With `--serve SECONDS` it then keeps its runners
+//! up that long while a service `order_summary` depends on is down: an order is parked, and
+//! the `cqrsx` command line (README, "Operating it") shows and replays it.
 
 #![allow(clippy::print_stdout)] // examples are for people: plain println!
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrsx_core::projection::RunnerOptions;
+use cqrsx_core::projection::{ErrorPolicy, RunnerOptions};
 use cqrsx_core::projection::{HandlerResult, ProjectionStatus};
 use cqrsx_core::{
     async_trait, Aggregate, CheckpointStore, EventCodec, EventFilter, Filter, Position, Projection, ProjectionHandle,
@@ -144,6 +147,10 @@ impl Projection for UserView {
 /// One document per order.
 struct OrderSummary;
 
+/// Stands for a service `order_summary` calls (the warehouse that reserves an order's stock):
+/// `false` while it is down. `--serve` takes it down for a while.
+static WAREHOUSE_UP: AtomicBool = AtomicBool::new(true);
+
 #[async_trait]
 impl Projection for OrderSummary {
     fn name(&self) -> &str {
@@ -156,6 +163,9 @@ impl Projection for OrderSummary {
         let id = event.stream.id();
         let status = match decode::<OrderEvent>(event)? {
             OrderEvent::Placed { customer, lines, total } => {
+                if !WAREHOUSE_UP.load(Ordering::SeqCst) {
+                    return Err(format!("the warehouse is down: cannot reserve the stock of {id}").into());
+                }
                 let items: u64 = lines.iter().map(|l| l.quantity).sum();
                 view.put(
                     id,
@@ -283,7 +293,12 @@ impl Projection for Dashboard {
 fn start(projection: Arc<dyn Projection>, stores: &cqrsx_example_backend::Stores) -> Result<ProjectionHandle> {
     let options = RunnerOptions::default()
         .with_lease_ttl(Duration::from_secs(5))
-        .with_poll_between(Duration::from_millis(2), Duration::from_millis(100));
+        .with_poll_between(Duration::from_millis(2), Duration::from_millis(100))
+        // An event that still fails after two retries is parked, and the rest goes on.
+        .with_errors(ErrorPolicy {
+            backoff: Duration::from_millis(20),
+            ..ErrorPolicy::park_after(2)
+        });
     ProjectionRunner::new(projection, Arc::clone(&stores.events), Arc::clone(&stores.checkpoints))
         .with_options(options)
         .spawn()
@@ -315,6 +330,56 @@ fn print_status(status: &ProjectionStatus) {
         status.parked,
         status.checkpoint.as_ref().map(ToString::to_string).unwrap_or_default(),
     );
+}
+
+/// `--serve SECONDS`, when given.
+fn serve_for() -> Result<Option<u64>> {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(at) = args.iter().position(|a| a == "--serve") else {
+        return Ok(None);
+    };
+    let seconds = args.get(at + 1).and_then(|s| s.parse().ok());
+    seconds
+        .map(Some)
+        .ok_or_else(|| cqrsx_core::Error::Config("--serve takes a number of seconds".into()))
+}
+
+/// Keeps the runners up for `seconds` while the warehouse is down for the first ten: order o9
+/// is parked by `order_summary`, for the `cqrsx` command line to show and replay.
+async fn serve(
+    orders: &Repository<Order>,
+    stores: &cqrsx_example_backend::Stores,
+    summary: &ProjectionHandle,
+    seconds: u64,
+) -> Result<()> {
+    println!(
+        "
+the warehouse goes down; order o9 comes in …"
+    );
+    WAREHOUSE_UP.store(false, Ordering::SeqCst);
+    let mut order = orders.create("o9")?;
+    order.record(OrderEvent::Placed {
+        customer: "bo".into(),
+        lines: vec![Line {
+            product: "mouse".into(),
+            quantity: 1,
+            price: 40,
+        }],
+        total: 40,
+    });
+    orders.save(&mut order).await?;
+    summary.wait_for(Duration::from_secs(60), |s| s.parked >= 1).await?;
+    println!("order_summary parked o9; the warehouse is back in 10 s. Serving for {seconds} s:");
+    match &stores.cli {
+        Some(cli) => println!("  cqrsx {cli} projection parked order_summary"),
+        None => println!("  (in memory: no other process sees this store; use --backend redis or mongo)"),
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    tokio::time::sleep(Duration::from_secs(10).min(Duration::from_secs(seconds))).await;
+    WAREHOUSE_UP.store(true, Ordering::SeqCst);
+    println!("the warehouse is back: `cqrsx … projection replay-parked order_summary` applies o9");
+    tokio::time::sleep_until(until).await;
+    Ok(())
 }
 
 #[tokio::main]
@@ -500,6 +565,9 @@ async fn main() -> Result<()> {
     let dara = view(checkpoints, "user_view").await?.get("dara").await?;
     println!("dara is now: {}", dara.unwrap_or_default());
 
+    if let Some(seconds) = serve_for()? {
+        serve(&orders, &stores, &order_summary, seconds).await?;
+    }
     for handle in [user_view, order_summary, customer_orders, popularity_v2, dashboard] {
         handle.stop().await?;
     }

@@ -26,6 +26,9 @@ pub struct Stores {
     pub checkpoints: Arc<dyn CheckpointStore>,
     /// The payload encoding the backend's config asks for.
     pub content_type: ContentType,
+    /// The `cqrsx` command line's options that reach these stores (`None` in memory, which
+    /// another process cannot see).
+    pub cli: Option<String>,
 }
 
 /// The backend named by `--backend NAME` in the arguments or `CQRSX_EXAMPLE_BACKEND`.
@@ -42,6 +45,15 @@ pub fn requested() -> String {
     from_args
         .or_else(|| std::env::var("CQRSX_EXAMPLE_BACKEND").ok())
         .unwrap_or_else(|| "memory".into())
+}
+
+/// A server URL without its credentials (`redis://:…@host` → `redis://…@host`).
+#[cfg(any(feature = "redis", feature = "mongo"))]
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}…{}", &url[..scheme + 3], &url[at..]),
+        _ => url.to_string(),
+    }
 }
 
 /// Connects the requested backend; `collection` names the read-model collection.
@@ -64,6 +76,7 @@ async fn open(collection: &str, fresh: Option<&str>) -> Result<Stores> {
             reads: Arc::new(cqrsx_core::memory::InMemoryReadStore::new()),
             checkpoints: Arc::new(cqrsx_core::memory::InMemoryCheckpointStore::new()),
             content_type: ContentType::Json,
+            cli: None,
         }),
         "redis" => redis(collection, fresh).await,
         "mongo" => mongo(collection, fresh).await,
@@ -82,9 +95,25 @@ async fn redis(collection: &str, fresh: Option<&str>) -> Result<Stores> {
     if let Some(run) = fresh {
         config.key_prefix = format!("{}-{run}", config.key_prefix);
     }
+    let cli = match config.cluster_nodes.is_empty() {
+        true => {
+            let url = config
+                .url
+                .clone()
+                .unwrap_or_else(|| format!("redis://{}:{}/{}", config.host, config.port, config.database));
+            format!("--redis {} --prefix {}", redacted(&url), config.key_prefix)
+        }
+        false => format!(
+            "--redis-cluster {} --prefix {}",
+            config.cluster_nodes.join(","),
+            config.key_prefix
+        ),
+    };
+    let cli = format!("{cli} --partitions {}", config.partitions);
     let client = RedisClientManager::connect(config).await?;
     Ok(Stores {
         name: "redis",
+        cli: Some(cli),
         events: Arc::new(RedisEventStore::new(client.clone())),
         snapshots: Arc::new(RedisSnapshotStore::new(client.clone())),
         reads: Arc::new(RedisReadStore::new(client.clone(), collection)?),
@@ -109,12 +138,19 @@ async fn mongo(collection: &str, fresh: Option<&str>) -> Result<Stores> {
     if let Some(run) = fresh {
         config.database = format!("{}_{run}", config.database);
     }
+    let cli = format!(
+        "--mongo {} --database {} --prefix {}",
+        redacted(&config.uri),
+        config.database,
+        config.collection_prefix
+    );
     let client = MongoClientManager::connect(config).await?;
     client.initialize_event_sourcing_schema().await?;
     let checkpoints = MongoCheckpointStore::new(client.clone());
     checkpoints.initialize().await?;
     Ok(Stores {
         name: "mongo",
+        cli: Some(cli),
         events: Arc::new(MongoEventStore::new(client.clone())),
         snapshots: Arc::new(MongoSnapshotStore::new(client.clone())),
         reads: Arc::new(MongoReadStore::new(client.clone(), collection)?),
