@@ -73,6 +73,12 @@ impl Failure {
         }
     }
 
+    /// Whether the command stopped because its reader closed the output: not an error (the
+    /// binary exits 0 and prints nothing).
+    pub fn is_closed_output(&self) -> bool {
+        self.code == 0
+    }
+
     fn new(code: u8, message: impl Into<String>) -> Self {
         let message: String = message.into();
         Self {
@@ -86,7 +92,7 @@ impl From<Error> for Failure {
     fn from(error: Error) -> Self {
         match &error {
             Error::InvalidInput(_) => Self::usage(error.to_string()),
-            Error::NotFound(_) => Self::not_found(error.to_string()),
+            Error::NotFound(_) | Error::StreamDeleted { .. } => Self::not_found(error.to_string()),
             Error::Config(_) => Self::new(
                 1,
                 format!("{error} (check --redis, --mongo, --prefix or the CQRSX_* variables)"),
@@ -120,11 +126,15 @@ impl From<&clap::Error> for Failure {
     }
 }
 
-/// Writes to the command's output; a closed pipe ends the command quietly.
+/// Writes to the command's output; a closed pipe (`cqrsx stream tail | head -1`) ends the
+/// command quietly ([`Failure::is_closed_output`]).
 fn emit(out: &mut (dyn Write + Send), text: &str) -> Result<(), Failure> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(|e| Failure::new(1, format!("cannot write the output: {e}")))
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => Failure::new(0, ""),
+            _ => Failure::new(1, format!("cannot write the output: {e}")),
+        })
 }
 
 /// Runs one command against `stores`, writing what it prints to `out`.

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(failure) if failure.is_closed_output() => ExitCode::SUCCESS,
         Err(failure) => fail(&failure),
     }
 }
