@@ -102,8 +102,8 @@ pub enum StreamsCommand {
         #[arg(long = "type", value_name = "TYPE")]
         aggregate_type: Option<String>,
         /// At most this many streams.
-        #[arg(long, default_value_t = 1000)]
-        limit: usize,
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
     },
 }
 
@@ -118,8 +118,8 @@ pub enum StreamCommand {
         #[arg(long, default_value_t = 1)]
         from: u64,
         /// At most this many events.
-        #[arg(long, default_value_t = 1000)]
-        limit: usize,
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
     },
     /// Follows the global log live, printing each event as it is committed.
     Tail {
@@ -154,8 +154,8 @@ pub enum EventsCommand {
         #[arg(long)]
         since: String,
         /// At most this many events.
-        #[arg(long, default_value_t = 1000)]
-        limit: usize,
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
     },
 }
 
@@ -241,7 +241,7 @@ pub enum ReadModelsCommand {
         #[arg(long = "sort", value_name = "FIELD")]
         sort: Vec<String>,
         /// At most this many documents.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
         limit: u64,
     },
 }

@@ -46,6 +46,12 @@ pub async fn connect(c: &Connection) -> Result<Stores, Failure> {
     }
 }
 
+/// The environment, less the variables an option given on the command line overrides (so a
+/// broken variable does not fail a command that does not use it).
+fn lookup(overridden: Vec<&'static str>) -> impl Fn(&str) -> Option<String> {
+    move |name: &str| (!overridden.contains(&name)).then(|| env(name)).flatten()
+}
+
 #[cfg(feature = "redis")]
 async fn redis(c: &Connection) -> Result<Stores, Failure> {
     use cqrsx_redis::{
@@ -57,7 +63,29 @@ async fn redis(c: &Connection) -> Result<Stores, Failure> {
             "--redis / --redis-cluster / --prefix / --partitions or CQRSX_REDIS_*",
         )
     };
-    let mut config = RedisConfig::from_env().map_err(hint)?;
+    if c.database.is_some() {
+        return Err(Failure::usage("--database is a MongoDB option; Redis takes --prefix"));
+    }
+    if c.redis.is_some() && c.redis_cluster.is_some() {
+        return Err(Failure::usage(
+            "name one Redis: --redis URL or --redis-cluster NODES, not both",
+        ));
+    }
+    let mut overridden = Vec::new();
+    if c.redis.is_some() || c.redis_cluster.is_some() {
+        overridden.extend(["CQRSX_REDIS_URL", "CQRSX_REDIS_CLUSTER_NODES"]);
+    } else if env("CQRSX_REDIS_URL").is_some() && env("CQRSX_REDIS_CLUSTER_NODES").is_some() {
+        return Err(Failure::usage(
+            "both CQRSX_REDIS_URL and CQRSX_REDIS_CLUSTER_NODES are set: choose with --redis or --redis-cluster",
+        ));
+    }
+    if c.prefix.is_some() {
+        overridden.push("CQRSX_REDIS_PREFIX");
+    }
+    if c.partitions.is_some() {
+        overridden.push("CQRSX_REDIS_PARTITIONS");
+    }
+    let mut config = RedisConfig::from_lookup(lookup(overridden)).map_err(hint)?;
     if let Some(url) = &c.redis {
         config = config.with_url(url.as_str());
     }
@@ -70,14 +98,14 @@ async fn redis(c: &Connection) -> Result<Stores, Failure> {
     if let Some(partitions) = c.partitions {
         config = config.with_partitions(partitions);
     }
-    if c.database.is_some() {
-        return Err(Failure::usage("--database is a MongoDB option; Redis takes --prefix"));
-    }
+    config.validate().map_err(hint)?;
     let client = RedisClientManager::connect(config).await.map_err(hint)?;
+    let events = RedisEventStore::new(client.clone());
+    events.check_partitions().await.map_err(hint)?;
     let reads = client.clone();
     Ok(Stores {
         backend: "redis".into(),
-        events: Arc::new(RedisEventStore::new(client.clone())),
+        events: Arc::new(events),
         snapshots: Arc::new(RedisSnapshotStore::new(client.clone())),
         checkpoints: Arc::new(RedisCheckpointStore::new(client)),
         read_models: Box::new(move |collection| {
@@ -91,13 +119,40 @@ async fn redis(_: &Connection) -> Result<Stores, Failure> {
     Err(Failure::usage("this cqrsx was built without Redis (feature `redis`)"))
 }
 
+/// Whether `database` exists on the server (`None` when the server does not say: no rights
+/// to list databases, or not reachable, which connecting then reports). Asked before
+/// connecting, because connecting probes the server in a scratch collection, and that would
+/// create a database a typo named.
+#[cfg(feature = "mongo")]
+async fn database_exists(config: &cqrsx_mongo::MongoConfig) -> Option<bool> {
+    let mut options = mongodb::options::ClientOptions::parse(&config.uri).await.ok()?;
+    options.server_selection_timeout = Some(config.connect_timeout);
+    options.connect_timeout = Some(config.connect_timeout);
+    let client = mongodb::Client::with_options(options).ok()?;
+    let names = client.list_database_names().await.ok()?;
+    Some(names.contains(&config.database))
+}
+
 #[cfg(feature = "mongo")]
 async fn mongo(c: &Connection) -> Result<Stores, Failure> {
     use cqrsx_mongo::{
         MongoCheckpointStore, MongoClientManager, MongoConfig, MongoEventStore, MongoReadStore, MongoSnapshotStore,
     };
     let hint = |e| Failure::connecting(e, "--mongo / --database / --prefix or CQRSX_MONGO_*");
-    let mut config = MongoConfig::from_env().map_err(hint)?;
+    if c.partitions.is_some() {
+        return Err(Failure::usage("--partitions is a Redis option; MongoDB has one log"));
+    }
+    let mut overridden = Vec::new();
+    for (given, name) in [
+        (c.mongo.is_some(), "CQRSX_MONGO_URI"),
+        (c.database.is_some(), "CQRSX_MONGO_DATABASE"),
+        (c.prefix.is_some(), "CQRSX_MONGO_PREFIX"),
+    ] {
+        if given {
+            overridden.push(name);
+        }
+    }
+    let mut config = MongoConfig::from_lookup(lookup(overridden)).map_err(hint)?;
     if let Some(uri) = &c.mongo {
         config = config.with_uri(uri.as_str());
     }
@@ -107,8 +162,12 @@ async fn mongo(c: &Connection) -> Result<Stores, Failure> {
     if let Some(prefix) = &c.prefix {
         config = config.with_collection_prefix(prefix.as_str());
     }
-    if c.partitions.is_some() {
-        return Err(Failure::usage("--partitions is a Redis option; MongoDB has one log"));
+    config.validate().map_err(hint)?;
+    if database_exists(&config).await == Some(false) {
+        return Err(Failure::not_found(format!(
+            "no database {} on this server (check --database or CQRSX_MONGO_DATABASE)",
+            config.database
+        )));
     }
     let client = MongoClientManager::connect(config).await.map_err(hint)?;
     let reads = client.clone();

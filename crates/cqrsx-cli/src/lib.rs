@@ -68,7 +68,9 @@ impl Failure {
     /// A store that could not be reached or configured, with the options that name it.
     pub(crate) fn connecting(error: Error, options: &str) -> Self {
         match error {
-            Error::Connect { .. } | Error::Config(_) => Self::new(1, format!("{error} (check {options})")),
+            // A setting that cannot work: nothing was sent.
+            Error::Config(_) | Error::InvalidInput(_) => Self::usage(format!("{error} (check {options})")),
+            Error::Connect { .. } => Self::new(1, format!("{error} (check {options})")),
             other => other.into(),
         }
     }
@@ -98,6 +100,11 @@ impl From<Error> for Failure {
                 format!("{error} (check --redis, --mongo, --prefix or the CQRSX_* variables)"),
             ),
             Error::Connect { .. } => Self::new(1, format!("{error} (is the server up, and is its address right?)")),
+            // A standalone connection to a Cluster node: the server answers MOVED.
+            _ if error.to_string().contains("MOVED ") => Self::new(
+                1,
+                format!("{error} (this server is a Redis Cluster node: connect with --redis-cluster)"),
+            ),
             _ => Self::new(1, error.to_string()),
         }
     }
@@ -137,15 +144,20 @@ fn emit(out: &mut (dyn Write + Send), text: &str) -> Result<(), Failure> {
         })
 }
 
+/// A `--limit` as a count of items.
+fn count(limit: u64) -> usize {
+    usize::try_from(limit).unwrap_or(usize::MAX)
+}
+
 /// Runs one command against `stores`, writing what it prints to `out`.
 pub async fn run(cli: &Cli, stores: &Stores, out: &mut (dyn Write + Send)) -> Result<(), Failure> {
     let output = match &cli.command {
         Command::Streams {
             command: StreamsCommand::List { aggregate_type, limit },
-        } => streams::list(stores, aggregate_type.as_deref(), *limit).await?,
+        } => streams::list(stores, aggregate_type.as_deref(), count(*limit)).await?,
         Command::Stream {
             command: StreamCommand::Show { id, from, limit },
-        } => streams::show(stores, id, *from, *limit).await?,
+        } => streams::show(stores, id, *from, count(*limit)).await?,
         Command::Stream {
             command:
                 StreamCommand::Tail {
@@ -173,7 +185,7 @@ pub async fn run(cli: &Cli, stores: &Stores, out: &mut (dyn Write + Send)) -> Re
                     since,
                     limit,
                 },
-        } => streams::by_type(stores, event_type, since, *limit).await?,
+        } => streams::by_type(stores, event_type, since, count(*limit)).await?,
         Command::Snapshots {
             command: SnapshotsCommand::List { id },
         } => streams::snapshots(stores, id).await?,

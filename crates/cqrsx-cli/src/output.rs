@@ -116,6 +116,12 @@ pub fn parse_since(text: &str, now: Timestamp) -> Result<Timestamp, Failure> {
     };
     let text = text.trim();
     if let Ok(ms) = text.parse::<u64>() {
+        // Before 1973 in milliseconds: far more likely seconds since the epoch.
+        if ms < 100_000_000_000 {
+            return Err(Failure::usage(format!(
+                "--since {text} looks like seconds since the epoch: it takes milliseconds ({text}000)"
+            )));
+        }
         return Ok(Timestamp(ms));
     }
     let age = text.char_indices().last().filter(|(_, unit)| "smhd".contains(*unit));
@@ -215,7 +221,14 @@ mod tests {
             951_782_400_000
         );
         assert_eq!(parse_since("15m", Timestamp(1_000_000)).expect("age").0, 100_000);
-        assert_eq!(parse_since("42", Timestamp(0)).expect("ms").0, 42);
+        assert_eq!(
+            parse_since("1796639410000", Timestamp(0)).expect("ms").0,
+            1_796_639_410_000
+        );
+        assert!(
+            parse_since("1796639410", Timestamp(0)).is_err(),
+            "seconds, not milliseconds"
+        );
         for bad in [
             "yesterday",
             "2026-13-01T00:00:00Z",

@@ -59,6 +59,20 @@ async fn resolve(stores: &Stores, which: &Which) -> Result<ViewKey, Failure> {
     Ok(ViewKey::new(&which.name, version)?)
 }
 
+/// A stored checkpoint, refused when it covers another number of partitions than the
+/// connection reads (on Redis, a wrong `--partitions`).
+async fn checkpoint_of(stores: &Stores, key: &ViewKey) -> Result<Option<Checkpoint>, Failure> {
+    let checkpoint = stores.checkpoints.checkpoint(key).await?;
+    let partitions = stores.events.capabilities().partitions;
+    match checkpoint {
+        Some(c) if c.partitions() != partitions => Err(crate::streams::layout_mismatch(&format!(
+            "the checkpoint of {key} covers {} partition(s), this connection reads {partitions}",
+            c.partitions()
+        ))),
+        other => Ok(other),
+    }
+}
+
 /// How far `checkpoint` is behind the head, per partition.
 fn lag(stores: &Stores, checkpoint: Option<&Checkpoint>, head: &Checkpoint) -> Vec<u64> {
     let start = Checkpoint::start(head.partitions());
@@ -102,7 +116,7 @@ pub async fn list(stores: &Stores) -> Result<Output, Failure> {
         let active = active_version == Some(key.version());
         // A version below the active one was replaced (and its view dropped): it has no lag.
         let superseded = active_version.is_some_and(|a| a > key.version());
-        let checkpoint = stores.checkpoints.checkpoint(&key).await?;
+        let checkpoint = checkpoint_of(stores, &key).await?;
         let lag: Option<u64> = (!superseded).then(|| lag(stores, checkpoint.as_ref(), &head).iter().sum());
         let holder = stores.checkpoints.holder(&key).await?;
         let parked = stores.checkpoints.parked(&key).await?.len();
@@ -151,13 +165,13 @@ async fn status(stores: &Stores, which: &Which, sample: Duration) -> Result<Outp
     let key = resolve(stores, which).await?;
     let cp = &stores.checkpoints;
     let active = cp.active_version(key.projection()).await?;
-    let first = cp.checkpoint(&key).await?;
+    let first = checkpoint_of(stores, &key).await?;
     let started = Instant::now();
     let (rate, checkpoint) = if sample.is_zero() {
         (None, first)
     } else {
         tokio::time::sleep(sample).await;
-        let second = cp.checkpoint(&key).await?;
+        let second = checkpoint_of(stores, &key).await?;
         let start = Checkpoint::start(stores.events.capabilities().partitions);
         let (a, b) = (first.as_ref().unwrap_or(&start), second.as_ref().unwrap_or(&start));
         let moved: u64 = b
@@ -280,9 +294,13 @@ async fn replay(stores: &Stores, which: &Which, wait: Duration) -> Result<Output
                 "handled": handled, "replayed": replayed, "still_parked": left })
     };
     if wait.is_zero() {
+        let who = match cp.holder(&key).await? {
+            Some(h) => format!("{}, which holds its lease, handles it", h.owner),
+            None => "no runner holds its lease now: the next one to start handles it".into(),
+        };
         return Ok(Output {
             json: json(false, 0, before),
-            text: format!("replay request {request} of {key} made; the runner holding its lease handles it\n"),
+            text: format!("replay request {request} of {key} made; {who}\n"),
         });
     }
     let deadline = Instant::now() + wait;
@@ -319,6 +337,13 @@ async fn rebuild(stores: &Stores, which: &Which, yes: bool) -> Result<Output, Fa
         return Err(Failure::usage(format!(
             "rebuild drops {key}'s documents, checkpoint and parked events, and readers see the view empty until it is built again: add --yes"
         )));
+    }
+    if let Some(active) = stores.checkpoints.active_version(key.projection()).await? {
+        if active > key.version() {
+            return Err(Failure::usage(format!(
+                "{key} was replaced by version {active}, which no runner of {key} builds again: rebuild the active version"
+            )));
+        }
     }
     let holder = stores.checkpoints.holder(&key).await?;
     stores.checkpoints.drop_view(&key).await?;

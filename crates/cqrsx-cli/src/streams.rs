@@ -15,6 +15,20 @@ use serde_json::{json, Value};
 use crate::output::{event_json, parse_since, payload, short, utc, Output, Table};
 use crate::{emit, Failure, Stores};
 
+/// What is read disagrees with where it was read from: the connection's layout (on Redis, the
+/// partition count) is not the service's.
+pub fn layout_mismatch(what: &str) -> Failure {
+    Failure::usage(format!(
+        "{what}: this connection does not lay the store out as its service does (on Redis, --partitions or CQRSX_REDIS_PARTITIONS must be the service's count)"
+    ))
+}
+
+fn not_found(stream: &StreamId) -> Failure {
+    Failure::not_found(format!(
+        "no stream {stream} in this store (`cqrsx streams list` shows them; on Redis, --partitions must be the service's count)"
+    ))
+}
+
 fn stream_id(id: &str) -> Result<StreamId, Failure> {
     StreamId::parse(id).map_err(|e| Failure::usage(format!("{e} (for example: User/42)")))
 }
@@ -76,6 +90,11 @@ pub async fn list(stores: &Stores, aggregate_type: Option<&str>, limit: usize) -
     let mut rows = Vec::new();
     for (stream, (events, last)) in seen.into_iter().take(limit) {
         let version = match stores.events.stream_version(&stream).await {
+            Ok(0) => {
+                return Err(layout_mismatch(&format!(
+                    "stream {stream} is in the global log but reads as empty"
+                )))
+            }
             Ok(v) => json!(v),
             Err(Error::StreamDeleted { .. }) => json!("deleted"),
             Err(e) => return Err(e.into()),
@@ -110,9 +129,7 @@ pub async fn show(stores: &Stores, id: &str, from: u64, limit: usize) -> Result<
     let stream = stream_id(id)?;
     let version = stores.events.stream_version(&stream).await?;
     if version == 0 {
-        return Err(Failure::not_found(format!(
-            "no stream {stream} in this store (`cqrsx streams list` shows them)"
-        )));
+        return Err(not_found(&stream));
     }
     let events = stores.events.read_stream(&stream, from.max(1), limit).await?;
     let mut out = events_output(&events, false, "no events from that version");
@@ -132,6 +149,9 @@ pub async fn by_type(stores: &Stores, event_type: &str, since: &str, limit: usiz
 pub async fn snapshots(stores: &Stores, id: &str) -> Result<Output, Failure> {
     let stream = stream_id(id)?;
     let list = stores.snapshots.list(&stream).await?;
+    if list.is_empty() && stores.events.stream_version(&stream).await? == 0 {
+        return Err(not_found(&stream));
+    }
     let mut table = Table::new(&["VERSION", "SCHEMA", "CONTENT", "BYTES", "CREATED"]);
     let mut rows = Vec::new();
     for s in &list {
@@ -184,6 +204,11 @@ fn condition(text: &str) -> Result<Filter, Failure> {
     if field.is_empty() {
         return Err(Failure::usage(format!("--filter {text:?} names no field")));
     }
+    if raw.is_empty() {
+        return Err(Failure::usage(format!(
+            "--filter {text:?} has no value (for an empty string: {field}{symbol}\"\")"
+        )));
+    }
     let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
     Ok(Filter::new(field, op, value))
 }
@@ -201,10 +226,15 @@ pub async fn query(
         query = query.filter(condition(f)?);
     }
     for s in sort {
-        query = match s.rsplit_once(':') {
-            Some((field, "desc")) => query.sort_desc(field),
-            Some((field, "asc")) => query.sort_asc(field),
-            _ => query.sort_asc(s.as_str()),
+        query = match s.rsplit_once(':').map(|(f, d)| (f, d.to_ascii_lowercase())) {
+            Some((field, d)) if d == "desc" => query.sort_desc(field),
+            Some((field, d)) if d == "asc" => query.sort_asc(field),
+            Some((_, d)) => {
+                return Err(Failure::usage(format!(
+                    "--sort {s:?}: the direction {d:?} is not asc or desc"
+                )))
+            }
+            None => query.sort_asc(s.as_str()),
         };
     }
     query = query.page(0, limit);

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use cqrsx_core::projection::{ErrorPolicy, ProjectionHandle, RunnerOptions, View, ViewKey};
 use cqrsx_core::snapshot::SnapshotRecord;
 use cqrsx_core::{
-    async_trait, EventFilter, ExpectedVersion, NewEvent, Projection, ProjectionRunner, RecordedEvent, StreamId,
-    Timestamp,
+    async_trait, EventFilter, EventStore, ExpectedVersion, NewEvent, Projection, ProjectionRunner, RecordedEvent,
+    StreamId, Timestamp,
 };
 use harness::{binary, Harness};
 use serde_json::{json, Value};
@@ -426,6 +426,27 @@ async fn bad_input_is_one_line_a_clear_exit_code_and_writes_nothing() {
     w.h.cqrsx(&["projection", "status", name, "--sample=-1"])
         .await
         .failed(2, "--sample");
+    w.h.cqrsx(&["snapshots", "list", &format!("{t}/nobody")])
+        .await
+        .failed(3, "no stream");
+    w.h.cqrsx(&["read-models", "query", "cli_accounts", "--sort", "balance:down"])
+        .await
+        .failed(2, "asc or desc");
+    w.h.cqrsx(&["read-models", "query", "cli_accounts", "--filter", "balance>"])
+        .await
+        .failed(2, "no value");
+    w.h.cqrsx(&["streams", "list", "--limit", "0"])
+        .await
+        .failed(2, "--limit");
+    w.h.cqrsx(&["events", "by-type", "Deposited", "--since", "1796639410"])
+        .await
+        .failed(2, "milliseconds");
+    if w.h.label == "redis standalone" {
+        // The store was written with one partition: a connection reading two says so.
+        w.h.cqrsx(&["--partitions", "2", "projections", "list"])
+            .await
+            .failed(2, "--partitions");
+    }
     // No runner: a replay request waits, and says who should handle it.
     w.stop().await;
     let before_stop = w.state().await;
@@ -462,7 +483,71 @@ async fn bad_input_is_one_line_a_clear_exit_code_and_writes_nothing() {
         .await
         .failed(2, "not both");
     run(&["projection", "frobnicate"]).await.failed(2, "frobnicate");
+    run(&[
+        "--redis",
+        "redis://127.0.0.1:1",
+        "--redis-cluster",
+        "127.0.0.1:2",
+        "streams",
+        "list",
+    ])
+    .await
+    .failed(2, "not both");
+    run(&["--redis", "redis://127.0.0.1:1", "--partitions", "0", "streams", "list"])
+        .await
+        .failed(2, "partitions");
+    run(&["--redis", "notaurl", "streams", "list"])
+        .await
+        .failed(2, "redis://");
     run(&["--redis", "redis://x", "stream", "show"]).await.failed(2, "<ID>");
+}
+
+/// Tests of Redis's layout (the `redis_only::` tests run in the Redis standalone row only).
+mod redis_only {
+    use super::*;
+
+    /// A Redis store written with more partitions than a connection reads: connecting says so
+    /// before any command reads a partial store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redis_store_with_more_partitions_than_configured_is_refused() {
+        let url = std::env::var("CQRSX_TEST_REDIS_URL")
+            .unwrap_or_else(|_| panic!("CQRSX_TEST_REDIS_URL is not set: run with `cargo xtask test --backend redis`"));
+        let prefix = format!("cqrsx_test_{}", &cqrsx_core::Uuid::now_v7().simple().to_string()[8..]);
+        let config = cqrsx_redis::RedisConfig::default()
+            .with_url(&url)
+            .with_key_prefix(&prefix)
+            .with_partitions(4);
+        let client = cqrsx_redis::RedisClientManager::connect(config).await.expect("connect");
+        let events = cqrsx_redis::RedisEventStore::new(client);
+        for i in 0..32 {
+            let s = StreamId::new("Spread", format!("s{i}")).expect("stream");
+            events
+                .append(&s, ExpectedVersion::Any, vec![ev("E", i)])
+                .await
+                .expect("append");
+        }
+        let args = |partitions: &str| {
+            [
+                "--redis",
+                &url,
+                "--prefix",
+                &prefix,
+                "--partitions",
+                partitions,
+                "--json",
+                "streams",
+                "list",
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+        };
+        binary(args("2"), Vec::new())
+            .await
+            .failed(2, "more than the 2 partition(s)");
+        let all = binary(args("4"), Vec::new()).await.json();
+        assert_eq!(all.as_array().map(Vec::len), Some(32));
+    }
 }
 
 mod cluster {

@@ -138,12 +138,10 @@ async fn mongo(collection: &str, fresh: Option<&str>) -> Result<Stores> {
     if let Some(run) = fresh {
         config.database = format!("{}_{run}", config.database);
     }
-    let cli = format!(
-        "--mongo {} --database {} --prefix {}",
-        redacted(&config.uri),
-        config.database,
-        config.collection_prefix
-    );
+    let mut cli = format!("--mongo {} --database {}", redacted(&config.uri), config.database);
+    if !config.collection_prefix.is_empty() {
+        cli.push_str(&format!(" --prefix {}", config.collection_prefix));
+    }
     let client = MongoClientManager::connect(config).await?;
     client.initialize_event_sourcing_schema().await?;
     let checkpoints = MongoCheckpointStore::new(client.clone());

@@ -57,8 +57,11 @@ pub(super) async fn plan(backend: Backend) -> Result<Planned> {
                 Group {
                     name: "memory",
                     packages: Packages::AllBut(&["cqrsx-redis", "cqrsx-mongo"]),
-                    // The CLI's `cluster::` tests need a Cluster: they run in its row.
-                    filter: vec!["--skip".into(), "cluster::".into()],
+                    // The CLI's `cluster::` and `redis_only::` tests need Redis: they run in its
+                    // rows.
+                    filter: ["--skip", "cluster::", "--skip", "redis_only::"]
+                        .map(String::from)
+                        .to_vec(),
                     feature: None,
                     doctests: true,
                     env: Vec::new(),
@@ -166,7 +169,9 @@ pub(super) async fn plan(backend: Backend) -> Result<Planned> {
                 Group {
                     name: "mongo",
                     packages: Packages::Only(&["cqrsx-mongo", "cqrsx-cli"]),
-                    filter: vec!["--skip".into(), "cluster::".into()],
+                    filter: ["--skip", "cluster::", "--skip", "redis_only::"]
+                        .map(String::from)
+                        .to_vec(),
                     feature,
                     doctests: false,
                     env: server.env.clone(),
@@ -196,7 +201,9 @@ pub(super) async fn plan(backend: Backend) -> Result<Planned> {
                         Group {
                             name: "mongo-engine",
                             packages: Packages::Only(&["cqrsx-mongo", "cqrsx-cli"]),
-                            filter: vec!["--skip".into(), "cluster::".into()],
+                            filter: ["--skip", "cluster::", "--skip", "redis_only::"]
+                                .map(String::from)
+                                .to_vec(),
                             feature: None,
                             doctests: false,
                             env: engine.env.clone(),

@@ -115,6 +115,26 @@ impl std::fmt::Debug for RedisEventStore {
 }
 
 impl RedisEventStore {
+    /// Checks the configured partition count against what the server holds: a position counter
+    /// of the partition past the last configured one means the store was written with more
+    /// partitions, and reads through this store would miss the streams kept there —
+    /// [`Error::Config`] naming the setting. (A count set too high reads streams at the wrong
+    /// keys too, which the log alone does not reveal: a tool that lists streams checks each
+    /// one it finds in the log against its own key.)
+    pub async fn check_partitions(&self) -> Result<()> {
+        let configured = self.keys.partitions();
+        let beyond: i64 = self
+            .client
+            .track(self.client.client().exists(self.keys.seq(configured)))
+            .await?;
+        if beyond > 0 {
+            return Err(Error::Config(format!(
+                "this store holds partition {configured}, so it was written with more than the {configured} partition(s) configured: set the service's count (CQRSX_REDIS_PARTITIONS)"
+            )));
+        }
+        Ok(())
+    }
+
     /// An event store over this client, laid out by its config (prefix, partitions).
     pub fn new(client: RedisClientManager) -> Self {
         let keys = Keys::new(&client.config().key_prefix, client.config().partitions);
