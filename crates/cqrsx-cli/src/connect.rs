@@ -90,7 +90,13 @@ async fn redis(c: &Connection) -> Result<Stores, Failure> {
         config = config.with_url(url.as_str());
     }
     if let Some(nodes) = &c.redis_cluster {
-        config = config.with_cluster_nodes(nodes.split(',').map(str::trim).filter(|n| !n.is_empty()));
+        let nodes: Vec<&str> = nodes.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+        if nodes.is_empty() {
+            return Err(Failure::usage(
+                "--redis-cluster names no node: give host:port,host:port",
+            ));
+        }
+        config = config.with_cluster_nodes(nodes);
     }
     if let Some(prefix) = &c.prefix {
         config = config.with_key_prefix(prefix.as_str());
