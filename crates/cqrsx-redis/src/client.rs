@@ -288,6 +288,7 @@ impl RedisClientManager {
             let reconnects = Arc::clone(&counters.reconnects);
             client.on_reconnect(move |server| {
                 reconnects.fetch_add(1, Ordering::Relaxed);
+                cqrsx_core::telemetry::record_backend_retry("redis", "reconnect");
                 tracing::info!(%server, "redis connection re-established");
                 async { Ok(()) }
             });
