@@ -3,10 +3,12 @@
 //! beside the same appends with both switched off, in alternating rounds of one run.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use cqrsx_core::{ExpectedVersion, StreamId};
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use opentelemetry::trace::TracerProvider as _;
 use tracing::instrument::WithSubscriber;
@@ -19,13 +21,60 @@ use super::store::{fresh_ids, sample_events, Subject};
 use super::{keep, median, time, BenchRow, Scale};
 use crate::cmd::Result;
 
-/// Whether the installed recorder records (the global recorder can be installed only once).
+/// Whether the installed recorder's handles record (the global recorder can be installed only
+/// once, and cqrsx keeps the handles it got).
 static RECORDING: AtomicBool = AtomicBool::new(false);
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// A Prometheus recorder that hands out no-op handles while [`RECORDING`] is off, as the
-/// facade does when no recorder is installed.
+/// A Prometheus recorder whose handles record only while [`RECORDING`] is on. Switched off,
+/// cqrsx's calls are those it makes with no recorder installed: handles that do nothing.
 struct Switched(PrometheusRecorder);
+
+/// A handle of the Prometheus recorder that records while [`RECORDING`] is on.
+struct When<H>(H);
+
+fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
+}
+
+impl CounterFn for When<Counter> {
+    fn increment(&self, value: u64) {
+        if recording() {
+            self.0.increment(value);
+        }
+    }
+    fn absolute(&self, value: u64) {
+        if recording() {
+            self.0.absolute(value);
+        }
+    }
+}
+
+impl GaugeFn for When<Gauge> {
+    fn increment(&self, value: f64) {
+        if recording() {
+            self.0.increment(value);
+        }
+    }
+    fn decrement(&self, value: f64) {
+        if recording() {
+            self.0.decrement(value);
+        }
+    }
+    fn set(&self, value: f64) {
+        if recording() {
+            self.0.set(value);
+        }
+    }
+}
+
+impl HistogramFn for When<Histogram> {
+    fn record(&self, value: f64) {
+        if recording() {
+            self.0.record(value);
+        }
+    }
+}
 
 impl Recorder for Switched {
     fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
@@ -38,25 +87,13 @@ impl Recorder for Switched {
         self.0.describe_histogram(key, unit, description);
     }
     fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
-        if RECORDING.load(Ordering::Relaxed) {
-            self.0.register_counter(key, metadata)
-        } else {
-            Counter::noop()
-        }
+        Counter::from_arc(Arc::new(When(self.0.register_counter(key, metadata))))
     }
     fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
-        if RECORDING.load(Ordering::Relaxed) {
-            self.0.register_gauge(key, metadata)
-        } else {
-            Gauge::noop()
-        }
+        Gauge::from_arc(Arc::new(When(self.0.register_gauge(key, metadata))))
     }
     fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
-        if RECORDING.load(Ordering::Relaxed) {
-            self.0.register_histogram(key, metadata)
-        } else {
-            Histogram::noop()
-        }
+        Histogram::from_arc(Arc::new(When(self.0.register_histogram(key, metadata))))
     }
 }
 

@@ -472,6 +472,7 @@ impl Run {
                             .unwrap_or_else(|| Checkpoint::start(checkpoint.partitions()));
                         at.set(event.position);
                         self.commit(lease, batch, Some(at.clone()), Vec::new()).await?;
+                        self.metrics.page_committed(applied, self.rate.per_sec, 0);
                         self.status.send_modify(|s| {
                             s.checkpoint = Some(at);
                             s.applied += applied;
@@ -488,8 +489,7 @@ impl Run {
         }
         let commit = self.commit(lease, batch, Some(checkpoint.clone()), Vec::new());
         commit.instrument(commit_span(&spans, events.len())).await?;
-        self.rate.add(applied);
-        let rate = self.rate.per_sec;
+        let rate = self.rate.add(applied);
         self.metrics.page_committed(applied, rate, parked);
         // One change of the status, so a reader never sees the checkpoint without its counts.
         self.status.send_modify(|s| {

@@ -22,7 +22,11 @@
 //! projection → view write. The spans reach OpenTelemetry through a `tracing-opentelemetry`
 //! layer the application installs.
 
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
+
+use metrics::{Counter, Histogram};
 
 #[cfg(feature = "otel")]
 mod trace_context;
@@ -104,10 +108,49 @@ pub(crate) fn record_store_operation(
     outcome: &'static str,
     took: Duration,
 ) {
-    metrics::counter!(names::STORE_OPERATIONS, "backend" => backend, "operation" => operation, "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!(names::STORE_OPERATION_DURATION, "backend" => backend, "operation" => operation)
-        .record(took.as_secs_f64());
+    let recorder = metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize);
+    let key = [id(backend), id(operation), id(outcome)];
+    let seconds = took.as_secs_f64();
+    {
+        let cache = SERIES.read().unwrap_or_else(PoisonError::into_inner);
+        let series = cache.as_ref().filter(|c| c.recorder == recorder);
+        if let Some((counter, histogram)) = series.and_then(|c| c.series.get(&key)) {
+            counter.increment(1);
+            histogram.record(seconds);
+            return;
+        }
+    }
+    let counter = metrics::counter!(names::STORE_OPERATIONS, "backend" => backend, "operation" => operation, "outcome" => outcome);
+    let histogram =
+        metrics::histogram!(names::STORE_OPERATION_DURATION, "backend" => backend, "operation" => operation);
+    counter.increment(1);
+    histogram.record(seconds);
+    let mut cache = SERIES.write().unwrap_or_else(PoisonError::into_inner);
+    if cache.as_ref().is_none_or(|c| c.recorder != recorder) {
+        *cache = Some(SeriesCache {
+            recorder,
+            series: HashMap::new(),
+        });
+    }
+    if let Some(cache) = cache.as_mut() {
+        cache.series.insert(key, (counter, histogram));
+    }
+}
+
+/// The handles of the store-operation series, registered once per (backend, operation,
+/// outcome) with the recorder current then: a labelled lookup costs a recorder an allocation
+/// and a hash of the labels on every call. A different recorder (one installed since, or a
+/// thread's local one) starts the cache afresh.
+struct SeriesCache {
+    recorder: usize,
+    series: HashMap<[(usize, usize); 3], (Counter, Histogram)>,
+}
+
+static SERIES: RwLock<Option<SeriesCache>> = RwLock::new(None);
+
+/// A static string's identity: the same label always comes from the same `&'static str`.
+fn id(label: &'static str) -> (usize, usize) {
+    (label.as_ptr() as usize, label.len())
 }
 
 /// Counts a call a backend sends again after a transient failure (backend crates call it).
@@ -122,7 +165,44 @@ pub fn record_group_commit(backend: &'static str, appends: usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::backend_label;
+    use std::time::Duration;
+
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::{backend_label, record_store_operation};
+
+    /// The `append` count of backend `test` a recorder holds.
+    fn appends(recorder: &DebuggingRecorder) -> Option<u64> {
+        recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find_map(|(key, _, _, value)| {
+                let is_append = key
+                    .key()
+                    .labels()
+                    .any(|l| l.key() == "operation" && l.value() == "append");
+                match value {
+                    DebugValue::Counter(n) if is_append => Some(n),
+                    _ => None,
+                }
+            })
+    }
+
+    #[test]
+    fn store_operations_reach_whichever_recorder_is_current() {
+        let (first, second) = (DebuggingRecorder::new(), DebuggingRecorder::new());
+        let record = || record_store_operation("test", "append", "ok", Duration::from_micros(5));
+        metrics::with_local_recorder(&first, || {
+            record();
+            record();
+        });
+        // Handles cached for the first recorder must not swallow the second one's calls.
+        metrics::with_local_recorder(&second, record);
+        metrics::with_local_recorder(&first, record);
+        assert_eq!((appends(&first), appends(&second)), (Some(3), Some(1)));
+    }
 
     #[test]
     fn backend_label_is_the_crate_or_core_module() {
