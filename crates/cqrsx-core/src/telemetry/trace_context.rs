@@ -3,8 +3,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags};
+use opentelemetry::Context;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -27,16 +28,42 @@ pub fn trace_context_enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// The W3C `traceparent` of the current `tracing` span's OpenTelemetry context; `None` when
-/// there is no valid one (no span, no `tracing-opentelemetry` layer, or the span is disabled).
+/// The W3C `traceparent` of the current span's OpenTelemetry context; `None` when there is no
+/// valid one (no span, no `tracing-opentelemetry` layer, or the span is disabled).
 pub fn current_traceparent() -> Option<String> {
-    let context = Span::current().context();
-    if !context.span().span_context().is_valid() {
-        return None;
+    // The context `tracing-opentelemetry` makes current on entering a span: a thread-local read.
+    let current = Context::current();
+    if current.span().span_context().is_valid() {
+        return Some(traceparent_of(current.span().span_context()));
     }
-    let mut header = Header(None);
-    TraceContextPropagator::new().inject_context(&context, &mut header);
-    header.0
+    // A layer that does not activate contexts: ask the current `tracing` span (10× the time).
+    let context = Span::current().context();
+    let span = context.span();
+    span.span_context()
+        .is_valid()
+        .then(|| traceparent_of(span.span_context()))
+}
+
+/// The `traceparent` header of `context`, as OpenTelemetry's `TraceContextPropagator` writes
+/// it (version 00, the sampled flag only), without its `format!` (a third of an in-memory
+/// append).
+fn traceparent_of(context: &SpanContext) -> String {
+    let mut header = String::with_capacity(55);
+    header.push_str("00-");
+    push_hex(&mut header, &context.trace_id().to_bytes());
+    header.push('-');
+    push_hex(&mut header, &context.span_id().to_bytes());
+    header.push('-');
+    push_hex(&mut header, &[(context.trace_flags() & TraceFlags::SAMPLED).to_u8()]);
+    header
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
 }
 
 /// Records the current `traceparent` in the events that have none, when enabled.
@@ -68,14 +95,6 @@ pub(crate) fn follow_traceparent(span: &Span, traceparent: &str) {
 /// A carrier of the one header the trace context needs.
 struct Header(Option<String>);
 
-impl Injector for Header {
-    fn set(&mut self, key: &str, value: String) {
-        if key == TRACEPARENT {
-            self.0 = Some(value);
-        }
-    }
-}
-
 impl Extractor for Header {
     fn get(&self, key: &str) -> Option<&str> {
         (key == TRACEPARENT).then_some(self.0.as_deref()).flatten()
@@ -83,5 +102,46 @@ impl Extractor for Header {
 
     fn keys(&self) -> Vec<&str> {
         vec![TRACEPARENT]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::current_traceparent;
+
+    /// The traceparent of the current span, and what OpenTelemetry's propagator writes for it.
+    fn both(sampler: Sampler) -> (Option<String>, Option<String>) {
+        let provider = SdkTracerProvider::builder().with_sampler(sampler).build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("cqrsx-test"));
+        let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+        let span = tracing::info_span!("command");
+        let _entered = span.enter();
+        let mut headers = HashMap::new();
+        TraceContextPropagator::new().inject_context(&span.context(), &mut headers);
+        (current_traceparent(), headers.remove("traceparent"))
+    }
+
+    #[test]
+    fn traceparent_is_what_the_propagator_writes() {
+        let (ours, theirs) = both(Sampler::AlwaysOn);
+        assert!(ours.as_deref().is_some_and(|t| t.ends_with("-01")), "{ours:?}");
+        assert_eq!(ours, theirs);
+        let (ours, theirs) = both(Sampler::AlwaysOff);
+        assert!(ours.as_deref().is_some_and(|t| t.ends_with("-00")), "{ours:?}");
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn no_span_no_traceparent() {
+        assert_eq!(current_traceparent(), None);
     }
 }
