@@ -11,6 +11,7 @@ mod projection;
 mod redis;
 mod snapshot;
 mod store;
+mod telemetry;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -79,6 +80,7 @@ impl Scale {
 async fn subject_rows(subject: &store::Subject, scale: Scale) -> Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
     store::append_rows(subject, scale, &mut rows).await?;
+    telemetry::rows(subject, scale, &mut rows).await?;
     store::load_rows(subject, scale, &mut rows).await?;
     store::read_all_rows(subject, &mut rows).await?;
     projection::rows(subject, scale, &mut rows).await?;
@@ -91,6 +93,7 @@ async fn subject_rows(subject: &store::Subject, scale: Scale) -> Result<Vec<Benc
 async fn subject_rows_lenient(subject: &store::Subject, scale: Scale, facts: &mut Vec<Fact>) -> Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
     store::append_rows(subject, scale, &mut rows).await?;
+    telemetry::rows(subject, scale, &mut rows).await?;
     store::load_rows(subject, scale, &mut rows).await?;
     if let Err(e) = store::read_all_rows(subject, &mut rows).await {
         facts.push(Fact::new(&subject.backend, "read_all rows", "not measured", "", "", e));

@@ -216,6 +216,27 @@ impl Error {
         }
     }
 
+    /// The variant's name in snake case (`conflict`, `not_found`, `backend`, …): the `outcome`
+    /// label of the store-operation metrics (README "Metrics and trace context").
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Conflict { .. } => "conflict",
+            Error::StreamDeleted { .. } => "stream_deleted",
+            Error::EventIdReused { .. } => "event_id_reused",
+            Error::NotFound(_) => "not_found",
+            Error::Serialization { .. } => "serialization",
+            Error::Integrity(_) => "integrity",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::Config(_) => "config",
+            Error::Connect { .. } => "connect",
+            Error::Timeout { .. } => "timeout",
+            Error::LeaseLost { .. } => "lease_lost",
+            Error::Handler { .. } => "handler",
+            Error::NotDurable { .. } => "not_durable",
+            Error::Backend { .. } => "backend",
+        }
+    }
+
     /// Whether sending the same call again may succeed: transient backend failures, time-outs,
     /// and connections refused or timed out. A [`Error::Conflict`] is not (the same expected
     /// version stays wrong; reload and decide again).

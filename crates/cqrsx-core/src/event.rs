@@ -87,6 +87,12 @@ pub struct Metadata {
     /// Anything else the application wants kept with the event.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", rename = "u")]
     pub user: BTreeMap<String, serde_json::Value>,
+    /// The W3C `traceparent` of the span that appended the event
+    /// (`00-<trace id>-<span id>-<flags>`), recorded on append when trace context is enabled
+    /// (feature `otel`, `cqrsx_core::telemetry::set_trace_context(true)`); a projection handles
+    /// the event in a span of that trace. Stored as `tp`; events stored without it read `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "tp")]
+    pub traceparent: Option<String>,
 }
 
 impl Metadata {
@@ -110,9 +116,19 @@ impl Metadata {
         self
     }
 
+    /// Adds a W3C `traceparent` (checked on append:
+    /// [`crate::telemetry::validate_traceparent`]).
+    pub fn with_traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
     /// Whether nothing is set.
     pub fn is_empty(&self) -> bool {
-        self.correlation_id.is_none() && self.causation_id.is_none() && self.user.is_empty()
+        self.correlation_id.is_none()
+            && self.causation_id.is_none()
+            && self.user.is_empty()
+            && self.traceparent.is_none()
     }
 
     /// The compact JSON form backends store ("" when empty).
@@ -340,6 +356,9 @@ pub(crate) fn validate_new_event(event: &NewEvent, max_event_bytes: usize) -> Re
             event.event_id
         )));
     }
+    if let Some(traceparent) = &event.metadata.traceparent {
+        validate_traceparent(traceparent).map_err(|e| Error::InvalidInput(format!("event {}: {e}", event.event_id)))?;
+    }
     if event.payload.len() > max_event_bytes {
         return Err(Error::InvalidInput(format!(
             "event {} payload is {} bytes, over the backend limit of {max_event_bytes}",
@@ -362,4 +381,32 @@ pub fn validate_number(what: &str, value: u64) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Checks a W3C `traceparent` in the shape every version-00 header has: `00-`, 32 lowercase hex
+/// digits of trace id, `-`, 16 of span id, `-`, 2 of flags; neither id all zeros. The message
+/// says what is wrong.
+pub fn validate_traceparent(value: &str) -> std::result::Result<(), String> {
+    let b = value.as_bytes();
+    let hex = |from: usize, to: usize| {
+        b[from..to]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    };
+    let not_zero = |from: usize, to: usize| b[from..to].iter().any(|&c| c != b'0');
+    let well_formed = b.len() == 55
+        && b.starts_with(b"00-")
+        && b[35] == b'-'
+        && b[52] == b'-'
+        && hex(3, 35)
+        && hex(36, 52)
+        && hex(53, 55)
+        && not_zero(3, 35)
+        && not_zero(36, 52);
+    if well_formed {
+        Ok(())
+    } else {
+        let shown: String = value.chars().take(64).collect();
+        Err(format!("traceparent {shown:?} is not a W3C version-00 traceparent"))
+    }
 }

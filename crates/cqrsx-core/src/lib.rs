@@ -52,6 +52,7 @@ mod stats;
 mod stream;
 pub mod subscription;
 mod tagged;
+pub mod telemetry;
 
 pub mod memory;
 pub mod projection;

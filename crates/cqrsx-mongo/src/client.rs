@@ -399,6 +399,7 @@ impl MongoClientManager {
                 {
                     attempt += 1;
                     tracing::debug!(what, attempt, error = %e, "schema statement raced another client; repeating it");
+                    cqrsx_core::telemetry::record_backend_retry("mongo", "schema");
                     tokio::time::sleep(crate::backoff::ddl_backoff(attempt)).await;
                 }
                 other => return other,

@@ -2,7 +2,7 @@
 //! durability check.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -286,8 +286,13 @@ impl RedisClientManager {
         let counters = Arc::new(Counters::default());
         for client in pool.clients() {
             let reconnects = Arc::clone(&counters.reconnects);
+            // fred reports a client's first connection here too: that one is no retry.
+            let connected_before = AtomicBool::new(false);
             client.on_reconnect(move |server| {
                 reconnects.fetch_add(1, Ordering::Relaxed);
+                if connected_before.swap(true, Ordering::Relaxed) {
+                    cqrsx_core::telemetry::record_backend_retry("redis", "reconnect");
+                }
                 tracing::info!(%server, "redis connection re-established");
                 async { Ok(()) }
             });

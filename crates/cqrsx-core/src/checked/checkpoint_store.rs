@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::trace::{backend, traced};
+use super::trace::{backend, measured};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::validate_number;
@@ -100,7 +100,7 @@ fn validate_commit<B: CheckpointBackend>(store: &B, commit: &Commit) -> Result<(
 impl<B: CheckpointBackend> CheckpointStore for B {
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         let span = tracing::debug_span!("acquire", store = backend::<B>(), projection = %key, owner);
-        traced(span, async move {
+        measured(backend::<B>(), "acquire", span, async move {
             validate_id("lease owner", owner)?;
             validate_lease_ttl(ttl)?;
             CheckpointBackend::acquire(self, key, owner, ttl).await
@@ -110,7 +110,7 @@ impl<B: CheckpointBackend> CheckpointStore for B {
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()> {
         let span = tracing::debug_span!("renew", store = backend::<B>(), projection = %lease.key);
-        traced(span, async move {
+        measured(backend::<B>(), "renew", span, async move {
             validate_lease_ttl(ttl)?;
             CheckpointBackend::renew(self, lease, ttl).await
         })
@@ -119,17 +119,23 @@ impl<B: CheckpointBackend> CheckpointStore for B {
 
     async fn release(&self, lease: &Lease) -> Result<()> {
         let span = tracing::debug_span!("release", store = backend::<B>(), projection = %lease.key);
-        traced(span, CheckpointBackend::release(self, lease)).await
+        measured(backend::<B>(), "release", span, CheckpointBackend::release(self, lease)).await
     }
 
     async fn checkpoint(&self, key: &ViewKey) -> Result<Option<Checkpoint>> {
         let span = tracing::debug_span!("checkpoint", store = backend::<B>(), projection = %key);
-        traced(span, CheckpointBackend::checkpoint(self, key)).await
+        measured(
+            backend::<B>(),
+            "checkpoint",
+            span,
+            CheckpointBackend::checkpoint(self, key),
+        )
+        .await
     }
 
     async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<Value>> {
         let span = tracing::debug_span!("get_view_document", store = backend::<B>(), projection = %key, id);
-        traced(span, async move {
+        measured(backend::<B>(), "get_view_document", span, async move {
             validate_id("view document id", id)?;
             CheckpointBackend::get(self, key, id).await
         })
@@ -143,7 +149,7 @@ impl<B: CheckpointBackend> CheckpointStore for B {
             projection = %lease.key,
             writes = commit.writes.len()
         );
-        traced(span, async move {
+        measured(backend::<B>(), "commit", span, async move {
             validate_commit(self, &commit)?;
             CheckpointBackend::commit(self, lease, commit).await
         })
@@ -152,22 +158,40 @@ impl<B: CheckpointBackend> CheckpointStore for B {
 
     async fn parked(&self, key: &ViewKey) -> Result<Vec<ParkedEvent>> {
         let span = tracing::debug_span!("parked", store = backend::<B>(), projection = %key);
-        traced(span, CheckpointBackend::parked(self, key)).await
+        measured(backend::<B>(), "parked", span, CheckpointBackend::parked(self, key)).await
     }
 
     async fn active_version(&self, projection: &str) -> Result<Option<u32>> {
         let span = tracing::debug_span!("active_version", store = backend::<B>(), projection);
-        traced(span, CheckpointBackend::active_version(self, projection)).await
+        measured(
+            backend::<B>(),
+            "active_version",
+            span,
+            CheckpointBackend::active_version(self, projection),
+        )
+        .await
     }
 
     async fn activate(&self, lease: &Lease) -> Result<()> {
         let span = tracing::debug_span!("activate", store = backend::<B>(), projection = %lease.key);
-        traced(span, CheckpointBackend::activate(self, lease)).await
+        measured(
+            backend::<B>(),
+            "activate",
+            span,
+            CheckpointBackend::activate(self, lease),
+        )
+        .await
     }
 
     async fn drop_view(&self, key: &ViewKey) -> Result<()> {
         let span = tracing::debug_span!("drop_view", store = backend::<B>(), projection = %key);
-        traced(span, CheckpointBackend::drop_view(self, key)).await
+        measured(
+            backend::<B>(),
+            "drop_view",
+            span,
+            CheckpointBackend::drop_view(self, key),
+        )
+        .await
     }
 
     fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>> {
@@ -176,7 +200,7 @@ impl<B: CheckpointBackend> CheckpointStore for B {
 
     async fn views(&self) -> Result<Vec<ViewKey>> {
         let span = tracing::debug_span!("views", store = backend::<B>());
-        traced(span, async move {
+        measured(backend::<B>(), "views", span, async move {
             let mut views = CheckpointBackend::views(self).await?;
             views.sort();
             views.dedup();
@@ -187,22 +211,34 @@ impl<B: CheckpointBackend> CheckpointStore for B {
 
     async fn holder(&self, key: &ViewKey) -> Result<Option<LeaseHolder>> {
         let span = tracing::debug_span!("holder", store = backend::<B>(), projection = %key);
-        traced(span, CheckpointBackend::holder(self, key)).await
+        measured(backend::<B>(), "holder", span, CheckpointBackend::holder(self, key)).await
     }
 
     async fn request_replay(&self, key: &ViewKey) -> Result<u64> {
         let span = tracing::debug_span!("request_replay", store = backend::<B>(), projection = %key);
-        traced(span, CheckpointBackend::request_replay(self, key)).await
+        measured(
+            backend::<B>(),
+            "request_replay",
+            span,
+            CheckpointBackend::request_replay(self, key),
+        )
+        .await
     }
 
     async fn replay_requests(&self, key: &ViewKey) -> Result<ReplayRequests> {
         let span = tracing::debug_span!("replay_requests", store = backend::<B>(), projection = %key);
-        traced(span, CheckpointBackend::replay_requests(self, key)).await
+        measured(
+            backend::<B>(),
+            "replay_requests",
+            span,
+            CheckpointBackend::replay_requests(self, key),
+        )
+        .await
     }
 
     async fn replay_handled(&self, key: &ViewKey, upto: u64, replayed: u64) -> Result<()> {
         let span = tracing::debug_span!("replay_handled", store = backend::<B>(), projection = %key, upto);
-        traced(span, async move {
+        measured(backend::<B>(), "replay_handled", span, async move {
             validate_number("replay request", upto)?;
             validate_number("replayed events", replayed)?;
             CheckpointBackend::replay_handled(self, key, upto, replayed).await

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 
-use super::trace::{backend, traced};
+use super::trace::{backend, measured};
 use crate::checkpoint::{Checkpoint, Wake};
 use crate::error::Result;
 use crate::event::{AllPage, AppendResult, EventFilter, NewEvent, Position, RecordedEvent, Timestamp};
@@ -89,7 +89,10 @@ impl<B: EventBackend> EventStore for B {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
         let span = tracing::debug_span!("append", store = backend::<B>(), stream = %stream, count = events.len());
-        traced(span, async move {
+        measured(backend::<B>(), "append", span, async move {
+            // Inside the append's span: its context, or the caller's when it is disabled.
+            #[cfg(feature = "otel")]
+            let events = crate::telemetry::stamp_trace_context(events);
             validate_append(expected, &events, &EventBackend::capabilities(self))?;
             EventBackend::append(self, stream, expected, events).await
         })
@@ -98,7 +101,7 @@ impl<B: EventBackend> EventStore for B {
 
     async fn read_stream(&self, stream: &StreamId, from_version: u64, max_count: usize) -> Result<Vec<RecordedEvent>> {
         let span = tracing::debug_span!("read_stream", store = backend::<B>(), stream = %stream, from_version);
-        traced(span, async move {
+        measured(backend::<B>(), "read_stream", span, async move {
             validate_number("from version", from_version)?;
             EventBackend::read_stream(self, stream, from_version, max_count).await
         })
@@ -107,12 +110,18 @@ impl<B: EventBackend> EventStore for B {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let span = tracing::debug_span!("stream_version", store = backend::<B>(), stream = %stream);
-        traced(span, EventBackend::stream_version(self, stream)).await
+        measured(
+            backend::<B>(),
+            "stream_version",
+            span,
+            EventBackend::stream_version(self, stream),
+        )
+        .await
     }
 
     async fn read_all(&self, from: Position, max_count: usize, filter: &EventFilter) -> Result<AllPage> {
         let span = tracing::debug_span!("read_all", store = backend::<B>(), %from, max_count);
-        traced(span, async move {
+        measured(backend::<B>(), "read_all", span, async move {
             validate_position(from, &EventBackend::capabilities(self))?;
             validate_filter(filter)?;
             EventBackend::read_all(self, from, max_count, filter).await
@@ -122,7 +131,7 @@ impl<B: EventBackend> EventStore for B {
 
     async fn events_by_type(&self, event_type: &str, since: Timestamp, max_count: usize) -> Result<Vec<RecordedEvent>> {
         let span = tracing::debug_span!("events_by_type", store = backend::<B>(), event_type, max_count);
-        traced(span, async move {
+        measured(backend::<B>(), "events_by_type", span, async move {
             validate_type_name("event type", event_type)?;
             validate_number("since (ms)", since.as_millis())?;
             EventBackend::events_by_type(self, event_type, since, max_count).await
@@ -132,7 +141,7 @@ impl<B: EventBackend> EventStore for B {
 
     async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {
         let span = tracing::debug_span!("truncate_before", store = backend::<B>(), stream = %stream, before);
-        traced(span, async move {
+        measured(backend::<B>(), "truncate_before", span, async move {
             validate_number("truncate before version", before)?;
             EventBackend::truncate_before(self, stream, before).await
         })
@@ -141,7 +150,7 @@ impl<B: EventBackend> EventStore for B {
 
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()> {
         let span = tracing::debug_span!("delete_stream", store = backend::<B>(), stream = %stream);
-        traced(span, async move {
+        measured(backend::<B>(), "delete_stream", span, async move {
             validate_expected(expected)?;
             EventBackend::delete_stream(self, stream, expected).await
         })
@@ -149,7 +158,9 @@ impl<B: EventBackend> EventStore for B {
     }
 
     async fn head(&self) -> Result<Checkpoint> {
-        traced(
+        measured(
+            backend::<B>(),
+            "head",
             tracing::debug_span!("head", store = backend::<B>()),
             EventBackend::head(self),
         )

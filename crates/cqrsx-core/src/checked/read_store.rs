@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::trace::{backend, traced};
+use super::trace::{backend, measured};
 use crate::error::{Error, Result};
 use crate::read_store::{
     validate_document_for, validate_ttl, Document, Filter, Query, ReadStore, ReadStoreCapabilities,
@@ -63,7 +63,7 @@ impl<B: ReadBackend> ReadStore for B {
 
     async fn save(&self, id: &str, data: Value) -> Result<()> {
         let span = tracing::debug_span!("save", store = backend::<B>(), id);
-        traced(span, async move {
+        measured(backend::<B>(), "save", span, async move {
             let docs = one(id, data);
             validate_docs(self, &docs)?;
             self.save_docs(docs, None).await
@@ -73,7 +73,7 @@ impl<B: ReadBackend> ReadStore for B {
 
     async fn save_with_ttl(&self, id: &str, data: Value, ttl: Duration) -> Result<()> {
         let span = tracing::debug_span!("save_with_ttl", store = backend::<B>(), id, ?ttl);
-        traced(span, async move {
+        measured(backend::<B>(), "save_with_ttl", span, async move {
             if !ReadBackend::capabilities(self).ttl {
                 return Err(Error::InvalidInput("this read store cannot expire documents".into()));
             }
@@ -87,7 +87,7 @@ impl<B: ReadBackend> ReadStore for B {
 
     async fn get(&self, id: &str) -> Result<Option<Value>> {
         let span = tracing::debug_span!("get", store = backend::<B>(), id);
-        traced(span, async move {
+        measured(backend::<B>(), "get", span, async move {
             validate_id("read model id", id)?;
             ReadBackend::get(self, id).await
         })
@@ -96,7 +96,7 @@ impl<B: ReadBackend> ReadStore for B {
 
     async fn delete(&self, id: &str) -> Result<bool> {
         let span = tracing::debug_span!("delete", store = backend::<B>(), id);
-        traced(span, async move {
+        measured(backend::<B>(), "delete", span, async move {
             validate_id("read model id", id)?;
             Ok(ReadBackend::delete_many(self, &[id.to_string()]).await? > 0)
         })
@@ -105,7 +105,7 @@ impl<B: ReadBackend> ReadStore for B {
 
     async fn query(&self, query: &Query) -> Result<Vec<Document>> {
         let span = tracing::debug_span!("query", store = backend::<B>(), filters = query.filters.len());
-        traced(span, async move {
+        measured(backend::<B>(), "query", span, async move {
             query.validate()?;
             ReadBackend::query(self, query).await
         })
@@ -114,7 +114,7 @@ impl<B: ReadBackend> ReadStore for B {
 
     async fn count(&self, filters: &[Filter]) -> Result<u64> {
         let span = tracing::debug_span!("count", store = backend::<B>(), filters = filters.len());
-        traced(span, async move {
+        measured(backend::<B>(), "count", span, async move {
             Query::counting(filters)?;
             ReadBackend::count(self, filters).await
         })
@@ -123,7 +123,7 @@ impl<B: ReadBackend> ReadStore for B {
 
     async fn save_many(&self, docs: Vec<Document>) -> Result<()> {
         let span = tracing::debug_span!("save_many", store = backend::<B>(), count = docs.len());
-        traced(span, async move {
+        measured(backend::<B>(), "save_many", span, async move {
             validate_docs(self, &docs)?;
             if docs.is_empty() {
                 return Ok(());
@@ -135,7 +135,7 @@ impl<B: ReadBackend> ReadStore for B {
 
     async fn delete_many(&self, ids: &[String]) -> Result<u64> {
         let span = tracing::debug_span!("delete_many", store = backend::<B>(), count = ids.len());
-        traced(span, async move {
+        measured(backend::<B>(), "delete_many", span, async move {
             for id in ids {
                 validate_id("read model id", id)?;
             }

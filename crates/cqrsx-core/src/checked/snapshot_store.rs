@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::trace::{backend, traced};
+use super::trace::{backend, measured};
 use crate::error::Result;
 use crate::snapshot_store::{validate_snapshot, SnapshotInfo, SnapshotRecord, SnapshotStore};
 use crate::stream::StreamId;
@@ -44,7 +44,7 @@ impl<B: SnapshotBackend> SnapshotStore for B {
             stream = %snapshot.stream,
             version = snapshot.version
         );
-        traced(span, async move {
+        measured(backend::<B>(), "save_snapshot", span, async move {
             validate_snapshot(&snapshot, self.max_snapshot_bytes())?;
             SnapshotBackend::save(self, snapshot).await
         })
@@ -53,21 +53,45 @@ impl<B: SnapshotBackend> SnapshotStore for B {
 
     async fn latest(&self, stream: &StreamId, max_version: Option<u64>) -> Result<Option<SnapshotRecord>> {
         let span = tracing::debug_span!("latest_snapshot", store = backend::<B>(), stream = %stream, ?max_version);
-        traced(span, SnapshotBackend::latest(self, stream, max_version)).await
+        measured(
+            backend::<B>(),
+            "latest_snapshot",
+            span,
+            SnapshotBackend::latest(self, stream, max_version),
+        )
+        .await
     }
 
     async fn list(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
         let span = tracing::debug_span!("list_snapshots", store = backend::<B>(), stream = %stream);
-        traced(span, SnapshotBackend::list(self, stream)).await
+        measured(
+            backend::<B>(),
+            "list_snapshots",
+            span,
+            SnapshotBackend::list(self, stream),
+        )
+        .await
     }
 
     async fn prune(&self, stream: &StreamId, keep: usize) -> Result<u64> {
         let span = tracing::debug_span!("prune_snapshots", store = backend::<B>(), stream = %stream, keep);
-        traced(span, SnapshotBackend::prune(self, stream, keep)).await
+        measured(
+            backend::<B>(),
+            "prune_snapshots",
+            span,
+            SnapshotBackend::prune(self, stream, keep),
+        )
+        .await
     }
 
     async fn delete_all(&self, stream: &StreamId) -> Result<u64> {
         let span = tracing::debug_span!("delete_snapshots", store = backend::<B>(), stream = %stream);
-        traced(span, SnapshotBackend::delete_all(self, stream)).await
+        measured(
+            backend::<B>(),
+            "delete_snapshots",
+            span,
+            SnapshotBackend::delete_all(self, stream),
+        )
+        .await
     }
 }

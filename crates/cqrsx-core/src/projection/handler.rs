@@ -1,6 +1,10 @@
 //! What a projection is: a name, a version, a filter and a handler over a [`View`].
 
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
 use async_trait::async_trait;
+use futures::FutureExt;
 
 use super::View;
 use crate::error::BoxError;
@@ -50,4 +54,29 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Applies one event to the view.
     async fn apply(&self, event: &RecordedEvent, view: &mut View<'_>) -> HandlerResult;
+}
+
+/// Runs the handler on one event: a handler that panics or runs past `timeout` fails like one
+/// that returns an error.
+pub(super) async fn run_handler(
+    projection: &dyn Projection,
+    event: &RecordedEvent,
+    view: &mut View<'_>,
+    timeout: Duration,
+) -> HandlerResult {
+    let apply = AssertUnwindSafe(projection.apply(event, view)).catch_unwind();
+    match tokio::time::timeout(timeout, apply).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => Err(format!("the handler panicked: {}", panic_message(panic.as_ref())).into()),
+        Err(_) => Err(format!("the handler did not finish within {timeout:?}").into()),
+    }
+}
+
+/// The message of a caught panic.
+pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }

@@ -5,6 +5,7 @@
 
 mod handle;
 mod handler;
+mod observe;
 mod options;
 mod renewal;
 mod runner;

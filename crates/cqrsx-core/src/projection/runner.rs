@@ -15,6 +15,8 @@ use crate::error::{BoxError, Error, Result};
 use crate::event::{Position, RecordedEvent};
 use crate::event_store::EventStore;
 use crate::projection::handle::{Command, ProjectionHandle};
+use crate::projection::handler::{panic_message, run_handler};
+use crate::projection::observe::{apply_span, commit_span, RunnerMetrics};
 use crate::projection::options::{OnFailure, RunnerOptions};
 use crate::projection::renewal::Renewal;
 use crate::projection::status::{ProjectionStatus, Rate, RunnerState};
@@ -105,6 +107,7 @@ impl ProjectionRunner {
             cache: DocCache::default(),
             rate: Rate::default(),
             last_lag: None,
+            metrics: RunnerMetrics::new(&key),
         };
         let task = tokio::spawn(run.run().instrument(span));
         Ok(ProjectionHandle {
@@ -127,15 +130,6 @@ enum SessionEnd {
     LeaseLost(String),
 }
 
-/// The message of a caught panic.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
-}
-
 /// Whether the runner should ride out `error` (retry with back-off) rather than end on it.
 fn transient(error: &Error) -> bool {
     error.is_retryable()
@@ -152,6 +146,7 @@ struct Run {
     cache: DocCache,
     rate: Rate,
     last_lag: Option<Instant>,
+    metrics: RunnerMetrics,
 }
 
 impl Run {
@@ -167,6 +162,7 @@ impl Run {
             attempts = s.retry_attempts;
             s.last_error = Some(format!("{what}: {error}"));
         });
+        self.metrics.retries.increment(1);
         warn!(error = %error, attempts, "{what} failed; retrying");
         tokio::time::sleep(self.options.errors.pause(attempts)).await;
     }
@@ -219,6 +215,7 @@ impl Run {
                 return Ok(());
             };
             info!(token = lease.token, owner = %lease.owner, "lease taken");
+            self.metrics.acquisitions.increment(1);
             self.status.send_modify(|s| s.token = Some(lease.token));
             let renewal = Renewal::start(Arc::clone(&self.store), lease.clone(), self.options.lease_ttl);
             let outcome = self.session(&lease, active, renewal).await;
@@ -232,6 +229,7 @@ impl Run {
                 }
                 Ok(SessionEnd::LeaseLost(reason)) => {
                     warn!(%reason, "lost the projection lease; waiting to take it back");
+                    self.metrics.losses.increment(1);
                     self.status.send_modify(|s| {
                         s.token = None;
                         s.last_error = Some(format!("lease lost: {reason}"));
@@ -317,6 +315,7 @@ impl Run {
         }
         let rebuilding_over = active.filter(|&a| a < self.key.version());
         let parked = self.store.parked(&self.key).await?.len() as u64;
+        self.metrics.parked.set(parked as f64);
         self.status.send_modify(|s| {
             s.checkpoint = Some(checkpoint.clone());
             s.parked = parked;
@@ -442,6 +441,7 @@ impl Run {
         match self.events.head().await {
             Ok(head) => {
                 let lag = super::status::lag(self.events.as_ref(), &checkpoint, &head);
+                self.metrics.lag.set(lag.iter().sum::<u64>() as f64);
                 self.status.send_modify(|s| s.lag = lag);
             }
             Err(e) => debug!(error = %e, "could not read the log's head for the lag"),
@@ -454,8 +454,12 @@ impl Run {
         let mut batch = Batch::new(Arc::clone(&self.store), self.key.clone());
         let mut applied = 0u64;
         let mut parked = 0u64;
+        let mut spans = Vec::new();
         for event in &events {
-            match self.apply_one(&mut batch, event).await? {
+            let span = apply_span(&self.key, event);
+            let outcome = self.apply_one(&mut batch, event).instrument(span.clone()).await?;
+            spans.push(span);
+            match outcome {
                 Ok(()) => applied += 1,
                 Err((error, attempts)) => match self.options.errors.then {
                     OnFailure::Park => {
@@ -474,6 +478,7 @@ impl Run {
                             .unwrap_or_else(|| Checkpoint::start(checkpoint.partitions()));
                         at.set(event.position);
                         self.commit(lease, batch, Some(at.clone()), Vec::new()).await?;
+                        self.metrics.page_committed(applied, self.rate.per_sec, 0);
                         self.status.send_modify(|s| {
                             s.checkpoint = Some(at);
                             s.applied += applied;
@@ -488,9 +493,10 @@ impl Run {
                 },
             }
         }
-        self.commit(lease, batch, Some(checkpoint.clone()), Vec::new()).await?;
-        self.rate.add(applied);
-        let rate = self.rate.per_sec;
+        let commit = self.commit(lease, batch, Some(checkpoint.clone()), Vec::new());
+        commit.instrument(commit_span(&spans, events.len())).await?;
+        let rate = self.rate.add(applied);
+        self.metrics.page_committed(applied, rate, parked);
         // One change of the status, so a reader never sees the checkpoint without its counts.
         self.status.send_modify(|s| {
             s.checkpoint = Some(checkpoint);
@@ -518,12 +524,7 @@ impl Run {
             attempts += 1;
             let result = {
                 let mut view = batch.view(&mut self.cache, event.position);
-                let apply = AssertUnwindSafe(self.projection.apply(event, &mut view)).catch_unwind();
-                match tokio::time::timeout(timeout, apply).await {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(panic)) => Err(format!("the handler panicked: {}", panic_message(panic.as_ref())).into()),
-                    Err(_) => Err(format!("the handler did not finish within {timeout:?}").into()),
-                }
+                run_handler(self.projection.as_ref(), event, &mut view, timeout).await
             };
             let error = match result {
                 Ok(()) => return Ok(Ok(())),
@@ -538,6 +539,7 @@ impl Run {
                     continue;
                 }
             }
+            self.metrics.handler_errors.increment(1);
             self.status.send_modify(|s| {
                 s.last_error = Some(format!("{} at {}: {error}", event.event_type, event.position));
                 s.error_position = Some(event.position);
@@ -559,6 +561,7 @@ impl Run {
         replayed: Vec<Position>,
     ) -> Result<()> {
         let commit = batch.commit(checkpoint.clone(), replayed);
+        let started = Instant::now();
         loop {
             match self.store.commit(lease, commit.clone()).await {
                 Ok(()) => break,
@@ -569,6 +572,7 @@ impl Run {
                 }
             }
         }
+        self.metrics.commit.record(started.elapsed().as_secs_f64());
         self.status.send_modify(|s| s.retry_attempts = 0);
         batch.settle(&mut self.cache);
         Ok(())

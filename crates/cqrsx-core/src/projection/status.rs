@@ -96,7 +96,8 @@ pub(super) struct Rate {
 }
 
 impl Rate {
-    pub(super) fn add(&mut self, events: u64) {
+    /// Adds a commit of `events`; the rate after it.
+    pub(super) fn add(&mut self, events: u64) -> f64 {
         let now = Instant::now();
         if let Some(last) = self.last {
             let secs = now.duration_since(last).as_secs_f64().max(1e-6);
@@ -108,6 +109,7 @@ impl Rate {
             };
         }
         self.last = Some(now);
+        self.per_sec
     }
 }
 

@@ -94,7 +94,8 @@ pub async fn read_returns_every_envelope_field_in_order(f: Fixture) {
             .with("i64_min", i64::MIN)
             .with("float", 0.1)
             .with("grid", serde_json::json!([[1, 2], [3]]))
-            .with("$odd.key", "kept");
+            .with("$odd.key", "kept")
+            .with_traceparent(format!("00-{:032x}-{:016x}-01", i + 1, i + 1));
         sent.push((
             codec.encode(&event, metadata).expect("encode").with_schema_version(1),
             event,

@@ -15,7 +15,7 @@
 use std::future::IntoFuture;
 use std::sync::Arc;
 
-use cqrsx_core::{AppendResult, Error, ExpectedVersion, NewEvent, Position, Result, StreamId};
+use cqrsx_core::{telemetry, AppendResult, Error, ExpectedVersion, NewEvent, Position, Result, StreamId};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, Document};
 
@@ -237,6 +237,7 @@ impl MongoEventStore {
         for attempt in 0..MAX_RESERVATIONS {
             if attempt > 0 {
                 // Writers that collided together would collide again in lockstep: spread them.
+                telemetry::record_backend_retry("mongo", "append");
                 tokio::time::sleep(collision_backoff(attempt)).await;
                 reservation.position = Some(self.positions.reserve(1).await?);
             }
@@ -459,6 +460,7 @@ impl MongoEventStore {
                         return self.conflict_or_retry(stream, expected, head, events, &ids).await;
                     }
                     // The writers that lost this slot would race for the next one in lockstep.
+                    telemetry::record_backend_retry("mongo", "append");
                     tokio::time::sleep(collision_backoff(round + 1)).await;
                 }
             }

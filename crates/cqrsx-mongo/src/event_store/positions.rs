@@ -159,6 +159,7 @@ impl Positions {
     /// Sends one batch of what is queued as one `$inc` of its sum.
     async fn send_batch(&self, batch: Vec<Waiting>) {
         let total: u64 = batch.iter().map(|w| w.count).sum();
+        cqrsx_core::telemetry::record_group_commit("mongo", batch.len());
         match self.increment(total).await {
             Ok(last) => {
                 let mut next = last + 1 - total;

@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use cqrsx_core::{Error, Result};
+use cqrsx_core::{telemetry, Error, Result};
 use fred::clients::Client;
 use fred::types::scripts::Script;
 use fred::types::{Key, Value};
@@ -125,7 +125,10 @@ impl Committer {
         again: impl FnOnce() -> Result<Part>,
     ) -> Result<String> {
         let outcome = match self.submit_once(partition, part).await {
-            Err(Failed::NoScript) => self.submit_once(partition, again()?).await,
+            Err(Failed::NoScript) => {
+                telemetry::record_backend_retry("redis", "append");
+                self.submit_once(partition, again()?).await
+            }
             outcome => outcome,
         };
         settled(outcome)
@@ -158,7 +161,10 @@ impl Committer {
         again: impl FnOnce() -> Result<Part>,
     ) -> Result<String> {
         let outcome = match self.alone_on(client, partition, part).await {
-            Err(Failed::NoScript) => self.alone_on(client, partition, again()?).await,
+            Err(Failed::NoScript) => {
+                telemetry::record_backend_retry("redis", "append");
+                self.alone_on(client, partition, again()?).await
+            }
             outcome => outcome,
         };
         settled(outcome)
@@ -196,6 +202,7 @@ impl Committer {
         partition: usize,
         parts: Vec<Part>,
     ) -> std::result::Result<Value, ScriptCall> {
+        telemetry::record_group_commit("redis", parts.len());
         let [log, seq] = &self.partition_keys[partition];
         let mut keys = Vec::with_capacity(2 + parts.iter().map(|p| p.keys.len()).sum::<usize>());
         keys.push(log.clone());

@@ -48,6 +48,7 @@ impl Run {
             }
         }
         let left = self.store.parked(&self.key).await?.len() as u64;
+        self.metrics.parked.set(left as f64);
         self.status.send_modify(|s| s.parked = left);
         Ok(replayed)
     }

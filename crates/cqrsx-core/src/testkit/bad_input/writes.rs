@@ -8,7 +8,7 @@ use crate::testkit::support::{ev, evs};
 
 use super::{stream_id, Catalogue, Expect, Seeded};
 use crate::error::Error;
-use crate::event::{ContentType, NewEvent};
+use crate::event::{ContentType, Metadata, NewEvent};
 use crate::event_store::MAX_NUMBER;
 use crate::stream::{ExpectedVersion, StreamId};
 
@@ -122,6 +122,24 @@ pub(super) async fn check(c: &mut Catalogue<'_>, seeded: &Seeded) {
         append(vec![ev("E", 1).with_schema_version(0)]),
     )
     .await;
+    for (what, traceparent) in [
+        ("traceparent: not one", "hello"),
+        (
+            "traceparent: uppercase hex",
+            "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01",
+        ),
+        (
+            "traceparent: zero trace id",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        ),
+        (
+            "traceparent: version ff",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
+    ] {
+        let event = ev("E", 1).with_metadata(Metadata::default().with_traceparent(traceparent));
+        c.check(what, InvalidInput, append(vec![event])).await;
+    }
     c.check("event type: empty", InvalidInput, append(vec![ev("", 1)]))
         .await;
     c.check("event type: space", InvalidInput, append(vec![ev("A B", 1)]))
