@@ -110,7 +110,6 @@ async fn redis(c: &Connection) -> Result<Stores, Failure> {
     events.check_partitions().await.map_err(hint)?;
     let reads = client.clone();
     Ok(Stores {
-        backend: "redis".into(),
         events: Arc::new(events),
         snapshots: Arc::new(RedisSnapshotStore::new(client.clone())),
         checkpoints: Arc::new(RedisCheckpointStore::new(client)),
@@ -178,7 +177,6 @@ async fn mongo(c: &Connection) -> Result<Stores, Failure> {
     let client = MongoClientManager::connect(config).await.map_err(hint)?;
     let reads = client.clone();
     Ok(Stores {
-        backend: "mongo".into(),
         events: Arc::new(MongoEventStore::new(client.clone())),
         snapshots: Arc::new(MongoSnapshotStore::new(client.clone())),
         checkpoints: Arc::new(MongoCheckpointStore::new(client)),

@@ -27,8 +27,6 @@ pub use args::{
 
 /// The stores a command reads and operates.
 pub struct Stores {
-    /// Which backend they are on (for messages).
-    pub backend: String,
     /// The event store.
     pub events: Arc<dyn EventStore>,
     /// The snapshot store.

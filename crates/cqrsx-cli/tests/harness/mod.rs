@@ -108,7 +108,6 @@ impl Harness {
         Self {
             label,
             stores: Stores {
-                backend: "redis".into(),
                 events: Arc::new(RedisEventStore::new(client.clone())),
                 snapshots: Arc::new(RedisSnapshotStore::new(client.clone())),
                 checkpoints: Arc::new(RedisCheckpointStore::new(client)),
@@ -138,7 +137,6 @@ impl Harness {
         Self {
             label: "mongo",
             stores: Stores {
-                backend: "mongo".into(),
                 events: Arc::new(MongoEventStore::new(client.clone())),
                 snapshots: Arc::new(MongoSnapshotStore::new(client.clone())),
                 checkpoints: Arc::new(checkpoints),
@@ -156,7 +154,6 @@ impl Harness {
         Self {
             label: "memory",
             stores: Stores {
-                backend: "memory".into(),
                 events: Arc::new(InMemoryEventStore::new()),
                 snapshots: Arc::new(InMemorySnapshotStore::new()),
                 checkpoints: Arc::new(InMemoryCheckpointStore::new()),
