@@ -55,7 +55,7 @@ fn lookup(overridden: Vec<&'static str>) -> impl Fn(&str) -> Option<String> {
 #[cfg(feature = "redis")]
 async fn redis(c: &Connection) -> Result<Stores, Failure> {
     use cqrsx_redis::{
-        RedisCheckpointStore, RedisClientManager, RedisConfig, RedisEventStore, RedisReadStore, RedisSnapshotStore,
+        RedisClientManager, RedisConfig, RedisEventStore, RedisProjectionStore, RedisReadStore, RedisSnapshotStore,
     };
     let hint = |e| {
         Failure::connecting(
@@ -112,7 +112,7 @@ async fn redis(c: &Connection) -> Result<Stores, Failure> {
     Ok(Stores {
         events: Arc::new(events),
         snapshots: Arc::new(RedisSnapshotStore::new(client.clone())),
-        checkpoints: Arc::new(RedisCheckpointStore::new(client)),
+        checkpoints: Arc::new(RedisProjectionStore::new(client)),
         read_models: Box::new(move |collection| {
             Ok(Arc::new(RedisReadStore::new(reads.clone(), collection)?) as Arc<dyn cqrsx_core::ReadStore>)
         }),
@@ -141,7 +141,7 @@ async fn database_exists(config: &cqrsx_mongo::MongoConfig) -> Option<bool> {
 #[cfg(feature = "mongo")]
 async fn mongo(c: &Connection) -> Result<Stores, Failure> {
     use cqrsx_mongo::{
-        MongoCheckpointStore, MongoClientManager, MongoConfig, MongoEventStore, MongoReadStore, MongoSnapshotStore,
+        MongoClientManager, MongoConfig, MongoEventStore, MongoProjectionStore, MongoReadStore, MongoSnapshotStore,
     };
     let hint = |e| Failure::connecting(e, "--mongo / --database / --prefix or CQRSX_MONGO_*");
     if c.partitions.is_some() {
@@ -179,7 +179,7 @@ async fn mongo(c: &Connection) -> Result<Stores, Failure> {
     Ok(Stores {
         events: Arc::new(MongoEventStore::new(client.clone())),
         snapshots: Arc::new(MongoSnapshotStore::new(client.clone())),
-        checkpoints: Arc::new(MongoCheckpointStore::new(client)),
+        checkpoints: Arc::new(MongoProjectionStore::new(client)),
         read_models: Box::new(move |collection| {
             Ok(Arc::new(MongoReadStore::new(reads.clone(), collection)?) as Arc<dyn cqrsx_core::ReadStore>)
         }),

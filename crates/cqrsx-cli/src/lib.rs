@@ -18,7 +18,7 @@ pub mod connect;
 use std::io::Write;
 use std::sync::Arc;
 
-use cqrsx_core::{CheckpointStore, Error, EventStore, ReadStore, SnapshotStore};
+use cqrsx_core::{Error, EventStore, ProjectionStore, ReadStore, SnapshotStore};
 
 pub use args::{
     Cli, Command, Connection, EventsCommand, ProjectionCommand, ProjectionsCommand, ReadModelsCommand,
@@ -32,7 +32,7 @@ pub struct Stores {
     /// The snapshot store.
     pub snapshots: Arc<dyn SnapshotStore>,
     /// Projection state: versions, checkpoints, leases, parked events.
-    pub checkpoints: Arc<dyn CheckpointStore>,
+    pub checkpoints: Arc<dyn ProjectionStore>,
     /// Opens the read store of a read-model collection.
     #[allow(clippy::type_complexity)]
     pub read_models: Box<dyn Fn(&str) -> cqrsx_core::Result<Arc<dyn ReadStore>> + Send + Sync>,

@@ -77,7 +77,7 @@ pub use codec::{Codec, EventCodec};
 pub use error::{ConnectFailure, Error, Result};
 pub use event::{AppendResult, ContentType, EventFilter, Metadata, NewEvent, Position, RecordedEvent, Timestamp};
 pub use event_store::EventStore;
-pub use projection::{CheckpointStore, Projection, ProjectionHandle, ProjectionRunner, View};
+pub use projection::{Projection, ProjectionHandle, ProjectionRunner, ProjectionStore, View};
 pub use read_store::{Document, Filter, Query, ReadStore, ReadStoreExt};
 pub use registry::EventRegistry;
 pub use repository::Repository;

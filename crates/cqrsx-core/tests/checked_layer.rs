@@ -5,16 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrsx_core::projection::{Commit, Lease, LeaseHolder, ParkedEvent, ReplayRequests, ViewChange, ViewKey, ViewWrite};
+use cqrsx_core::projection::{LeaseHolder, ParkedEvent, ReplayRequests, ViewKey};
 use cqrsx_core::query::{Op, Query};
 use cqrsx_core::raw::{
-    AllPage, CheckpointBackend, EventBackend, EventStoreCapabilities, ReadBackend, ReadStoreCapabilities,
+    AllPage, EventBackend, EventStoreCapabilities, ProjectionBackend, ReadBackend, ReadStoreCapabilities,
     SnapshotBackend, MAX_NUMBER,
 };
+use cqrsx_core::raw::{Commit, Lease, ViewChange, ViewWrite};
 use cqrsx_core::snapshot::{SnapshotInfo, SnapshotRecord};
 use cqrsx_core::{
-    async_trait, AppendResult, Checkpoint, CheckpointStore, Document, Error, EventFilter, EventStore, ExpectedVersion,
-    Filter, NewEvent, Position, ReadStore, RecordedEvent, Result, SnapshotStore, StreamId, Timestamp,
+    async_trait, AppendResult, Checkpoint, Document, Error, EventFilter, EventStore, ExpectedVersion, Filter, NewEvent,
+    Position, ProjectionStore, ReadStore, RecordedEvent, Result, SnapshotStore, StreamId, Timestamp,
 };
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -111,7 +112,7 @@ impl SnapshotBackend for Unreachable {
 }
 
 #[async_trait]
-impl CheckpointBackend for Unreachable {
+impl ProjectionBackend for Unreachable {
     fn nested_arrays(&self) -> bool {
         false
     }
@@ -310,19 +311,19 @@ async fn every_bad_snapshot_and_projection_input_is_refused_before_the_backend()
     };
     refused(
         "empty owner",
-        CheckpointStore::acquire(&store, &key, "", Duration::from_secs(5)).await,
+        ProjectionStore::acquire(&store, &key, "", Duration::from_secs(5)).await,
     );
     refused(
         "zero lease",
-        CheckpointStore::acquire(&store, &key, "me", Duration::ZERO).await,
+        ProjectionStore::acquire(&store, &key, "me", Duration::ZERO).await,
     );
     refused(
         "renew for zero",
-        CheckpointStore::renew(&store, &lease, Duration::ZERO).await,
+        ProjectionStore::renew(&store, &lease, Duration::ZERO).await,
     );
     refused(
         "view document with an empty id",
-        CheckpointStore::get(&store, &key, "").await,
+        ProjectionStore::get(&store, &key, "").await,
     );
     let commit = |data: Value| Commit {
         writes: vec![ViewWrite {
@@ -336,14 +337,14 @@ async fn every_bad_snapshot_and_projection_input_is_refused_before_the_backend()
     };
     refused(
         "a commit of nested arrays",
-        CheckpointStore::commit(&store, &lease, commit(json!({ "a": [[1]] }))).await,
+        ProjectionStore::commit(&store, &lease, commit(json!({ "a": [[1]] }))).await,
     );
     refused(
         "a commit of a non-object",
-        CheckpointStore::commit(&store, &lease, commit(json!([1]))).await,
+        ProjectionStore::commit(&store, &lease, commit(json!([1]))).await,
     );
     refused(
         "a replay request number over MAX_NUMBER",
-        CheckpointStore::replay_handled(&store, &key, u64::MAX, 0).await,
+        ProjectionStore::replay_handled(&store, &key, u64::MAX, 0).await,
     );
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrsx_core::memory::{InMemoryCheckpointStore, InMemoryEventStore};
+use cqrsx_core::memory::{InMemoryEventStore, InMemoryProjectionStore};
 use cqrsx_core::projection::{ErrorPolicy, HandlerResult, RunnerOptions, View};
 use cqrsx_core::telemetry::names;
 use cqrsx_core::{
@@ -83,7 +83,7 @@ async fn store_and_projection_metrics_count_what_happened() -> cqrsx_core::Resul
     let handle = ProjectionRunner::new(
         Arc::new(Counts::default()),
         events.clone(),
-        Arc::new(InMemoryCheckpointStore::new()),
+        Arc::new(InMemoryProjectionStore::new()),
     )
     .with_options(RunnerOptions::default().with_errors(policy))
     .spawn()?;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrsx_core::memory::{InMemoryCheckpointStore, InMemoryEventStore};
+use cqrsx_core::memory::{InMemoryEventStore, InMemoryProjectionStore};
 use cqrsx_core::projection::{HandlerResult, View};
 use cqrsx_core::telemetry::{set_trace_context, trace_context_enabled};
 use cqrsx_core::{
@@ -95,7 +95,7 @@ async fn projection_handles_an_event_in_the_trace_that_appended_it() -> cqrsx_co
     let handle = ProjectionRunner::new(
         Arc::new(LastOrder),
         events.clone(),
-        Arc::new(InMemoryCheckpointStore::new()),
+        Arc::new(InMemoryProjectionStore::new()),
     )
     .spawn()?;
     handle
@@ -110,7 +110,7 @@ async fn projection_handles_an_event_in_the_trace_that_appended_it() -> cqrsx_co
         .into_iter()
         .filter(|s| s.span_context.trace_id() == trace_id)
         .collect();
-    // command → append → projection apply → its commit → the checkpoint store's commit.
+    // command → append → projection apply → its commit → the projection store's commit.
     let command = only(&spans, "place_order");
     let append = only(&spans, "append");
     let apply = only(&spans, "cqrsx.projection.apply");
@@ -145,7 +145,7 @@ async fn projection_handles_an_event_in_the_trace_that_appended_it() -> cqrsx_co
     assert_eq!(
         writes.len(),
         1,
-        "the checkpoint store's commit under it: {:#?}",
+        "the projection store's commit under it: {:#?}",
         names(&spans)
     );
     // The untraced event's handling is not in this trace.

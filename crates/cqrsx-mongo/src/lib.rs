@@ -1,5 +1,5 @@
 //! MongoDB backend for cqrsx, on the official `mongodb` driver: event store, snapshot store,
-//! read store and checkpoint store. Needs no transactions (each commit is one document); the
+//! read store and projection store. Needs no transactions (each commit is one document); the
 //! live tail of a subscription follows a change stream where the server has them (a replica
 //! set) and polls elsewhere (FerretDB).
 //!
@@ -23,23 +23,23 @@
 
 mod backoff;
 mod capabilities;
-mod checkpoint_store;
 mod client;
 mod config;
 mod connect;
 mod detect;
 mod error;
 mod event_store;
+mod projection_store;
 mod read_store;
 mod snapshot_store;
 
 use std::sync::Arc;
 
 pub use capabilities::{AssumedCapabilities, ServerCapabilities};
-pub use checkpoint_store::MongoCheckpointStore;
 pub use client::{CommandCount, MongoClientManager, MongoMetrics, TimeoutError};
 pub use config::MongoConfig;
 pub use event_store::{CounterContention, MongoEventStore, StreamContention, MAX_COMMIT_BYTES};
+pub use projection_store::MongoProjectionStore;
 pub use read_store::{MongoReadStore, MAX_DOCUMENT_BYTES};
 pub use snapshot_store::{MongoSnapshotStore, MAX_SNAPSHOT_BYTES};
 

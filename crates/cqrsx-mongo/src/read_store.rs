@@ -48,7 +48,7 @@ pub struct MongoReadStore {
 
 /// Where a projection view's floor is kept: the sequence below which its documents were
 /// written before the view was last dropped, and are not part of it (see
-/// `MongoCheckpointStore::drop_view`).
+/// `MongoProjectionStore::drop_view`).
 #[derive(Clone)]
 pub(crate) struct Floor {
     pub(crate) state: Collection<bson::Document>,
@@ -363,7 +363,7 @@ impl MongoReadStore {
     }
 
     /// A store over a projection view's collection (documents of other versions, tombstones
-    /// and guards are the checkpoint store's business).
+    /// and guards are the projection store's business).
     pub(crate) fn view(client: MongoClientManager, collection: &str, floor: Floor) -> Self {
         Self {
             docs: client.database().collection(collection),

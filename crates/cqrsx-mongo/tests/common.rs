@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cqrsx_core::testkit::{Fixture, Stress};
 use cqrsx_mongo::{
-    AssumedCapabilities, MongoCheckpointStore, MongoClientManager, MongoConfig, MongoEventStore, MongoReadStore,
+    AssumedCapabilities, MongoClientManager, MongoConfig, MongoEventStore, MongoProjectionStore, MongoReadStore,
     MongoSnapshotStore,
 };
 
@@ -60,8 +60,8 @@ pub async fn fixture_with(config: MongoConfig) -> Fixture {
     let client = client(config).await;
     let reads = MongoReadStore::new(client.clone(), "conformance").expect("read store");
     reads.initialize().await.expect("read store init");
-    let checkpoints = MongoCheckpointStore::new(client.clone());
-    checkpoints.initialize().await.expect("checkpoint store init");
+    let checkpoints = MongoProjectionStore::new(client.clone());
+    checkpoints.initialize().await.expect("projection store init");
     // A server that scans for most reads or serialises its own counter (FerretDB 1.x: the
     // store's fallbacks) runs the stress cases lighter; one with indexes, unique array indexes
     // and atomic counters (MongoDB, FerretDB 2 + DocumentDB) runs them in full.

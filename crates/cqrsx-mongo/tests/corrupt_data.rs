@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use cqrsx_core::projection::ViewKey;
 use cqrsx_core::{
-    CheckpointStore, Error, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, ReadStore, SnapshotStore,
+    Error, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, ProjectionStore, ReadStore, SnapshotStore,
     StreamId,
 };
-use cqrsx_mongo::{MongoCheckpointStore, MongoEventStore, MongoReadStore, MongoSnapshotStore};
+use cqrsx_mongo::{MongoEventStore, MongoProjectionStore, MongoReadStore, MongoSnapshotStore};
 use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::options::ReturnDocument;
 
@@ -275,7 +275,7 @@ async fn damaged_stored_documents_read_as_an_integrity_error() {
         &mut failures,
     );
 
-    let checkpoints = MongoCheckpointStore::new(client.clone());
+    let checkpoints = MongoProjectionStore::new(client.clone());
     checkpoints.initialize().await.expect("init");
     let state = database.collection::<Document>(&config.read_model_collection("projections"));
     let key = ViewKey::new("broken", 1).expect("key");

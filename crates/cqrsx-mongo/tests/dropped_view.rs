@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrsx_core::projection::{Commit, ViewChange, ViewKey, ViewWrite};
-use cqrsx_core::{Checkpoint, CheckpointStore, Error, Position};
-use cqrsx_mongo::{MongoCheckpointStore, MongoClientManager};
+use cqrsx_core::projection::ViewKey;
+use cqrsx_core::raw::{Commit, ViewChange, ViewWrite};
+use cqrsx_core::{Checkpoint, Error, Position, ProjectionStore};
+use cqrsx_mongo::{MongoClientManager, MongoProjectionStore};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 
@@ -33,14 +34,14 @@ fn commit(id: &str, offset: u64) -> Commit {
     }
 }
 
-/// Two checkpoint stores on one database: the first through a relay that holds its requests
+/// Two projection stores on one database: the first through a relay that holds its requests
 /// (those containing `pattern`, or all) while `delay` says so, the second straight to the
 /// server; and the second's client, to read raw storage. The relayed store's socket timeout is
 /// past any hold: nothing is given up on.
 async fn stores_behind_a_relay(
     delay: &Arc<AtomicU64>,
     pattern: Option<Vec<u8>>,
-) -> (MongoCheckpointStore, MongoCheckpointStore, MongoClientManager) {
+) -> (MongoProjectionStore, MongoProjectionStore, MongoClientManager) {
     let relay = common::held_relay(Arc::clone(delay), pattern).await;
     let slow_config = common::config_at(&relay).with_timeouts(
         Duration::from_secs(10),
@@ -53,9 +54,9 @@ async fn stores_behind_a_relay(
         .await
         .expect("connect through the relay");
     let direct = MongoClientManager::connect(direct_config).await.expect("connect");
-    let relayed = MongoCheckpointStore::new(slow);
+    let relayed = MongoProjectionStore::new(slow);
     relayed.initialize().await.expect("initialize");
-    (relayed, MongoCheckpointStore::new(direct.clone()), direct)
+    (relayed, MongoProjectionStore::new(direct.clone()), direct)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -131,7 +132,7 @@ async fn a_commit_applied_after_its_view_was_dropped_is_withdrawn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_already_past_a_commit_does_not_stop_its_other_writes() {
     let client = common::client(common::config()).await;
-    let store = MongoCheckpointStore::new(client.clone());
+    let store = MongoProjectionStore::new(client.clone());
     store.initialize().await.expect("initialize");
     let key = ViewKey::new("past", 1).expect("key");
     let lease = store
@@ -269,7 +270,7 @@ fn put(id: &str, data: serde_json::Value, offset: u64) -> Commit {
 
 /// Every live document of a view, read through the API: `get` of each id, and the view's
 /// read store (query and count).
-async fn visible(store: &MongoCheckpointStore, key: &ViewKey, ids: &[&str]) -> Vec<(String, serde_json::Value)> {
+async fn visible(store: &MongoProjectionStore, key: &ViewKey, ids: &[&str]) -> Vec<(String, serde_json::Value)> {
     let mut got = Vec::new();
     for id in ids {
         if let Some(data) = store.get(key, id).await.expect("get") {
@@ -394,7 +395,7 @@ async fn a_late_apply_is_not_part_of_the_view_rebuilt_after_a_drop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_from_before_a_drop_are_not_read_and_are_cleared_by_the_next_holder() {
     let client = common::client(common::config()).await;
-    let store = MongoCheckpointStore::new(client.clone());
+    let store = MongoProjectionStore::new(client.clone());
     store.initialize().await.expect("initialize");
     let key = ViewKey::new("stale", 1).expect("key");
     let lease = store
@@ -462,7 +463,7 @@ async fn writes_from_before_a_drop_are_not_read_and_are_cleared_by_the_next_hold
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_drop_racing_commits_and_an_acquire_leaves_no_checkpoint_behind() {
     let client = common::client(common::config()).await;
-    let store = MongoCheckpointStore::new(client.clone());
+    let store = MongoProjectionStore::new(client.clone());
     store.initialize().await.expect("initialize");
     let atomic = client.capabilities().atomic_counters;
     let mut lost_after_drop = 0;

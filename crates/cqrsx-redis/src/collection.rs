@@ -1,6 +1,6 @@
 //! The layout of a read-model collection in Redis (see `lua/docs.lua`): its keys, and the
 //! arguments its write script takes. Used by [`RedisReadStore`](crate::RedisReadStore) and by
-//! the projection views of [`RedisCheckpointStore`](crate::RedisCheckpointStore).
+//! the projection views of [`RedisProjectionStore`](crate::RedisProjectionStore).
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Redis backend for cqrsx, on [fred](https://docs.rs/fred): event store, snapshot store,
-//! read store and checkpoint store, standalone or on Redis Cluster.
+//! read store and projection store, standalone or on Redis Cluster.
 //!
 //! ```no_run
 //! use cqrsx_core::{Aggregate, EventStore};
@@ -28,7 +28,6 @@
 //! call. Read models live under `{prefix:rm:<collection>}`, projections under
 //! `{prefix:pj:<name>}`.
 
-mod checkpoint_store;
 mod client;
 mod collection;
 mod config;
@@ -36,18 +35,19 @@ mod durability;
 mod error;
 mod event_store;
 mod keys;
+mod projection_store;
 mod read_store;
 mod reply;
 mod snapshot_store;
 
 use std::sync::Arc;
 
-pub use checkpoint_store::RedisCheckpointStore;
 pub use client::{DurabilityReport, RedisClientManager, RedisMetrics};
 pub use config::RedisConfig;
 pub use durability::AppendDurability;
 pub use error::ProtocolError;
 pub use event_store::{RedisEventStore, SMALL_STREAM_EVENTS};
+pub use projection_store::RedisProjectionStore;
 pub use read_store::{RedisReadStore, MAX_DOCUMENT_BYTES};
 pub use snapshot_store::{RedisSnapshotStore, MAX_SNAPSHOT_BYTES};
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cqrsx_core::testkit::Fixture;
 use cqrsx_redis::{
-    RedisCheckpointStore, RedisClientManager, RedisConfig, RedisEventStore, RedisReadStore, RedisSnapshotStore,
+    RedisClientManager, RedisConfig, RedisEventStore, RedisProjectionStore, RedisReadStore, RedisSnapshotStore,
 };
 
 fn required(var: &str) -> String {
@@ -53,7 +53,7 @@ pub async fn fixture_for(config: RedisConfig) -> Fixture {
         Arc::new(RedisEventStore::new(client.clone())),
         Arc::new(RedisSnapshotStore::new(client.clone())),
         Arc::new(RedisReadStore::new(client.clone(), "conformance").expect("read store")),
-        Arc::new(RedisCheckpointStore::new(client)),
+        Arc::new(RedisProjectionStore::new(client)),
     )
     .with_label(label);
     // The repository cases run with the real snapshot manager, not the suite's basic strategy.

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use cqrsx_core::projection::ViewKey;
 use cqrsx_core::{
-    CheckpointStore, Error, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, ReadStore, SnapshotStore,
+    Error, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, ProjectionStore, ReadStore, SnapshotStore,
     StreamId,
 };
 use cqrsx_redis::{
-    RedisCheckpointStore, RedisClientManager, RedisEventStore, RedisReadStore, RedisSnapshotStore, SMALL_STREAM_EVENTS,
+    RedisClientManager, RedisEventStore, RedisProjectionStore, RedisReadStore, RedisSnapshotStore, SMALL_STREAM_EVENTS,
 };
 use fred::prelude::*;
 use fred::types::Value;
@@ -371,7 +371,7 @@ async fn damaged_stored_data_reads_as_an_integrity_error() {
         &mut failures,
     );
 
-    let checkpoints = RedisCheckpointStore::new(client.clone());
+    let checkpoints = RedisProjectionStore::new(client.clone());
     let key = ViewKey::new("broken", 1).expect("key");
     let tag = format!("{{{prefix}:pj:broken}}:");
     let _: () = raw

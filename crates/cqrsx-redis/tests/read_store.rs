@@ -9,7 +9,7 @@ use std::time::Duration;
 use cqrsx_core::query::Op;
 use cqrsx_core::testkit::{self, Fixture};
 use cqrsx_core::{Filter, Query, ReadStore};
-use cqrsx_redis::{RedisCheckpointStore, RedisClientManager, RedisEventStore, RedisReadStore, RedisSnapshotStore};
+use cqrsx_redis::{RedisClientManager, RedisEventStore, RedisProjectionStore, RedisReadStore, RedisSnapshotStore};
 
 async fn indexed(collection: &str) -> (RedisClientManager, RedisReadStore) {
     let client = RedisClientManager::connect(common::standalone_config())
@@ -28,7 +28,7 @@ async fn indexed_fixture() -> Fixture {
         Arc::new(RedisEventStore::new(client.clone())),
         Arc::new(RedisSnapshotStore::new(client.clone())),
         Arc::new(reads),
-        Arc::new(RedisCheckpointStore::new(client)),
+        Arc::new(RedisProjectionStore::new(client)),
     )
 }
 

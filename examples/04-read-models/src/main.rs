@@ -21,8 +21,8 @@ use std::time::Duration;
 use cqrsx_core::projection::{ErrorPolicy, RunnerOptions};
 use cqrsx_core::projection::{HandlerResult, ProjectionStatus};
 use cqrsx_core::{
-    async_trait, Aggregate, CheckpointStore, EventCodec, EventFilter, Filter, Position, Projection, ProjectionHandle,
-    ProjectionRunner, Query, ReadStore, RecordedEvent, Repository, Result, View,
+    async_trait, Aggregate, EventCodec, EventFilter, Filter, Position, Projection, ProjectionHandle, ProjectionRunner,
+    ProjectionStore, Query, ReadStore, RecordedEvent, Repository, Result, View,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -314,7 +314,7 @@ async fn caught_up(handles: &[&ProjectionHandle], positions: &BTreeMap<u32, Posi
     Ok(())
 }
 
-async fn view(checkpoints: &dyn CheckpointStore, projection: &str) -> Result<Arc<dyn ReadStore>> {
+async fn view(checkpoints: &dyn ProjectionStore, projection: &str) -> Result<Arc<dyn ReadStore>> {
     Ok(checkpoints.active_view(projection).await?.1)
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
-use cqrsx_core::{CheckpointStore, ContentType, Error, EventStore, ReadStore, Result, SnapshotStore};
+use cqrsx_core::{ContentType, Error, EventStore, ProjectionStore, ReadStore, Result, SnapshotStore};
 
 /// The stores of one backend.
 pub struct Stores {
@@ -23,7 +23,7 @@ pub struct Stores {
     /// A read store for collection `collection`.
     pub reads: Arc<dyn ReadStore>,
     /// Projection state: checkpoints, leases, views.
-    pub checkpoints: Arc<dyn CheckpointStore>,
+    pub checkpoints: Arc<dyn ProjectionStore>,
     /// The payload encoding the backend's config asks for.
     pub content_type: ContentType,
     /// The `cqrsx` command line's options that reach these stores (`None` in memory, which
@@ -74,7 +74,7 @@ async fn open(collection: &str, fresh: Option<&str>) -> Result<Stores> {
             events: Arc::new(cqrsx_core::memory::InMemoryEventStore::new()),
             snapshots: Arc::new(cqrsx_core::memory::InMemorySnapshotStore::new()),
             reads: Arc::new(cqrsx_core::memory::InMemoryReadStore::new()),
-            checkpoints: Arc::new(cqrsx_core::memory::InMemoryCheckpointStore::new()),
+            checkpoints: Arc::new(cqrsx_core::memory::InMemoryProjectionStore::new()),
             content_type: ContentType::Json,
             cli: None,
         }),
@@ -89,7 +89,7 @@ async fn open(collection: &str, fresh: Option<&str>) -> Result<Stores> {
 #[cfg(feature = "redis")]
 async fn redis(collection: &str, fresh: Option<&str>) -> Result<Stores> {
     use cqrsx_redis::{
-        RedisCheckpointStore, RedisClientManager, RedisConfig, RedisEventStore, RedisReadStore, RedisSnapshotStore,
+        RedisClientManager, RedisConfig, RedisEventStore, RedisProjectionStore, RedisReadStore, RedisSnapshotStore,
     };
     let mut config = RedisConfig::from_env()?;
     if let Some(run) = fresh {
@@ -117,7 +117,7 @@ async fn redis(collection: &str, fresh: Option<&str>) -> Result<Stores> {
         events: Arc::new(RedisEventStore::new(client.clone())),
         snapshots: Arc::new(RedisSnapshotStore::new(client.clone())),
         reads: Arc::new(RedisReadStore::new(client.clone(), collection)?),
-        checkpoints: Arc::new(RedisCheckpointStore::new(client.clone())),
+        checkpoints: Arc::new(RedisProjectionStore::new(client.clone())),
         content_type: client.config().content_type,
     })
 }
@@ -132,7 +132,7 @@ async fn redis(_collection: &str, _fresh: Option<&str>) -> Result<Stores> {
 #[cfg(feature = "mongo")]
 async fn mongo(collection: &str, fresh: Option<&str>) -> Result<Stores> {
     use cqrsx_mongo::{
-        MongoCheckpointStore, MongoClientManager, MongoConfig, MongoEventStore, MongoReadStore, MongoSnapshotStore,
+        MongoClientManager, MongoConfig, MongoEventStore, MongoProjectionStore, MongoReadStore, MongoSnapshotStore,
     };
     let mut config = MongoConfig::from_env()?;
     if let Some(run) = fresh {
@@ -144,7 +144,7 @@ async fn mongo(collection: &str, fresh: Option<&str>) -> Result<Stores> {
     }
     let client = MongoClientManager::connect(config).await?;
     client.initialize_event_sourcing_schema().await?;
-    let checkpoints = MongoCheckpointStore::new(client.clone());
+    let checkpoints = MongoProjectionStore::new(client.clone());
     checkpoints.initialize().await?;
     Ok(Stores {
         name: "mongo",

@@ -12,7 +12,7 @@ use cqrsx_core::query::Op;
 use cqrsx_core::testkit::Counter;
 use cqrsx_core::{EventStore, ExpectedVersion, Filter, NewEvent, Query, ReadStore, Repository, StreamId};
 use cqrsx_mongo::{
-    AssumedCapabilities, CommandCount, MongoCheckpointStore, MongoClientManager, MongoConfig, MongoEventStore,
+    AssumedCapabilities, CommandCount, MongoClientManager, MongoConfig, MongoEventStore, MongoProjectionStore,
     MongoReadStore, MongoSnapshotStore,
 };
 use futures::TryStreamExt;
@@ -367,7 +367,7 @@ pub async fn rows(uri: &str, scale: Scale) -> Result<Section> {
     raw.create_index(mongodb::IndexModel::builder().keys(doc! { "k": 1 }).build())
         .await
         .map_err(error)?;
-    let checkpoints = MongoCheckpointStore::new(client.clone());
+    let checkpoints = MongoProjectionStore::new(client.clone());
     checkpoints.initialize().await.map_err(error)?;
     let store = Arc::new(MongoEventStore::new(client.clone()));
     let mut facts = Vec::new();

@@ -10,7 +10,7 @@ use std::time::Instant;
 use cqrsx_core::query::Op;
 use cqrsx_core::{Filter, Query, ReadStore};
 use cqrsx_redis::{
-    RedisCheckpointStore, RedisClientManager, RedisConfig, RedisEventStore, RedisReadStore, RedisSnapshotStore,
+    RedisClientManager, RedisConfig, RedisEventStore, RedisProjectionStore, RedisReadStore, RedisSnapshotStore,
 };
 use fred::prelude::*;
 use fred::types::scripts::Script;
@@ -417,7 +417,7 @@ pub async fn rows(url: &str, scale: Scale) -> Result<Section> {
         backend: "redis".into(),
         events: Arc::new(RedisEventStore::new(client.clone())),
         snapshots: super::snapshot_strategy(Arc::new(RedisSnapshotStore::new(client.clone()))),
-        checkpoints: Arc::new(RedisCheckpointStore::new(client.clone())),
+        checkpoints: Arc::new(RedisProjectionStore::new(client.clone())),
         baseline: Arc::new(RawXadd(client.clone())),
         comparable: vec![
             Arc::new(CheckedAppend::new(client.clone())),

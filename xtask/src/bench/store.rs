@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use cqrsx_core::codec::JsonCodec;
 use cqrsx_core::testkit::{Counter, CounterEvent};
 use cqrsx_core::{
-    AggregateRoot, CheckpointStore, Codec, ContentType, EventCodec, EventFilter, EventStore, ExpectedVersion, Metadata,
-    NewEvent, Position, Repository, SnapshotStrategy, StreamId,
+    AggregateRoot, Codec, ContentType, EventCodec, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent,
+    Position, ProjectionStore, Repository, SnapshotStrategy, StreamId,
 };
 
 use super::{keep, median, time, BenchRow, Measure, Scale};
@@ -49,7 +49,7 @@ pub struct Subject {
     /// The snapshot strategy for the "with snapshots" loads.
     pub snapshots: Arc<dyn SnapshotStrategy<Counter>>,
     /// Checkpoints and views for the projection rows.
-    pub checkpoints: Arc<dyn CheckpointStore>,
+    pub checkpoints: Arc<dyn ProjectionStore>,
     /// The raw baseline (information for appends; the yardstick of reads).
     pub baseline: Arc<dyn RawBaseline>,
     /// Appends that do comparable work, each with its own rows.
@@ -404,7 +404,7 @@ pub async fn memory_rows(scale: Scale) -> Result<Vec<BenchRow>> {
         backend: "memory".into(),
         events,
         snapshots: super::snapshot_strategy(snapshots),
-        checkpoints: Arc::new(cqrsx_core::memory::InMemoryCheckpointStore::new()),
+        checkpoints: Arc::new(cqrsx_core::memory::InMemoryProjectionStore::new()),
         baseline: Arc::new(MemoryBaseline::default()),
         comparable: Vec::new(),
         run_id: format!("b{}", cqrsx_core::Uuid::now_v7().simple()),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrsx_core::{Checkpoint, CheckpointStore, EventStore};
+use cqrsx_core::{Checkpoint, EventStore, ProjectionStore};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,7 @@ pub enum Target {
 /// The stores of a target, and raw access to what they wrote.
 pub struct Stores {
     pub events: Arc<dyn EventStore>,
-    pub checkpoints: Arc<dyn CheckpointStore>,
+    pub checkpoints: Arc<dyn ProjectionStore>,
     pub raw: Raw,
 }
 
@@ -109,7 +109,7 @@ impl Target {
     async fn try_connect(&self) -> Result<Stores> {
         match self {
             Target::Redis { .. } | Target::Cluster { .. } => {
-                use cqrsx_redis::{RedisCheckpointStore, RedisClientManager, RedisConfig, RedisEventStore};
+                use cqrsx_redis::{RedisClientManager, RedisConfig, RedisEventStore, RedisProjectionStore};
                 let (config, prefix) = match self {
                     Target::Redis {
                         url,
@@ -144,7 +144,7 @@ impl Target {
                         .map_err(|e| e.to_string())?;
                 Ok(Stores {
                     events: Arc::new(RedisEventStore::new(client.clone())),
-                    checkpoints: Arc::new(RedisCheckpointStore::new(client.clone())),
+                    checkpoints: Arc::new(RedisProjectionStore::new(client.clone())),
                     raw: Raw::Redis {
                         client: client.client().clone(),
                         prefix: prefix.clone(),
@@ -152,7 +152,7 @@ impl Target {
                 })
             }
             Target::Mongo { uri, database } => {
-                use cqrsx_mongo::{MongoCheckpointStore, MongoClientManager, MongoConfig, MongoEventStore};
+                use cqrsx_mongo::{MongoClientManager, MongoConfig, MongoEventStore, MongoProjectionStore};
                 let config = MongoConfig::default()
                     .with_uri(uri)
                     .with_database(database)
@@ -163,7 +163,7 @@ impl Target {
                     .initialize_event_sourcing_schema()
                     .await
                     .map_err(|e| e.to_string())?;
-                let checkpoints = MongoCheckpointStore::new(client.clone());
+                let checkpoints = MongoProjectionStore::new(client.clone());
                 checkpoints.initialize().await.map_err(|e| e.to_string())?;
                 Ok(Stores {
                     events: Arc::new(MongoEventStore::new(client.clone())),

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use cqrsx_core::projection::{
-    Commit, ErrorPolicy, HandlerResult, Lease, LeaseHolder, ParkedEvent, Projection, ProjectionRunner, ReplayRequests,
-    RunnerOptions, View, ViewKey,
+    ErrorPolicy, HandlerResult, LeaseHolder, ParkedEvent, Projection, ProjectionRunner, ReplayRequests, RunnerOptions,
+    View, ViewKey,
 };
-use cqrsx_core::{async_trait, Checkpoint, CheckpointStore, Error, EventFilter, ReadStore, RecordedEvent, Result};
+use cqrsx_core::raw::{Commit, Lease};
+use cqrsx_core::{async_trait, Checkpoint, Error, EventFilter, ProjectionStore, ReadStore, RecordedEvent, Result};
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -201,16 +202,16 @@ impl Projection for Shapes {
     }
 }
 
-/// A checkpoint store that announces its commits, and is broken as asked.
+/// A projection store that announces its commits, and is broken as asked.
 struct Wrapped {
-    inner: Arc<dyn CheckpointStore>,
+    inner: Arc<dyn ProjectionStore>,
     broken: Broken,
     pause: Duration,
     reads: AtomicU64,
 }
 
 #[async_trait]
-impl CheckpointStore for Wrapped {
+impl ProjectionStore for Wrapped {
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         self.inner.acquire(key, owner, ttl).await
     }
@@ -261,11 +262,11 @@ impl CheckpointStore for Wrapped {
                         .writes
                         .iter()
                         .filter_map(|w| match &w.change {
-                            cqrsx_core::projection::ViewChange::Put { data, .. } => Some(cqrsx_core::Document {
+                            cqrsx_core::raw::ViewChange::Put { data, .. } => Some(cqrsx_core::Document {
                                 id: w.id.clone(),
                                 data: data.clone(),
                             }),
-                            cqrsx_core::projection::ViewChange::Delete => None,
+                            cqrsx_core::raw::ViewChange::Delete => None,
                         })
                         .collect();
                     self.inner.view(&lease.key)?.save_many(docs).await?;
@@ -316,7 +317,7 @@ impl CheckpointStore for Wrapped {
 pub async fn run(args: WorkerArgs) -> crate::cmd::Result<()> {
     let target: Target = serde_json::from_str(&args.target).map_err(|e| format!("--target: {e}"))?;
     let stores = target.connect(Duration::from_secs(120)).await?;
-    let checkpoints: Arc<dyn CheckpointStore> = Arc::new(Wrapped {
+    let checkpoints: Arc<dyn ProjectionStore> = Arc::new(Wrapped {
         inner: stores.checkpoints,
         broken: args.broken,
         pause: Duration::from_millis(args.commit_pause_ms),

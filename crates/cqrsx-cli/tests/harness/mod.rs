@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use cqrsx_cli::{Cli, Stores};
-use cqrsx_core::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemoryReadStore, InMemorySnapshotStore};
+use cqrsx_core::memory::{InMemoryEventStore, InMemoryProjectionStore, InMemoryReadStore, InMemorySnapshotStore};
 use cqrsx_core::ReadStore;
 use serde_json::Value;
 
@@ -110,7 +110,7 @@ impl Harness {
             stores: Stores {
                 events: Arc::new(RedisEventStore::new(client.clone())),
                 snapshots: Arc::new(RedisSnapshotStore::new(client.clone())),
-                checkpoints: Arc::new(RedisCheckpointStore::new(client)),
+                checkpoints: Arc::new(RedisProjectionStore::new(client)),
                 read_models: Box::new(move |c| {
                     Ok(Arc::new(RedisReadStore::new(reads.clone(), c)?) as Arc<dyn ReadStore>)
                 }),
@@ -131,7 +131,7 @@ impl Harness {
         }
         let client = MongoClientManager::connect(config).await.expect("connect to MongoDB");
         client.initialize_event_sourcing_schema().await.expect("schema");
-        let checkpoints = MongoCheckpointStore::new(client.clone());
+        let checkpoints = MongoProjectionStore::new(client.clone());
         checkpoints.initialize().await.expect("projection schema");
         let reads = client.clone();
         Self {
@@ -156,7 +156,7 @@ impl Harness {
             stores: Stores {
                 events: Arc::new(InMemoryEventStore::new()),
                 snapshots: Arc::new(InMemorySnapshotStore::new()),
-                checkpoints: Arc::new(InMemoryCheckpointStore::new()),
+                checkpoints: Arc::new(InMemoryProjectionStore::new()),
                 read_models: Box::new(move |_| Ok(Arc::new(reads.clone()) as Arc<dyn ReadStore>)),
             },
             connection: Vec::new(),

@@ -4,16 +4,16 @@
 //! span named after it, and traces its outcome and duration.
 //!
 //! A backend implements the unchecked half — [`EventBackend`], [`ReadBackend`],
-//! [`SnapshotBackend`], [`CheckpointBackend`] (re-exported in [`crate::raw`]) — and gets the
+//! [`SnapshotBackend`], [`ProjectionBackend`] (re-exported in [`crate::raw`]) — and gets the
 //! service-facing trait ([`crate::EventStore`], …) from the blanket implementation here.
 
-mod checkpoint_store;
 mod event_store;
+mod projection_store;
 mod read_store;
 mod snapshot_store;
 mod trace;
 
-pub use checkpoint_store::CheckpointBackend;
 pub use event_store::EventBackend;
+pub use projection_store::ProjectionBackend;
 pub use read_store::ReadBackend;
 pub use snapshot_store::SnapshotBackend;

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::event::Position;
 use crate::event_store::EventStore;
 use crate::projection::status::{ProjectionStatus, RunnerState};
-use crate::projection::store::{CheckpointStore, ViewKey};
+use crate::projection::store::{ProjectionStore, ViewKey};
 
 /// What a handle asks of its runner.
 pub(super) enum Command {
@@ -26,7 +26,7 @@ pub struct ProjectionHandle {
     /// The event store, for a lag that is true when read.
     pub(super) events: Arc<dyn EventStore>,
     /// The projection store, for the lag of a runner that has not read its checkpoint yet.
-    pub(super) checkpoints: Arc<dyn CheckpointStore>,
+    pub(super) checkpoints: Arc<dyn ProjectionStore>,
     pub(super) status: watch::Receiver<ProjectionStatus>,
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) task: Option<tokio::task::JoinHandle<Result<()>>>,

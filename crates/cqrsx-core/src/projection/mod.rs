@@ -1,6 +1,6 @@
 //! Projections: a [`Projection`] turns events into view documents; a [`ProjectionRunner`] feeds
 //! it from a catch-up subscription and commits its changes with a checkpoint to a
-//! [`CheckpointStore`], so that after any crash the view equals the fold of the events — none
+//! [`ProjectionStore`], so that after any crash the view equals the fold of the events — none
 //! skipped, none applied twice.
 
 mod handle;
@@ -10,7 +10,7 @@ mod options;
 mod renewal;
 mod runner;
 mod status;
-mod store;
+pub(crate) mod store;
 mod view;
 
 pub use handle::ProjectionHandle;
@@ -19,7 +19,8 @@ pub use options::{ErrorPolicy, OnFailure, RunnerOptions};
 pub use runner::ProjectionRunner;
 pub use status::{ProjectionStatus, RunnerState};
 pub use store::{
-    validate_lease_ttl, CheckpointStore, Commit, Lease, LeaseHolder, ParkedEvent, ReplayRequests, ViewChange, ViewKey,
-    ViewWrite, MAX_LEASE_TTL, MIN_LEASE_TTL,
+    validate_lease_ttl, LeaseHolder, ParkedEvent, ProjectionStore, ReplayRequests, ViewKey, MAX_LEASE_TTL,
+    MIN_LEASE_TTL,
 };
+pub(crate) use store::{Commit, Lease, ViewChange, ViewWrite};
 pub use view::{View, MAX_VIEW_DOCUMENT_BYTES};

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::error::Error;
-use crate::projection::store::{CheckpointStore, Lease};
+use crate::projection::store::{Lease, ProjectionStore};
 
 /// Renews a lease every third of its TTL until dropped; reports a loss.
 pub(super) struct Renewal {
@@ -23,7 +23,7 @@ impl Drop for Renewal {
 }
 
 impl Renewal {
-    pub(super) fn start(store: Arc<dyn CheckpointStore>, lease: Lease, ttl: Duration) -> Self {
+    pub(super) fn start(store: Arc<dyn ProjectionStore>, lease: Lease, ttl: Duration) -> Self {
         let (tx, lost) = watch::channel(None);
         let task = tokio::spawn(async move {
             loop {

@@ -20,14 +20,14 @@ use crate::projection::observe::{apply_span, commit_span, RunnerMetrics};
 use crate::projection::options::{OnFailure, RunnerOptions};
 use crate::projection::renewal::Renewal;
 use crate::projection::status::{ProjectionStatus, Rate, RunnerState};
-use crate::projection::store::{CheckpointStore, Lease, ParkedEvent, ViewKey};
+use crate::projection::store::{Lease, ParkedEvent, ProjectionStore, ViewKey};
 use crate::projection::view::{Batch, DocCache};
 use crate::projection::Projection;
 use crate::subscription::{subscribe, SubscriptionMessage, SubscriptionOptions};
 
 mod replay;
 
-/// Runs a [`Projection`] over an event store into a [`CheckpointStore`].
+/// Runs a [`Projection`] over an event store into a [`ProjectionStore`].
 ///
 /// The runner takes the projection version's lease (waiting while another runner holds it),
 /// reads its checkpoint, subscribes from it with the projection's filter and, page by page,
@@ -39,7 +39,7 @@ mod replay;
 ///   [`RunnerOptions::handler_timeout`] fails the event: it is retried with back-off, then the
 ///   runner stops at it or parks it ([`ErrorPolicy`](super::ErrorPolicy)). Its message and the
 ///   event's position are in the status.
-/// - **A store** (event store or checkpoint store) that fails with a transient error (a lost
+/// - **A store** (event store or projection store) that fails with a transient error (a lost
 ///   connection, a timeout, a server restarting) is retried with back-off, without limit: the
 ///   status counts the attempts and shows the last error, and the runner goes on from its
 ///   last commit once the store answers again.
@@ -48,7 +48,7 @@ mod replay;
 /// - Anything else — stored data the runner cannot trust, a configuration error, a panic of the
 ///   runner itself — ends it in [`RunnerState::Failed`] with the error in its status.
 ///
-/// Versions: the first version run becomes the active one (the one [`CheckpointStore::view`]
+/// Versions: the first version run becomes the active one (the one [`ProjectionStore::view`]
 /// readers should use). A runner of a higher version is a rebuild: it runs from the start into
 /// its own view while the active version keeps serving, activates itself once caught up, waits
 /// for the old version's runner to step down (it notices within a third of its lease), and
@@ -56,7 +56,7 @@ mod replay;
 pub struct ProjectionRunner {
     projection: Arc<dyn Projection>,
     events: Arc<dyn EventStore>,
-    store: Arc<dyn CheckpointStore>,
+    store: Arc<dyn ProjectionStore>,
     options: RunnerOptions,
 }
 
@@ -72,7 +72,7 @@ impl std::fmt::Debug for ProjectionRunner {
 
 impl ProjectionRunner {
     /// A runner of `projection` reading `events` and writing to `store`.
-    pub fn new(projection: Arc<dyn Projection>, events: Arc<dyn EventStore>, store: Arc<dyn CheckpointStore>) -> Self {
+    pub fn new(projection: Arc<dyn Projection>, events: Arc<dyn EventStore>, store: Arc<dyn ProjectionStore>) -> Self {
         Self {
             projection,
             events,
@@ -139,7 +139,7 @@ struct Run {
     key: ViewKey,
     projection: Arc<dyn Projection>,
     events: Arc<dyn EventStore>,
-    store: Arc<dyn CheckpointStore>,
+    store: Arc<dyn ProjectionStore>,
     options: RunnerOptions,
     status: watch::Sender<ProjectionStatus>,
     commands: mpsc::Receiver<Command>,

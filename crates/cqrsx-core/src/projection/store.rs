@@ -1,4 +1,4 @@
-//! The [`CheckpointStore`] trait a backend implements for projections: checkpoints, leases with
+//! The [`ProjectionStore`] trait a backend implements for projections: checkpoints, leases with
 //! fencing tokens, the views' documents and their atomic commit, dead letters.
 
 use std::fmt;
@@ -88,7 +88,7 @@ pub struct LeaseHolder {
     pub expires_in: Duration,
 }
 
-/// The requests to replay a version's parked events ([`CheckpointStore::request_replay`]):
+/// The requests to replay a version's parked events ([`ProjectionStore::request_replay`]):
 /// how many were made, and how many of them the lease holder has handled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplayRequests {
@@ -160,7 +160,7 @@ impl ParkedEvent {
     }
 }
 
-/// What one [`CheckpointStore::commit`] writes.
+/// What one [`ProjectionStore::commit`] writes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Commit {
     /// View changes, in the order they were made (a later change to a document wins).
@@ -217,7 +217,7 @@ pub fn validate_lease_ttl(ttl: Duration) -> Result<()> {
 /// active one.
 ///
 /// Contract (the conformance suite and the fault suite check it, in raw storage too):
-/// - **Leases.** [`CheckpointStore::acquire`] grants a lease to one owner at a time; an owner
+/// - **Leases.** [`ProjectionStore::acquire`] grants a lease to one owner at a time; an owner
 ///   that holds it (or held it, and it expired unclaimed) gets it again at once with a larger
 ///   token; another owner gets it only after it expired or was released. TTLs outside
 ///   [`MIN_LEASE_TTL`]..=[`MAX_LEASE_TTL`] are refused with [`Error::InvalidInput`] before
@@ -225,16 +225,16 @@ pub fn validate_lease_ttl(ttl: Duration) -> Result<()> {
 /// - **Fencing.** Once a larger token was granted, everything the older lease sends is refused
 ///   with [`Error::LeaseLost`] and changes nothing: no view document, no dead letter, no
 ///   checkpoint, no active version — whatever the older holder had in flight.
-/// - **Atomic commits.** A [`CheckpointStore::commit`] — view changes, dead letters, the
+/// - **Atomic commits.** A [`ProjectionStore::commit`] — view changes, dead letters, the
 ///   checkpoint, an activation — lands whole or not at all, as seen by the runner that holds
 ///   the lease next: a store that cannot write it in one step (MongoDB without transactions)
 ///   writes it first as one record and completes a cut-short commit in `acquire`, before the
 ///   new holder reads anything. The stored checkpoint is never ahead of the view documents.
 ///   A commit may be sent again after an error whose outcome is unknown: it is applied once.
-/// - Documents written through a commit are what [`CheckpointStore::get`] and
-///   [`CheckpointStore::view`] read.
+/// - Documents written through a commit are what [`ProjectionStore::get`] and
+///   [`ProjectionStore::view`] read.
 #[async_trait]
-pub trait CheckpointStore: Send + Sync {
+pub trait ProjectionStore: Send + Sync {
     /// Takes the lease of `key` for `owner` for `ttl`, or `None` while another owner holds it.
     /// The lease it returns fences every older one, and the state it guards is complete: a
     /// commit an older holder had in flight is either whole or gone.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::Position;
-use crate::projection::store::{CheckpointStore, Commit, ParkedEvent, ViewChange, ViewKey, ViewWrite};
+use crate::projection::store::{Commit, ParkedEvent, ProjectionStore, ViewChange, ViewKey, ViewWrite};
 use crate::read_store::validate_document;
 use crate::stream::validate_id;
 
@@ -74,7 +74,7 @@ impl DocCache {
 
 /// The changes of one page of events, staged until the runner commits them.
 pub(crate) struct Batch {
-    store: Arc<dyn CheckpointStore>,
+    store: Arc<dyn ProjectionStore>,
     key: ViewKey,
     staged: HashMap<String, Staged>,
     parked: Vec<ParkedEvent>,
@@ -83,7 +83,7 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub(crate) fn new(store: Arc<dyn CheckpointStore>, key: ViewKey) -> Self {
+    pub(crate) fn new(store: Arc<dyn ProjectionStore>, key: ViewKey) -> Self {
         Self {
             store,
             key,

@@ -7,8 +7,8 @@ use futures::future::BoxFuture;
 
 use super::support::{BasicSnapshots, Counter};
 use crate::event_store::EventStore;
-use crate::memory::{InMemoryCheckpointStore, InMemoryEventStore, InMemoryReadStore, InMemorySnapshotStore};
-use crate::projection::CheckpointStore;
+use crate::memory::{InMemoryEventStore, InMemoryProjectionStore, InMemoryReadStore, InMemorySnapshotStore};
+use crate::projection::ProjectionStore;
 use crate::read_store::ReadStore;
 use crate::snapshot_store::{SnapshotStore, SnapshotStrategy};
 
@@ -23,7 +23,7 @@ pub struct Fixture {
     /// The read store under test.
     pub reads: Arc<dyn ReadStore>,
     /// The projection state store under test.
-    pub checkpoints: Arc<dyn CheckpointStore>,
+    pub checkpoints: Arc<dyn ProjectionStore>,
     /// The snapshot strategy the repository cases use, built over `snapshots`.
     pub strategy: Arc<dyn SnapshotStrategy<Counter>>,
     /// How hard the stress cases push this backend.
@@ -75,7 +75,7 @@ impl Fixture {
         events: Arc<dyn EventStore>,
         snapshots: Arc<dyn SnapshotStore>,
         reads: Arc<dyn ReadStore>,
-        checkpoints: Arc<dyn CheckpointStore>,
+        checkpoints: Arc<dyn ProjectionStore>,
     ) -> Self {
         let strategy = Arc::new(BasicSnapshots::new(Arc::clone(&snapshots), 10));
         Self {
@@ -114,7 +114,7 @@ impl Fixture {
             Arc::new(InMemoryEventStore::new()),
             Arc::new(InMemorySnapshotStore::new()),
             Arc::new(InMemoryReadStore::new()),
-            Arc::new(InMemoryCheckpointStore::new()),
+            Arc::new(InMemoryProjectionStore::new()),
         )
         .with_label("memory")
     }

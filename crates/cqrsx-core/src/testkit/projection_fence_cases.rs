@@ -10,7 +10,7 @@ use super::Fixture;
 use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::event::{Position, Timestamp};
-use crate::projection::{CheckpointStore, Commit, Lease, ParkedEvent, ViewChange, ViewKey, ViewWrite};
+use crate::projection::{Commit, Lease, ParkedEvent, ProjectionStore, ViewChange, ViewKey, ViewWrite};
 
 /// Everything a commit can write: a document, a checkpoint and a parked event.
 fn everything(partitions: u32, by: &str, offset: u64) -> Commit {
@@ -42,7 +42,7 @@ fn everything(partitions: u32, by: &str, offset: u64) -> Commit {
 
 /// A commit, a renewal and an activation under `lease` are each refused with `LeaseLost`
 /// (or, for a token no store can give, `InvalidInput`).
-async fn refused(store: &dyn CheckpointStore, lease: &Lease, what: &str, partitions: u32) {
+async fn refused(store: &dyn ProjectionStore, lease: &Lease, what: &str, partitions: u32) {
     let lost = |r: &crate::Result<()>| matches!(r, Err(Error::LeaseLost { .. } | Error::InvalidInput(_)));
     let commit = store.commit(lease, everything(partitions, what, 9)).await;
     assert!(lost(&commit), "{what}: a commit is refused, not {commit:?}");
@@ -54,7 +54,7 @@ async fn refused(store: &dyn CheckpointStore, lease: &Lease, what: &str, partiti
 
 /// What the store holds for `key`: the view's documents the case writes, the checkpoint, the
 /// parked events and the active version.
-async fn held(store: &dyn CheckpointStore, key: &ViewKey, ids: &[&str]) -> String {
+async fn held(store: &dyn ProjectionStore, key: &ViewKey, ids: &[&str]) -> String {
     let view = store.view(key).expect("view");
     let mut docs = Vec::new();
     for id in ids {

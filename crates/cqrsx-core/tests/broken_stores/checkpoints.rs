@@ -1,13 +1,14 @@
-//! A checkpoint store that breaks one of its contract items, around the in-memory one.
+//! A projection store that breaks one of its contract items, around the in-memory one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cqrsx_core::memory::InMemoryCheckpointStore;
-use cqrsx_core::projection::{Commit, Lease, LeaseHolder, ParkedEvent, ReplayRequests, ViewKey};
+use cqrsx_core::memory::InMemoryProjectionStore;
+use cqrsx_core::projection::{LeaseHolder, ParkedEvent, ReplayRequests, ViewKey};
+use cqrsx_core::raw::{Commit, Lease};
 use cqrsx_core::testkit::Fixture;
-use cqrsx_core::{async_trait, Checkpoint, CheckpointStore, ReadStore, Result};
+use cqrsx_core::{async_trait, Checkpoint, ProjectionStore, ReadStore, Result};
 use serde_json::Value;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -37,7 +38,7 @@ pub enum CheckpointFault {
 }
 
 struct BrokenCheckpoints {
-    inner: InMemoryCheckpointStore,
+    inner: InMemoryProjectionStore,
     fault: CheckpointFault,
     /// The last lease given per view.
     given: Mutex<HashMap<ViewKey, Lease>>,
@@ -80,7 +81,7 @@ impl BrokenCheckpoints {
 }
 
 #[async_trait]
-impl CheckpointStore for BrokenCheckpoints {
+impl ProjectionStore for BrokenCheckpoints {
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         if self.fault == CheckpointFault::NoFencing {
             return Ok(Some(Lease {
@@ -262,7 +263,7 @@ pub fn broken_checkpoints(fault: CheckpointFault) -> Fixture {
         f.snapshots,
         f.reads,
         Arc::new(BrokenCheckpoints {
-            inner: InMemoryCheckpointStore::new(),
+            inner: InMemoryProjectionStore::new(),
             fault,
             given: Mutex::default(),
             standing_in: Mutex::default(),

@@ -1,5 +1,5 @@
 //! Replaying parked events: asked through the handle in the runner's own process, or through
-//! the store by an operator in another ([`crate::CheckpointStore::request_replay`]).
+//! the store by an operator in another ([`crate::ProjectionStore::request_replay`]).
 
 use std::sync::Arc;
 

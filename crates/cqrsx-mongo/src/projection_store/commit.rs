@@ -3,17 +3,18 @@
 
 use std::future::IntoFuture;
 
-use cqrsx_core::projection::{Commit, Lease, ViewKey};
+use cqrsx_core::projection::ViewKey;
+use cqrsx_core::raw::{Commit, Lease};
 use cqrsx_core::Result;
 use mongodb::bson::{doc, Document};
 
 use super::fence::CheckpointTo;
 use super::log::{self, Record, Seq};
-use super::{lost, MongoCheckpointStore, Pending, Tenure};
+use super::{lost, MongoProjectionStore, Pending, Tenure};
 use crate::client::Tracked;
 use crate::error::{check_write_reply, is_duplicate_key};
 
-impl MongoCheckpointStore {
+impl MongoProjectionStore {
     /// Applies one complete commit (its group of records): the documents, dead letters and
     /// activation, then the checkpoint. Every write is guarded by the group's sequence, so
     /// applying it again changes nothing. Whether the checkpoint document was missing: every

@@ -1,4 +1,4 @@
-//! [`RedisCheckpointStore`]: projection checkpoints, leases with fencing tokens, views and dead
+//! [`RedisProjectionStore`]: projection checkpoints, leases with fencing tokens, views and dead
 //! letters, all of one projection under one hash tag; a commit is one script.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrsx_core::projection::{Commit, Lease, LeaseHolder, ParkedEvent, ReplayRequests, ViewChange, ViewKey};
-use cqrsx_core::raw::{validate_field_path, CheckpointBackend, ReadBackend};
+use cqrsx_core::projection::{LeaseHolder, ParkedEvent, ReplayRequests, ViewKey};
+use cqrsx_core::raw::{validate_field_path, ProjectionBackend, ReadBackend};
+use cqrsx_core::raw::{Commit, Lease, ViewChange};
 use cqrsx_core::{Checkpoint, Error, Position, ReadStore, Result};
 use fred::prelude::*;
 use fred::types::scripts::Script;
@@ -27,9 +28,9 @@ use crate::reply::{int, status, text};
 /// (with their indexes), the dead letters and the checkpoint — is one atomic script with every
 /// key declared. A runner that crashes at any point leaves either all of a commit or none.
 /// Views are [`RedisReadStore`] collections under the tag; declare their secondary indexes with
-/// [`RedisCheckpointStore::with_index`].
+/// [`RedisProjectionStore::with_index`].
 #[derive(Clone)]
-pub struct RedisCheckpointStore {
+pub struct RedisProjectionStore {
     client: RedisClientManager,
     keys: Keys,
     indexes: Arc<BTreeMap<String, BTreeSet<String>>>,
@@ -39,9 +40,9 @@ pub struct RedisCheckpointStore {
     listed: Arc<Mutex<HashSet<ViewKey>>>,
 }
 
-impl std::fmt::Debug for RedisCheckpointStore {
+impl std::fmt::Debug for RedisProjectionStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisCheckpointStore")
+        f.debug_struct("RedisProjectionStore")
             .field("keys", &self.keys)
             .field("indexes", &self.indexes)
             .finish_non_exhaustive()
@@ -75,7 +76,7 @@ fn position_key(p: Position) -> String {
     format!("{}:{}", p.partition, p.offset)
 }
 
-impl RedisCheckpointStore {
+impl RedisProjectionStore {
     /// Projection state on this client, under its config's key prefix.
     pub fn new(client: RedisClientManager) -> Self {
         let keys = Keys::new(&client.config().key_prefix, 1);
@@ -158,7 +159,7 @@ impl RedisCheckpointStore {
 }
 
 #[async_trait]
-impl CheckpointBackend for RedisCheckpointStore {
+impl ProjectionBackend for RedisProjectionStore {
     fn nested_arrays(&self) -> bool {
         true
     }

@@ -1,5 +1,5 @@
-//! [`CheckpointBackend`], the unchecked half of a projection store, and the checked
-//! [`CheckpointStore`] every backend gets from it.
+//! [`ProjectionBackend`], the unchecked half of a projection store, and the checked
+//! [`ProjectionStore`] every backend gets from it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,74 +12,74 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::validate_number;
 use crate::projection::{
-    validate_lease_ttl, CheckpointStore, Commit, Lease, LeaseHolder, ParkedEvent, ReplayRequests, ViewChange, ViewKey,
+    validate_lease_ttl, Commit, Lease, LeaseHolder, ParkedEvent, ProjectionStore, ReplayRequests, ViewChange, ViewKey,
 };
 use crate::read_store::{has_nested_arrays, ReadStore};
 use crate::stream::validate_id;
 
-/// What a projection-store backend implements: the [`CheckpointStore`] contract on input that
-/// core has already checked. A type implementing it is a [`CheckpointStore`]; before any method
+/// What a projection-store backend implements: the [`ProjectionStore`] contract on input that
+/// core has already checked. A type implementing it is a [`ProjectionStore`]; before any method
 /// here runs, the checked layer has refused (with [`Error::InvalidInput`]) bad owner names and
 /// document ids, lease TTLs out of range, and commits with invalid checkpoints, documents,
 /// TTLs or positions — or documents of a shape the backend cannot hold
-/// ([`CheckpointBackend::nested_arrays`]). Each method's contract is that of the
-/// [`CheckpointStore`] method of the same name.
+/// ([`ProjectionBackend::nested_arrays`]). Each method's contract is that of the
+/// [`ProjectionStore`] method of the same name.
 #[async_trait]
-pub trait CheckpointBackend: Send + Sync {
+pub trait ProjectionBackend: Send + Sync {
     /// Whether view documents may hold arrays directly inside arrays.
     fn nested_arrays(&self) -> bool;
 
-    /// [`CheckpointStore::acquire`].
+    /// [`ProjectionStore::acquire`].
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>>;
 
-    /// [`CheckpointStore::renew`].
+    /// [`ProjectionStore::renew`].
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()>;
 
-    /// [`CheckpointStore::release`].
+    /// [`ProjectionStore::release`].
     async fn release(&self, lease: &Lease) -> Result<()>;
 
-    /// [`CheckpointStore::checkpoint`].
+    /// [`ProjectionStore::checkpoint`].
     async fn checkpoint(&self, key: &ViewKey) -> Result<Option<Checkpoint>>;
 
-    /// [`CheckpointStore::get`].
+    /// [`ProjectionStore::get`].
     async fn get(&self, key: &ViewKey, id: &str) -> Result<Option<Value>>;
 
-    /// [`CheckpointStore::commit`], on a valid commit.
+    /// [`ProjectionStore::commit`], on a valid commit.
     async fn commit(&self, lease: &Lease, commit: Commit) -> Result<()>;
 
-    /// [`CheckpointStore::parked`].
+    /// [`ProjectionStore::parked`].
     async fn parked(&self, key: &ViewKey) -> Result<Vec<ParkedEvent>>;
 
-    /// [`CheckpointStore::active_version`].
+    /// [`ProjectionStore::active_version`].
     async fn active_version(&self, projection: &str) -> Result<Option<u32>>;
 
-    /// [`CheckpointStore::activate`].
+    /// [`ProjectionStore::activate`].
     async fn activate(&self, lease: &Lease) -> Result<()>;
 
-    /// [`CheckpointStore::drop_view`].
+    /// [`ProjectionStore::drop_view`].
     async fn drop_view(&self, key: &ViewKey) -> Result<()>;
 
-    /// [`CheckpointStore::view`].
+    /// [`ProjectionStore::view`].
     fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>>;
 
-    /// [`CheckpointStore::views`].
+    /// [`ProjectionStore::views`].
     async fn views(&self) -> Result<Vec<ViewKey>>;
 
-    /// [`CheckpointStore::holder`].
+    /// [`ProjectionStore::holder`].
     async fn holder(&self, key: &ViewKey) -> Result<Option<LeaseHolder>>;
 
-    /// [`CheckpointStore::request_replay`].
+    /// [`ProjectionStore::request_replay`].
     async fn request_replay(&self, key: &ViewKey) -> Result<u64>;
 
-    /// [`CheckpointStore::replay_requests`].
+    /// [`ProjectionStore::replay_requests`].
     async fn replay_requests(&self, key: &ViewKey) -> Result<ReplayRequests>;
 
-    /// [`CheckpointStore::replay_handled`], `upto` and `replayed` in range.
+    /// [`ProjectionStore::replay_handled`], `upto` and `replayed` in range.
     async fn replay_handled(&self, key: &ViewKey, upto: u64, replayed: u64) -> Result<()>;
 }
 
 /// Checks a commit against what the backend can hold.
-fn validate_commit<B: CheckpointBackend>(store: &B, commit: &Commit) -> Result<()> {
+fn validate_commit<B: ProjectionBackend>(store: &B, commit: &Commit) -> Result<()> {
     commit.validate()?;
     if !store.nested_arrays() {
         for w in &commit.writes {
@@ -97,13 +97,13 @@ fn validate_commit<B: CheckpointBackend>(store: &B, commit: &Commit) -> Result<(
 }
 
 #[async_trait]
-impl<B: CheckpointBackend> CheckpointStore for B {
+impl<B: ProjectionBackend> ProjectionStore for B {
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         let span = tracing::debug_span!("acquire", store = backend::<B>(), projection = %key, owner);
         measured(backend::<B>(), "acquire", span, async move {
             validate_id("lease owner", owner)?;
             validate_lease_ttl(ttl)?;
-            CheckpointBackend::acquire(self, key, owner, ttl).await
+            ProjectionBackend::acquire(self, key, owner, ttl).await
         })
         .await
     }
@@ -112,14 +112,14 @@ impl<B: CheckpointBackend> CheckpointStore for B {
         let span = tracing::debug_span!("renew", store = backend::<B>(), projection = %lease.key);
         measured(backend::<B>(), "renew", span, async move {
             validate_lease_ttl(ttl)?;
-            CheckpointBackend::renew(self, lease, ttl).await
+            ProjectionBackend::renew(self, lease, ttl).await
         })
         .await
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
         let span = tracing::debug_span!("release", store = backend::<B>(), projection = %lease.key);
-        measured(backend::<B>(), "release", span, CheckpointBackend::release(self, lease)).await
+        measured(backend::<B>(), "release", span, ProjectionBackend::release(self, lease)).await
     }
 
     async fn checkpoint(&self, key: &ViewKey) -> Result<Option<Checkpoint>> {
@@ -128,7 +128,7 @@ impl<B: CheckpointBackend> CheckpointStore for B {
             backend::<B>(),
             "checkpoint",
             span,
-            CheckpointBackend::checkpoint(self, key),
+            ProjectionBackend::checkpoint(self, key),
         )
         .await
     }
@@ -137,7 +137,7 @@ impl<B: CheckpointBackend> CheckpointStore for B {
         let span = tracing::debug_span!("get_view_document", store = backend::<B>(), projection = %key, id);
         measured(backend::<B>(), "get_view_document", span, async move {
             validate_id("view document id", id)?;
-            CheckpointBackend::get(self, key, id).await
+            ProjectionBackend::get(self, key, id).await
         })
         .await
     }
@@ -151,14 +151,14 @@ impl<B: CheckpointBackend> CheckpointStore for B {
         );
         measured(backend::<B>(), "commit", span, async move {
             validate_commit(self, &commit)?;
-            CheckpointBackend::commit(self, lease, commit).await
+            ProjectionBackend::commit(self, lease, commit).await
         })
         .await
     }
 
     async fn parked(&self, key: &ViewKey) -> Result<Vec<ParkedEvent>> {
         let span = tracing::debug_span!("parked", store = backend::<B>(), projection = %key);
-        measured(backend::<B>(), "parked", span, CheckpointBackend::parked(self, key)).await
+        measured(backend::<B>(), "parked", span, ProjectionBackend::parked(self, key)).await
     }
 
     async fn active_version(&self, projection: &str) -> Result<Option<u32>> {
@@ -167,7 +167,7 @@ impl<B: CheckpointBackend> CheckpointStore for B {
             backend::<B>(),
             "active_version",
             span,
-            CheckpointBackend::active_version(self, projection),
+            ProjectionBackend::active_version(self, projection),
         )
         .await
     }
@@ -178,7 +178,7 @@ impl<B: CheckpointBackend> CheckpointStore for B {
             backend::<B>(),
             "activate",
             span,
-            CheckpointBackend::activate(self, lease),
+            ProjectionBackend::activate(self, lease),
         )
         .await
     }
@@ -189,19 +189,19 @@ impl<B: CheckpointBackend> CheckpointStore for B {
             backend::<B>(),
             "drop_view",
             span,
-            CheckpointBackend::drop_view(self, key),
+            ProjectionBackend::drop_view(self, key),
         )
         .await
     }
 
     fn view(&self, key: &ViewKey) -> Result<Arc<dyn ReadStore>> {
-        CheckpointBackend::view(self, key)
+        ProjectionBackend::view(self, key)
     }
 
     async fn views(&self) -> Result<Vec<ViewKey>> {
         let span = tracing::debug_span!("views", store = backend::<B>());
         measured(backend::<B>(), "views", span, async move {
-            let mut views = CheckpointBackend::views(self).await?;
+            let mut views = ProjectionBackend::views(self).await?;
             views.sort();
             views.dedup();
             Ok(views)
@@ -211,7 +211,7 @@ impl<B: CheckpointBackend> CheckpointStore for B {
 
     async fn holder(&self, key: &ViewKey) -> Result<Option<LeaseHolder>> {
         let span = tracing::debug_span!("holder", store = backend::<B>(), projection = %key);
-        measured(backend::<B>(), "holder", span, CheckpointBackend::holder(self, key)).await
+        measured(backend::<B>(), "holder", span, ProjectionBackend::holder(self, key)).await
     }
 
     async fn request_replay(&self, key: &ViewKey) -> Result<u64> {
@@ -220,7 +220,7 @@ impl<B: CheckpointBackend> CheckpointStore for B {
             backend::<B>(),
             "request_replay",
             span,
-            CheckpointBackend::request_replay(self, key),
+            ProjectionBackend::request_replay(self, key),
         )
         .await
     }
@@ -231,7 +231,7 @@ impl<B: CheckpointBackend> CheckpointStore for B {
             backend::<B>(),
             "replay_requests",
             span,
-            CheckpointBackend::replay_requests(self, key),
+            ProjectionBackend::replay_requests(self, key),
         )
         .await
     }
@@ -241,7 +241,7 @@ impl<B: CheckpointBackend> CheckpointStore for B {
         measured(backend::<B>(), "replay_handled", span, async move {
             validate_number("replay request", upto)?;
             validate_number("replayed events", replayed)?;
-            CheckpointBackend::replay_handled(self, key, upto, replayed).await
+            ProjectionBackend::replay_handled(self, key, upto, replayed).await
         })
         .await
     }

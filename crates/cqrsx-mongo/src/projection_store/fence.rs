@@ -10,7 +10,7 @@ use mongodb::bson::{doc, Document};
 use tracing::debug;
 
 use super::log::{self, Record, Seq};
-use super::{MongoCheckpointStore, SEAL_ATTEMPTS};
+use super::{MongoProjectionStore, SEAL_ATTEMPTS};
 
 /// How many times a drop runs again while runners keep claiming the view it drops.
 const DROP_PASSES: usize = 100;
@@ -27,7 +27,7 @@ pub(super) enum CheckpointTo<'a> {
 use crate::client::Tracked;
 use crate::error::is_duplicate_key;
 
-impl MongoCheckpointStore {
+impl MongoProjectionStore {
     /// Seals `tenure`: a seal record at the slot after its last record, re-checked after the
     /// insert to be the last one (the older holder removes its own applied records, so a slot
     /// below its newest may be free again; a seal there would not stop it). Once the seal is

@@ -1,4 +1,4 @@
-//! [`InMemoryCheckpointStore`]: projection checkpoints, leases, views and dead letters in
+//! [`InMemoryProjectionStore`]: projection checkpoints, leases, views and dead letters in
 //! process memory; a commit is one lock.
 
 use std::collections::{BTreeMap, HashMap};
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::checked::{CheckpointBackend, ReadBackend};
+use crate::checked::{ProjectionBackend, ReadBackend};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::Position;
@@ -61,17 +61,17 @@ impl State {
 /// A commit takes one lock: its view changes, dead letters and checkpoint land together, and a
 /// runner aborted at any await point leaves either all of a commit or none of it.
 #[derive(Clone, Default)]
-pub struct InMemoryCheckpointStore {
+pub struct InMemoryProjectionStore {
     state: Arc<Mutex<State>>,
 }
 
-impl std::fmt::Debug for InMemoryCheckpointStore {
+impl std::fmt::Debug for InMemoryProjectionStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InMemoryCheckpointStore").finish_non_exhaustive()
+        f.debug_struct("InMemoryProjectionStore").finish_non_exhaustive()
     }
 }
 
-impl InMemoryCheckpointStore {
+impl InMemoryProjectionStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
@@ -84,7 +84,7 @@ impl InMemoryCheckpointStore {
 }
 
 #[async_trait]
-impl CheckpointBackend for InMemoryCheckpointStore {
+impl ProjectionBackend for InMemoryProjectionStore {
     fn nested_arrays(&self) -> bool {
         true
     }

@@ -1,4 +1,4 @@
-//! [`MongoCheckpointStore`]: projection leases, checkpoints, dead letters and views on MongoDB
+//! [`MongoProjectionStore`]: projection leases, checkpoints, dead letters and views on MongoDB
 //! without transactions — leases are claims inserted under unique ids, and every commit is a
 //! record of a fenced log, applied to the documents after it landed.
 
@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrsx_core::projection::{Commit, Lease, LeaseHolder, ParkedEvent, ReplayRequests, ViewKey};
-use cqrsx_core::raw::CheckpointBackend;
+use cqrsx_core::projection::{LeaseHolder, ParkedEvent, ReplayRequests, ViewKey};
+use cqrsx_core::raw::ProjectionBackend;
+use cqrsx_core::raw::{Commit, Lease};
 use cqrsx_core::{Checkpoint, Error, ReadStore, Result};
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, DateTime, Document};
@@ -40,7 +41,7 @@ use log::Record;
 ///   guarded by the commit's sequence number (`_s`), so a record applied twice, or an old
 ///   one after a newer one, changes nothing. A commit larger than a record is a group of
 ///   records whose last one ends it; a group cut short is never applied.
-/// - **Fencing.** A new holder, in [`CheckpointStore::acquire`](cqrsx_core::CheckpointStore::acquire), *seals* every older tenure:
+/// - **Fencing.** A new holder, in [`ProjectionStore::acquire`](cqrsx_core::ProjectionStore::acquire), *seals* every older tenure:
 ///   it inserts a seal record at the slot after that tenure's last record (checking, after the
 ///   insert, that the seal is that tenure's last record), so the older holder's next insert
 ///   fails and nothing it sends afterwards lands. Then it applies every complete commit after
@@ -59,15 +60,15 @@ use log::Record;
 /// `<prefix>view_<name>_v<version>` (`{_id, d, exp?, _s}`, deleted documents kept as
 /// `{_id, _del: true, _s}` so an older commit cannot bring them back).
 #[derive(Clone)]
-pub struct MongoCheckpointStore {
+pub struct MongoProjectionStore {
     client: MongoClientManager,
     state: Collection<Document>,
     tenures: Arc<Mutex<HashMap<(ViewKey, u64), Tenure>>>,
 }
 
-impl std::fmt::Debug for MongoCheckpointStore {
+impl std::fmt::Debug for MongoProjectionStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MongoCheckpointStore")
+        f.debug_struct("MongoProjectionStore")
             .field("collection", &self.state.name())
             .finish_non_exhaustive()
     }
@@ -137,9 +138,9 @@ fn expiry(ttl: Duration) -> DateTime {
 /// How many times a seal is tried while the older holder keeps writing.
 const SEAL_ATTEMPTS: usize = 1_000;
 
-impl MongoCheckpointStore {
+impl MongoProjectionStore {
     /// Projection state in the client's database (collection `<prefix>projections`). Call
-    /// [`MongoCheckpointStore::initialize`] once before first use.
+    /// [`MongoProjectionStore::initialize`] once before first use.
     pub fn new(client: MongoClientManager) -> Self {
         let state = client
             .database()
@@ -259,7 +260,7 @@ impl MongoCheckpointStore {
 }
 
 #[async_trait]
-impl CheckpointBackend for MongoCheckpointStore {
+impl ProjectionBackend for MongoProjectionStore {
     fn nested_arrays(&self) -> bool {
         self.client.capabilities().nested_arrays
     }

@@ -7,7 +7,8 @@
 //! written guarded by the commit's sequence number (`_s`), so applying a record twice, or an
 //! older record after a newer one, changes nothing.
 
-use cqrsx_core::projection::{Commit, ParkedEvent, ViewChange, ViewKey, ViewWrite};
+use cqrsx_core::projection::{ParkedEvent, ViewKey};
+use cqrsx_core::raw::{Commit, ViewChange, ViewWrite};
 use cqrsx_core::{Error, Position, Result};
 use mongodb::bson::{self, doc, Bson, DateTime, Document};
 
