@@ -116,7 +116,7 @@ impl RedisProjectionStore {
 
     fn collection(&self, key: &ViewKey) -> Collection {
         let empty = BTreeSet::new();
-        let indexes = self.indexes.get(key.projection()).unwrap_or(&empty);
+        let indexes = self.indexes.get(key.name()).unwrap_or(&empty);
         Collection::new(format!("{}v{}:", self.tag(key.projection()), key.version()), indexes)
     }
 
@@ -391,7 +391,7 @@ impl ProjectionBackend for RedisProjectionStore {
         Ok(Arc::new(RedisReadStore::over(
             self.client.clone(),
             self.collection(key).tag().to_string(),
-            self.indexes.get(key.projection()).cloned().unwrap_or_default(),
+            self.indexes.get(key.name()).cloned().unwrap_or_default(),
         )))
     }
 }

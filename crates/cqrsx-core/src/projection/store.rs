@@ -14,16 +14,103 @@ use crate::event::{Position, RecordedEvent, Timestamp};
 use crate::read_store::ReadStore;
 use crate::stream::validate_type_name;
 
-/// One version of one projection: the unit that has a checkpoint, a lease and a view.
+/// The most shards a projection can run as.
+pub const MAX_SHARDS: u16 = 256;
+
+/// One shard of a projection run as several: shard `index` of `count`. An event belongs to the shard of its stream
+/// ([`Shard::of_stream`]), so one stream's events stay in order in one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Shard {
+    index: u16,
+    count: u16,
+}
+
+impl Shard {
+    /// Shard `index` (from 0) of `count` (2 to [`MAX_SHARDS`]; one shard is an unsharded
+    /// projection).
+    pub fn new(index: u16, count: u16) -> Result<Self> {
+        if !(2..=MAX_SHARDS).contains(&count) || index >= count {
+            return Err(Error::InvalidInput(format!(
+                "shard {index} of {count} cannot exist: a projection runs as 2 to {MAX_SHARDS} shards, numbered from 0"
+            )));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Every shard of `count`, in order.
+    pub fn all(count: u16) -> Result<Vec<Self>> {
+        (0..count).map(|i| Self::new(i, count)).collect()
+    }
+
+    /// This shard's number, from 0.
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// How many shards the projection runs as.
+    pub fn count(&self) -> u16 {
+        self.count
+    }
+
+    /// The shard of `count` that the events of stream `key` (a [`crate::StreamId::key`]) belong
+    /// to: FNV-1a of the key's bytes, modulo `count`. Stable across processes, versions and
+    /// releases (it is part of the stored layout).
+    pub fn of_stream(key: &str, count: u16) -> u16 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in key.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        (hash % u64::from(count.max(1))) as u16
+    }
+
+    /// Whether the event of stream `key` belongs to this shard.
+    pub fn owns(&self, stream_key: &str) -> bool {
+        Self::of_stream(stream_key, self.count) == self.index
+    }
+
+    /// The suffix a shard's stored name carries: `.s{index}of{count}`.
+    fn suffix(&self) -> String {
+        format!(".s{}of{}", self.index, self.count)
+    }
+
+    /// The shard a stored name ends with, and the name before it.
+    fn parse(name: &str) -> Option<(&str, Self)> {
+        let (base, suffix) = name.rsplit_once(".s")?;
+        let (index, count) = suffix.split_once("of")?;
+        let canonical =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+        if base.is_empty() || !canonical(index) || !canonical(count) {
+            return None;
+        }
+        let shard = Self::new(index.parse().ok()?, count.parse().ok()?).ok()?;
+        Some((base, shard))
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} of {}", self.index, self.count)
+    }
+}
+
+/// One version of one projection — or of one shard of it: the unit that has a checkpoint, a
+/// lease and a view.
+///
+/// A shard's key is stored under the name `{projection}.s{index}of{count}` (so every backend
+/// keeps it as it keeps any projection, with its own lease, fencing token, checkpoint, view,
+/// dead letters and active version); [`ViewKey::new`] reads such a name back as that shard.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ViewKey {
     projection: String,
     version: u32,
+    shard: Option<Shard>,
 }
 
 impl ViewKey {
     /// A validated key: the name is a type name (`[A-Za-z0-9_.-]`, at most 128 bytes), the
-    /// version at least 1.
+    /// version at least 1. A name ending in `.s{index}of{count}` is that shard of the
+    /// projection named before it.
     pub fn new(projection: impl Into<String>, version: u32) -> Result<Self> {
         let projection = projection.into();
         validate_type_name("projection name", &projection)?;
@@ -37,12 +124,41 @@ impl ViewKey {
                 "projection {projection} has version 0; versions start at 1"
             )));
         }
-        Ok(Self { projection, version })
+        let shard = Shard::parse(&projection).map(|(_, shard)| shard);
+        Ok(Self {
+            projection,
+            version,
+            shard,
+        })
     }
 
-    /// The projection's name.
+    /// The key of `shard` of `projection` at `version`.
+    pub fn sharded(projection: &str, version: u32, shard: Shard) -> Result<Self> {
+        if Shard::parse(projection).is_some() {
+            return Err(Error::InvalidInput(format!(
+                "projection {projection:?} already names a shard; shard the projection it belongs to"
+            )));
+        }
+        Self::new(format!("{projection}{}", shard.suffix()), version)
+    }
+
+    /// The name the store keeps this key under: the projection's name, with the shard suffix
+    /// for a shard.
     pub fn projection(&self) -> &str {
         &self.projection
+    }
+
+    /// The projection's own name (without a shard's suffix).
+    pub fn name(&self) -> &str {
+        match Shard::parse(&self.projection) {
+            Some((base, _)) if self.shard.is_some() => base,
+            _ => &self.projection,
+        }
+    }
+
+    /// The shard this key is of, if it is one.
+    pub fn shard(&self) -> Option<Shard> {
+        self.shard
     }
 
     /// The projection's version.
@@ -50,7 +166,7 @@ impl ViewKey {
         self.version
     }
 
-    /// The same projection at another version.
+    /// The same projection (or shard) at another version.
     pub fn at_version(&self, version: u32) -> Result<Self> {
         Self::new(self.projection.clone(), version)
     }
@@ -309,5 +425,58 @@ pub trait ProjectionStore: Send + Sync {
         let key = ViewKey::new(projection, version)?;
         let view = self.view(&key)?;
         Ok((key, view))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_key_round_trips_through_its_stored_name() {
+        let key = ViewKey::sharded("orders", 3, Shard::new(2, 4).unwrap()).unwrap();
+        assert_eq!(key.projection(), "orders.s2of4");
+        assert_eq!(key.name(), "orders");
+        assert_eq!(key.shard(), Some(Shard::new(2, 4).unwrap()));
+        let read_back = ViewKey::new(key.projection(), 3).unwrap();
+        assert_eq!(read_back, key);
+        assert_eq!(read_back.at_version(4).unwrap().shard(), key.shard());
+    }
+
+    #[test]
+    fn names_that_only_look_like_shards_are_plain_projections() {
+        for name in [
+            "orders.s4of4",
+            "orders.s01of4",
+            "orders.s1of1",
+            "orders.s1of",
+            ".s0of2",
+            "orders.sxof2",
+            "a.s0of257",
+        ] {
+            let key = ViewKey::new(name, 1).unwrap();
+            assert_eq!(key.shard(), None, "{name}");
+            assert_eq!(key.name(), name);
+        }
+        assert!(ViewKey::sharded("orders.s0of2", 1, Shard::new(1, 2).unwrap()).is_err());
+        assert!(Shard::new(2, 2).is_err() && Shard::new(0, 1).is_err() && Shard::new(0, MAX_SHARDS + 1).is_err());
+    }
+
+    #[test]
+    fn streams_spread_over_shards_and_stay_put() {
+        // Part of the stored layout: these values must never change.
+        assert_eq!(
+            [
+                Shard::of_stream("order-o1", 4),
+                Shard::of_stream("order-o2", 4),
+                Shard::of_stream("user-42", 16)
+            ],
+            [2, 3, 11]
+        );
+        let mut counts = [0u32; 4];
+        for i in 0..4000 {
+            counts[Shard::of_stream(&format!("order-{i}"), 4) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
     }
 }
