@@ -433,18 +433,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_shard_key_round_trips_through_its_stored_name() {
-        let key = ViewKey::sharded("orders", 3, Shard::new(2, 4).unwrap()).unwrap();
+    fn a_shard_key_round_trips_through_its_stored_name() -> Result<()> {
+        let key = ViewKey::sharded("orders", 3, Shard::new(2, 4)?)?;
         assert_eq!(key.projection(), "orders.s2of4");
         assert_eq!(key.name(), "orders");
-        assert_eq!(key.shard(), Some(Shard::new(2, 4).unwrap()));
-        let read_back = ViewKey::new(key.projection(), 3).unwrap();
+        assert_eq!(key.shard(), Some(Shard::new(2, 4)?));
+        let read_back = ViewKey::new(key.projection(), 3)?;
         assert_eq!(read_back, key);
-        assert_eq!(read_back.at_version(4).unwrap().shard(), key.shard());
+        assert_eq!(read_back.at_version(4)?.shard(), key.shard());
+        Ok(())
     }
 
     #[test]
-    fn names_that_only_look_like_shards_are_plain_projections() {
+    fn names_that_only_look_like_shards_are_plain_projections() -> Result<()> {
         for name in [
             "orders.s4of4",
             "orders.s01of4",
@@ -454,12 +455,13 @@ mod tests {
             "orders.sxof2",
             "a.s0of257",
         ] {
-            let key = ViewKey::new(name, 1).unwrap();
+            let key = ViewKey::new(name, 1)?;
             assert_eq!(key.shard(), None, "{name}");
             assert_eq!(key.name(), name);
         }
-        assert!(ViewKey::sharded("orders.s0of2", 1, Shard::new(1, 2).unwrap()).is_err());
+        assert!(ViewKey::sharded("orders.s0of2", 1, Shard::new(1, 2)?).is_err());
         assert!(Shard::new(2, 2).is_err() && Shard::new(0, 1).is_err() && Shard::new(0, MAX_SHARDS + 1).is_err());
+        Ok(())
     }
 
     #[test]
