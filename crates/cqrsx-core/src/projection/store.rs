@@ -76,7 +76,12 @@ impl Shard {
 
     /// The shard a stored name ends with, and the name before it.
     fn parse(name: &str) -> Option<(&str, Self)> {
-        let (base, suffix) = name.rsplit_once(".s")?;
+        Self::parse_marked(name, ".s")
+    }
+
+    /// The `{marker}{index}of{count}` a stored name ends with, and the name before it.
+    fn parse_marked<'a>(name: &'a str, marker: &str) -> Option<(&'a str, Self)> {
+        let (base, suffix) = name.rsplit_once(marker)?;
         let (index, count) = suffix.split_once("of")?;
         let canonical =
             |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
@@ -100,11 +105,16 @@ impl fmt::Display for Shard {
 /// A shard's key is stored under the name `{projection}.s{index}of{count}` (so every backend
 /// keeps it as it keeps any projection, with its own lease, fencing token, checkpoint, view,
 /// dead letters and active version); [`ViewKey::new`] reads such a name back as that shard.
+///
+/// A sharded projection's runner processes also hold *member slots*, leases under the name
+/// `{projection}.m{slot}of{count}` ([`ViewKey::member`]); such a key has no view of its own, and
+/// lists of projections leave it out ([`ViewKey::is_member`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ViewKey {
     projection: String,
     version: u32,
     shard: Option<Shard>,
+    member: Option<Shard>,
 }
 
 impl ViewKey {
@@ -125,11 +135,26 @@ impl ViewKey {
             )));
         }
         let shard = Shard::parse(&projection).map(|(_, shard)| shard);
+        let member = Shard::parse_marked(&projection, ".m").map(|(_, slot)| slot);
         Ok(Self {
             projection,
             version,
             shard,
+            member,
         })
+    }
+
+    /// The key of member slot `slot` (slot `index` of `count`) of the processes that run
+    /// `projection` at `version` as `count` shards, stored as `{projection}.m{index}of{count}`:
+    /// a lease a process holds while it takes part in running the shards (see
+    /// [`crate::projection::ShardedRunner`]). It names no view.
+    pub fn member(projection: &str, version: u32, slot: Shard) -> Result<Self> {
+        if Shard::parse(projection).is_some() || Shard::parse_marked(projection, ".m").is_some() {
+            return Err(Error::InvalidInput(format!(
+                "projection {projection:?} already names a shard or a member slot"
+            )));
+        }
+        Self::new(format!("{projection}.m{}of{}", slot.index, slot.count), version)
     }
 
     /// The key of `shard` of `projection` at `version`.
@@ -150,8 +175,12 @@ impl ViewKey {
 
     /// The projection's own name (without a shard's suffix).
     pub fn name(&self) -> &str {
-        match Shard::parse(&self.projection) {
-            Some((base, _)) if self.shard.is_some() => base,
+        match (
+            Shard::parse(&self.projection),
+            Shard::parse_marked(&self.projection, ".m"),
+        ) {
+            (Some((base, _)), _) if self.shard.is_some() => base,
+            (_, Some((base, _))) if self.member.is_some() => base,
             _ => &self.projection,
         }
     }
@@ -159,6 +188,16 @@ impl ViewKey {
     /// The shard this key is of, if it is one.
     pub fn shard(&self) -> Option<Shard> {
         self.shard
+    }
+
+    /// The member slot this key is, if it is one ([`ViewKey::member`]).
+    pub fn member_slot(&self) -> Option<Shard> {
+        self.member
+    }
+
+    /// Whether this key is a member slot rather than a view (lists of views leave it out).
+    pub fn is_member(&self) -> bool {
+        self.member.is_some()
     }
 
     /// The projection's version.
@@ -461,6 +500,23 @@ mod tests {
         }
         assert!(ViewKey::sharded("orders.s0of2", 1, Shard::new(1, 2)?).is_err());
         assert!(Shard::new(2, 2).is_err() && Shard::new(0, 1).is_err() && Shard::new(0, MAX_SHARDS + 1).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_member_slot_key_round_trips_and_names_no_shard() -> Result<()> {
+        let key = ViewKey::member("orders", 2, Shard::new(1, 4)?)?;
+        assert_eq!(key.projection(), "orders.m1of4");
+        assert_eq!(key.name(), "orders");
+        assert_eq!(
+            (key.member_slot(), key.shard(), key.is_member()),
+            (Some(Shard::new(1, 4)?), None, true)
+        );
+        assert_eq!(ViewKey::new(key.projection(), 2)?, key);
+        assert!(!ViewKey::sharded("orders", 2, Shard::new(1, 4)?)?.is_member());
+        assert!(ViewKey::member("orders.s0of2", 1, Shard::new(1, 2)?).is_err());
+        assert!(ViewKey::member("orders.m0of2", 1, Shard::new(1, 2)?).is_err());
+        assert_eq!(ViewKey::new("orders.m4of4", 1)?.member_slot(), None);
         Ok(())
     }
 
