@@ -9,6 +9,7 @@ mod observe;
 mod options;
 mod renewal;
 mod runner;
+mod sharded;
 mod status;
 pub(crate) mod store;
 mod view;
@@ -17,10 +18,13 @@ pub use handle::ProjectionHandle;
 pub use handler::{HandlerResult, Projection};
 pub use options::{ErrorPolicy, OnFailure, RunnerOptions};
 pub use runner::ProjectionRunner;
+#[cfg(feature = "testkit")]
+pub use sharded::ShardFault;
+pub use sharded::{ShardReplays, ShardStatus, ShardedHandle, ShardedRunner};
 pub use status::{ProjectionStatus, RunnerState};
 pub use store::{
-    validate_lease_ttl, LeaseHolder, ParkedEvent, ProjectionStore, ReplayRequests, ViewKey, MAX_LEASE_TTL,
-    MIN_LEASE_TTL,
+    validate_lease_ttl, LeaseHolder, ParkedEvent, ProjectionStore, ReplayRequests, Shard, ViewKey, MAX_LEASE_TTL,
+    MAX_SHARDS, MIN_LEASE_TTL,
 };
 pub(crate) use store::{Commit, Lease, ViewChange, ViewWrite};
 pub use view::{View, MAX_VIEW_DOCUMENT_BYTES};

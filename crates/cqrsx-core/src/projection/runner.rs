@@ -20,7 +20,7 @@ use crate::projection::observe::{apply_span, commit_span, RunnerMetrics};
 use crate::projection::options::{OnFailure, RunnerOptions};
 use crate::projection::renewal::Renewal;
 use crate::projection::status::{ProjectionStatus, Rate, RunnerState};
-use crate::projection::store::{Lease, ParkedEvent, ProjectionStore, ViewKey};
+use crate::projection::store::{Lease, ParkedEvent, ProjectionStore, Shard, ViewKey};
 use crate::projection::view::{Batch, DocCache};
 use crate::projection::Projection;
 use crate::subscription::{subscribe, SubscriptionMessage, SubscriptionOptions};
@@ -58,6 +58,17 @@ pub struct ProjectionRunner {
     events: Arc<dyn EventStore>,
     store: Arc<dyn ProjectionStore>,
     options: RunnerOptions,
+    /// The shard it runs, for a [`super::ShardedRunner`]: its key is the shard's, and it
+    /// skips the events of streams the shard does not own (its checkpoint still moves past
+    /// them).
+    shard: Option<ShardScope>,
+}
+
+/// The shard a runner runs, and whether it keeps to it (a test fault ignores it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ShardScope {
+    pub(super) shard: Shard,
+    pub(super) skips_foreign: bool,
 }
 
 impl std::fmt::Debug for ProjectionRunner {
@@ -78,7 +89,14 @@ impl ProjectionRunner {
             events,
             store,
             options: RunnerOptions::default(),
+            shard: None,
         }
+    }
+
+    /// Runs shard `scope` of the projection only (see [`super::ShardedRunner`]).
+    pub(super) fn for_shard(mut self, scope: ShardScope) -> Self {
+        self.shard = Some(scope);
+        self
     }
 
     /// Replaces the options.
@@ -91,7 +109,10 @@ impl ProjectionRunner {
     /// refused here, before anything runs.
     pub fn spawn(self) -> Result<ProjectionHandle> {
         self.options.validate()?;
-        let key = ViewKey::new(self.projection.name(), self.projection.version())?;
+        let key = match self.shard {
+            Some(scope) => ViewKey::sharded(self.projection.name(), self.projection.version(), scope.shard)?,
+            None => ViewKey::new(self.projection.name(), self.projection.version())?,
+        };
         crate::event_store::validate_filter(&self.projection.filter())?;
         let (status_tx, status_rx) = watch::channel(ProjectionStatus::starting(key.clone()));
         let (commands_tx, commands_rx) = mpsc::channel(8);
@@ -102,6 +123,7 @@ impl ProjectionRunner {
             events: Arc::clone(&self.events),
             store: Arc::clone(&self.store),
             options: self.options,
+            shard: self.shard.filter(|s| s.skips_foreign).map(|s| s.shard),
             status: status_tx,
             commands: commands_rx,
             cache: DocCache::default(),
@@ -141,6 +163,8 @@ struct Run {
     events: Arc<dyn EventStore>,
     store: Arc<dyn ProjectionStore>,
     options: RunnerOptions,
+    /// The shard whose events it applies; the others it only moves its checkpoint past.
+    shard: Option<Shard>,
     status: watch::Sender<ProjectionStatus>,
     commands: mpsc::Receiver<Command>,
     cache: DocCache,
@@ -456,6 +480,9 @@ impl Run {
         let mut parked = 0u64;
         let mut spans = Vec::new();
         for event in &events {
+            if self.shard.is_some_and(|shard| !shard.owns(event.stream.key())) {
+                continue;
+            }
             let span = apply_span(&self.key, event);
             let outcome = self.apply_one(&mut batch, event).instrument(span.clone()).await?;
             spans.push(span);
