@@ -436,6 +436,33 @@ async fn each_case_catches_the_fault_it_guards_against() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_sharded_case_catches_a_broken_sharded_runner() {
+    use cqrsx_core::projection::ShardFault;
+    let faults = [
+        (
+            "projection_shards_apply_each_stream_in_one_shard_once",
+            ShardFault::IgnoresOwnership,
+        ),
+        (
+            "projection_shards_rebalance_as_processes_join_stop_and_die",
+            ShardFault::KeepsExtraShards,
+        ),
+        (
+            "projection_shards_rebalance_as_processes_join_stop_and_die",
+            ShardFault::IgnoresNewMembers,
+        ),
+    ];
+    // Together: a case that catches a balancing fault waits out its bound first.
+    let runs = faults.map(|(case, fault)| async move {
+        let caught = fails(case, Fixture::in_memory().with_shard_fault(fault)).await;
+        (case, fault, caught)
+    });
+    for (case, fault, caught) in futures::future::join_all(runs).await {
+        assert!(caught, "{case} did not catch {fault:?}");
+    }
+}
+
 /// Restores a state that does not match the stream.
 struct LyingSnapshots;
 

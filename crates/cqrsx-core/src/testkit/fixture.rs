@@ -30,6 +30,9 @@ pub struct Fixture {
     pub stress: Stress,
     /// Names the backend in what cases report (see [`Fixture::with_label`]).
     pub label: &'static str,
+    /// A broken sharded runner, for the meta-test (`None`: the real one).
+    #[doc(hidden)]
+    pub shard_fault: Option<crate::projection::ShardFault>,
 }
 
 /// How hard the stress cases push a backend: sized per backend, so that the whole suite stays
@@ -86,6 +89,7 @@ impl Fixture {
             strategy,
             stress: Stress::FULL,
             label: "",
+            shard_fault: None,
         }
     }
 
@@ -93,6 +97,13 @@ impl Fixture {
     /// `cargo xtask test` shows what a case measured under the backend's summary row).
     pub fn with_label(mut self, label: &'static str) -> Self {
         self.label = label;
+        self
+    }
+
+    /// Runs the sharded cases with a broken sharded runner (the meta-test).
+    #[doc(hidden)]
+    pub fn with_shard_fault(mut self, fault: crate::projection::ShardFault) -> Self {
+        self.shard_fault = Some(fault);
         self
     }
 

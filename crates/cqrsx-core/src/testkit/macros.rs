@@ -41,6 +41,8 @@ macro_rules! __conformance_cases {
             projection_failing_handlers_are_contained,
             projection_forged_and_dropped_leases_write_nothing,
             projection_admin_reads_and_replay_requests,
+            projection_shards_apply_each_stream_in_one_shard_once,
+            projection_shards_rebalance_as_processes_join_stop_and_die,
             bad_input_catalogue,
         }
     };
