@@ -104,6 +104,8 @@ pub struct WorkerSpec {
     pub handler_timeout: Duration,
     pub broken: Broken,
     pub commit_pause: Duration,
+    /// Shards to run the projection as (1: unsharded).
+    pub shards: u16,
 }
 
 impl WorkerSpec {
@@ -119,6 +121,7 @@ impl WorkerSpec {
             handler_timeout: Duration::from_secs(30),
             broken: Broken::None,
             commit_pause: Duration::ZERO,
+            shards: 1,
         }
     }
 }
@@ -140,6 +143,8 @@ impl Worker {
             Broken::StaleShared => "stale-shared".to_string(),
             Broken::DiesOnError => "dies-on-error".to_string(),
             Broken::HidesPanics => "hides-panics".to_string(),
+            Broken::DoubleGrant => "double-grant".to_string(),
+            Broken::IgnoresShards => "ignores-shards".to_string(),
             other => value_name(&other),
         };
         let mut command = Command::new(exe);
@@ -156,6 +161,7 @@ impl Worker {
             .args(["--handler-timeout-ms", &spec.handler_timeout.as_millis().to_string()])
             .args(["--broken", &broken])
             .args(["--commit-pause-ms", &spec.commit_pause.as_millis().to_string()])
+            .args(["--shards", &spec.shards.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());

@@ -7,6 +7,7 @@
 mod harness;
 mod scenarios;
 mod servers;
+mod shards;
 mod target;
 pub mod worker;
 
@@ -47,12 +48,15 @@ pub enum Scenario {
     ServerKills,
     FrozenHolders,
     Handlers,
+    ShardKills,
 }
 
 /// How many of each fault a row gets.
 struct Plan {
     size: Size,
     process_kills: u64,
+    /// Worker processes killed among those sharing a sharded projection.
+    shard_kills: u64,
     server_kills: u64,
     frozen_rounds: u64,
     /// The lease TTL of the frozen-holder scenario. A write the holder sent before it froze
@@ -122,6 +126,15 @@ async fn row(
     if runs(Scenario::FrozenHolders) {
         let c = scenarios::frozen_holder(&mid, plan.size, plan.frozen_rounds, plan.frozen_ttl, Broken::None).await?;
         record(format!("{} frozen lease holders", plan.frozen_rounds), &c, out);
+        counts.add(c);
+    }
+    if runs(Scenario::ShardKills) {
+        let c = shards::shard_kills(&mid, plan.size, plan.shard_kills, Broken::None).await?;
+        record(
+            format!("{} processes killed among 2-4 sharing 4 shards", plan.shard_kills),
+            &c,
+            out,
+        );
         counts.add(c);
     }
     if runs(Scenario::Handlers) {
@@ -197,6 +210,16 @@ async fn meta(base: &Target, servers: &mut Servers, out: &mut (dyn Write + Send)
         out,
     );
     check(
+        "shard kills vs a store that grants a held shard's lease again",
+        shards::shard_kills(&two, size, 6, Broken::DoubleGrant).await?,
+        out,
+    );
+    check(
+        "shard kills vs shards that apply every stream's events",
+        shards::shard_kills(&two, size, 4, Broken::IgnoresShards).await?,
+        out,
+    );
+    check(
         "failing handlers vs a runner that hides panics",
         scenarios::handlers(&two, Broken::HidesPanics).await?,
         out,
@@ -219,6 +242,7 @@ pub async fn run(
             pace: Duration::from_millis(150),
         },
         process_kills: 30,
+        shard_kills: 12,
         server_kills: 10,
         frozen_rounds: 2,
         frozen_ttl: Duration::from_secs(4),
@@ -275,6 +299,7 @@ pub async fn run(
                         pace: Duration::from_millis(1_500),
                     },
                     process_kills: 30,
+                    shard_kills: 8,
                     server_kills: 10,
                     frozen_rounds: 2,
                     frozen_ttl: Duration::from_secs(15),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use cqrsx_core::projection::{
     ErrorPolicy, HandlerResult, LeaseHolder, ParkedEvent, Projection, ProjectionRunner, ReplayRequests, RunnerOptions,
-    View, ViewKey,
+    ShardFault, ShardedRunner, View, ViewKey,
 };
 use cqrsx_core::raw::{Commit, Lease};
 use cqrsx_core::{async_trait, Checkpoint, Error, EventFilter, ProjectionStore, ReadStore, RecordedEvent, Result};
@@ -47,6 +47,11 @@ pub enum Broken {
     DiesOnError,
     /// Swallows a panicking handler's event.
     HidesPanics,
+    /// A store that, asked for a shard's lease another process holds, hands out the holder's
+    /// lease again (two holders apply one shard at once).
+    DoubleGrant,
+    /// A sharded runner whose shards apply every event, not only their own streams'.
+    IgnoresShards,
 }
 
 /// `xtask fault-worker`'s arguments.
@@ -78,6 +83,10 @@ pub struct WorkerArgs {
     /// Print `{"commit": token}` and wait this long before each commit (0: neither).
     #[arg(long, default_value_t = 0)]
     pub commit_pause_ms: u64,
+    /// Run the projection as this many shards (a `ShardedRunner`), sharing them with every
+    /// other worker of the same projection.
+    #[arg(long, default_value_t = 1)]
+    pub shards: u16,
 }
 
 /// A status line.
@@ -213,7 +222,16 @@ struct Wrapped {
 #[async_trait]
 impl ProjectionStore for Wrapped {
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
-        self.inner.acquire(key, owner, ttl).await
+        let granted = self.inner.acquire(key, owner, ttl).await?;
+        if granted.is_none() && self.broken == Broken::DoubleGrant && key.shard().is_some() {
+            // The holder's own lease, handed out a second time: it passes every fence.
+            return Ok(self.inner.holder(key).await?.map(|h| Lease {
+                key: key.clone(),
+                owner: h.owner,
+                token: h.token,
+            }));
+        }
+        Ok(granted)
     }
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<()> {
         self.inner.renew(lease, ttl).await
@@ -345,6 +363,18 @@ pub async fn run(args: WorkerArgs) -> crate::cmd::Result<()> {
         .with_poll_between(Duration::from_millis(2), Duration::from_millis(50))
         .with_handler_timeout(Duration::from_millis(args.handler_timeout_ms))
         .with_errors(errors);
+    if args.shards > 1 {
+        let fault = (args.broken == Broken::IgnoresShards).then_some(ShardFault::IgnoresOwnership);
+        let handle = ShardedRunner::new(projection, stores.events, checkpoints, args.shards)
+            .with_options(options)
+            .with_fault(fault)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        loop {
+            emit(&sharded_line(&handle.local_status(), handle.held().len()));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let handle = ProjectionRunner::new(projection, stores.events, checkpoints)
         .with_options(options)
         .spawn()
@@ -366,5 +396,24 @@ pub async fn run(args: WorkerArgs) -> crate::cmd::Result<()> {
             std::process::exit(3);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One status line for every shard runner of a sharded worker: the states it holds leases in,
+/// its largest token, and the sums of what they applied, parked and retried.
+fn sharded_line(statuses: &[cqrsx_core::projection::ProjectionStatus], held: usize) -> StatusLine {
+    StatusLine {
+        state: format!("{held} shard(s) held"),
+        token: statuses.iter().filter_map(|s| s.token).max(),
+        checkpoint: None,
+        applied: statuses.iter().map(|s| s.applied).sum(),
+        parked: statuses.iter().map(|s| s.parked).sum(),
+        retry: statuses.iter().map(|s| s.retry_attempts).sum(),
+        error: statuses
+            .iter()
+            .filter(|s| s.state == cqrsx_core::projection::RunnerState::Failed)
+            .find_map(|s| s.last_error.clone()),
+        error_position: None,
+        commit: None,
     }
 }
