@@ -10,6 +10,7 @@
 mod args;
 mod output;
 mod projections;
+mod sharded;
 mod streams;
 
 #[cfg(any(feature = "redis", feature = "mongo"))]

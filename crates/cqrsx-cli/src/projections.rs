@@ -31,7 +31,8 @@ async fn resolve(stores: &Stores, which: &Which) -> Result<ViewKey, Failure> {
         .map(ViewKey::version)
         .collect();
     if versions.is_empty() {
-        let mut known: Vec<&str> = views.iter().map(ViewKey::projection).collect();
+        let mut known: Vec<&str> = views.iter().map(ViewKey::name).collect();
+        known.sort_unstable();
         known.dedup();
         return Err(Failure::not_found(format!(
             "no projection {} in this store (known: {})",
@@ -61,7 +62,7 @@ async fn resolve(stores: &Stores, which: &Which) -> Result<ViewKey, Failure> {
 
 /// A stored checkpoint, refused when it covers another number of partitions than the
 /// connection reads (on Redis, a wrong `--partitions`).
-async fn checkpoint_of(stores: &Stores, key: &ViewKey) -> Result<Option<Checkpoint>, Failure> {
+pub(crate) async fn checkpoint_of(stores: &Stores, key: &ViewKey) -> Result<Option<Checkpoint>, Failure> {
     let checkpoint = stores.checkpoints.checkpoint(key).await?;
     let partitions = stores.events.capabilities().partitions;
     match checkpoint {
@@ -74,7 +75,7 @@ async fn checkpoint_of(stores: &Stores, key: &ViewKey) -> Result<Option<Checkpoi
 }
 
 /// How far `checkpoint` is behind the head, per partition.
-fn lag(stores: &Stores, checkpoint: Option<&Checkpoint>, head: &Checkpoint) -> Vec<u64> {
+pub(crate) fn lag(stores: &Stores, checkpoint: Option<&Checkpoint>, head: &Checkpoint) -> Vec<u64> {
     let start = Checkpoint::start(head.partitions());
     let checkpoint = checkpoint.unwrap_or(&start);
     head.positions()
@@ -82,7 +83,7 @@ fn lag(stores: &Stores, checkpoint: Option<&Checkpoint>, head: &Checkpoint) -> V
         .collect()
 }
 
-fn holder_json(holder: Option<&LeaseHolder>) -> Value {
+pub(crate) fn holder_json(holder: Option<&LeaseHolder>) -> Value {
     holder.map_or(Value::Null, |h| {
         json!({
             "owner": h.owner,
@@ -92,7 +93,7 @@ fn holder_json(holder: Option<&LeaseHolder>) -> Value {
     })
 }
 
-fn holder_text(holder: Option<&LeaseHolder>) -> String {
+pub(crate) fn holder_text(holder: Option<&LeaseHolder>) -> String {
     holder.map_or("-".into(), |h| {
         format!("{} (token {}, {} left)", h.owner, h.token, human(h.expires_in))
     })
@@ -112,6 +113,10 @@ pub async fn list(stores: &Stores) -> Result<Output, Failure> {
     ]);
     let mut rows = Vec::new();
     for key in stores.checkpoints.views().await? {
+        if key.is_member() {
+            // A process's membership of a sharded projection, not a view.
+            continue;
+        }
         let active_version = stores.checkpoints.active_version(key.projection()).await?;
         let active = active_version == Some(key.version());
         // A version below the active one was replaced (and its view dropped): it has no lag.
@@ -153,12 +158,44 @@ pub async fn list(stores: &Stores) -> Result<Output, Failure> {
 
 /// `projection …`.
 pub async fn run(stores: &Stores, command: &ProjectionCommand) -> Result<Output, Failure> {
+    if let Some(keys) = sharded_layout(stores, command).await? {
+        let name = command_which(command).name.as_str();
+        return match command {
+            ProjectionCommand::Status { .. } => crate::sharded::status(stores, name, &keys).await,
+            ProjectionCommand::Parked { .. } => crate::sharded::parked(stores, name, &keys).await,
+            ProjectionCommand::ReplayParked { wait, .. } => {
+                crate::sharded::replay(stores, name, &keys, seconds("--wait", *wait)?).await
+            }
+            ProjectionCommand::Rebuild { yes, .. } => crate::sharded::rebuild(stores, name, &keys, *yes).await,
+        };
+    }
     match command {
         ProjectionCommand::Status { which, sample } => status(stores, which, seconds("--sample", *sample)?).await,
         ProjectionCommand::Parked { which } => parked(stores, which).await,
         ProjectionCommand::ReplayParked { which, wait } => replay(stores, which, seconds("--wait", *wait)?).await,
         ProjectionCommand::Rebuild { which, yes } => rebuild(stores, which, *yes).await,
     }
+}
+
+fn command_which(command: &ProjectionCommand) -> &Which {
+    match command {
+        ProjectionCommand::Status { which, .. }
+        | ProjectionCommand::Parked { which }
+        | ProjectionCommand::ReplayParked { which, .. }
+        | ProjectionCommand::Rebuild { which, .. } => which,
+    }
+}
+
+/// The shards a command's name means, when it names a sharded projection (one that has no
+/// key of its own under the name, and shards that do).
+async fn sharded_layout(stores: &Stores, command: &ProjectionCommand) -> Result<Option<Vec<ViewKey>>, Failure> {
+    let which = command_which(command);
+    ViewKey::new(&which.name, which.version.unwrap_or(1))?;
+    let views = stores.checkpoints.views().await?;
+    if views.iter().any(|k| k.projection() == which.name) {
+        return Ok(None);
+    }
+    crate::sharded::layout(stores, which).await
 }
 
 async fn status(stores: &Stores, which: &Which, sample: Duration) -> Result<Output, Failure> {
