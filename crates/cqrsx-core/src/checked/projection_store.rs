@@ -11,9 +11,8 @@ use super::trace::{backend, measured};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::validate_number;
-use crate::projection::{
-    validate_lease_ttl, Commit, Lease, LeaseHolder, ParkedEvent, ProjectionStore, ReplayRequests, ViewChange, ViewKey,
-};
+use crate::projection::{validate_lease_ttl, LeaseHolder, ParkedEvent, ProjectionStore, ReplayRequests, ViewKey};
+use crate::raw::{Commit, Lease, ViewChange};
 use crate::read_store::{has_nested_arrays, ReadStore};
 use crate::stream::validate_id;
 

@@ -12,7 +12,8 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::Position;
 use crate::memory::InMemoryReadStore;
-use crate::projection::{Commit, Lease, LeaseHolder, ParkedEvent, ReplayRequests, ViewChange, ViewKey};
+use crate::projection::{LeaseHolder, ParkedEvent, ReplayRequests, ViewKey};
+use crate::raw::{Commit, Lease, ViewChange};
 use crate::read_store::ReadStore;
 
 struct Held {

@@ -26,5 +26,4 @@ pub use store::{
     validate_lease_ttl, LeaseHolder, ParkedEvent, ProjectionStore, ReplayRequests, Shard, ViewKey, MAX_LEASE_TTL,
     MAX_SHARDS, MIN_LEASE_TTL,
 };
-pub(crate) use store::{Commit, Lease, ViewChange, ViewWrite};
 pub use view::{View, MAX_VIEW_DOCUMENT_BYTES};

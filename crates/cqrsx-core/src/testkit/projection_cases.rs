@@ -16,9 +16,8 @@ use super::Fixture;
 use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::event::Position;
-use crate::projection::{
-    Commit, ErrorPolicy, ProjectionRunner, RunnerOptions, RunnerState, ViewChange, ViewKey, ViewWrite,
-};
+use crate::projection::{ErrorPolicy, ProjectionRunner, RunnerOptions, RunnerState, ViewKey};
+use crate::raw::{Commit, ViewChange, ViewWrite};
 use crate::stream::{ExpectedVersion, StreamId};
 
 /// Contract 11: while writers append (two event types, to streams spread over every

@@ -10,7 +10,8 @@ use super::Fixture;
 use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::event::{Position, Timestamp};
-use crate::projection::{Commit, Lease, ParkedEvent, ProjectionStore, ViewChange, ViewKey, ViewWrite};
+use crate::projection::{ParkedEvent, ProjectionStore, ViewKey};
+use crate::raw::{Commit, Lease, ViewChange, ViewWrite};
 
 /// Everything a commit can write: a document, a checkpoint and a parked event.
 fn everything(partitions: u32, by: &str, offset: u64) -> Commit {
