@@ -11,7 +11,9 @@ mod renewal;
 mod runner;
 mod status;
 pub(crate) mod store;
+mod typed;
 mod view;
+mod views;
 
 pub use handle::ProjectionHandle;
 pub use handler::{HandlerResult, Projection};
@@ -23,4 +25,10 @@ pub use store::{
     MIN_LEASE_TTL,
 };
 pub(crate) use store::{Commit, Lease, ViewChange, ViewWrite};
-pub use view::{View, MAX_VIEW_DOCUMENT_BYTES};
+pub use store::{Shard, MAX_SHARDS};
+#[cfg(feature = "testkit")]
+#[doc(hidden)]
+pub use typed::TypedFault;
+pub use typed::{Envelope, Typed, TypedProjection, UnknownEvents};
+pub use view::{IntoDocument, View, MAX_VIEW_DOCUMENT_BYTES};
+pub use views::Views;

@@ -30,6 +30,10 @@ pub struct Fixture {
     pub stress: Stress,
     /// Names the backend in what cases report (see [`Fixture::with_label`]).
     pub label: &'static str,
+    /// How the typed-projection cases break their adapter (the meta-test's hook; `None` in a
+    /// backend's run).
+    #[doc(hidden)]
+    pub typed_fault: Option<crate::projection::TypedFault>,
 }
 
 /// How hard the stress cases push a backend: sized per backend, so that the whole suite stays
@@ -86,6 +90,7 @@ impl Fixture {
             strategy,
             stress: Stress::FULL,
             label: "",
+            typed_fault: None,
         }
     }
 
@@ -99,6 +104,13 @@ impl Fixture {
     /// Sizes the stress cases.
     pub fn with_stress(mut self, stress: Stress) -> Self {
         self.stress = stress;
+        self
+    }
+
+    /// Breaks the typed-projection adapter the cases build (the meta-test's hook).
+    #[doc(hidden)]
+    pub fn with_typed_fault(mut self, fault: crate::projection::TypedFault) -> Self {
+        self.typed_fault = Some(fault);
         self
     }
 

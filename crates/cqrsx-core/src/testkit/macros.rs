@@ -41,6 +41,8 @@ macro_rules! __conformance_cases {
             projection_failing_handlers_are_contained,
             projection_forged_and_dropped_leases_write_nothing,
             projection_admin_reads_and_replay_requests,
+            typed_projection_decodes_through_the_registry,
+            views_read_the_active_version_of_every_shard,
             bad_input_catalogue,
         }
     };

@@ -20,6 +20,8 @@ mod read_cases;
 mod snapshot_cases;
 mod subscription_cases;
 mod support;
+mod typed_cases;
+mod views_cases;
 
 pub use append_cases::*;
 pub use bad_input::*;
@@ -35,3 +37,5 @@ pub use read_cases::*;
 pub use snapshot_cases::*;
 pub use subscription_cases::*;
 pub use support::{expect_config_errors, report, BasicSnapshots, Counter, CounterEvent};
+pub use typed_cases::*;
+pub use views_cases::*;
