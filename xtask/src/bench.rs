@@ -8,6 +8,7 @@
 mod codec;
 mod mongo;
 mod projection;
+mod projection_typed;
 mod redis;
 mod snapshot;
 mod store;

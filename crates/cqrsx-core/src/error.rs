@@ -178,6 +178,20 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// A document that one shard of a sharded projection should hold was found in several of
+    /// them: the projection keeps a copy per shard (totals combined on read). Read each copy
+    /// with [`crate::projection::Views::get_per_shard`].
+    #[error(
+        "view document {id} of projection {projection} is in shards {shards:?}; read it with Views::get_per_shard"
+    )]
+    InSeveralShards {
+        /// The projection.
+        projection: String,
+        /// The document id.
+        id: String,
+        /// The shards (by index) holding it.
+        shards: Vec<u16>,
+    },
     /// An append the store carried out and acknowledged, but that did not reach the durability
     /// asked for (replicas, a disk) in time: it may or may not survive a failover or a crash.
     /// Sending the same append again (the same event ids) is safe — it is recognised as a retry
@@ -232,6 +246,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::LeaseLost { .. } => "lease_lost",
             Error::Handler { .. } => "handler",
+            Error::InSeveralShards { .. } => "in_several_shards",
             Error::NotDurable { .. } => "not_durable",
             Error::Backend { .. } => "backend",
         }
@@ -255,7 +270,8 @@ impl Error {
             | Error::InvalidInput(_)
             | Error::Config(_)
             | Error::LeaseLost { .. }
-            | Error::Handler { .. } => false,
+            | Error::Handler { .. }
+            | Error::InSeveralShards { .. } => false,
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrsx_core::memory::{InMemoryEventStore, InMemoryReadStore, InMemorySnapshotStore};
+use cqrsx_core::projection::TypedFault;
 use cqrsx_core::testkit::{Fixture, CASES};
 
 #[path = "broken_stores/checkpoints.rs"]
@@ -392,11 +393,25 @@ async fn each_case_catches_the_fault_it_guards_against() {
             "projection_admin_reads_and_replay_requests",
             CheckpointFault::HolderOutlivesRelease,
         ),
+        (
+            "views_read_the_active_version_of_every_shard",
+            CheckpointFault::VersionsShareOneView,
+        ),
     ];
     for (case, fault) in checkpoint_faults {
         assert!(
             fails(case, broken_checkpoints(fault)).await,
             "{case} did not catch {fault:?}"
+        );
+    }
+
+    // A typed adapter that decodes without the registry's upcasters, or passes over what it
+    // cannot decode, must fail the typed case.
+    for fault in [TypedFault::IgnoresUpcasters, TypedFault::SkipsUndecodable] {
+        let fixture = Fixture::in_memory().with_typed_fault(fault);
+        assert!(
+            fails("typed_projection_decodes_through_the_registry", fixture).await,
+            "the typed case did not catch {fault:?}"
         );
     }
 

@@ -19,23 +19,23 @@ use super::{keep, median, time, BenchRow, Measure, Scale};
 use crate::cmd::Result;
 
 /// The page size of the throughput row, for the runner and for the raw read alike.
-const PAGE: usize = 1_000;
+pub(super) const PAGE: usize = 1_000;
 
 /// Streams the throughput row's events are spread over (one view document each).
-const STREAMS: usize = 100;
+pub(super) const STREAMS: usize = 100;
 
 /// Writers of the latency row.
 const WRITERS: usize = 16;
 
 /// A view document: the sum of a stream's amounts.
 #[derive(Default, Serialize, Deserialize)]
-struct Sum {
-    sum: i64,
-    version: u64,
+pub(super) struct Sum {
+    pub(super) sum: i64,
+    pub(super) version: u64,
 }
 
 /// Sums each stream's `Added` amounts into one view document per stream.
-struct Sums {
+pub(super) struct Sums {
     name: String,
     aggregate: String,
     codec: EventCodec,
@@ -65,7 +65,7 @@ impl Projection for Sums {
     }
 }
 
-fn projection(name: String, aggregate: &str) -> Arc<Sums> {
+pub(super) fn projection(name: String, aggregate: &str) -> Arc<Sums> {
     Arc::new(Sums {
         name,
         aggregate: aggregate.to_string(),
@@ -81,7 +81,7 @@ fn added(by: i64) -> Result<NewEvent> {
 
 /// Appends `per_stream` events to each of [`STREAMS`] streams of `aggregate`, in batches of 10
 /// from 10 writers; returns the sum of every amount.
-async fn seed(subject: &Subject, aggregate: &str, per_stream: usize) -> Result<i64> {
+pub(super) async fn seed(subject: &Subject, aggregate: &str, per_stream: usize) -> Result<i64> {
     let tasks: Vec<_> = (0..10)
         .map(|w| {
             let store = Arc::clone(&subject.events);
@@ -140,7 +140,7 @@ async fn read_all_decoded(subject: &Subject, filter: &EventFilter) -> Result<u64
     Ok(total)
 }
 
-async fn caught_up_with_head(subject: &Subject, handle: &ProjectionHandle) -> Result<ProjectionStatus> {
+pub(super) async fn caught_up_with_head(subject: &Subject, handle: &ProjectionHandle) -> Result<ProjectionStatus> {
     let head = subject.events.head().await.map_err(|e| e.to_string())?;
     handle
         .wait_for(Duration::from_secs(600), |s| {
@@ -310,5 +310,6 @@ async fn latency(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>) -> R
 /// The projection rows of one backend.
 pub async fn rows(subject: &Subject, scale: Scale, rows: &mut Vec<BenchRow>) -> Result<()> {
     throughput(subject, scale, rows).await?;
+    super::projection_typed::typed_throughput(subject, scale, rows).await?;
     latency(subject, scale, rows).await
 }

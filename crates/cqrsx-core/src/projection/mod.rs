@@ -12,7 +12,9 @@ mod runner;
 mod sharded;
 mod status;
 pub(crate) mod store;
+mod typed;
 mod view;
+mod views;
 
 pub use handle::ProjectionHandle;
 pub use handler::{HandlerResult, Projection};
@@ -26,4 +28,10 @@ pub use store::{
     validate_lease_ttl, LeaseHolder, ParkedEvent, ProjectionStore, ReplayRequests, Shard, ViewKey, MAX_LEASE_TTL,
     MAX_SHARDS, MIN_LEASE_TTL,
 };
+#[cfg(feature = "testkit")]
+#[doc(hidden)]
+pub use typed::TypedFault;
+pub use typed::{Envelope, Typed, TypedProjection, UnknownEvents};
+pub use view::IntoDocument;
 pub use view::{View, MAX_VIEW_DOCUMENT_BYTES};
+pub use views::Views;

@@ -1,7 +1,9 @@
 //! [`View`]: what a projection handler reads and changes. Changes are staged in a [`Batch`]
 //! and reach the store in one commit with the checkpoint after them.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,6 +102,7 @@ impl Batch {
             batch: self,
             cache,
             position,
+            doc: PhantomData,
         }
     }
 
@@ -165,36 +168,98 @@ impl Batch {
 /// or not at all; so a handler that fails leaves nothing behind, and after a crash the view
 /// holds exactly the events before the checkpoint. Any document shape works: one document per
 /// stream, one fed by every partition, one global total, documents several event types change.
-pub struct View<'a> {
+///
+/// `T` is the document type: [`serde_json::Value`] for an untyped [`super::Projection`], the
+/// projection's own document type for a [`super::TypedProjection`] (documents are stored as
+/// the JSON `T` serializes to). [`View::untyped`] and [`View::typed`] look at the same staged
+/// changes as another type.
+pub struct View<'a, T = Value> {
     batch: &'a mut Batch,
     cache: &'a mut DocCache,
     position: Position,
+    doc: PhantomData<fn() -> T>,
 }
 
-impl std::fmt::Debug for View<'_> {
+impl<T> std::fmt::Debug for View<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("View")
             .field("key", &self.batch.key)
             .field("position", &self.position)
+            .field("document", &std::any::type_name::<T>())
             .finish_non_exhaustive()
     }
 }
 
-impl View<'_> {
+/// What [`View::put`] takes for a view of `T` documents: `&T` for any serializable `T`, or a
+/// [`serde_json::Value`] by value for an untyped view (moved in, not copied).
+pub trait IntoDocument<T: ?Sized> {
+    /// The document as JSON.
+    fn into_document(self) -> serde_json::Result<Value>;
+}
+
+impl IntoDocument<Value> for Value {
+    fn into_document(self) -> serde_json::Result<Value> {
+        Ok(self)
+    }
+}
+
+impl<T: Serialize + ?Sized> IntoDocument<T> for &T {
+    fn into_document(self) -> serde_json::Result<Value> {
+        serde_json::to_value(self)
+    }
+}
+
+/// Decodes a stored document into `T`; a `Value` is cloned, not decoded.
+pub(crate) fn from_document<T: DeserializeOwned + 'static>(id: &str, data: &Value) -> Result<T> {
+    let mut out: Option<T> = None;
+    if let Some(slot) = (&mut out as &mut dyn Any).downcast_mut::<Option<Value>>() {
+        *slot = Some(data.clone());
+    }
+    match out {
+        Some(doc) => Ok(doc),
+        None => T::deserialize(data).map_err(|e| Error::serialization(format!("view document {id}"), e)),
+    }
+}
+
+impl<T> View<'_, T> {
     /// The position of the event being applied.
     pub fn position(&self) -> Position {
         self.position
     }
 
-    /// A document by id.
-    pub async fn get(&mut self, id: &str) -> Result<Option<Value>> {
-        Ok(self.current(id).await?.cloned())
+    /// The same view with documents of type `U` (what was staged stays staged).
+    pub fn typed<U>(&mut self) -> View<'_, U> {
+        View {
+            batch: &mut *self.batch,
+            cache: &mut *self.cache,
+            position: self.position,
+            doc: PhantomData,
+        }
     }
 
-    /// A document decoded into `T` (straight from the view's copy, without cloning it).
-    pub async fn get_model<T: DeserializeOwned>(&mut self, id: &str) -> Result<Option<T>> {
+    /// The same view with untyped documents (JSON values).
+    pub fn untyped(&mut self) -> View<'_, Value> {
+        self.typed()
+    }
+
+    /// A document by id: `None` when there is none.
+    ///
+    /// A stored document that does not decode into `T` is an [`Error::Serialization`] (the
+    /// handler fails, under the runner's error policy).
+    pub async fn get(&mut self, id: &str) -> Result<Option<T>>
+    where
+        T: DeserializeOwned + 'static,
+    {
         match self.current(id).await? {
-            Some(v) => T::deserialize(v)
+            Some(v) => from_document(id, v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A document decoded into any `U` (straight from the view's copy, without cloning it).
+    pub async fn get_model<U: DeserializeOwned>(&mut self, id: &str) -> Result<Option<U>> {
+        match self.current(id).await? {
+            Some(v) => U::deserialize(v)
                 .map(Some)
                 .map_err(|e| Error::serialization(format!("view document {id}"), e)),
             None => Ok(None),
@@ -218,21 +283,41 @@ impl View<'_> {
         Ok(self.cache.docs[id].live(Instant::now()))
     }
 
-    /// Inserts or replaces a document.
-    pub fn put(&mut self, id: &str, data: Value) -> Result<()> {
+    /// Inserts or replaces a document: `&T` (or, in an untyped view, a JSON object by value).
+    /// A document that is not a JSON object, or is larger than [`MAX_VIEW_DOCUMENT_BYTES`], is
+    /// an [`Error::InvalidInput`] and stages nothing.
+    pub fn put(&mut self, id: &str, data: impl IntoDocument<T>) -> Result<()> {
+        let data = data
+            .into_document()
+            .map_err(|e| Error::serialization(format!("view document {id}"), e))?;
         self.stage(id, ViewChange::Put { data, ttl: None })
     }
 
     /// Inserts or replaces a document that expires after `ttl`.
-    pub fn put_with_ttl(&mut self, id: &str, data: Value, ttl: Duration) -> Result<()> {
+    pub fn put_with_ttl(&mut self, id: &str, data: impl IntoDocument<T>, ttl: Duration) -> Result<()> {
         crate::read_store::validate_ttl(ttl)?;
+        let data = data
+            .into_document()
+            .map_err(|e| Error::serialization(format!("view document {id}"), e))?;
         self.stage(id, ViewChange::Put { data, ttl: Some(ttl) })
     }
 
     /// Inserts or replaces a document from any serializable value (a JSON object).
-    pub fn put_model<T: Serialize + ?Sized>(&mut self, id: &str, model: &T) -> Result<()> {
+    pub fn put_model<U: Serialize + ?Sized>(&mut self, id: &str, model: &U) -> Result<()> {
         let data = serde_json::to_value(model).map_err(|e| Error::serialization(format!("view document {id}"), e))?;
-        self.put(id, data)
+        self.stage(id, ViewChange::Put { data, ttl: None })
+    }
+
+    /// Changes a document in place: `f` gets the current one (or `T::default()` when there is
+    /// none), and what it leaves is put back.
+    pub async fn update<F>(&mut self, id: &str, f: F) -> Result<()>
+    where
+        T: Serialize + DeserializeOwned + Default + 'static,
+        F: FnOnce(&mut T),
+    {
+        let mut doc = self.get(id).await?.unwrap_or_default();
+        f(&mut doc);
+        self.put_model(id, &doc)
     }
 
     /// Removes a document.

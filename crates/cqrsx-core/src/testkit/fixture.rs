@@ -33,6 +33,10 @@ pub struct Fixture {
     /// A broken sharded runner, for the meta-test (`None`: the real one).
     #[doc(hidden)]
     pub shard_fault: Option<crate::projection::ShardFault>,
+    /// How the typed-projection cases break their adapter (the meta-test's hook; `None` in a
+    /// backend's run).
+    #[doc(hidden)]
+    pub typed_fault: Option<crate::projection::TypedFault>,
 }
 
 /// How hard the stress cases push a backend: sized per backend, so that the whole suite stays
@@ -90,6 +94,7 @@ impl Fixture {
             stress: Stress::FULL,
             label: "",
             shard_fault: None,
+            typed_fault: None,
         }
     }
 
@@ -110,6 +115,13 @@ impl Fixture {
     /// Sizes the stress cases.
     pub fn with_stress(mut self, stress: Stress) -> Self {
         self.stress = stress;
+        self
+    }
+
+    /// Breaks the typed-projection adapter the cases build (the meta-test's hook).
+    #[doc(hidden)]
+    pub fn with_typed_fault(mut self, fault: crate::projection::TypedFault) -> Self {
+        self.typed_fault = Some(fault);
         self
     }
 

@@ -21,6 +21,8 @@ mod shard_cases;
 mod snapshot_cases;
 mod subscription_cases;
 mod support;
+mod typed_cases;
+mod views_cases;
 
 pub use append_cases::*;
 pub use bad_input::*;
@@ -37,3 +39,5 @@ pub use shard_cases::*;
 pub use snapshot_cases::*;
 pub use subscription_cases::*;
 pub use support::{expect_config_errors, report, BasicSnapshots, Counter, CounterEvent};
+pub use typed_cases::*;
+pub use views_cases::*;
