@@ -71,10 +71,18 @@ impl<A: Aggregate> Repository<A> {
         self
     }
 
-    /// Uses `registry` for schema versions and upcasting, after checking it against the
-    /// aggregate's event enum.
+    /// Uses `registry` for schema versions and upcasting: the service's one registry, which
+    /// may hold the event types of all its aggregates and is shared with its typed projections
+    /// (`Typed::new(projection, repository.codec().clone())`). [`crate::Error::Config`] when the
+    /// aggregate's event type is not an enum. A registry of one aggregate's events can be
+    /// checked against its enum with [`EventRegistry::check_event_enum`].
     pub fn with_registry(mut self, registry: Arc<EventRegistry>) -> Result<Self> {
-        registry.check_event_enum::<A::Event>()?;
+        if crate::tagged::variant_names::<A::Event>().is_empty() {
+            return Err(crate::Error::Config(format!(
+                "{} is not an enum; events must be enum variants",
+                std::any::type_name::<A::Event>()
+            )));
+        }
         self.codec = self.codec.with_registry(registry);
         Ok(self)
     }

@@ -1,9 +1,11 @@
-//! Example 04: read models. Users, products and orders feed five views through projection
-//! runners — `user_view` (a user turns VIP once they have spent over 1,000), `order_summary`,
-//! `customer_orders`, `product_popularity` and a `dashboard` that expires after five minutes.
-//! Commands append while the runners apply; then each view is queried, `product_popularity`
-//! is rebuilt as version 2 while version 1 keeps serving, and every runner's status and lag is
-//! printed.
+//! Example 04: read models. Users, products and orders feed five typed views — `user_view` (a
+//! user turns VIP once they have spent over 1,000), `order_summary`, `customer_orders`,
+//! `product_popularity` and a `dashboard` that expires after five minutes. Each projection gets
+//! decoded events through the service's one registry, so a product listed by the previous
+//! release (schema 1, `title`) reaches `product_popularity` upcast (schema 2, `name`).
+//! `order_summary` runs as two shards shared by two runners. Commands append while the runners
+//! apply; then each view is read through `Views`, `product_popularity` is rebuilt as version 2
+//! while version 1 keeps serving, and every runner's status and lag is printed.
 //!
 //! `cargo run -p example-read-models` runs on the in-memory store; add `--features redis --
 //! --backend redis` or `--features mongo -- --backend mongo` to run it on a server (under a
@@ -18,46 +20,50 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrsx_core::projection::{ErrorPolicy, RunnerOptions};
-use cqrsx_core::projection::{HandlerResult, ProjectionStatus};
-use cqrsx_core::{
-    async_trait, Aggregate, EventCodec, EventFilter, Filter, Position, Projection, ProjectionHandle, ProjectionRunner,
-    ProjectionStore, Query, ReadStore, RecordedEvent, Repository, Result, View,
+use cqrsx_core::projection::{
+    Envelope, ErrorPolicy, HandlerResult, ProjectionStatus, RunnerOptions, ShardedHandle, ShardedRunner, Typed,
+    TypedProjection, Views,
 };
+use cqrsx_core::{
+    async_trait, Aggregate, ContentType, EventCodec, EventRegistry, ExpectedVersion, Filter, Metadata, Position,
+    Projection, ProjectionHandle, ProjectionRunner, Query, Repository, Result, StreamId, View,
+};
+use cqrsx_example_backend::Stores;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
-// The write side: three aggregates.
+// The write side: three aggregates (their state does not matter here).
 
-#[derive(Debug, Default)]
-struct User;
+macro_rules! aggregate {
+    ($name:ident, $type:literal, $event:ident) => {
+        #[derive(Debug, Default)]
+        struct $name;
+        impl Aggregate for $name {
+            const TYPE: &'static str = $type;
+            type Event = $event;
+            fn apply(&mut self, _: &$event) {}
+        }
+    };
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 enum UserEvent {
     Registered { name: String, email: String },
     EmailChanged { email: String },
 }
+aggregate!(User, "User", UserEvent);
 
-impl Aggregate for User {
-    const TYPE: &'static str = "User";
-    type Event = UserEvent;
-    fn apply(&mut self, _: &UserEvent) {}
-}
-
-#[derive(Debug, Default)]
-struct Product;
-
+/// `Listed` is at schema 2: the previous release wrote `title` where it now writes `name`.
 #[derive(Debug, Serialize, Deserialize)]
 enum ProductEvent {
     Listed { name: String, price: u64 },
-    Repriced { price: u64 },
 }
+aggregate!(Product, "Product", ProductEvent);
 
-impl Aggregate for Product {
-    const TYPE: &'static str = "Product";
-    type Event = ProductEvent;
-    fn apply(&mut self, _: &ProductEvent) {}
+/// What the previous release appended (schema 1).
+#[derive(Serialize)]
+enum ProductEventV1 {
+    Listed { title: String, price: u64 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,9 +72,6 @@ struct Line {
     quantity: u64,
     price: u64,
 }
-
-#[derive(Debug, Default)]
-struct Order;
 
 #[derive(Debug, Serialize, Deserialize)]
 enum OrderEvent {
@@ -85,251 +88,282 @@ enum OrderEvent {
         total: u64,
     },
 }
+aggregate!(Order, "Order", OrderEvent);
 
-impl Aggregate for Order {
-    const TYPE: &'static str = "Order";
-    type Event = OrderEvent;
-    fn apply(&mut self, _: &OrderEvent) {}
-}
-
-/// Decodes an event of the aggregate it belongs to.
-fn decode<E: serde::de::DeserializeOwned>(event: &RecordedEvent) -> cqrsx_core::Result<E> {
-    EventCodec::default().decode(event)
+/// The service's one registry: the write side and every projection decode through it.
+fn registry() -> Result<Arc<EventRegistry>> {
+    let registry = EventRegistry::builder()
+        .event("Listed", 2)
+        .upcaster("Listed", 1, |mut v| {
+            let title = v.get_mut("title").map(serde_json::Value::take).ok_or("no title")?;
+            v["name"] = title;
+            Ok(v)
+        })
+        .build()?;
+    Ok(Arc::new(registry))
 }
 
 // ---------------------------------------------------------------------------------------------
-// The read side: five projections, one view each.
+// The read side: five typed projections, one view each.
 
-/// A user with what they spent; VIP past 1,000.
+/// `user_view`: a user with what they spent; VIP past 1,000.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct UserDoc {
+    name: String,
+    email: String,
+    orders: i64,
+    spent: i64,
+    vip: bool,
+}
+
+/// The events `user_view` reads, of two aggregates (types it does not list are skipped).
+#[derive(Deserialize)]
+enum UserViewEvent {
+    Registered { name: String, email: String },
+    EmailChanged { email: String },
+    Placed { customer: String, total: i64 },
+    Cancelled { customer: String, total: i64 },
+}
+
 struct UserView;
 
 #[async_trait]
-impl Projection for UserView {
+impl TypedProjection for UserView {
+    type Event = UserViewEvent;
+    type Document = UserDoc;
     fn name(&self) -> &str {
         "user_view"
     }
-    fn filter(&self) -> EventFilter {
-        EventFilter::aggregate_types(["User", "Order"])
-    }
-    async fn apply(&self, event: &RecordedEvent, view: &mut View<'_>) -> HandlerResult {
-        let (id, change): (String, i64) = match event.aggregate_type() {
-            "User" => {
-                let id = event.stream.id();
-                let mut user = view.get(id).await?.unwrap_or_else(|| json!({"orders": 0, "spent": 0}));
-                match decode::<UserEvent>(event)? {
-                    UserEvent::Registered { name, email } => {
-                        user["name"] = json!(name);
-                        user["email"] = json!(email);
-                    }
-                    UserEvent::EmailChanged { email } => user["email"] = json!(email),
-                }
-                user["vip"] = json!(user["spent"].as_i64().unwrap_or(0) > 1_000);
-                view.put(id, user)?;
-                return Ok(());
-            }
-            _ => match decode::<OrderEvent>(event)? {
-                OrderEvent::Placed { customer, total, .. } => (customer, total as i64),
-                OrderEvent::Cancelled { customer, total } => (customer, -(total as i64)),
-                OrderEvent::Shipped { .. } => return Ok(()),
-            },
+    async fn apply(&self, e: &Envelope<'_, UserViewEvent>, view: &mut View<'_, UserDoc>) -> HandlerResult {
+        let id = match &e.event {
+            UserViewEvent::Placed { customer, .. } | UserViewEvent::Cancelled { customer, .. } => customer,
+            _ => e.aggregate_id(),
         };
-        let mut user = view.get(&id).await?.unwrap_or_else(|| json!({"orders": 0, "spent": 0}));
-        let spent = user["spent"].as_i64().unwrap_or(0) + change;
-        let orders = user["orders"].as_i64().unwrap_or(0) + change.signum();
-        user["spent"] = json!(spent);
-        user["orders"] = json!(orders);
-        user["vip"] = json!(spent > 1_000);
-        view.put(&id, user)?;
+        view.update(id, |u| {
+            match &e.event {
+                UserViewEvent::Registered { name, email } => (u.name, u.email) = (name.clone(), email.clone()),
+                UserViewEvent::EmailChanged { email } => u.email.clone_from(email),
+                UserViewEvent::Placed { total, .. } => (u.orders, u.spent) = (u.orders + 1, u.spent + total),
+                UserViewEvent::Cancelled { total, .. } => (u.orders, u.spent) = (u.orders - 1, u.spent - total),
+            }
+            u.vip = u.spent > 1_000;
+        })
+        .await?;
         Ok(())
     }
 }
 
-/// One document per order.
-struct OrderSummary;
+/// `order_summary`: one document per order (so it runs as shards: an order is one stream).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct OrderDoc {
+    customer: String,
+    items: u64,
+    total: u64,
+    status: String,
+}
 
 /// Stands for a service `order_summary` calls (the warehouse that reserves an order's stock):
 /// `false` while it is down. `--serve` takes it down for a while.
 static WAREHOUSE_UP: AtomicBool = AtomicBool::new(true);
 
+struct OrderSummary;
+
 #[async_trait]
-impl Projection for OrderSummary {
+impl TypedProjection for OrderSummary {
+    type Event = OrderEvent;
+    type Document = OrderDoc;
     fn name(&self) -> &str {
         "order_summary"
     }
-    fn filter(&self) -> EventFilter {
-        EventFilter::aggregate_types(["Order"])
-    }
-    async fn apply(&self, event: &RecordedEvent, view: &mut View<'_>) -> HandlerResult {
-        let id = event.stream.id();
-        let status = match decode::<OrderEvent>(event)? {
-            OrderEvent::Placed { customer, lines, total } => {
-                if !WAREHOUSE_UP.load(Ordering::SeqCst) {
-                    return Err(format!("the warehouse is down: cannot reserve the stock of {id}").into());
-                }
-                let items: u64 = lines.iter().map(|l| l.quantity).sum();
-                view.put(
-                    id,
-                    json!({"customer": customer, "items": items, "total": total, "status": "placed"}),
-                )?;
-                return Ok(());
-            }
-            OrderEvent::Shipped { .. } => "shipped",
-            OrderEvent::Cancelled { .. } => "cancelled",
-        };
-        if let Some(mut order) = view.get(id).await? {
-            order["status"] = json!(status);
-            view.put(id, order)?;
+    async fn apply(&self, e: &Envelope<'_, OrderEvent>, view: &mut View<'_, OrderDoc>) -> HandlerResult {
+        let id = e.aggregate_id();
+        if matches!(e.event, OrderEvent::Placed { .. }) && !WAREHOUSE_UP.load(Ordering::SeqCst) {
+            return Err(format!("the warehouse is down: cannot reserve the stock of {id}").into());
         }
+        view.update(id, |o| match &e.event {
+            OrderEvent::Placed { customer, lines, total } => {
+                o.customer.clone_from(customer);
+                o.items = lines.iter().map(|l| l.quantity).sum();
+                o.total = *total;
+                o.status = "placed".into();
+            }
+            OrderEvent::Shipped { .. } => o.status = "shipped".into(),
+            OrderEvent::Cancelled { .. } => o.status = "cancelled".into(),
+        })
+        .await?;
         Ok(())
     }
 }
 
-/// Each customer's orders.
+/// `customer_orders`: each customer's orders and their status.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CustomerDoc {
+    orders: BTreeMap<String, String>,
+}
+
 struct CustomerOrders;
 
 #[async_trait]
-impl Projection for CustomerOrders {
+impl TypedProjection for CustomerOrders {
+    type Event = OrderEvent;
+    type Document = CustomerDoc;
     fn name(&self) -> &str {
         "customer_orders"
     }
-    fn filter(&self) -> EventFilter {
-        EventFilter::aggregate_types(["Order"])
-    }
-    async fn apply(&self, event: &RecordedEvent, view: &mut View<'_>) -> HandlerResult {
-        let order = event.stream.id().to_string();
-        let (customer, status, total) = match decode::<OrderEvent>(event)? {
-            OrderEvent::Placed { customer, total, .. } => (customer, "placed", Some(total)),
-            OrderEvent::Shipped { customer } => (customer, "shipped", None),
-            OrderEvent::Cancelled { customer, .. } => (customer, "cancelled", None),
+    async fn apply(&self, e: &Envelope<'_, OrderEvent>, view: &mut View<'_, CustomerDoc>) -> HandlerResult {
+        let (customer, status) = match &e.event {
+            OrderEvent::Placed { customer, total, .. } => (customer, format!("placed ({total})")),
+            OrderEvent::Shipped { customer } => (customer, "shipped".into()),
+            OrderEvent::Cancelled { customer, .. } => (customer, "cancelled".into()),
         };
-        let mut history = view.get(&customer).await?.unwrap_or_else(|| json!({"orders": {}}));
-        let entry = &mut history["orders"][&order];
-        entry["status"] = json!(status);
-        if let Some(total) = total {
-            entry["total"] = json!(total);
-        }
-        view.put(&customer, history)?;
+        view.update(customer, |c| {
+            c.orders.insert(e.aggregate_id().to_string(), status);
+        })
+        .await?;
         Ok(())
     }
 }
 
-/// Units sold and revenue per product; version 2 also counts the orders a product was in.
+/// `product_popularity`: units sold and revenue per product; version 2 also counts orders.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ProductDoc {
+    name: String,
+    units: u64,
+    revenue: u64,
+    orders: u64,
+}
+
+#[derive(Deserialize)]
+enum PopularityEvent {
+    Listed { name: String },
+    Placed { lines: Vec<Line> },
+}
+
 struct ProductPopularity {
     version: u32,
 }
 
 #[async_trait]
-impl Projection for ProductPopularity {
+impl TypedProjection for ProductPopularity {
+    type Event = PopularityEvent;
+    type Document = ProductDoc;
     fn name(&self) -> &str {
         "product_popularity"
     }
     fn version(&self) -> u32 {
         self.version
     }
-    fn filter(&self) -> EventFilter {
-        EventFilter::aggregate_types(["Product", "Order"])
-    }
-    async fn apply(&self, event: &RecordedEvent, view: &mut View<'_>) -> HandlerResult {
-        if event.aggregate_type() == "Product" {
-            if let ProductEvent::Listed { name, .. } = decode::<ProductEvent>(event)? {
-                let id = event.stream.id();
-                let mut product = view.get(id).await?.unwrap_or_else(|| json!({"units": 0, "revenue": 0}));
-                product["name"] = json!(name);
-                view.put(id, product)?;
-            }
-            return Ok(());
-        }
-        if let OrderEvent::Placed { lines, .. } = decode::<OrderEvent>(event)? {
-            for line in lines {
-                let mut product = view
-                    .get(&line.product)
-                    .await?
-                    .unwrap_or_else(|| json!({"units": 0, "revenue": 0}));
-                product["units"] = json!(product["units"].as_u64().unwrap_or(0) + line.quantity);
-                product["revenue"] = json!(product["revenue"].as_u64().unwrap_or(0) + line.quantity * line.price);
-                if self.version >= 2 {
-                    product["orders"] = json!(product["orders"].as_u64().unwrap_or(0) + 1);
+    async fn apply(&self, e: &Envelope<'_, PopularityEvent>, view: &mut View<'_, ProductDoc>) -> HandlerResult {
+        match &e.event {
+            PopularityEvent::Listed { name } => view.update(e.aggregate_id(), |p| p.name.clone_from(name)).await?,
+            PopularityEvent::Placed { lines } => {
+                for line in lines {
+                    view.update(&line.product, |p| {
+                        p.units += line.quantity;
+                        p.revenue += line.quantity * line.price;
+                        p.orders += u64::from(self.version >= 2);
+                    })
+                    .await?;
                 }
-                view.put(&line.product, product)?;
             }
         }
         Ok(())
     }
 }
 
-/// Today's totals, kept for five minutes after the last change.
+/// `dashboard`: today's counts by what happened, and the revenue, kept for five minutes after
+/// the last change.
+type Today = BTreeMap<String, u64>;
+
+#[derive(Deserialize)]
+enum DashboardEvent {
+    Registered {},
+    Listed {},
+    Placed { total: u64 },
+    Shipped {},
+    Cancelled {},
+}
+
 struct Dashboard;
 
 #[async_trait]
-impl Projection for Dashboard {
+impl TypedProjection for Dashboard {
+    type Event = DashboardEvent;
+    type Document = Today;
     fn name(&self) -> &str {
         "dashboard"
     }
-    async fn apply(&self, event: &RecordedEvent, view: &mut View<'_>) -> HandlerResult {
-        let mut today = view.get("today").await?.unwrap_or_else(|| json!({}));
-        let mut bump = |field: &str, by: u64| {
-            today[field] = json!(today[field].as_u64().unwrap_or(0) + by);
-        };
-        match (event.aggregate_type(), event.event_type.as_str()) {
-            ("User", "Registered") => bump("users", 1),
-            ("Product", "Listed") => bump("products", 1),
-            ("Order", "Placed") => {
-                if let OrderEvent::Placed { total, .. } = decode(event)? {
-                    bump("orders", 1);
-                    bump("revenue", total);
-                }
-            }
-            ("Order", "Shipped") => bump("shipped", 1),
-            ("Order", "Cancelled") => bump("cancelled", 1),
-            _ => return Ok(()),
+    async fn apply(&self, e: &Envelope<'_, DashboardEvent>, view: &mut View<'_, Today>) -> HandlerResult {
+        let mut today = view.get("today").await?.unwrap_or_default();
+        *today.entry(e.event_type().to_string()).or_default() += 1;
+        if let DashboardEvent::Placed { total } = e.event {
+            *today.entry("revenue".into()).or_default() += total;
         }
-        view.put_with_ttl("today", today, Duration::from_secs(5 * 60))?;
+        view.put_with_ttl("today", &today, Duration::from_secs(5 * 60))?;
         Ok(())
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 
-fn start(projection: Arc<dyn Projection>, stores: &cqrsx_example_backend::Stores) -> Result<ProjectionHandle> {
-    let options = RunnerOptions::default()
+fn options(owner: &str) -> RunnerOptions {
+    RunnerOptions::default()
+        .with_owner(owner)
         .with_lease_ttl(Duration::from_secs(5))
         .with_poll_between(Duration::from_millis(2), Duration::from_millis(100))
         // An event that still fails after two retries is parked, and the rest goes on.
         .with_errors(ErrorPolicy {
             backoff: Duration::from_millis(20),
             ..ErrorPolicy::park_after(2)
-        });
-    ProjectionRunner::new(projection, Arc::clone(&stores.events), Arc::clone(&stores.checkpoints))
-        .with_options(options)
+        })
+}
+
+/// A typed projection over the service's codec, on a runner of its own.
+fn start<P: TypedProjection>(projection: P, codec: &EventCodec, stores: &Stores) -> Result<ProjectionHandle> {
+    let typed: Arc<dyn Projection> = Arc::new(Typed::new(projection, codec.clone())?);
+    ProjectionRunner::new(typed, Arc::clone(&stores.events), Arc::clone(&stores.checkpoints))
+        .with_options(options(&format!("example-04-{}", std::process::id())))
         .spawn()
 }
 
-/// Waits until every runner has applied everything up to `positions`.
-async fn caught_up(handles: &[&ProjectionHandle], positions: &BTreeMap<u32, Position>) -> Result<()> {
+/// `order_summary` as two shards; each call is one more runner sharing them (a process, in a
+/// real deployment).
+fn start_sharded(codec: &EventCodec, stores: &Stores, runner: &str) -> Result<ShardedHandle> {
+    let typed: Arc<dyn Projection> = Arc::new(Typed::new(OrderSummary, codec.clone())?);
+    ShardedRunner::new(typed, Arc::clone(&stores.events), Arc::clone(&stores.checkpoints), 2)
+        .with_options(options(&format!("example-04-{}-{runner}", std::process::id())))
+        .spawn()
+}
+
+fn print_status(s: &ProjectionStatus) {
+    let checkpoint = s.checkpoint.as_ref().map(ToString::to_string).unwrap_or_default();
+    println!(
+        "  {:<28} {:<10} applied {:>3}  lag {:>2}  {:>8.0} events/s  parked {}  checkpoint {checkpoint}",
+        s.key.to_string(),
+        format!("{:?}", s.state),
+        s.applied,
+        s.total_lag(),
+        s.events_per_sec,
+        s.parked
+    );
+}
+
+/// Every runner's status, then each shard of `order_summary` as the store has it.
+async fn print_all(handles: &[&ProjectionHandle], summary: &ShardedHandle) -> Result<()> {
     for handle in handles {
-        for position in positions.values() {
-            handle.wait_until_caught_up(*position, Duration::from_secs(60)).await?;
-        }
+        print_status(&handle.status().await);
+    }
+    for shard in summary.status().await? {
+        let holder = shard.holder.as_ref().map(|h| h.owner.clone()).unwrap_or_default();
+        let checkpoint = shard.checkpoint.as_ref().map(ToString::to_string).unwrap_or_default();
+        println!(
+            "  {:<28} held by {holder}  lag {:>2}  parked {}  checkpoint {checkpoint}",
+            shard.key.to_string(),
+            shard.total_lag(),
+            shard.parked
+        );
     }
     Ok(())
-}
-
-async fn view(checkpoints: &dyn ProjectionStore, projection: &str) -> Result<Arc<dyn ReadStore>> {
-    Ok(checkpoints.active_view(projection).await?.1)
-}
-
-fn print_status(status: &ProjectionStatus) {
-    println!(
-        "  {:<22} {:<10} applied {:>3}  lag {:>2} (per partition {:?})  {:>8.0} events/s  parked {}  checkpoint {}",
-        status.key.to_string(),
-        format!("{:?}", status.state),
-        status.applied,
-        status.total_lag(),
-        status.lag,
-        status.events_per_sec,
-        status.parked,
-        status.checkpoint.as_ref().map(ToString::to_string).unwrap_or_default(),
-    );
 }
 
 /// `--serve SECONDS`, when given.
@@ -346,29 +380,18 @@ fn serve_for() -> Result<Option<u64>> {
 
 /// Keeps the runners up for `seconds` while the warehouse is down for the first ten: order o9
 /// is parked by `order_summary`, for the `cqrsx` command line to show and replay.
-async fn serve(
-    orders: &Repository<Order>,
-    stores: &cqrsx_example_backend::Stores,
-    summary: &ProjectionHandle,
-    seconds: u64,
-) -> Result<()> {
-    println!(
-        "
-the warehouse goes down; order o9 comes in …"
-    );
+async fn serve(orders: &Repository<Order>, stores: &Stores, summary: &ShardedHandle, seconds: u64) -> Result<()> {
+    println!("\nthe warehouse goes down; order o9 comes in …");
     WAREHOUSE_UP.store(false, Ordering::SeqCst);
-    let mut order = orders.create("o9")?;
-    order.record(OrderEvent::Placed {
-        customer: "bo".into(),
-        lines: vec![Line {
-            product: "mouse".into(),
-            quantity: 1,
-            price: 40,
-        }],
-        total: 40,
-    });
-    orders.save(&mut order).await?;
-    summary.wait_for(Duration::from_secs(60), |s| s.parked >= 1).await?;
+    let lines = vec![Line {
+        product: "mouse".into(),
+        quantity: 1,
+        price: 40,
+    }];
+    place(orders, "o9", "bo", lines).await?;
+    while summary.status().await?.iter().map(|s| s.parked).sum::<u64>() == 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     println!("order_summary parked o9; the warehouse is back in 10 s. Serving for {seconds} s:");
     match &stores.cli {
         Some(cli) => println!("  cqrsx {cli} projection parked order_summary"),
@@ -382,36 +405,50 @@ the warehouse goes down; order o9 comes in …"
     Ok(())
 }
 
+async fn place(orders: &Repository<Order>, id: &str, customer: &str, lines: Vec<Line>) -> Result<Option<Position>> {
+    let total = lines.iter().map(|l| l.quantity * l.price).sum();
+    let mut order = orders.create(id)?;
+    order.record(OrderEvent::Placed {
+        customer: customer.into(),
+        lines,
+        total,
+    });
+    Ok(orders.save(&mut order).await?.map(|r| r.position))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let run = cqrsx_core::Uuid::now_v7().simple().to_string()[20..].to_string();
     let stores = cqrsx_example_backend::connect_fresh("read_models", &run).await?;
     println!("backend: {}", stores.name);
-    let users = Repository::<User>::new(Arc::clone(&stores.events));
-    let products = Repository::<Product>::new(Arc::clone(&stores.events));
-    let orders = Repository::<Order>::new(Arc::clone(&stores.events));
+    let registry = registry()?;
+    let users = Repository::<User>::new(Arc::clone(&stores.events)).with_registry(Arc::clone(&registry))?;
+    let products = Repository::<Product>::new(Arc::clone(&stores.events)).with_registry(Arc::clone(&registry))?;
+    let orders = Repository::<Order>::new(Arc::clone(&stores.events)).with_registry(registry)?;
+    let codec = orders.codec().clone();
 
     // The runners start first and follow the log while the commands below append.
-    let user_view = start(Arc::new(UserView), &stores)?;
-    let order_summary = start(Arc::new(OrderSummary), &stores)?;
-    let customer_orders = start(Arc::new(CustomerOrders), &stores)?;
-    let popularity_v1 = start(Arc::new(ProductPopularity { version: 1 }), &stores)?;
-    let dashboard = start(Arc::new(Dashboard), &stores)?;
+    let user_view = start(UserView, &codec, &stores)?;
+    let customer_orders = start(CustomerOrders, &codec, &stores)?;
+    let popularity_v1 = start(ProductPopularity { version: 1 }, &codec, &stores)?;
+    let dashboard = start(Dashboard, &codec, &stores)?;
+    let summary_a = start_sharded(&codec, &stores, "a")?;
+    let summary_b = start_sharded(&codec, &stores, "b")?;
 
     let mut last: BTreeMap<u32, Position> = BTreeMap::new();
-    let mut note = |result: Option<cqrsx_core::AppendResult>| {
-        if let Some(r) = result {
-            let p = last.entry(r.position.partition).or_insert(r.position);
-            *p = (*p).max(r.position);
+    let mut note = |p: Option<Position>| {
+        if let Some(p) = p {
+            last.entry(p.partition).and_modify(|l| *l = (*l).max(p)).or_insert(p);
         }
     };
     for (id, name) in [("ana", "Ana"), ("bo", "Bo"), ("chen", "Chen"), ("dara", "Dara")] {
         let mut user = users.create(id)?;
+        let email = format!("{id}@example.com");
         user.record(UserEvent::Registered {
             name: name.into(),
-            email: format!("{id}@example.com"),
+            email,
         });
-        note(users.save(&mut user).await?);
+        note(users.save(&mut user).await?.map(|r| r.position));
     }
     let catalogue = [
         ("kbd", "Keyboard", 120),
@@ -419,13 +456,30 @@ async fn main() -> Result<()> {
         ("screen", "Screen", 450),
         ("desk", "Desk", 600),
     ];
-    for (id, name, price) in catalogue {
+    // The previous release listed the first two products (schema 1, with `title`).
+    let previous_release = EventCodec::new(ContentType::Json);
+    for (id, name, price) in &catalogue[..2] {
+        let listed = ProductEventV1::Listed {
+            title: (*name).into(),
+            price: *price,
+        };
+        let (stream, event) = (
+            StreamId::new("Product", *id)?,
+            previous_release.encode(&listed, Metadata::default())?,
+        );
+        let appended = stores
+            .events
+            .append(&stream, ExpectedVersion::NoStream, vec![event])
+            .await?;
+        note(Some(appended.position));
+    }
+    for (id, name, price) in &catalogue[2..] {
         let mut product = products.create(id)?;
         product.record(ProductEvent::Listed {
-            name: name.into(),
-            price,
+            name: (*name).into(),
+            price: *price,
         });
-        note(products.save(&mut product).await?);
+        note(products.save(&mut product).await?.map(|r| r.position));
     }
     // Orders from several customers at once, as requests of a service would come in.
     let placed = [
@@ -440,137 +494,137 @@ async fn main() -> Result<()> {
     let mut tasks = Vec::new();
     for (order_id, customer, items) in placed {
         let orders = orders.clone();
-        let lines: Vec<Line> = items
+        let lines = items
             .iter()
-            .map(|(product, quantity)| Line {
-                product: (*product).into(),
-                quantity: *quantity,
-                price: catalogue.iter().find(|c| c.0 == *product).map_or(0, |c| c.2),
+            .map(|&(product, quantity)| {
+                let price = catalogue.iter().find(|c| c.0 == product).map_or(0, |c| c.2);
+                Line {
+                    product: product.into(),
+                    quantity,
+                    price,
+                }
             })
             .collect();
-        tasks.push(tokio::spawn(async move {
-            let total = lines.iter().map(|l| l.quantity * l.price).sum();
-            let mut order = orders.create(order_id)?;
-            order.record(OrderEvent::Placed {
-                customer: customer.into(),
-                lines,
-                total,
-            });
-            orders.save(&mut order).await
-        }));
+        tasks.push(tokio::spawn(
+            async move { place(&orders, order_id, customer, lines).await },
+        ));
     }
     for task in tasks {
         note(task.await.map_err(|e| cqrsx_core::Error::backend(false, e))??);
     }
     for (order_id, customer, ship) in [("o1", "ana", true), ("o2", "bo", true), ("o7", "chen", false)] {
         let mut order = orders.load(order_id).await?;
+        let customer = customer.to_string();
         order.record(if ship {
-            OrderEvent::Shipped {
-                customer: customer.into(),
-            }
+            OrderEvent::Shipped { customer }
         } else {
-            OrderEvent::Cancelled {
-                customer: customer.into(),
-                total: 40,
-            }
+            OrderEvent::Cancelled { customer, total: 40 }
         });
-        note(orders.save(&mut order).await?);
+        note(orders.save(&mut order).await?.map(|r| r.position));
     }
 
-    // Read your own writes: wait until every runner has applied the last append.
-    caught_up(
-        &[&user_view, &order_summary, &customer_orders, &popularity_v1, &dashboard],
-        &last,
-    )
-    .await?;
-    let checkpoints = stores.checkpoints.as_ref();
+    // Read your own writes: wait until every runner (and every shard) has applied the last append.
+    let wait = Duration::from_secs(60);
+    for p in last.values() {
+        for handle in [&user_view, &customer_orders, &popularity_v1, &dashboard] {
+            handle.wait_until_caught_up(*p, wait).await?;
+        }
+        summary_a.wait_until_caught_up(*p, wait).await?;
+    }
+    let views = Views::new(Arc::clone(&stores.checkpoints));
 
     println!("\nuser_view — VIP customers (spent over 1,000):");
     let vips = Query::all().filter(Filter::eq("vip", true)).sort_desc("spent");
-    for doc in view(checkpoints, "user_view").await?.query(&vips).await? {
-        println!(
-            "  {:<5} {:<7} spent {:>5} in {} orders",
-            doc.id, doc.data["name"], doc.data["spent"], doc.data["orders"]
-        );
+    for (id, u) in views.query::<UserDoc>("user_view", &vips).await? {
+        println!("  {id:<5} {:<7} spent {:>5} in {} orders", u.name, u.spent, u.orders);
     }
-    println!("\norder_summary — the three largest orders:");
+    println!("\norder_summary (2 shards) — the three largest orders:");
     let largest = Query::all().sort_desc("total").page(0, 3);
-    for doc in view(checkpoints, "order_summary").await?.query(&largest).await? {
+    for (id, o) in views.query::<OrderDoc>("order_summary", &largest).await? {
         println!(
-            "  {:<3} {:<5} {} items, total {:>4}, {}",
-            doc.id, doc.data["customer"], doc.data["items"], doc.data["total"], doc.data["status"]
+            "  {id:<3} {:<5} {} items, total {:>4}, {}",
+            o.customer, o.items, o.total, o.status
         );
     }
+    println!(
+        "  shards held: runner a {:?}, runner b {:?}",
+        summary_a.held().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        summary_b.held().iter().map(ToString::to_string).collect::<Vec<_>>()
+    );
     println!("\ncustomer_orders — chen:");
-    if let Some(history) = view(checkpoints, "customer_orders").await?.get("chen").await? {
-        println!("  {history}");
+    if let Some(chen) = views.get::<CustomerDoc>("customer_orders", "chen").await? {
+        println!("  {:?}", chen.orders);
     }
-    println!("\nproduct_popularity v1 — by units sold:");
+    println!("\nproduct_popularity v1 — by units sold (kbd and mouse were listed with schema 1, upcast):");
     let popular = Query::all().sort_desc("units");
-    for doc in view(checkpoints, "product_popularity").await?.query(&popular).await? {
+    for (id, p) in views.query::<ProductDoc>("product_popularity", &popular).await? {
         println!(
-            "  {:<6} {:<10} {:>2} units, revenue {:>5}",
-            doc.id, doc.data["name"], doc.data["units"], doc.data["revenue"]
+            "  {id:<6} {:<10} {:>2} units, revenue {:>5}",
+            p.name, p.units, p.revenue
         );
     }
     println!("\ndashboard (expires five minutes after its last change):");
-    if let Some(today) = view(checkpoints, "dashboard").await?.get("today").await? {
-        println!("  {today}");
+    if let Some(today) = views.get::<Today>("dashboard", "today").await? {
+        println!("  {today:?}");
     }
 
     // Rebuild: version 2 reads every event from the start into a view of its own while
     // version 1 keeps serving; once caught up it becomes the active version, version 1 steps
     // down and its view is dropped.
     println!("\nrebuilding product_popularity as version 2 (it also counts orders) …");
-    let popularity_v2 = start(Arc::new(ProductPopularity { version: 2 }), &stores)?;
-    popularity_v1.wait_for(Duration::from_secs(60), |s| s.ended()).await?;
-    let (active, rebuilt) = checkpoints.active_view("product_popularity").await?;
+    let popularity_v2 = start(ProductPopularity { version: 2 }, &codec, &stores)?;
+    popularity_v1.wait_for(wait, |s| s.ended()).await?;
+    let active: Vec<String> = views
+        .active("product_popularity")
+        .await?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     println!(
-        "active version: {active}; version 1 ended {:?}",
+        "active: {active:?}; version 1 ended {:?}",
         popularity_v1.status().await.state
     );
-    for doc in rebuilt.query(&popular).await? {
+    for (id, p) in views.query::<ProductDoc>("product_popularity", &popular).await? {
+        let orders = p.orders;
         println!(
-            "  {:<6} {:<10} {:>2} units in {} orders, revenue {:>5}",
-            doc.id, doc.data["name"], doc.data["units"], doc.data["orders"], doc.data["revenue"]
+            "  {id:<6} {:<10} {:>2} units in {orders} orders, revenue {:>5}",
+            p.name, p.units, p.revenue
         );
     }
 
     // Status and lag while an order comes in: the lag shows, then the runners catch up.
-    let mut order = orders.create("o8")?;
-    order.record(OrderEvent::Placed {
-        customer: "dara".into(),
-        lines: vec![Line {
-            product: "desk".into(),
-            quantity: 1,
-            price: 600,
-        }],
-        total: 600,
-    });
-    let late = orders.save(&mut order).await?;
-    let handles = [&user_view, &order_summary, &customer_orders, &popularity_v2, &dashboard];
+    let desk = vec![Line {
+        product: "desk".into(),
+        quantity: 1,
+        price: 600,
+    }];
+    let late = place(&orders, "o8", "dara", desk).await?;
+    let handles = [&user_view, &customer_orders, &popularity_v2, &dashboard];
     println!("\nstatus right after order o8:");
-    for handle in handles {
-        print_status(&handle.status().await);
-    }
-    if let Some(r) = late {
-        caught_up(&handles, &BTreeMap::from([(r.position.partition, r.position)])).await?;
+    print_all(&handles, &summary_a).await?;
+    if let Some(p) = late {
+        for handle in handles {
+            handle.wait_until_caught_up(p, wait).await?;
+        }
+        summary_a.wait_until_caught_up(p, wait).await?;
     }
     println!("status once caught up:");
     for handle in handles {
         // The lag is read from the log's head a few times a second.
-        let status = handle.wait_for(Duration::from_secs(10), |s| s.total_lag() == 0).await?;
-        print_status(&status);
+        handle.wait_for(Duration::from_secs(10), |s| s.total_lag() == 0).await?;
     }
-    let dara = view(checkpoints, "user_view").await?.get("dara").await?;
-    println!("dara is now: {}", dara.unwrap_or_default());
+    print_all(&handles, &summary_a).await?;
+    let dara = views.get::<UserDoc>("user_view", "dara").await?;
+    println!("dara is now: {dara:?}");
 
     if let Some(seconds) = serve_for()? {
-        serve(&orders, &stores, &order_summary, seconds).await?;
+        serve(&orders, &stores, &summary_a, seconds).await?;
     }
-    for handle in [user_view, order_summary, customer_orders, popularity_v2, dashboard] {
+    for handle in [user_view, customer_orders, popularity_v2, dashboard] {
         handle.stop().await?;
     }
+    summary_a.stop().await?;
+    summary_b.stop().await?;
     let _ = popularity_v1.join().await;
     Ok(())
 }
