@@ -546,6 +546,11 @@ async fn main() -> Result<()> {
             o.customer, o.items, o.total, o.status
         );
     }
+    // The second runner took its share of the shards from the first within a third of the TTL.
+    let balanced = tokio::time::Instant::now() + wait;
+    while summary_b.held().is_empty() && tokio::time::Instant::now() < balanced {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     println!(
         "  shards held: runner a {:?}, runner b {:?}",
         summary_a.held().iter().map(ToString::to_string).collect::<Vec<_>>(),
