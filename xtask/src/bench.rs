@@ -9,6 +9,7 @@ mod codec;
 mod mongo;
 mod projection;
 mod redis;
+mod sharded;
 mod snapshot;
 mod store;
 mod telemetry;
@@ -84,6 +85,7 @@ async fn subject_rows(subject: &store::Subject, scale: Scale) -> Result<Vec<Benc
     store::load_rows(subject, scale, &mut rows).await?;
     store::read_all_rows(subject, &mut rows).await?;
     projection::rows(subject, scale, &mut rows).await?;
+    sharded::rows(subject, scale, &mut rows).await?;
     Ok(rows)
 }
 
