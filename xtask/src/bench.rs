@@ -10,6 +10,7 @@ mod mongo;
 mod projection;
 mod projection_typed;
 mod redis;
+mod sharded;
 mod snapshot;
 mod store;
 mod telemetry;
@@ -85,6 +86,7 @@ async fn subject_rows(subject: &store::Subject, scale: Scale) -> Result<Vec<Benc
     store::load_rows(subject, scale, &mut rows).await?;
     store::read_all_rows(subject, &mut rows).await?;
     projection::rows(subject, scale, &mut rows).await?;
+    sharded::rows(subject, scale, &mut rows).await?;
     Ok(rows)
 }
 

@@ -107,7 +107,16 @@ async fn wait_spread(case: &str, processes: &[(&str, &ShardedHandle)], want: &[u
         if held == want && stored == want {
             return started.elapsed();
         }
-        last = format!("held {held:?}, stored holders {stored:?}");
+        let runners: Vec<Vec<String>> = processes
+            .iter()
+            .map(|(_, h)| {
+                h.local_status()
+                    .iter()
+                    .map(|s| format!("{} {:?} token {:?} {:?}", s.key, s.state, s.token, s.last_error))
+                    .collect()
+            })
+            .collect();
+        last = format!("held {held:?}, stored holders {stored:?}; runners {runners:?}; stored {status:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{case}: the shards did not spread as {want:?} within {BOUND:?}: {last}");
@@ -285,7 +294,7 @@ pub async fn projection_shards_apply_each_stream_in_one_shard_once(f: Fixture) {
 /// applying at once.
 pub async fn projection_shards_rebalance_as_processes_join_stop_and_die(f: Fixture) {
     const SHARDS: u16 = 4;
-    let ttl = Duration::from_secs(1);
+    let ttl = Duration::from_secs(2);
     let aggregate = unique("Moving");
     let name = unique("moving");
     let projection = Guarded::new(TallyProjection::new(&name, &aggregate), SHARDS);

@@ -163,17 +163,26 @@ impl Balancer {
             holders.push(holder.filter(|h| h.owner != self.options.owner));
         }
 
-        // A runner that did not get its lease by the next check gives the shard up.
+        // A runner that did not get its lease by the next check — the store refused it: another
+        // process holds the shard — gives the shard up. One still asking (a slow store) is left
+        // to finish asking.
         let runners: Vec<(u16, bool)> = lock(&self.local)
             .runners
             .iter()
             .map(|(i, h)| (*i, h.last_status().token.is_some()))
             .collect();
+        let refused: Vec<u16> = lock(&self.local)
+            .runners
+            .iter()
+            .filter(|(_, h)| h.last_status().state == RunnerState::WaitingForLease)
+            .map(|(i, _)| *i)
+            .collect();
         let mut stale = Vec::new();
         for &(shard, holding) in &runners {
+            let since = *self.waiting.entry(shard).or_insert(self.check);
             if holding {
                 self.waiting.remove(&shard);
-            } else if *self.waiting.entry(shard).or_insert(self.check) < self.check {
+            } else if since < self.check && refused.contains(&shard) {
                 stale.push(shard);
             }
         }
