@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use cqrsx_core::projection::{LeaseHolder, ViewKey};
+use cqrsx_core::projection::{LeaseHolder, ParkedEvent, ViewKey};
 use cqrsx_core::Checkpoint;
 use serde_json::{json, Value};
 
@@ -274,6 +274,32 @@ async fn status(stores: &Stores, which: &Which, sample: Duration) -> Result<Outp
     })
 }
 
+/// A parked event's row: position, stream, version, type, attempts, when, error.
+pub(crate) fn parked_cells(p: &ParkedEvent) -> Vec<String> {
+    vec![
+        p.position.to_string(),
+        p.stream.clone(),
+        p.version.to_string(),
+        p.event_type.clone(),
+        p.attempts.to_string(),
+        utc(p.parked_at),
+        p.error.clone(),
+    ]
+}
+
+/// A parked event as `--json` prints it.
+pub(crate) fn parked_json(p: &ParkedEvent) -> Value {
+    json!({
+        "position": p.position.to_string(),
+        "stream": p.stream,
+        "version": p.version,
+        "event_type": p.event_type,
+        "attempts": p.attempts,
+        "parked_at": utc(p.parked_at),
+        "error": p.error,
+    })
+}
+
 async fn parked(stores: &Stores, which: &Which) -> Result<Output, Failure> {
     let key = resolve(stores, which).await?;
     let parked = stores.checkpoints.parked(&key).await?;
@@ -287,29 +313,10 @@ async fn parked(stores: &Stores, which: &Which) -> Result<Output, Failure> {
         "ERROR",
     ]);
     for p in &parked {
-        table.row(vec![
-            p.position.to_string(),
-            p.stream.clone(),
-            p.version.to_string(),
-            p.event_type.clone(),
-            p.attempts.to_string(),
-            utc(p.parked_at),
-            p.error.clone(),
-        ]);
+        table.row(parked_cells(p));
     }
     Ok(Output {
-        json: json!(parked
-            .iter()
-            .map(|p| json!({
-                "position": p.position.to_string(),
-                "stream": p.stream,
-                "version": p.version,
-                "event_type": p.event_type,
-                "attempts": p.attempts,
-                "parked_at": utc(p.parked_at),
-                "error": p.error,
-            }))
-            .collect::<Vec<_>>()),
+        json: json!(parked.iter().map(parked_json).collect::<Vec<_>>()),
         text: table.render(&format!("no parked events in {key}")),
     })
 }

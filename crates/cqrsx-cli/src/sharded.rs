@@ -10,8 +10,8 @@ use cqrsx_core::projection::{Shard, ViewKey};
 use serde_json::{json, Value};
 
 use crate::args::Which;
-use crate::output::{human, utc, Output, Table};
-use crate::projections::{checkpoint_of, holder_json, holder_text, lag};
+use crate::output::{human, Output, Table};
+use crate::projections::{checkpoint_of, holder_json, holder_text, lag, parked_cells, parked_json};
 use crate::{Failure, Stores};
 
 /// The shards `which` names when it is a sharded projection: every shard of the layout at the
@@ -137,26 +137,12 @@ pub async fn parked(stores: &Stores, name: &str, keys: &[ViewKey]) -> Result<Out
     let mut rows = Vec::new();
     for key in keys {
         for p in stores.checkpoints.parked(key).await? {
-            table.row(vec![
-                key.projection().to_string(),
-                p.position.to_string(),
-                p.stream.clone(),
-                p.version.to_string(),
-                p.event_type.clone(),
-                p.attempts.to_string(),
-                utc(p.parked_at),
-                p.error.clone(),
-            ]);
-            rows.push(json!({
-                "shard": key.projection(),
-                "position": p.position.to_string(),
-                "stream": p.stream,
-                "version": p.version,
-                "event_type": p.event_type,
-                "attempts": p.attempts,
-                "parked_at": utc(p.parked_at),
-                "error": p.error,
-            }));
+            let mut cells = vec![key.projection().to_string()];
+            cells.extend(parked_cells(&p));
+            table.row(cells);
+            let mut row = parked_json(&p);
+            row["shard"] = json!(key.projection());
+            rows.push(row);
         }
     }
     Ok(Output {
