@@ -4,7 +4,6 @@
 //! shard; a replay each shard's holder handles; a rebuild of every shard — and one shard is
 //! named as it is stored. Checked against the stores, on every backend row.
 
-#[allow(dead_code, reason = "the harness serves cli.rs too; this file uses part of it")]
 mod harness;
 
 use std::collections::BTreeSet;
@@ -87,7 +86,18 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_on_a_sharded_projection_cover_every_shard() {
-    let h = Harness::provided().await;
+    sharded_commands(Harness::provided().await).await;
+}
+
+/// The same on the Redis Cluster row.
+mod cluster {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_on_a_sharded_projection_cover_every_shard() {
+        super::sharded_commands(super::Harness::cluster().await).await;
+    }
+}
+
+async fn sharded_commands(h: Harness) {
     let suffix = &cqrsx_core::Uuid::now_v7().simple().to_string()[20..];
     let aggregate = format!("Shd{suffix}");
     let name = format!("per_stream{suffix}");
@@ -146,7 +156,7 @@ async fn commands_on_a_sharded_projection_cover_every_shard() {
         .map(str::to_string)
         .collect();
     let want: BTreeSet<String> = keys.iter().map(|k| k.projection().to_string()).collect();
-    assert_eq!(listed, want, "{list}");
+    assert_eq!(listed, want, "{}: {list}", h.label);
 
     // Status: each shard with its holder, checkpoint and lag; the two processes.
     let status = h.cqrsx(&["--json", "projection", "status", &name]).await.json();
