@@ -66,6 +66,10 @@ pub(super) type Fault = Option<std::convert::Infallible>;
 /// are held under it): give every process its own (the default, a fresh UUID per
 /// [`RunnerOptions::default`], is).
 ///
+/// A shard whose runner ends on its own — failed (the [`super::OnFailure::Stop`] policy) or
+/// superseded by a newer version — is not started again by this process; its last status stays
+/// in [`ShardedHandle::local_status`], and another process may take the shard.
+///
 /// With `shards == 1` it is the unsharded projection (its key has no shard suffix): every
 /// process runs a runner of it, one holds the lease and the others stand by.
 ///
