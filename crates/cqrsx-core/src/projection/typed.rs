@@ -296,3 +296,68 @@ pub enum TypedFault {
     /// were unknown.
     SkipsUndecodable,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Deserialize)]
+    enum Ev {
+        Opened,
+        Sold { amount: u64 },
+    }
+
+    struct P<E>(std::marker::PhantomData<fn() -> E>);
+
+    #[async_trait]
+    impl<E: DeserializeOwned + Send + Sync + 'static> TypedProjection for P<E> {
+        type Event = E;
+        type Document = serde_json::Value;
+        fn name(&self) -> &str {
+            "p"
+        }
+        async fn apply(&self, _: &Envelope<'_, E>, _: &mut View<'_, serde_json::Value>) -> HandlerResult {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn events_must_be_an_enum_and_the_filter_names_its_variants() -> Result<()> {
+        let refused = Typed::new(P::<u64>(Default::default()), EventCodec::default());
+        assert!(
+            matches!(refused, Err(Error::Config(_))),
+            "a non-enum event type is refused"
+        );
+        let typed = Typed::new(P::<Ev>(Default::default()), EventCodec::default())?;
+        let filter = Projection::filter(&typed);
+        assert_eq!(filter.event_types, ["Opened", "Sold"]);
+        assert!(filter.aggregate_types.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn an_unknown_type_is_told_apart_from_a_corrupt_payload() -> Result<()> {
+        let typed = Typed::new(P::<Ev>(Default::default()), EventCodec::default())?;
+        let mut event = RecordedEvent {
+            event_id: Uuid::now_v7(),
+            stream: StreamId::new("Shop", "a")?,
+            version: 1,
+            position: Position::START,
+            event_type: "Closed".into(),
+            schema_version: 1,
+            content_type: crate::event::ContentType::Json,
+            payload: b"null".to_vec(),
+            metadata: Metadata::default(),
+            recorded_at: Timestamp::now(),
+        };
+        assert!(typed.decode(&event)?.is_none(), "skipped");
+        event.event_type = "Sold".into();
+        event.payload = br#"{"amount": "x"}"#.to_vec();
+        assert!(matches!(typed.decode(&event), Err(Error::Serialization { .. })));
+        event.payload = br#"{"amount": 3}"#.to_vec();
+        assert!(matches!(typed.decode(&event)?, Some(Ev::Sold { amount: 3 })));
+        Ok(())
+    }
+}

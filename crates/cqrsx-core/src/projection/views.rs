@@ -70,32 +70,36 @@ impl Views {
     /// [`Error::InvalidInput`] for a name no projection can have.
     pub async fn active(&self, projection: &str) -> Result<Vec<ViewKey>> {
         ViewKey::new(projection, 1)?;
+        // The unsharded version and the list of keys, read together: one round trip's wait.
+        let (unsharded, listed) = futures::try_join!(self.store.active_version(projection), self.store.views())?;
         // (highest active version, shard count, keys) of the best complete layout so far.
         let mut best: Option<(u32, u16, Vec<ViewKey>)> = None;
-        if let Some(version) = self.store.active_version(projection).await? {
+        if let Some(version) = unsharded {
             best = Some((version, 1, vec![ViewKey::new(projection, version)?]));
         }
-        let counts: BTreeSet<u16> = self
-            .store
-            .views()
-            .await?
+        let counts: BTreeSet<u16> = listed
             .iter()
             .filter(|k| k.name() == projection)
             .filter_map(|k| k.shard().map(|s| s.count()))
             .collect();
         for count in counts {
-            let mut keys = Vec::with_capacity(usize::from(count));
-            let mut top = 0;
-            for shard in Shard::all(count)? {
-                let name = ViewKey::sharded(projection, 1, shard)?;
-                let Some(version) = self.store.active_version(name.projection()).await? else {
-                    break;
-                };
-                top = top.max(version);
-                keys.push(ViewKey::sharded(projection, version, shard)?);
-            }
-            let complete = keys.len() == usize::from(count);
-            if complete && best.as_ref().is_none_or(|(v, n, _)| (top, count) > (*v, *n)) {
+            let shards = Shard::all(count)?;
+            let names = shards
+                .iter()
+                .map(|shard| ViewKey::sharded(projection, 1, *shard))
+                .collect::<Result<Vec<_>>>()?;
+            let versions = try_join_all(names.iter().map(|name| self.store.active_version(name.projection()))).await?;
+            // A layout is read only when every shard of it has an active version.
+            let Some(versions) = versions.into_iter().collect::<Option<Vec<u32>>>() else {
+                continue;
+            };
+            let top = versions.iter().copied().max().unwrap_or(0);
+            if best.as_ref().is_none_or(|(v, n, _)| (top, count) > (*v, *n)) {
+                let keys = shards
+                    .iter()
+                    .zip(&versions)
+                    .map(|(shard, version)| ViewKey::sharded(projection, *version, *shard))
+                    .collect::<Result<Vec<_>>>()?;
                 best = Some((top, count, keys));
             }
         }
