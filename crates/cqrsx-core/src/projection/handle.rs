@@ -83,15 +83,7 @@ impl ProjectionHandle {
     /// position no event can have (a partition the store does not have, offset 0) is refused
     /// with [`Error::InvalidInput`] at once.
     pub async fn wait_until_caught_up(&self, position: Position, timeout: Duration) -> Result<()> {
-        if position.partition >= self.partitions
-            || position.offset == 0
-            || position.offset > crate::event_store::MAX_NUMBER
-        {
-            return Err(Error::InvalidInput(format!(
-                "position {position} cannot exist: the event store has {} partition(s) and offsets run from 1 to 2^53 - 1",
-                self.partitions
-            )));
-        }
+        check_wait_position(position, self.partitions)?;
         self.wait_for(timeout, |s| s.checkpoint.as_ref().is_some_and(|c| c.covers(position)))
             .await
             .map(|_| ())
@@ -177,6 +169,17 @@ impl ProjectionHandle {
             None => Ok(()),
         }
     }
+}
+
+/// Refuses a position no event of a store with `partitions` partitions can have (a partition it
+/// does not have, offset 0, or past the largest offset), before anything waits for it.
+pub(super) fn check_wait_position(position: Position, partitions: u32) -> Result<()> {
+    if position.partition >= partitions || position.offset == 0 || position.offset > crate::event_store::MAX_NUMBER {
+        return Err(Error::InvalidInput(format!(
+            "position {position} cannot exist: the event store has {partitions} partition(s) and offsets run from 1 to 2^53 - 1"
+        )));
+    }
+    Ok(())
 }
 
 fn ended_error(status: &ProjectionStatus) -> Error {

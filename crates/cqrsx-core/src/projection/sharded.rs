@@ -377,15 +377,7 @@ impl ShardedHandle {
     /// [`Error::Timeout`] after `timeout`; a position no event can have is refused with
     /// [`Error::InvalidInput`] at once.
     pub async fn wait_until_caught_up(&self, position: Position, timeout: Duration) -> Result<()> {
-        if position.partition >= self.partitions
-            || position.offset == 0
-            || position.offset > crate::event_store::MAX_NUMBER
-        {
-            return Err(Error::InvalidInput(format!(
-                "position {position} cannot exist: the event store has {} partition(s) and offsets run from 1 to 2^53 - 1",
-                self.partitions
-            )));
-        }
+        super::handle::check_wait_position(position, self.partitions)?;
         let wait = async {
             let mut waiting: Vec<&ViewKey> = self.keys.iter().collect();
             let mut pause = Duration::from_millis(2);
