@@ -19,6 +19,7 @@ use crate::projection::handler::{panic_message, run_handler};
 use crate::projection::observe::{apply_span, commit_span, RunnerMetrics};
 use crate::projection::options::{OnFailure, RunnerOptions};
 use crate::projection::renewal::Renewal;
+use crate::projection::sharded::ShardScope;
 use crate::projection::status::{ProjectionStatus, Rate, RunnerState};
 use crate::projection::store::{Lease, ParkedEvent, ProjectionStore, Shard, ViewKey};
 use crate::projection::view::{Batch, DocCache};
@@ -58,17 +59,9 @@ pub struct ProjectionRunner {
     events: Arc<dyn EventStore>,
     store: Arc<dyn ProjectionStore>,
     options: RunnerOptions,
-    /// The shard it runs, for a [`super::ShardedRunner`]: its key is the shard's, and it
-    /// skips the events of streams the shard does not own (its checkpoint still moves past
-    /// them).
+    /// The shard it runs for a [`super::ShardedRunner`]: the key is the shard's, and events of
+    /// streams the shard does not own are skipped (the checkpoint still moves past them).
     shard: Option<ShardScope>,
-}
-
-/// The shard a runner runs, and whether it keeps to it (a test fault ignores it).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct ShardScope {
-    pub(super) shard: Shard,
-    pub(super) skips_foreign: bool,
 }
 
 impl std::fmt::Debug for ProjectionRunner {

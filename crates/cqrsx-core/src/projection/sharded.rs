@@ -36,6 +36,13 @@ pub enum ShardFault {
     IgnoresNewMembers,
 }
 
+/// The shard a runner runs, and whether it keeps to it (a test fault ignores it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ShardScope {
+    pub(super) shard: Shard,
+    pub(super) skips_foreign: bool,
+}
+
 /// The fault hook, present only with the `testkit` feature.
 #[cfg(feature = "testkit")]
 pub(super) type Fault = Option<ShardFault>;

@@ -8,13 +8,14 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use super::ShardScope;
 use super::{lock, Fault, Local};
 use crate::error::Result;
 use crate::event_store::EventStore;
 use crate::projection::handle::{Command, ProjectionHandle};
 use crate::projection::options::RunnerOptions;
 use crate::projection::renewal::Renewal;
-use crate::projection::runner::{ProjectionRunner, ShardScope};
+use crate::projection::runner::ProjectionRunner;
 use crate::projection::status::RunnerState;
 use crate::projection::store::{Lease, ProjectionStore, Shard, ViewKey};
 use crate::projection::Projection;
