@@ -383,12 +383,7 @@ fn serve_for() -> Result<Option<u64>> {
 async fn serve(orders: &Repository<Order>, stores: &Stores, summary: &ShardedHandle, seconds: u64) -> Result<()> {
     println!("\nthe warehouse goes down; order o9 comes in …");
     WAREHOUSE_UP.store(false, Ordering::SeqCst);
-    let lines = vec![Line {
-        product: "mouse".into(),
-        quantity: 1,
-        price: 40,
-    }];
-    place(orders, "o9", "bo", lines).await?;
+    place(orders, "o9", "bo", &[("mouse", 1)]).await?;
     while summary.status().await?.iter().map(|s| s.parked).sum::<u64>() == 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -405,7 +400,33 @@ async fn serve(orders: &Repository<Order>, stores: &Stores, summary: &ShardedHan
     Ok(())
 }
 
-async fn place(orders: &Repository<Order>, id: &str, customer: &str, lines: Vec<Line>) -> Result<Option<Position>> {
+/// The catalogue: id, name, price.
+const CATALOGUE: [(&str, &str, u64); 4] = [
+    ("kbd", "Keyboard", 120),
+    ("mouse", "Mouse", 40),
+    ("screen", "Screen", 450),
+    ("desk", "Desk", 600),
+];
+
+/// An order's items: product and quantity.
+type Items = &'static [(&'static str, u64)];
+
+/// Places order `id` of `items` (product, quantity) at the catalogue's prices.
+async fn place(
+    orders: &Repository<Order>,
+    id: &str,
+    customer: &str,
+    items: &[(&str, u64)],
+) -> Result<Option<Position>> {
+    let price = |product: &str| CATALOGUE.iter().find(|c| c.0 == product).map_or(0, |c| c.2);
+    let lines: Vec<Line> = items
+        .iter()
+        .map(|&(p, quantity)| Line {
+            product: p.into(),
+            quantity,
+            price: price(p),
+        })
+        .collect();
     let total = lines.iter().map(|l| l.quantity * l.price).sum();
     let mut order = orders.create(id)?;
     order.record(OrderEvent::Placed {
@@ -450,15 +471,9 @@ async fn main() -> Result<()> {
         });
         note(users.save(&mut user).await?.map(|r| r.position));
     }
-    let catalogue = [
-        ("kbd", "Keyboard", 120),
-        ("mouse", "Mouse", 40),
-        ("screen", "Screen", 450),
-        ("desk", "Desk", 600),
-    ];
     // The previous release listed the first two products (schema 1, with `title`).
     let previous_release = EventCodec::new(ContentType::Json);
-    for (id, name, price) in &catalogue[..2] {
+    for (id, name, price) in &CATALOGUE[..2] {
         let listed = ProductEventV1::Listed {
             title: (*name).into(),
             price: *price,
@@ -473,7 +488,7 @@ async fn main() -> Result<()> {
             .await?;
         note(Some(appended.position));
     }
-    for (id, name, price) in &catalogue[2..] {
+    for (id, name, price) in &CATALOGUE[2..] {
         let mut product = products.create(id)?;
         product.record(ProductEvent::Listed {
             name: (*name).into(),
@@ -482,33 +497,22 @@ async fn main() -> Result<()> {
         note(products.save(&mut product).await?.map(|r| r.position));
     }
     // Orders from several customers at once, as requests of a service would come in.
-    let placed = [
-        ("o1", "ana", vec![("screen", 2), ("kbd", 1)]),
-        ("o2", "bo", vec![("mouse", 3)]),
-        ("o3", "ana", vec![("desk", 1)]),
-        ("o4", "chen", vec![("kbd", 2), ("mouse", 2)]),
-        ("o5", "dara", vec![("screen", 1)]),
-        ("o6", "bo", vec![("desk", 1), ("screen", 1)]),
-        ("o7", "chen", vec![("mouse", 1)]),
+    let placed: [(&str, &str, Items); 7] = [
+        ("o1", "ana", &[("screen", 2), ("kbd", 1)]),
+        ("o2", "bo", &[("mouse", 3)]),
+        ("o3", "ana", &[("desk", 1)]),
+        ("o4", "chen", &[("kbd", 2), ("mouse", 2)]),
+        ("o5", "dara", &[("screen", 1)]),
+        ("o6", "bo", &[("desk", 1), ("screen", 1)]),
+        ("o7", "chen", &[("mouse", 1)]),
     ];
-    let mut tasks = Vec::new();
-    for (order_id, customer, items) in placed {
-        let orders = orders.clone();
-        let lines = items
-            .iter()
-            .map(|&(product, quantity)| {
-                let price = catalogue.iter().find(|c| c.0 == product).map_or(0, |c| c.2);
-                Line {
-                    product: product.into(),
-                    quantity,
-                    price,
-                }
-            })
-            .collect();
-        tasks.push(tokio::spawn(
-            async move { place(&orders, order_id, customer, lines).await },
-        ));
-    }
+    let tasks: Vec<_> = placed
+        .into_iter()
+        .map(|(id, customer, items)| {
+            let orders = orders.clone();
+            tokio::spawn(async move { place(&orders, id, customer, items).await })
+        })
+        .collect();
     for task in tasks {
         note(task.await.map_err(|e| cqrsx_core::Error::backend(false, e))??);
     }
@@ -598,12 +602,7 @@ async fn main() -> Result<()> {
     }
 
     // Status and lag while an order comes in: the lag shows, then the runners catch up.
-    let desk = vec![Line {
-        product: "desk".into(),
-        quantity: 1,
-        price: 600,
-    }];
-    let late = place(&orders, "o8", "dara", desk).await?;
+    let late = place(&orders, "o8", "dara", &[("desk", 1)]).await?;
     let handles = [&user_view, &customer_orders, &popularity_v2, &dashboard];
     println!("\nstatus right after order o8:");
     print_all(&handles, &summary_a).await?;
