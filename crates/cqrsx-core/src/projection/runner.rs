@@ -26,6 +26,7 @@ use crate::projection::view::{Batch, DocCache};
 use crate::projection::Projection;
 use crate::subscription::{subscribe, SubscriptionMessage, SubscriptionOptions};
 
+mod activation;
 mod replay;
 
 /// Runs a [`Projection`] over an event store into a [`ProjectionStore`].
@@ -212,25 +213,17 @@ impl Run {
     /// new one from the last commit.
     async fn run_inner(&mut self) -> Result<()> {
         loop {
-            let active = match self.store.active_version(self.key.projection()).await {
-                Ok(active) => active,
-                Err(e) if transient(&e) => {
-                    self.retry_after("reading the active version", &e).await;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if let Some(active) = active.filter(|&a| a > self.key.version()) {
-                return Err(Error::Config(format!(
-                    "projection {} v{} is older than the active v{active}",
-                    self.key.projection(),
-                    self.key.version()
-                )));
-            }
+            let active = self.read_active().await?;
             let Some(lease) = self.acquire().await? else {
                 self.set_state(RunnerState::Stopped);
                 return Ok(());
             };
+            if self.newer_is_active().await? {
+                info!("a newer version became active while this runner waited; stepping down");
+                self.release(&lease).await;
+                self.set_state(RunnerState::Superseded);
+                return Ok(());
+            }
             info!(token = lease.token, owner = %lease.owner, "lease taken");
             self.metrics.acquisitions.increment(1);
             self.status.send_modify(|s| s.token = Some(lease.token));
@@ -324,13 +317,18 @@ impl Run {
             Some(c) => c,
             None => Checkpoint::start(partitions),
         };
-        if active.is_none() {
+        // The first version run is active at once — unless another layout of the projection
+        // serves readers: then this one activates once caught up, as a rebuild does.
+        let other_layout = active.is_none() && self.other_layout_active().await?;
+        if active.is_none() && !other_layout {
             match self.store.activate(lease).await {
                 Err(Error::LeaseLost { reason, .. }) => return lost(&reason),
                 other => other?,
             }
         }
         let rebuilding_over = active.filter(|&a| a < self.key.version());
+        // What the active version must still be when this runner catches up, for it to activate.
+        let activates_over = rebuilding_over.map(Some).or(other_layout.then_some(None));
         let parked = self.store.parked(&self.key).await?.len() as u64;
         self.metrics.parked.set(parked as f64);
         self.status.send_modify(|s| {
@@ -379,7 +377,7 @@ impl Run {
                 },
                 _ = tokio::time::sleep_until(next_check) => {
                     next_check = tokio::time::Instant::now() + check_every;
-                    if self.superseded().await? {
+                    if self.newer_is_active().await? {
                         info!("a newer version is active; stepping down");
                         return Ok(SessionEnd::Finished(RunnerState::Superseded));
                     }
@@ -405,14 +403,14 @@ impl Run {
                     }
                     Some(Ok(SubscriptionMessage::CaughtUp { .. })) => {
                         self.set_state(RunnerState::Live);
-                        if let Some(old) = rebuilding_over {
+                        if let Some(old) = activates_over {
                             // A rebuild that caught up becomes the active version.
-                            if self.store.active_version(self.key.projection()).await? == Some(old) {
+                            if self.store.active_version(self.key.projection()).await? == old {
                                 match self.store.activate(lease).await {
                                     Err(Error::LeaseLost { reason, .. }) => return lost(&reason),
                                     other => other?,
                                 }
-                                info!(old, "rebuild caught up; now the active version");
+                                info!(?old, "rebuild caught up; now the active version");
                             }
                         }
                         self.update_lag().await;
@@ -421,14 +419,6 @@ impl Run {
                 },
             }
         }
-    }
-
-    async fn superseded(&self) -> Result<bool> {
-        Ok(self
-            .store
-            .active_version(self.key.projection())
-            .await?
-            .is_some_and(|a| a > self.key.version()))
     }
 
     /// Drops the old version's view once no runner holds its lease; whether it was dropped.

@@ -231,6 +231,9 @@ pub(super) struct Local {
     pub(super) slot: Option<u16>,
     /// Set by [`ShardedHandle::abort`]: no runner is started after it.
     pub(super) aborted: bool,
+    /// Shards rebuilt through this handle ([`ShardedHandle::rebuild_shard`]): started again
+    /// here at the next check when free, even one whose runner here had failed.
+    pub(super) restart: std::collections::BTreeSet<u16>,
 }
 
 /// Locks the shared state; a panic elsewhere while it was held leaves nothing half-changed
@@ -472,7 +475,10 @@ impl ShardedHandle {
                 self.keys.len()
             ))
         })?;
-        self.store.drop_view(key).await
+        self.store.drop_view(key).await?;
+        // A shard whose runner here failed is started again by this process at its next check.
+        lock(&self.local).restart.insert(shard);
+        Ok(())
     }
 
     /// Stops this process's part: every shard runner commits its page and releases its lease,

@@ -16,7 +16,7 @@ use crate::projection::handle::{Command, ProjectionHandle};
 use crate::projection::options::RunnerOptions;
 use crate::projection::renewal::Renewal;
 use crate::projection::runner::ProjectionRunner;
-use crate::projection::status::RunnerState;
+use crate::projection::status::{ProjectionStatus, RunnerState};
 use crate::projection::store::{Lease, ProjectionStore, Shard, ViewKey};
 use crate::projection::Projection;
 
@@ -192,6 +192,15 @@ impl Balancer {
             self.stop_runners(stale.clone()).await;
         }
         let mut mine: Vec<(u16, bool)> = runners.into_iter().filter(|(s, _)| !stale.contains(s)).collect();
+        // A shard rebuilt through this handle is started again here when nobody holds it.
+        let restart: Vec<u16> = std::mem::take(&mut lock(&self.local).restart).into_iter().collect();
+        for shard in restart {
+            lock(&self.local).ended.remove(&shard);
+            if holders[usize::from(shard)].is_none() && !mine.iter().any(|(m, _)| *m == shard) {
+                self.start(shard)?;
+                mine.push((shard, false));
+            }
+        }
         let count = mine.len() as u16;
         if count > share && !self.keeps_extra() {
             // Give up the waiting ones first, then the highest shards.
@@ -212,8 +221,26 @@ impl Balancer {
                 let at = free.iter().position(|&s| usize::from(s) >= from).unwrap_or(0);
                 free.rotate_left(at);
             }
-            for shard in free.into_iter().take(usize::from(share - count)) {
+            let mut wanted = share - count;
+            for shard in free {
+                if wanted == 0 {
+                    break;
+                }
+                // A shard whose newer version is already active is not this version's to run.
+                let key = self.shard_key(shard)?;
+                if self
+                    .store
+                    .active_version(key.projection())
+                    .await?
+                    .is_some_and(|a| a > key.version())
+                {
+                    let mut status = ProjectionStatus::starting(key);
+                    status.state = RunnerState::Superseded;
+                    lock(&self.local).ended.insert(shard, status);
+                    continue;
+                }
                 self.start(shard)?;
+                wanted -= 1;
             }
         }
         Ok(())

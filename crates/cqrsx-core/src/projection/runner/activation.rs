@@ -1,0 +1,55 @@
+//! Which version of a projection readers use: the active version a runner reads before it
+//! takes its lease and again once it holds it, and whether another layout of the projection
+//! (its unsharded key, or shards of another count) already serves readers.
+
+use super::Run;
+use crate::error::{Error, Result};
+
+impl Run {
+    /// The active version of the runner's key, read again after a transient error; `Err` for
+    /// a version below it (a runner of a replaced version refuses to start).
+    pub(super) async fn read_active(&mut self) -> Result<Option<u32>> {
+        loop {
+            match self.store.active_version(self.key.projection()).await {
+                Ok(Some(active)) if active > self.key.version() => {
+                    return Err(Error::Config(format!(
+                        "projection {} v{} is older than the active v{active}",
+                        self.key.projection(),
+                        self.key.version()
+                    )))
+                }
+                Ok(active) => return Ok(active),
+                Err(e) if super::transient(&e) => self.retry_after("reading the active version", &e).await,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether a newer version became active while this runner waited for its lease (the
+    /// old holder stepped down for it): it must not apply anything then, or it would write
+    /// into a view the new version already dropped.
+    pub(super) async fn newer_is_active(&self) -> Result<bool> {
+        Ok(self
+            .store
+            .active_version(self.key.projection())
+            .await?
+            .is_some_and(|a| a > self.key.version()))
+    }
+
+    /// Whether another layout of the projection serves readers now: its unsharded key or a
+    /// shard of another count with an active version. A key of a new layout is then built like
+    /// a new version — from the first event, activated once caught up — instead of becoming
+    /// active empty.
+    pub(super) async fn other_layout_active(&self) -> Result<bool> {
+        let name = self.key.name();
+        for key in self.store.views().await? {
+            if key.name() != name || key.projection() == self.key.projection() || key.is_member() {
+                continue;
+            }
+            if self.store.active_version(key.projection()).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
