@@ -41,9 +41,10 @@ impl Run {
     /// a new version — from the first event, activated once caught up — instead of becoming
     /// active empty.
     pub(super) async fn other_layout_active(&self) -> Result<bool> {
-        let name = self.key.name();
+        let (name, count) = (self.key.name(), self.key.shard().map(|s| s.count()));
         for key in self.store.views().await? {
-            if key.name() != name || key.projection() == self.key.projection() || key.is_member() {
+            // Its own layout's other shards are no other layout.
+            if key.name() != name || key.is_member() || key.shard().map(|s| s.count()) == count {
                 continue;
             }
             if self.store.active_version(key.projection()).await?.is_some() {
