@@ -345,7 +345,12 @@ impl Run {
             .with_page_size(self.options.page_size)
             .with_poll_between(self.options.poll.0, self.options.poll.1);
         let mut subscription = subscribe(Arc::clone(&self.events), options)?;
-        let mut old_version = rebuilding_over;
+        // The old view to drop: the one this rebuild replaces, or one an earlier holder of this
+        // (active) version left undropped when it stopped or crashed before dropping it.
+        let mut old_version = match rebuilding_over {
+            None if active == Some(self.key.version()) => self.undropped_older().await?,
+            replaced => replaced,
+        };
         let check_every = (self.options.lease_ttl / 3).max(Duration::from_millis(20));
         let mut next_check = tokio::time::Instant::now() + check_every;
         loop {

@@ -53,4 +53,25 @@ impl Run {
         }
         Ok(false)
     }
+
+    /// The newest older version of this key whose view was never dropped (it still has a
+    /// checkpoint): left by a rebuild whose runner stopped, moved or crashed after activating
+    /// and before dropping it.
+    pub(super) async fn undropped_older(&self) -> Result<Option<u32>> {
+        let mut older: Vec<u32> = self
+            .store
+            .views()
+            .await?
+            .into_iter()
+            .filter(|k| k.projection() == self.key.projection() && k.version() < self.key.version())
+            .map(|k| k.version())
+            .collect();
+        older.sort_unstable_by(|a, b| b.cmp(a));
+        for version in older {
+            if self.store.checkpoint(&self.key.at_version(version)?).await?.is_some() {
+                return Ok(Some(version));
+            }
+        }
+        Ok(None)
+    }
 }
