@@ -214,6 +214,10 @@ impl Run {
     async fn run_inner(&mut self) -> Result<()> {
         loop {
             let active = self.read_active().await?;
+            if self.older_than_active(active)? {
+                self.set_state(RunnerState::Superseded);
+                return Ok(());
+            }
             let Some(lease) = self.acquire().await? else {
                 self.set_state(RunnerState::Stopped);
                 return Ok(());

@@ -6,22 +6,29 @@ use super::Run;
 use crate::error::{Error, Result};
 
 impl Run {
-    /// The active version of the runner's key, read again after a transient error; `Err` for
-    /// a version below it (a runner of a replaced version refuses to start).
+    /// The active version of the runner's key, read again after a transient error.
     pub(super) async fn read_active(&mut self) -> Result<Option<u32>> {
         loop {
             match self.store.active_version(self.key.projection()).await {
-                Ok(Some(active)) if active > self.key.version() => {
-                    return Err(Error::Config(format!(
-                        "projection {} v{} is older than the active v{active}",
-                        self.key.projection(),
-                        self.key.version()
-                    )))
-                }
                 Ok(active) => return Ok(active),
                 Err(e) if super::transient(&e) => self.retry_after("reading the active version", &e).await,
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Whether the runner's version is below the active one, so it must not start: a shard's
+    /// runner (started by a [`crate::projection::ShardedRunner`] as the new version took over)
+    /// is then simply superseded; a projection's own runner refuses with [`Error::Config`].
+    pub(super) fn older_than_active(&self, active: Option<u32>) -> Result<bool> {
+        match active.filter(|&a| a > self.key.version()) {
+            Some(_) if self.key.shard().is_some() => Ok(true),
+            Some(active) => Err(Error::Config(format!(
+                "projection {} v{} is older than the active v{active}",
+                self.key.projection(),
+                self.key.version()
+            ))),
+            None => Ok(false),
         }
     }
 
