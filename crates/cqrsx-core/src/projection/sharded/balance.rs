@@ -41,6 +41,9 @@ pub(super) struct Balancer {
     check: u64,
     /// For each runner without its lease, the check that first saw it so.
     waiting: BTreeMap<u16, u64>,
+    /// Shards started again after a rebuild through this handle: kept when the process gives
+    /// shards up (its other processes may have given up on them, after a failure).
+    rebuilt: std::collections::BTreeSet<u16>,
     /// The members counted at the first check (the `IgnoresNewMembers` fault keeps it).
     first_count: Option<u16>,
 }
@@ -66,6 +69,7 @@ impl Balancer {
             member: None,
             check: 0,
             waiting: BTreeMap::new(),
+            rebuilt: std::collections::BTreeSet::new(),
             first_count: None,
         }
     }
@@ -199,12 +203,15 @@ impl Balancer {
             if holders[usize::from(shard)].is_none() && !mine.iter().any(|(m, _)| *m == shard) {
                 self.start(shard)?;
                 mine.push((shard, false));
+                self.rebuilt.insert(shard);
             }
         }
         let count = mine.len() as u16;
         if count > share && !self.keeps_extra() {
             // Give up the waiting ones first, then the highest shards.
-            mine.sort_by_key(|&(shard, holding)| (holding, std::cmp::Reverse(shard)));
+            // A shard rebuilt here goes last: the others may not take it.
+            let rebuilt = &self.rebuilt;
+            mine.sort_by_key(|&(shard, holding)| (rebuilt.contains(&shard), holding, std::cmp::Reverse(shard)));
             let extra: Vec<u16> = mine.iter().take(usize::from(count - share)).map(|(s, _)| *s).collect();
             info!(?extra, share, "above the fair share; giving shards up");
             self.stop_runners(extra).await;
