@@ -78,7 +78,9 @@ impl ProjectionHandle {
     }
 
     /// Waits until the runner's committed checkpoint covers `position` (for example the
-    /// position of an append the caller made), so the caller reads its own writes. Fails with
+    /// position of an append the caller made), so the caller reads its own writes — in this
+    /// runner's version (once a rebuilt version is active, readers read that one: wait on its
+    /// runner's handle). Fails with
     /// [`Error::Timeout`] after `timeout`, and with the runner's error if it ends first; a
     /// position no event can have (a partition the store does not have, offset 0) is refused
     /// with [`Error::InvalidInput`] at once.

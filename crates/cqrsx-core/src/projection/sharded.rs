@@ -383,7 +383,9 @@ impl ShardedHandle {
     }
 
     /// Waits until every shard's committed checkpoint (in the store, whichever process holds
-    /// the shard) covers `position`, so the caller reads its own writes in every shard.
+    /// the shard) covers `position`, so the caller reads its own writes in every shard — of
+    /// this handle's version: while a newer version takes over, readers ([`super::Views`])
+    /// switch to it shard by shard, so wait on the newer version's handle then.
     /// [`Error::Timeout`] after `timeout`; a position no event can have is refused with
     /// [`Error::InvalidInput`] at once.
     pub async fn wait_until_caught_up(&self, position: Position, timeout: Duration) -> Result<()> {
