@@ -467,6 +467,10 @@ async fn each_sharded_case_catches_a_broken_sharded_runner() {
             "projection_shards_rebalance_as_processes_join_stop_and_die",
             ShardFault::IgnoresNewMembers,
         ),
+        (
+            "projection_shards_change_layout_and_version_without_a_gap",
+            ShardFault::ActivatesNewLayoutAtOnce,
+        ),
     ];
     // Together: a case that catches a balancing fault waits out its bound first.
     let runs = faults.map(|(case, fault)| async move {

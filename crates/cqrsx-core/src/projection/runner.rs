@@ -60,8 +60,7 @@ pub struct ProjectionRunner {
     events: Arc<dyn EventStore>,
     store: Arc<dyn ProjectionStore>,
     options: RunnerOptions,
-    /// The shard it runs for a [`super::ShardedRunner`]: the key is the shard's, and events of
-    /// streams the shard does not own are skipped (the checkpoint still moves past them).
+    /// The shard it runs for a [`super::ShardedRunner`] (its key, and the streams it applies).
     shard: Option<ShardScope>,
 }
 
@@ -118,6 +117,7 @@ impl ProjectionRunner {
             store: Arc::clone(&self.store),
             options: self.options,
             shard: self.shard.filter(|s| s.skips_foreign).map(|s| s.shard),
+            waits_beside: self.shard.is_none_or(|s| s.waits_beside),
             status: status_tx,
             commands: commands_rx,
             cache: DocCache::default(),
@@ -157,8 +157,9 @@ struct Run {
     events: Arc<dyn EventStore>,
     store: Arc<dyn ProjectionStore>,
     options: RunnerOptions,
-    /// The shard whose events it applies; the others it only moves its checkpoint past.
+    /// Its shard's (it skips others' events) and whether it waits before activating beside another layout.
     shard: Option<Shard>,
+    waits_beside: bool,
     status: watch::Sender<ProjectionStatus>,
     commands: mpsc::Receiver<Command>,
     cache: DocCache,

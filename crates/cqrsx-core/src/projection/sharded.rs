@@ -34,6 +34,8 @@ pub enum ShardFault {
     KeepsExtraShards,
     /// A process counts the members once, when it starts, and never notices a new one.
     IgnoresNewMembers,
+    /// A shard of a new layout becomes active at once, empty, while another layout serves.
+    ActivatesNewLayoutAtOnce,
 }
 
 /// The shard a runner runs, and whether it keeps to it (a test fault ignores it).
@@ -41,6 +43,9 @@ pub enum ShardFault {
 pub(super) struct ShardScope {
     pub(super) shard: Shard,
     pub(super) skips_foreign: bool,
+    /// Whether it waits to catch up before it activates beside another layout (a test fault
+    /// activates at once).
+    pub(super) waits_beside: bool,
 }
 
 /// The fault hook, present only with the `testkit` feature.

@@ -43,6 +43,7 @@ macro_rules! __conformance_cases {
             projection_admin_reads_and_replay_requests,
             projection_shards_apply_each_stream_in_one_shard_once,
             projection_shards_rebalance_as_processes_join_stop_and_die,
+            projection_shards_change_layout_and_version_without_a_gap,
             typed_projection_decodes_through_the_registry,
             views_read_the_active_version_of_every_shard,
             bad_input_catalogue,

@@ -48,6 +48,9 @@ impl Run {
     /// a new version — from the first event, activated once caught up — instead of becoming
     /// active empty.
     pub(super) async fn other_layout_active(&self) -> Result<bool> {
+        if !self.waits_beside {
+            return Ok(false);
+        }
         let (name, count) = (self.key.name(), self.key.shard().map(|s| s.count()));
         for key in self.store.views().await? {
             // Its own layout's other shards are no other layout.

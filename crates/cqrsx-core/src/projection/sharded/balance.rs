@@ -275,6 +275,17 @@ impl Balancer {
         }
     }
 
+    fn waits_beside(&self) -> bool {
+        #[cfg(feature = "testkit")]
+        {
+            self.fault != Some(super::ShardFault::ActivatesNewLayoutAtOnce)
+        }
+        #[cfg(not(feature = "testkit"))]
+        {
+            true
+        }
+    }
+
     fn skips_foreign(&self) -> bool {
         #[cfg(feature = "testkit")]
         {
@@ -341,6 +352,7 @@ impl Balancer {
             runner = runner.for_shard(ShardScope {
                 shard: Shard::new(shard, self.shards)?,
                 skips_foreign: self.skips_foreign(),
+                waits_beside: self.waits_beside(),
             });
         }
         let mut local = lock(&self.local);
