@@ -47,8 +47,9 @@ pub enum Broken {
     DiesOnError,
     /// Swallows a panicking handler's event.
     HidesPanics,
-    /// A store that, asked for a shard's lease another process holds, hands out the holder's
-    /// lease again (two holders apply one shard at once).
+    /// A store that reports every shard free and, asked for a shard's or a member slot's lease
+    /// another process holds, hands out the holder's lease again (two processes take one slot
+    /// and reach for the same shards, and two holders apply one shard at once).
     DoubleGrant,
     /// A sharded runner whose shards apply every event, not only their own streams'.
     IgnoresShards,
@@ -223,7 +224,7 @@ struct Wrapped {
 impl ProjectionStore for Wrapped {
     async fn acquire(&self, key: &ViewKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         let granted = self.inner.acquire(key, owner, ttl).await?;
-        if granted.is_none() && self.broken == Broken::DoubleGrant && key.shard().is_some() {
+        if granted.is_none() && self.broken == Broken::DoubleGrant && (key.shard().is_some() || key.is_member()) {
             // The holder's own lease, handed out a second time: it passes every fence.
             return Ok(self.inner.holder(key).await?.map(|h| Lease {
                 key: key.clone(),
@@ -318,6 +319,10 @@ impl ProjectionStore for Wrapped {
         self.inner.views().await
     }
     async fn holder(&self, key: &ViewKey) -> Result<Option<LeaseHolder>> {
+        if self.broken == Broken::DoubleGrant && key.shard().is_some() {
+            // Every shard looks free, so a joining process reaches for held ones too.
+            return Ok(None);
+        }
         self.inner.holder(key).await
     }
     async fn request_replay(&self, key: &ViewKey) -> Result<u64> {
