@@ -207,6 +207,31 @@ pub enum Error {
         /// What was asked for and what was reached.
         reason: String,
     },
+    /// A data key could not be unwrapped with the configured master key: another master key
+    /// wrapped it (key id `key_id`), or the wrapped key was altered. Nothing is decrypted with
+    /// a wrong key, and nothing is written.
+    #[error("the master key {key_id} cannot unwrap the data key of subject {subject} (wrong master key or altered wrapped key)")]
+    WrongMasterKey {
+        /// The configured master key's id.
+        key_id: String,
+        /// The subject whose data key failed.
+        subject: String,
+    },
+    /// Sealed data did not authenticate: its ciphertext was altered, or moved to another event,
+    /// document or snapshot than the one it was sealed for. Nothing garbled is returned.
+    #[error("tampered: {what}")]
+    Tampered {
+        /// Which sealed data failed (an event id, a document id, a snapshot).
+        what: String,
+    },
+    /// A key operation named a subject the key store has no data key for.
+    #[error("unknown subject {0:?}: it has no data key")]
+    UnknownSubject(String),
+    /// The subject was forgotten (crypto-shredded): its data keys are deleted, so nothing new
+    /// can be sealed for it. An append of a protected event for it is refused and writes
+    /// nothing.
+    #[error("subject {0:?} is forgotten: nothing new can be sealed for it")]
+    SubjectForgotten(String),
     /// The server or driver failed.
     #[error("backend error{}: {source}", if *.retryable { " (retryable)" } else { "" })]
     Backend {
@@ -248,6 +273,10 @@ impl Error {
             Error::Handler { .. } => "handler",
             Error::InSeveralShards { .. } => "in_several_shards",
             Error::NotDurable { .. } => "not_durable",
+            Error::WrongMasterKey { .. } => "wrong_master_key",
+            Error::Tampered { .. } => "tampered",
+            Error::UnknownSubject(_) => "unknown_subject",
+            Error::SubjectForgotten(_) => "subject_forgotten",
             Error::Backend { .. } => "backend",
         }
     }
@@ -271,7 +300,11 @@ impl Error {
             | Error::Config(_)
             | Error::LeaseLost { .. }
             | Error::Handler { .. }
-            | Error::InSeveralShards { .. } => false,
+            | Error::InSeveralShards { .. }
+            | Error::WrongMasterKey { .. }
+            | Error::Tampered { .. }
+            | Error::UnknownSubject(_)
+            | Error::SubjectForgotten(_) => false,
         }
     }
 

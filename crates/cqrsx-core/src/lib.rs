@@ -41,6 +41,8 @@ pub mod aggregate;
 mod checked;
 mod checkpoint;
 pub mod codec;
+#[cfg(feature = "encryption")]
+pub mod crypto;
 mod error;
 mod event;
 mod event_store;

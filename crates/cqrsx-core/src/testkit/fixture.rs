@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use super::support::{BasicSnapshots, Counter};
+use crate::crypto::{InMemoryKeyStore, KeyStore};
 use crate::event_store::EventStore;
 use crate::memory::{InMemoryEventStore, InMemoryProjectionStore, InMemoryReadStore, InMemorySnapshotStore};
 use crate::projection::ProjectionStore;
@@ -26,6 +27,8 @@ pub struct Fixture {
     pub checkpoints: Arc<dyn ProjectionStore>,
     /// The snapshot strategy the repository cases use, built over `snapshots`.
     pub strategy: Arc<dyn SnapshotStrategy<Counter>>,
+    /// The key store the encryption cases use ([`Fixture::with_keys`]; in memory by default).
+    pub keys: Arc<dyn KeyStore>,
     /// How hard the stress cases push this backend.
     pub stress: Stress,
     /// Names the backend in what cases report (see [`Fixture::with_label`]).
@@ -91,6 +94,7 @@ impl Fixture {
             reads,
             checkpoints,
             strategy,
+            keys: Arc::new(InMemoryKeyStore::new()),
             stress: Stress::FULL,
             label: "",
             shard_fault: None,
@@ -109,6 +113,12 @@ impl Fixture {
     #[doc(hidden)]
     pub fn with_shard_fault(mut self, fault: crate::projection::ShardFault) -> Self {
         self.shard_fault = Some(fault);
+        self
+    }
+
+    /// Gives the encryption cases the backend's key store (fresh per fixture).
+    pub fn with_keys(mut self, keys: Arc<dyn KeyStore>) -> Self {
+        self.keys = keys;
         self
     }
 

@@ -47,6 +47,11 @@ macro_rules! __conformance_cases {
             typed_projection_decodes_through_the_registry,
             views_read_the_active_version_of_every_shard,
             bad_input_catalogue,
+            crypto_round_trip_holds_no_plaintext_at_rest,
+            crypto_forget_erases_everywhere,
+            crypto_rotation_keeps_old_versions_readable,
+            crypto_tampering_is_typed,
+            crypto_concurrent_first_keys_agree,
         }
     };
 }

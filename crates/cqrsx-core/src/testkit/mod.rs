@@ -7,6 +7,8 @@
 
 mod append_cases;
 mod bad_input;
+mod crypto_cases;
+mod crypto_support;
 mod event_cases;
 mod fixture;
 mod id_cases;
@@ -27,6 +29,7 @@ mod views_cases;
 
 pub use append_cases::*;
 pub use bad_input::*;
+pub use crypto_cases::*;
 pub use event_cases::*;
 pub use fixture::{Case, Fixture, Stress};
 pub use id_cases::*;
