@@ -34,6 +34,8 @@ mod config;
 mod durability;
 mod error;
 mod event_store;
+#[cfg(feature = "encryption")]
+mod key_store;
 mod keys;
 mod projection_store;
 mod read_store;
@@ -47,6 +49,8 @@ pub use config::RedisConfig;
 pub use durability::AppendDurability;
 pub use error::ProtocolError;
 pub use event_store::{RedisEventStore, SMALL_STREAM_EVENTS};
+#[cfg(feature = "encryption")]
+pub use key_store::RedisKeyStore;
 pub use projection_store::RedisProjectionStore;
 pub use read_store::{RedisReadStore, MAX_DOCUMENT_BYTES};
 pub use snapshot_store::{RedisSnapshotStore, MAX_SNAPSHOT_BYTES};

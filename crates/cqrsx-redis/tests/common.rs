@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use cqrsx_core::testkit::Fixture;
 use cqrsx_redis::{
-    RedisClientManager, RedisConfig, RedisEventStore, RedisProjectionStore, RedisReadStore, RedisSnapshotStore,
+    RedisClientManager, RedisConfig, RedisEventStore, RedisKeyStore, RedisProjectionStore, RedisReadStore,
+    RedisSnapshotStore,
 };
 
 fn required(var: &str) -> String {
@@ -53,9 +54,10 @@ pub async fn fixture_for(config: RedisConfig) -> Fixture {
         Arc::new(RedisEventStore::new(client.clone())),
         Arc::new(RedisSnapshotStore::new(client.clone())),
         Arc::new(RedisReadStore::new(client.clone(), "conformance").expect("read store")),
-        Arc::new(RedisProjectionStore::new(client)),
+        Arc::new(RedisProjectionStore::new(client.clone())),
     )
-    .with_label(label);
+    .with_label(label)
+    .with_keys(Arc::new(RedisKeyStore::new(client)));
     // The repository cases run with the real snapshot manager, not the suite's basic strategy.
     let strategy = cqrsx_snapshot::testkit::manager_strategy(&fixture);
     fixture.with_strategy(strategy)
