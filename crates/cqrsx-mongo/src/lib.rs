@@ -29,6 +29,8 @@ mod connect;
 mod detect;
 mod error;
 mod event_store;
+#[cfg(feature = "encryption")]
+mod key_store;
 mod projection_store;
 mod read_store;
 mod snapshot_store;
@@ -39,6 +41,8 @@ pub use capabilities::{AssumedCapabilities, ServerCapabilities};
 pub use client::{CommandCount, MongoClientManager, MongoMetrics, TimeoutError};
 pub use config::MongoConfig;
 pub use event_store::{CounterContention, MongoEventStore, StreamContention, MAX_COMMIT_BYTES};
+#[cfg(feature = "encryption")]
+pub use key_store::{MongoKeyStore, DEFAULT_KEYS_COLLECTION};
 pub use projection_store::MongoProjectionStore;
 pub use read_store::{MongoReadStore, MAX_DOCUMENT_BYTES};
 pub use snapshot_store::{MongoSnapshotStore, MAX_SNAPSHOT_BYTES};

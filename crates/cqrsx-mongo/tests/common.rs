@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use cqrsx_core::testkit::{Fixture, Stress};
 use cqrsx_mongo::{
-    AssumedCapabilities, MongoClientManager, MongoConfig, MongoEventStore, MongoProjectionStore, MongoReadStore,
-    MongoSnapshotStore,
+    AssumedCapabilities, MongoClientManager, MongoConfig, MongoEventStore, MongoKeyStore, MongoProjectionStore,
+    MongoReadStore, MongoSnapshotStore,
 };
 
 /// The server's URI from `CQRSX_TEST_MONGO_URI`.
@@ -70,6 +70,8 @@ pub async fn fixture_with(config: MongoConfig) -> Fixture {
         true => Stress::FULL,
         false => Stress::LIGHT,
     };
+    let keys = MongoKeyStore::new(client.clone());
+    keys.initialize().await.expect("key store init");
     let fixture = Fixture::new(
         Arc::new(MongoEventStore::new(client.clone())),
         Arc::new(MongoSnapshotStore::new(client)),
@@ -77,7 +79,8 @@ pub async fn fixture_with(config: MongoConfig) -> Fixture {
         Arc::new(checkpoints),
     )
     .with_stress(stress)
-    .with_label("mongo");
+    .with_label("mongo")
+    .with_keys(Arc::new(keys));
     // The repository cases run with the real snapshot manager, not the suite's basic strategy.
     let strategy = cqrsx_snapshot::testkit::manager_strategy(&fixture);
     fixture.with_strategy(strategy)
