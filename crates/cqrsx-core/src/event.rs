@@ -346,24 +346,40 @@ pub struct AllPage {
 
 /// Checks the envelope fields every backend requires before it writes anything.
 pub(crate) fn validate_new_event(event: &NewEvent, max_event_bytes: usize) -> Result<()> {
-    validate_type_name("event type", &event.event_type)?;
-    if event.event_id.is_nil() {
+    validate_envelope(
+        &event.event_id,
+        &event.event_type,
+        event.schema_version,
+        &event.metadata,
+        event.payload.len(),
+        max_event_bytes,
+    )
+}
+
+/// [`validate_new_event`] on the parts of an envelope (an imported event is checked as a new one).
+pub(crate) fn validate_envelope(
+    event_id: &Uuid,
+    event_type: &str,
+    schema_version: u32,
+    metadata: &Metadata,
+    payload_len: usize,
+    max_event_bytes: usize,
+) -> Result<()> {
+    validate_type_name("event type", event_type)?;
+    if event_id.is_nil() {
         return Err(Error::InvalidInput("event id must not be the nil UUID".into()));
     }
-    if event.schema_version == 0 {
+    if schema_version == 0 {
         return Err(Error::InvalidInput(format!(
-            "event {} has schema version 0; versions start at 1",
-            event.event_id
+            "event {event_id} has schema version 0; versions start at 1"
         )));
     }
-    if let Some(traceparent) = &event.metadata.traceparent {
-        validate_traceparent(traceparent).map_err(|e| Error::InvalidInput(format!("event {}: {e}", event.event_id)))?;
+    if let Some(traceparent) = &metadata.traceparent {
+        validate_traceparent(traceparent).map_err(|e| Error::InvalidInput(format!("event {event_id}: {e}")))?;
     }
-    if event.payload.len() > max_event_bytes {
+    if payload_len > max_event_bytes {
         return Err(Error::InvalidInput(format!(
-            "event {} payload is {} bytes, over the backend limit of {max_event_bytes}",
-            event.event_id,
-            event.payload.len()
+            "event {event_id} payload is {payload_len} bytes, over the backend limit of {max_event_bytes}"
         )));
     }
     Ok(())

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::event::{
     validate_new_event, AllPage, AppendResult, EventFilter, NewEvent, Position, RecordedEvent, Timestamp,
 };
+use crate::import::StreamInfo;
 use crate::stream::{validate_type_name, ExpectedVersion, StreamId};
 
 pub use crate::event::{validate_number, MAX_NUMBER};
@@ -109,6 +110,32 @@ pub trait EventStore: Send + Sync {
     /// It leaves a tombstone: later appends and reads fail with [`Error::StreamDeleted`], and
     /// `read_all` / `events_by_type` skip its events.
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()>;
+
+    /// Up to `max_count` streams of the store's catalogue whose keys ([`StreamId::key`]) sort
+    /// after `after` (from the first with `None`), in the byte order of their keys: every
+    /// stream ever appended to or imported, with its version, including streams whose events
+    /// are all truncated and deleted ones (tombstones). A page shorter than `max_count` is the
+    /// last. What migration, verification and retention walk.
+    async fn list_streams(&self, after: Option<&StreamId>, max_count: usize) -> Result<Vec<StreamInfo>>;
+
+    /// Writes events copied from another store with their ids, versions, types, schema
+    /// versions, content types, payloads, metadata and recorded-at times unchanged; positions
+    /// are assigned here, in the order of the calls (what migration and archives use; an
+    /// application appends with [`EventStore::append`]).
+    ///
+    /// The events are `stream`'s, with versions `after + 1`, `after + 2`, … They continue the
+    /// stream when its version is `after`; a stream this store has never seen starts at
+    /// `after` (versions up to `after` read as truncated, as in a source truncated before
+    /// them), also with no events at all (a source stream whose events are all truncated).
+    /// A batch already in the stream — the same ids at the same versions, as when an import
+    /// resumes after a crash — returns its result and writes nothing.
+    ///
+    /// Errors, none of which writes anything: [`Error::Conflict`] when the stream is at
+    /// another version; [`Error::EventIdReused`] when an id of the batch is in the stream at
+    /// another version; [`Error::StreamDeleted`]; [`Error::InvalidInput`] for versions that do
+    /// not continue `after` one by one, events of another stream, an envelope an append would
+    /// refuse, or an empty batch with `after` 0.
+    async fn import(&self, stream: &StreamId, after: u64, events: Vec<RecordedEvent>) -> Result<AppendResult>;
 
     /// Where the log ends: a checkpoint just past the last committed (or, where positions are
     /// reserved before the commit lands, reserved) position of every partition. A subscription

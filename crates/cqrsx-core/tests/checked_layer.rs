@@ -52,6 +52,12 @@ impl EventBackend for Unreachable {
     async fn events_by_type(&self, _: &str, _: Timestamp, _: usize) -> Result<Vec<RecordedEvent>> {
         reached("events_by_type")
     }
+    async fn list_streams(&self, _: Option<&StreamId>, _: usize) -> Result<Vec<cqrsx_core::StreamInfo>> {
+        reached("list_streams")
+    }
+    async fn import(&self, _: &StreamId, _: u64, _: Vec<RecordedEvent>) -> Result<cqrsx_core::AppendResult> {
+        reached("import")
+    }
     async fn truncate_before(&self, _: &StreamId, _: u64) -> Result<u64> {
         reached("truncate_before")
     }

@@ -63,6 +63,19 @@ impl EventStore for Counting {
         self.inner.events_by_type(event_type, since, max_count).await
     }
 
+    async fn list_streams(&self, after: Option<&StreamId>, max_count: usize) -> Result<Vec<cqrsx_core::StreamInfo>> {
+        self.inner.list_streams(after, max_count).await
+    }
+
+    async fn import(
+        &self,
+        stream: &StreamId,
+        after: u64,
+        events: Vec<RecordedEvent>,
+    ) -> Result<cqrsx_core::AppendResult> {
+        self.inner.import(stream, after, events).await
+    }
+
     async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {
         self.inner.truncate_before(stream, before).await
     }

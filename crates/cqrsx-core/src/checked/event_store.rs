@@ -14,6 +14,7 @@ use crate::event_store::{
     pages, validate_append, validate_expected, validate_filter, validate_number, validate_position, EventStore,
     EventStoreCapabilities,
 };
+use crate::import::{already_imported, validate_import, StreamInfo};
 use crate::stream::{validate_type_name, ExpectedVersion, StreamId};
 
 /// What an event-store backend implements: the [`EventStore`] contract on input that core has
@@ -48,6 +49,16 @@ pub trait EventBackend: Send + Sync {
 
     /// [`EventStore::delete_stream`], `expected` in range.
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()>;
+
+    /// [`EventStore::list_streams`].
+    async fn list_streams(&self, after: Option<&StreamId>, max_count: usize) -> Result<Vec<StreamInfo>>;
+
+    /// [`EventStore::import`] on a valid batch, writing only when the stream is at `after` (or
+    /// has never been written, and then starts at `after`); [`crate::Error::Conflict`] with the
+    /// actual version otherwise (core then checks whether the batch is already there),
+    /// [`crate::Error::StreamDeleted`] for a tombstone, [`crate::Error::EventIdReused`] for an
+    /// id already in the stream.
+    async fn import(&self, stream: &StreamId, after: u64, events: Vec<RecordedEvent>) -> Result<AppendResult>;
 
     /// [`EventStore::head`].
     async fn head(&self) -> Result<Checkpoint>;
@@ -153,6 +164,34 @@ impl<B: EventBackend> EventStore for B {
         measured(backend::<B>(), "delete_stream", span, async move {
             validate_expected(expected)?;
             EventBackend::delete_stream(self, stream, expected).await
+        })
+        .await
+    }
+
+    async fn list_streams(&self, after: Option<&StreamId>, max_count: usize) -> Result<Vec<StreamInfo>> {
+        let span = tracing::debug_span!("list_streams", store = backend::<B>(), max_count);
+        measured(backend::<B>(), "list_streams", span, async move {
+            if max_count == 0 {
+                return Ok(Vec::new());
+            }
+            EventBackend::list_streams(self, after, max_count).await
+        })
+        .await
+    }
+
+    async fn import(&self, stream: &StreamId, after: u64, events: Vec<RecordedEvent>) -> Result<AppendResult> {
+        let span =
+            tracing::debug_span!("import", store = backend::<B>(), stream = %stream, after, count = events.len());
+        measured(backend::<B>(), "import", span, async move {
+            validate_import(stream, after, &events, &EventBackend::capabilities(self))?;
+            // Kept to compare with what is there if the stream is already past `after`.
+            let ids: Vec<_> = events.iter().map(|e| e.event_id).collect();
+            match EventBackend::import(self, stream, after, events).await {
+                Err(conflict @ crate::Error::Conflict { .. }) => {
+                    already_imported(self, stream, after, &ids, conflict).await
+                }
+                done => done,
+            }
         })
         .await
     }

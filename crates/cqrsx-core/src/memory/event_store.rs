@@ -13,6 +13,7 @@ use crate::checkpoint::{Checkpoint, Wake};
 use crate::error::{Error, Result};
 use crate::event::{AllPage, AppendResult, EventFilter, NewEvent, Position, RecordedEvent, Timestamp};
 use crate::event_store::EventStoreCapabilities;
+use crate::import::StreamInfo;
 use crate::stream::{ExpectedVersion, StreamId};
 
 /// Log entries one `read_all` call looks at, at most.
@@ -278,6 +279,88 @@ impl EventBackend for InMemoryEventStore {
         s.ids.clear();
         s.commits.clear();
         Ok(())
+    }
+
+    async fn list_streams(&self, after: Option<&StreamId>, max_count: usize) -> Result<Vec<StreamInfo>> {
+        let state = self.read()?;
+        let after = after.map(StreamId::key);
+        let mut keys: Vec<&String> = state
+            .streams
+            .keys()
+            .filter(|k| after.is_none_or(|a| k.as_str() > a))
+            .collect();
+        keys.sort_unstable();
+        keys.truncate(max_count);
+        keys.into_iter()
+            .map(|key| {
+                let s = &state.streams[key];
+                Ok(StreamInfo {
+                    stream: StreamId::parse(key)?,
+                    version: s.version,
+                    deleted: s.deleted,
+                })
+            })
+            .collect()
+    }
+
+    async fn import(&self, stream: &StreamId, after: u64, events: Vec<RecordedEvent>) -> Result<AppendResult> {
+        let mut guard = self.write()?;
+        let state = &mut *guard;
+        let entry = state.streams.entry(stream.key().to_owned()).or_default();
+        if entry.deleted {
+            return Err(Error::StreamDeleted { stream: stream.clone() });
+        }
+        if entry.version != after && entry.version != 0 {
+            return Err(Error::Conflict {
+                stream: stream.clone(),
+                expected: ExpectedVersion::Exact(after),
+                actual: entry.version,
+            });
+        }
+        if let Some(e) = events.iter().find(|e| entry.ids.contains_key(&e.event_id)) {
+            return Err(Error::EventIdReused {
+                stream: stream.clone(),
+                event_id: e.event_id,
+            });
+        }
+        entry.version = after;
+        let mut last = AppendResult {
+            version: after,
+            position: Position::default(),
+        };
+        let (first_version, count) = (after + 1, events.len() as u64);
+        for event in events {
+            let position = Position {
+                partition: 0,
+                offset: state.log.len() as u64 + 1,
+            };
+            let recorded = Arc::new(RecordedEvent {
+                stream: stream.clone(),
+                position,
+                ..event
+            });
+            entry.ids.insert(recorded.event_id, recorded.version);
+            entry.events.push(Arc::clone(&recorded));
+            entry.version = recorded.version;
+            last = AppendResult {
+                version: recorded.version,
+                position,
+            };
+            state.log.push(recorded);
+        }
+        if count > 0 {
+            entry.commits.insert(first_version, (count, last));
+        }
+        let committed = state.log.len() as u64;
+        drop(guard);
+        self.committed.send_if_modified(|head| {
+            let ahead = committed > *head;
+            if ahead {
+                *head = committed;
+            }
+            ahead
+        });
+        Ok(last)
     }
 
     async fn head(&self) -> Result<Checkpoint> {

@@ -22,6 +22,8 @@ macro_rules! __conformance_cases {
             snapshot_store_never_hides_a_newer_snapshot,
             snapshot_load_equals_full_replay,
             truncate_and_delete_behave_as_documented,
+            stream_catalogue_lists_every_stream,
+            import_keeps_ids_versions_times_and_metadata,
             bad_input_is_rejected_and_writes_nothing,
             events_by_type_since_a_time,
             long_stream_reads_in_pages,

@@ -170,6 +170,25 @@ impl EventBackend for MongoEventStore {
         self.by_type(event_type, since, max_count).await
     }
 
+    async fn list_streams(&self, _after: Option<&StreamId>, _max_count: usize) -> Result<Vec<cqrsx_core::StreamInfo>> {
+        // TODO(#33): the stream catalogue on this backend (in progress on branch `imports`).
+        Err(cqrsx_core::Error::Config(
+            "list_streams is not built on this backend yet".into(),
+        ))
+    }
+
+    async fn import(
+        &self,
+        _stream: &StreamId,
+        _after: u64,
+        _events: Vec<cqrsx_core::RecordedEvent>,
+    ) -> Result<cqrsx_core::AppendResult> {
+        // TODO(#33): imports on this backend (in progress on branch `imports`).
+        Err(cqrsx_core::Error::Config(
+            "import is not built on this backend yet".into(),
+        ))
+    }
+
     async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {
         let head = self.heads.head(stream).await?;
         if head.deleted {

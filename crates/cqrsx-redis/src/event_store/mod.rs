@@ -401,6 +401,25 @@ impl EventBackend for RedisEventStore {
         Ok(all.into_iter().take(max_count).map(|(_, e)| e).collect())
     }
 
+    async fn list_streams(&self, _after: Option<&StreamId>, _max_count: usize) -> Result<Vec<cqrsx_core::StreamInfo>> {
+        // TODO(#33): the stream catalogue on this backend (in progress on branch `imports`).
+        Err(cqrsx_core::Error::Config(
+            "list_streams is not built on this backend yet".into(),
+        ))
+    }
+
+    async fn import(
+        &self,
+        _stream: &StreamId,
+        _after: u64,
+        _events: Vec<cqrsx_core::RecordedEvent>,
+    ) -> Result<cqrsx_core::AppendResult> {
+        // TODO(#33): imports on this backend (in progress on branch `imports`).
+        Err(cqrsx_core::Error::Config(
+            "import is not built on this backend yet".into(),
+        ))
+    }
+
     async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {
         let reply = self
             .client
