@@ -14,6 +14,7 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::event::{AllPage, AppendResult, EventFilter, NewEvent, Position, RecordedEvent, Timestamp};
 use crate::event_store::{EventStore, EventStoreCapabilities};
+use crate::import::StreamInfo;
 use crate::stream::{ExpectedVersion, StreamId};
 
 use super::keys::Keys;
@@ -202,6 +203,18 @@ impl EventStore for EncryptedEventStore {
 
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()> {
         self.inner.delete_stream(stream, expected).await
+    }
+
+    /// Passes through: the catalogue holds no payloads.
+    async fn list_streams(&self, after: Option<&StreamId>, max_count: usize) -> Result<Vec<StreamInfo>> {
+        self.inner.list_streams(after, max_count).await
+    }
+
+    /// Passes through: the events are copied in their stored form as they are (sealed events
+    /// stay sealed, bound to the same stream and ids; events read through an encrypted store
+    /// and imported here are stored in clear, so import what the inner store holds).
+    async fn import(&self, stream: &StreamId, after: u64, events: Vec<RecordedEvent>) -> Result<AppendResult> {
+        self.inner.import(stream, after, events).await
     }
 
     async fn head(&self) -> Result<Checkpoint> {
