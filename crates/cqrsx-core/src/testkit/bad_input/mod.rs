@@ -3,6 +3,7 @@
 //! read models, subscriptions and projections — each answered with its exact error variant,
 //! within a bound, leaving the store as it was.
 
+mod crypto;
 mod read_side;
 mod reads;
 mod writes;
@@ -44,6 +45,10 @@ enum Expect {
     StreamDeleted,
     NotFound,
     LeaseLost,
+    WrongMasterKey,
+    SubjectForgotten,
+    UnknownSubject,
+    Tampered,
     /// An edge that is valid: it succeeds (and what it returns is checked by the kind).
     Valid,
 }
@@ -57,6 +62,10 @@ fn matches<T: Debug>(expect: Expect, outcome: &Result<T>) -> bool {
             | (Expect::StreamDeleted, Err(Error::StreamDeleted { .. }))
             | (Expect::NotFound, Err(Error::NotFound(_)))
             | (Expect::LeaseLost, Err(Error::LeaseLost { .. }))
+            | (Expect::WrongMasterKey, Err(Error::WrongMasterKey { .. }))
+            | (Expect::SubjectForgotten, Err(Error::SubjectForgotten(_)))
+            | (Expect::UnknownSubject, Err(Error::UnknownSubject(_)))
+            | (Expect::Tampered, Err(Error::Tampered { .. }))
             | (Expect::Valid, Ok(_))
     )
 }
@@ -254,6 +263,7 @@ pub async fn bad_input_catalogue(f: Fixture) {
     writes::check(&mut c, &seeded).await;
     reads::check(&mut c, &seeded).await;
     read_side::check(&mut c, &seeded).await;
+    crypto::check(&mut c, &seeded).await;
 
     let checkpoints = &f.checkpoints;
     report(f.label, &format!("bad-input catalogue: {} kinds", c.kinds.len()));
