@@ -9,6 +9,9 @@ use cqrsx_core::memory::{InMemoryEventStore, InMemoryReadStore, InMemorySnapshot
 use cqrsx_core::projection::TypedFault;
 use cqrsx_core::testkit::{Fixture, CASES};
 
+#[path = "broken_stores/keys.rs"]
+mod keys;
+use keys::{BrokenKeys, KeyFault};
 #[path = "broken_stores/checkpoints.rs"]
 mod checkpoints;
 use checkpoints::{broken_checkpoints, CheckpointFault};
@@ -426,6 +429,22 @@ async fn each_case_catches_the_fault_it_guards_against() {
             fails("typed_projection_decodes_through_the_registry", fixture).await,
             "the typed case did not catch {fault:?}"
         );
+    }
+
+    let key_faults = [
+        ("crypto_forget_erases_everywhere", KeyFault::ForgetKeepsKeys),
+        (
+            "crypto_rotation_keeps_old_versions_readable",
+            KeyFault::GetIgnoresVersion,
+        ),
+    ];
+    for (case, fault) in key_faults {
+        let fixture = Fixture::in_memory().with_keys(Arc::new(BrokenKeys {
+            inner: cqrsx_core::crypto::InMemoryKeyStore::new(),
+            fault,
+            kept: Default::default(),
+        }));
+        assert!(fails(case, fixture).await, "{case} did not catch {fault:?}");
     }
 
     let f = Fixture::in_memory();
