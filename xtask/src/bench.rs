@@ -6,6 +6,7 @@
 //! every event).
 
 mod codec;
+mod crypto;
 mod mongo;
 mod projection;
 mod projection_typed;
@@ -214,7 +215,7 @@ impl BenchRow {
 }
 
 /// Runs the benchmarks of the chosen backends and writes the report.
-pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
+pub async fn run(backends: &[Backend], quick: bool, only: Option<&str>) -> Result<()> {
     if cfg!(debug_assertions) {
         // Numbers from a debug build mean nothing: run the same command from a release build.
         let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
@@ -233,6 +234,9 @@ pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
         if quick {
             command.arg("--quick");
         }
+        if let Some(only) = only {
+            command.args(["--only", only]);
+        }
         return cmd::run(&mut command);
     }
     let scale = Scale::new(quick);
@@ -240,6 +244,11 @@ pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let mut all = Section::default();
     let mut groups: Vec<(&str, Section)> = Vec::new();
+    match only {
+        None => {}
+        Some("crypto") => return crypto_only(backends, scale, &out_dir).await,
+        Some(other) => return Err(format!("unknown group {other:?}; the only one is `crypto`")),
+    }
     if backends.contains(&Backend::Memory) {
         say("=== codec ===");
         groups.push(("codec", codec::rows(scale)?.into()));
@@ -247,6 +256,15 @@ pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
         groups.push(("snapshot", snapshot::rows(scale)?.into()));
         say("=== memory ===");
         groups.push(("memory", store::memory_rows(scale).await?.into()));
+        say("=== crypto: memory ===");
+        let crypto_rows = crypto::rows(
+            "memory",
+            std::sync::Arc::new(cqrsx_core::memory::InMemoryEventStore::new()),
+            std::sync::Arc::new(cqrsx_core::crypto::InMemoryKeyStore::new()),
+            scale,
+        )
+        .await?;
+        groups.push(("crypto-memory", crypto_rows.into()));
     }
     let mut servers = Vec::new();
     if backends.contains(&Backend::Redis) {
@@ -260,6 +278,8 @@ pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
             .map(|(_, v)| v.clone())
             .ok_or("the redis provider gave no URL")?;
         groups.push(("redis", redis::rows(&url, scale).await?));
+        say("=== crypto: redis ===");
+        groups.push(("crypto-redis", redis::crypto_rows(&url, scale).await?.into()));
         servers.push(server);
     }
     if backends.contains(&Backend::Mongo) {
@@ -299,6 +319,42 @@ pub async fn run(backends: &[Backend], quick: bool) -> Result<()> {
     std::fs::write(&path, &report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     say(&format!("\n{report}"));
     say(&format!("wrote {} and {}/*.json", path.display(), out_dir.display()));
+    Ok(())
+}
+
+/// `--only crypto`: the encryption rows on memory and Redis (standalone).
+async fn crypto_only(backends: &[Backend], scale: Scale, out_dir: &std::path::Path) -> Result<()> {
+    let mut all = Section::default();
+    if backends.contains(&Backend::Memory) {
+        say("=== crypto: memory ===");
+        let rows = crypto::rows(
+            "memory",
+            std::sync::Arc::new(cqrsx_core::memory::InMemoryEventStore::new()),
+            std::sync::Arc::new(cqrsx_core::crypto::InMemoryKeyStore::new()),
+            scale,
+        )
+        .await?;
+        all.rows.extend(rows);
+    }
+    let mut servers = Vec::new();
+    if backends.contains(&Backend::Redis) {
+        say("=== crypto: redis ===");
+        let server = crate::providers::redis_standalone().await?;
+        say(&format!("redis: {}", server.provider));
+        let url = server
+            .env
+            .iter()
+            .find(|(k, _)| k == "CQRSX_TEST_REDIS_URL")
+            .map(|(_, v)| v.clone())
+            .ok_or("the redis provider gave no URL")?;
+        all.rows.extend(redis::crypto_rows(&url, scale).await?);
+        servers.push(server);
+    }
+    let json = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
+    let path = out_dir.join("crypto.json");
+    std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    say(&format!("\n{}", markdown(&all)));
+    say(&format!("wrote {}", path.display()));
     Ok(())
 }
 

@@ -90,6 +90,9 @@ enum Command {
         /// Fewer iterations, for a smoke run.
         #[arg(long)]
         quick: bool,
+        /// Only this group of rows (`crypto`: encrypted against plain appends and loads).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Builds (once, cached) and starts FerretDB 2 + PostgreSQL + DocumentDB from
     /// `CQRSX_DOCUMENTDB_SRC`, prints its URI and serves until its standard input closes.
@@ -119,7 +122,7 @@ fn main() -> ExitCode {
                 no_lint,
                 local_engine,
             } => test::run(&backend, !no_lint, local_engine).await,
-            Command::Bench { backend, quick } => bench::run(&backend, quick).await,
+            Command::Bench { backend, quick, only } => bench::run(&backend, quick, only.as_deref()).await,
             Command::Faults { backend, no_meta, only } => test::faults_alone(&backend, !no_meta, only).await,
             Command::FaultWorker(args) => faults::worker::run(args).await,
             Command::MongoEngine { crash_check } => mongo_engine::serve(crash_check).await,

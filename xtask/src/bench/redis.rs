@@ -406,6 +406,23 @@ async fn read_model_rows(client: &RedisClientManager, scale: Scale, rows: &mut V
 }
 
 /// Redis rows on a standalone server at `url`.
+/// The encryption rows (`--only crypto`) on this server, with the Redis key store.
+pub async fn crypto_rows(url: &str, scale: Scale) -> Result<Vec<super::BenchRow>> {
+    let run_id = format!("b{}", cqrsx_core::Uuid::now_v7().simple());
+    let config = RedisConfig::default()
+        .with_url(url)
+        .with_key_prefix(format!("bench-{run_id}"))
+        .with_pool_size(16);
+    let client = RedisClientManager::connect(config).await.map_err(error)?;
+    super::crypto::rows(
+        "redis",
+        Arc::new(RedisEventStore::new(client.clone())),
+        Arc::new(cqrsx_redis::RedisKeyStore::new(client)),
+        scale,
+    )
+    .await
+}
+
 pub async fn rows(url: &str, scale: Scale) -> Result<Section> {
     let run_id = format!("b{}", cqrsx_core::Uuid::now_v7().simple());
     let config = RedisConfig::default()

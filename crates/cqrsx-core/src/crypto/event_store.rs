@@ -18,7 +18,7 @@ use crate::import::StreamInfo;
 use crate::stream::{ExpectedVersion, StreamId};
 
 use super::keys::Keys;
-use super::policy::{Policies, Protection};
+use super::policy::{Policies, Protection, Subject};
 use super::seal::{aad, decrypt, encrypt, restore_fields, take_fields, Sealed};
 use super::{ERASED_KEY, SEALED_KEY};
 
@@ -65,10 +65,11 @@ impl EncryptedEventStore {
     }
 
     async fn seal(&self, stream: &StreamId, mut event: NewEvent, policy: &Protection) -> Result<NewEvent> {
-        let mut payload: Value = if policy.payload.is_empty() {
-            Value::Null
-        } else {
+        let needs_payload = !policy.payload.is_empty() || matches!(policy.subject, Subject::PayloadField(_));
+        let mut payload: Value = if needs_payload {
             event.content_type.decode(&event.payload)?
+        } else {
+            Value::Null
         };
         let subject = policy.subject_of(stream, &event, &payload)?;
         let (version, key) = self.keys.sealing_key(&subject).await?;

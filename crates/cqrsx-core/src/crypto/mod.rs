@@ -49,3 +49,6 @@ pub fn is_erased(event: &RecordedEvent) -> bool {
 pub fn is_document_erased(document: &serde_json::Value) -> bool {
     document.get(ERASED_KEY) == Some(&serde_json::Value::Bool(true))
 }
+
+#[cfg(test)]
+mod tests;
