@@ -47,5 +47,9 @@ async fn an_unreachable_key_store_is_a_typed_error_and_writes_nothing() {
         ),
         "{outcome:?}"
     );
-    assert_eq!(events.stream_version(&stream).await.expect("version"), 0, "nothing written");
+    assert_eq!(
+        events.stream_version(&stream).await.expect("version"),
+        0,
+        "nothing written"
+    );
 }

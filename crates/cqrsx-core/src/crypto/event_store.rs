@@ -96,9 +96,7 @@ impl EncryptedEventStore {
         let Some(entry) = event.metadata.user.remove(SEALED_KEY) else {
             return Ok(event);
         };
-        let label = format!("event {} of {}", event.event_id, event.stream);
-        let what = || label.clone();
-        let sealed = Sealed::from_value(&entry, &what)?;
+        let sealed = Sealed::from_value(&entry, &|| format!("event {} of {}", event.event_id, event.stream))?;
         let Some(key) = self.keys.opening_key(&sealed.subject, sealed.version).await? else {
             event.metadata.user.insert(ERASED_KEY.into(), Value::Bool(true));
             return Ok(event);
@@ -110,16 +108,27 @@ impl EncryptedEventStore {
             &sealed.subject,
             sealed.version,
         );
+        let (id, stream) = (event.event_id, &event.stream);
+        let what = || format!("event {id} of {stream}");
         let plain = decrypt(&key, &sealed, &bound, &what)?;
         let mut plain: Value = serde_json::from_slice(&plain).map_err(|_| Error::Tampered {
-            what: format!("{label}: sealed fields are not JSON"),
+            what: format!("{}: sealed fields are not JSON", what()),
         })?;
-        if let Some(Value::Object(taken)) = plain.get_mut("p").map(Value::take) {
-            if !taken.is_empty() {
-                let mut payload: Value = event.content_type.decode(&event.payload)?;
-                restore_fields(&mut payload, taken, &what)?;
-                event.payload = event.content_type.encode(&payload)?;
+        let mut payload = None;
+        if let Some(Value::Object(mut taken)) = plain.get_mut("p").map(Value::take) {
+            if taken.len() == 1 && taken.contains_key("") {
+                // The whole payload: no need to read what is stored in its place.
+                if let Some(whole) = taken.remove("") {
+                    payload = Some(event.content_type.encode(&whole)?);
+                }
+            } else if !taken.is_empty() {
+                let mut stored: Value = event.content_type.decode(&event.payload)?;
+                restore_fields(&mut stored, taken, &what)?;
+                payload = Some(event.content_type.encode(&stored)?);
             }
+        }
+        if let Some(payload) = payload {
+            event.payload = payload;
         }
         if let Some(Value::Object(taken)) = plain.get_mut("m").map(Value::take) {
             event.metadata.user.extend(taken);

@@ -36,7 +36,8 @@ pub struct Keys {
 
 #[derive(Default)]
 struct Cache {
-    keys: HashMap<(String, u32), (DataKey, Instant)>,
+    keys: HashMap<String, HashMap<u32, (DataKey, Instant)>>,
+    len: usize,
     latest: HashMap<String, (u32, Instant)>,
     forgotten: HashSet<String>,
 }
@@ -72,7 +73,7 @@ impl Keys {
 
     fn cached(&self, subject: &str, version: u32) -> Option<DataKey> {
         let cache = self.cache();
-        let (key, at) = cache.keys.get(&(subject.to_string(), version))?;
+        let (key, at) = cache.keys.get(subject)?.get(&version)?;
         (at.elapsed() < self.ttl).then(|| key.clone())
     }
 
@@ -82,16 +83,28 @@ impl Keys {
         }
         let now = Instant::now();
         let mut cache = self.cache();
-        if cache.keys.len() >= self.capacity {
+        if cache.len >= self.capacity {
             let ttl = self.ttl;
-            cache.keys.retain(|_, (_, at)| at.elapsed() < ttl);
+            for versions in cache.keys.values_mut() {
+                versions.retain(|_, (_, at)| at.elapsed() < ttl);
+            }
+            cache.keys.retain(|_, versions| !versions.is_empty());
             cache.latest.retain(|_, (_, at)| at.elapsed() < ttl);
-            if cache.keys.len() >= self.capacity {
+            cache.len = cache.keys.values().map(HashMap::len).sum();
+            if cache.len >= self.capacity {
                 cache.keys.clear();
                 cache.latest.clear();
+                cache.len = 0;
             }
         }
-        cache.keys.insert((subject.to_string(), version), (key.clone(), now));
+        let replaced = cache
+            .keys
+            .entry(subject.to_string())
+            .or_default()
+            .insert(version, (key.clone(), now));
+        if replaced.is_none() {
+            cache.len += 1;
+        }
         if latest {
             let newer = cache.latest.get(subject).is_none_or(|(v, _)| *v <= version);
             if newer {
@@ -184,7 +197,9 @@ impl Keys {
 
     fn mark_forgotten(&self, subject: &str) {
         let mut cache = self.cache();
-        cache.keys.retain(|(s, _), _| s != subject);
+        if let Some(versions) = cache.keys.remove(subject) {
+            cache.len -= versions.len();
+        }
         cache.latest.remove(subject);
         if cache.forgotten.len() >= self.capacity {
             cache.forgotten.clear();

@@ -1,6 +1,8 @@
 //! Master keys: what wraps and unwraps the per-subject data keys ([`MasterKey`]), and the
 //! local AES-256-GCM implementation ([`LocalMasterKey`]).
 
+use std::sync::Arc;
+
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use async_trait::async_trait;
@@ -10,9 +12,13 @@ use crate::error::{Error, Result};
 /// Length of an AES-GCM nonce.
 pub(crate) const NONCE_LEN: usize = 12;
 
-/// A data key in clear: 32 bytes of AES-256 key. Never stored; only its wrapped form is.
+/// A data key in clear: 32 bytes of AES-256 key, with its expanded cipher (built once, shared
+/// by every clone). Never stored; only its wrapped form is.
 #[derive(Clone)]
-pub struct DataKey(pub(crate) [u8; 32]);
+pub struct DataKey {
+    pub(crate) bytes: [u8; 32],
+    cipher: Arc<Aes256Gcm>,
+}
 
 impl DataKey {
     /// A fresh random data key (the OS random source).
@@ -20,11 +26,19 @@ impl DataKey {
         let key = Aes256Gcm::generate_key(OsRng);
         let mut bytes = [0u8; 32];
         bytes.copy_from_slice(key.as_slice());
-        DataKey(bytes)
+        Self::from_bytes(bytes)
     }
 
-    pub(crate) fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.0))
+    /// A data key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self {
+            cipher: Arc::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes))),
+            bytes,
+        }
+    }
+
+    pub(crate) fn cipher(&self) -> &Aes256Gcm {
+        &self.cipher
     }
 }
 
@@ -93,7 +107,13 @@ impl MasterKey for LocalMasterKey {
         let aad = self.aad(subject, version);
         let sealed = self
             .cipher
-            .encrypt(&nonce, Payload { msg: &key.0, aad: &aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: &key.bytes,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| Error::Config("AES-GCM refused to wrap a data key".into()))?;
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(nonce.as_slice());
@@ -120,7 +140,7 @@ impl MasterKey for LocalMasterKey {
             return Err(wrong());
         }
         bytes.copy_from_slice(&plain);
-        Ok(DataKey(bytes))
+        Ok(DataKey::from_bytes(bytes))
     }
 }
 
@@ -133,7 +153,7 @@ mod tests {
         let master = LocalMasterKey::new([7; 32], "m1");
         let key = DataKey::generate();
         let wrapped = master.wrap("alice", 1, &key).await?;
-        assert_eq!(master.unwrap("alice", 1, &wrapped).await?.0, key.0);
+        assert_eq!(master.unwrap("alice", 1, &wrapped).await?.bytes, key.bytes);
         let other = LocalMasterKey::new([8; 32], "m1");
         assert!(matches!(
             other.unwrap("alice", 1, &wrapped).await,

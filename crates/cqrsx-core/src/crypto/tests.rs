@@ -61,7 +61,9 @@ async fn unprotected_types_pass_through_and_bad_policies_are_refused() -> Result
     let store = EncryptedEventStore::new(inner.clone(), keys(), Policies::new());
     let stream = StreamId::new("Person", "p2")?;
     let event = NewEvent::json("Other", &json!({ "email": "plain@example.com" }))?;
-    store.append(&stream, ExpectedVersion::NoStream, vec![event.clone()]).await?;
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event.clone()])
+        .await?;
     assert_eq!(inner.read_stream(&stream, 1, 1).await?[0].payload, event.payload);
     assert!(matches!(
         Protection::new(Subject::AggregateId).field("email"),
