@@ -207,6 +207,22 @@ pub enum Error {
         /// What was asked for and what was reached.
         reason: String,
     },
+    /// A retention run in strict mode (`refuse_unapplied`) found that its policies would remove
+    /// events a projection has not applied yet; the run wrote nothing. Run it again once the
+    /// projections caught up, or without strict mode to hold those events back and report them.
+    #[error(
+        "retention would remove {events} event(s) not yet applied by projection(s) {projections:?}, first {stream} at version {version}; nothing was written"
+    )]
+    Unapplied {
+        /// The first stream found with such events.
+        stream: StreamId,
+        /// The first such version of that stream.
+        version: u64,
+        /// The projections (stored names, with a shard's suffix) that have not applied them.
+        projections: Vec<String>,
+        /// How many events, over every stream, the run would have removed unapplied.
+        events: u64,
+    },
     /// The server or driver failed.
     #[error("backend error{}: {source}", if *.retryable { " (retryable)" } else { "" })]
     Backend {
@@ -248,6 +264,7 @@ impl Error {
             Error::Handler { .. } => "handler",
             Error::InSeveralShards { .. } => "in_several_shards",
             Error::NotDurable { .. } => "not_durable",
+            Error::Unapplied { .. } => "unapplied",
             Error::Backend { .. } => "backend",
         }
     }
@@ -271,7 +288,8 @@ impl Error {
             | Error::Config(_)
             | Error::LeaseLost { .. }
             | Error::Handler { .. }
-            | Error::InSeveralShards { .. } => false,
+            | Error::InSeveralShards { .. }
+            | Error::Unapplied { .. } => false,
         }
     }
 

@@ -38,6 +38,7 @@
 //! ```
 
 pub mod aggregate;
+pub mod archive;
 mod checked;
 mod checkpoint;
 pub mod codec;
@@ -48,6 +49,7 @@ mod import;
 mod read_store;
 pub mod registry;
 mod repository;
+pub mod retention;
 mod snapshot_store;
 mod stats;
 mod stream;

@@ -24,6 +24,7 @@ macro_rules! __conformance_cases {
             truncate_and_delete_behave_as_documented,
             stream_catalogue_lists_every_stream,
             import_keeps_ids_versions_times_and_metadata,
+            retention_archives_only_what_policies_and_projections_allow,
             bad_input_is_rejected_and_writes_nothing,
             events_by_type_since_a_time,
             long_stream_reads_in_pages,
