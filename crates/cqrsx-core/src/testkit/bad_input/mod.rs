@@ -5,6 +5,7 @@
 
 mod read_side;
 mod reads;
+mod retention;
 mod writes;
 
 use std::fmt::Debug;
@@ -44,6 +45,8 @@ enum Expect {
     StreamDeleted,
     NotFound,
     LeaseLost,
+    Config,
+    Unapplied,
     /// An edge that is valid: it succeeds (and what it returns is checked by the kind).
     Valid,
 }
@@ -57,6 +60,8 @@ fn matches<T: Debug>(expect: Expect, outcome: &Result<T>) -> bool {
             | (Expect::StreamDeleted, Err(Error::StreamDeleted { .. }))
             | (Expect::NotFound, Err(Error::NotFound(_)))
             | (Expect::LeaseLost, Err(Error::LeaseLost { .. }))
+            | (Expect::Config, Err(Error::Config(_)))
+            | (Expect::Unapplied, Err(Error::Unapplied { .. }))
             | (Expect::Valid, Ok(_))
     )
 }
@@ -254,6 +259,7 @@ pub async fn bad_input_catalogue(f: Fixture) {
     writes::check(&mut c, &seeded).await;
     reads::check(&mut c, &seeded).await;
     read_side::check(&mut c, &seeded).await;
+    retention::check(&mut c, &seeded).await;
 
     let checkpoints = &f.checkpoints;
     report(f.label, &format!("bad-input catalogue: {} kinds", c.kinds.len()));
