@@ -349,6 +349,10 @@ async fn each_case_catches_the_fault_it_guards_against() {
         ("bad_input_is_rejected_and_writes_nothing", Fault::AcceptsEmptyBatches),
         ("events_by_type_since_a_time", Fault::EventsByTypeIgnoresTime),
         ("long_stream_reads_in_pages", Fault::PagesLoseEvents),
+        (
+            "retention_archives_only_what_policies_and_projections_allow",
+            Fault::PagesLoseEvents,
+        ),
         ("read_all_pages_inside_batches", Fault::PagesInsideBatchesSkip),
         (
             "subscription_catches_up_from_zero_and_from_a_checkpoint",
