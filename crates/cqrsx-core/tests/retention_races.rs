@@ -1,0 +1,136 @@
+//! Retention against a writer that lands exactly between the run's plan and its delete, and a
+//! crash between archiving and truncating.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrsx_core::archive::{Archive, StoreArchive};
+use cqrsx_core::memory::InMemoryEventStore;
+use cqrsx_core::raw::{AllPage, EventStoreCapabilities};
+use cqrsx_core::retention::{HoldReason, RetentionJob, RetentionPolicy, StreamAction};
+use cqrsx_core::{
+    async_trait, AppendResult, Checkpoint, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
+    Result, StreamId, StreamInfo, Timestamp,
+};
+
+/// A store where a writer appends to the stream just before each delete, once; or whose
+/// truncation fails once (a crash after archiving).
+struct Racy {
+    inner: InMemoryEventStore,
+    write_before_delete: AtomicBool,
+    fail_truncate: AtomicBool,
+}
+
+#[async_trait]
+impl EventStore for Racy {
+    fn capabilities(&self) -> EventStoreCapabilities {
+        self.inner.capabilities()
+    }
+    async fn append(&self, s: &StreamId, e: ExpectedVersion, ev: Vec<NewEvent>) -> Result<AppendResult> {
+        self.inner.append(s, e, ev).await
+    }
+    async fn read_stream(&self, s: &StreamId, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
+        self.inner.read_stream(s, from, max).await
+    }
+    async fn stream_version(&self, s: &StreamId) -> Result<u64> {
+        self.inner.stream_version(s).await
+    }
+    async fn read_all(&self, from: Position, max: usize, filter: &EventFilter) -> Result<AllPage> {
+        self.inner.read_all(from, max, filter).await
+    }
+    async fn events_by_type(&self, t: &str, since: Timestamp, max: usize) -> Result<Vec<RecordedEvent>> {
+        self.inner.events_by_type(t, since, max).await
+    }
+    async fn truncate_before(&self, s: &StreamId, before: u64) -> Result<u64> {
+        if self.fail_truncate.swap(false, Ordering::SeqCst) {
+            return Err(cqrsx_core::Error::backend(true, "crashed before truncating"));
+        }
+        self.inner.truncate_before(s, before).await
+    }
+    async fn delete_stream(&self, s: &StreamId, e: ExpectedVersion) -> Result<()> {
+        if self.write_before_delete.swap(false, Ordering::SeqCst) {
+            let v = self.inner.stream_version(s).await?;
+            let event = NewEvent::json("Late", &serde_json::json!({"n": 1}))?;
+            self.inner.append(s, ExpectedVersion::Exact(v), vec![event]).await?;
+        }
+        self.inner.delete_stream(s, e).await
+    }
+    async fn list_streams(&self, after: Option<&StreamId>, max: usize) -> Result<Vec<StreamInfo>> {
+        self.inner.list_streams(after, max).await
+    }
+    async fn import(&self, s: &StreamId, after: u64, ev: Vec<RecordedEvent>) -> Result<AppendResult> {
+        self.inner.import(s, after, ev).await
+    }
+    async fn head(&self) -> Result<Checkpoint> {
+        self.inner.head().await
+    }
+}
+
+async fn seeded(write_before_delete: bool, fail_truncate: bool) -> Result<(Arc<Racy>, StreamId)> {
+    let store = Arc::new(Racy {
+        inner: InMemoryEventStore::new(),
+        write_before_delete: AtomicBool::new(write_before_delete),
+        fail_truncate: AtomicBool::new(fail_truncate),
+    });
+    let stream = StreamId::new("Gone", "g1")?;
+    let events = (1..=4)
+        .map(|n| NewEvent::json("Added", &serde_json::json!({ "n": n })))
+        .collect::<Result<Vec<_>>>()?;
+    store.append(&stream, ExpectedVersion::NoStream, events).await?;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    Ok((store, stream))
+}
+
+#[tokio::test]
+async fn a_stream_written_before_its_delete_is_kept_and_reported() -> Result<()> {
+    let (store, stream) = seeded(true, false).await?;
+    let cold = Arc::new(InMemoryEventStore::new());
+    let report = RetentionJob::new(store.clone())
+        .with_archive(Arc::new(StoreArchive::new(cold.clone())))
+        .with_policy(RetentionPolicy::new("Gone")?.delete_untouched_after(Duration::from_millis(1)))?
+        .run()
+        .await?;
+    let entry = report.stream(&stream).expect("reported");
+    assert_eq!(entry.action, StreamAction::Kept);
+    assert_eq!(entry.removed, 0);
+    assert!(matches!(
+        entry.held_back[..],
+        [cqrsx_core::retention::HeldBack {
+            from_version: 1,
+            to_version: 4,
+            reason: HoldReason::WrittenDuringRun { seen: 4, actual: 5 }
+        }]
+    ));
+    assert_eq!(store.stream_version(&stream).await?, 5, "the stream lives on");
+    assert_eq!(store.read_stream(&stream, 1, 10).await?.len(), 5);
+    assert_eq!(report.totals.deleted, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_crash_between_archive_and_truncate_leaves_both_and_the_next_run_finishes() -> Result<()> {
+    let (store, stream) = seeded(false, true).await?;
+    let cold = Arc::new(InMemoryEventStore::new());
+    let archive = Arc::new(StoreArchive::new(cold.clone()));
+    let job = RetentionJob::new(store.clone())
+        .with_archive(archive.clone())
+        .with_policy(RetentionPolicy::new("Gone")?.archive_untouched_after(Duration::from_millis(1)))?;
+    let first = job.run().await?;
+    let entry = first.stream(&stream).expect("reported");
+    assert!(entry.error.is_some(), "{entry:?}");
+    assert_eq!((entry.archived, entry.removed, first.totals.errors), (4, 0, 1));
+    assert_eq!(store.read_stream(&stream, 1, 10).await?.len(), 4, "still hot");
+    assert_eq!(archive.archived_version(&stream).await?, 4, "and archived");
+    let head = cold.head().await?;
+    let second = job.run().await?;
+    let entry = second.stream(&stream).expect("reported");
+    assert_eq!(
+        (entry.action, entry.archived, entry.removed),
+        (StreamAction::Archived, 0, 4)
+    );
+    assert_eq!(cold.head().await?, head, "nothing archived twice");
+    assert!(store.read_stream(&stream, 1, 10).await?.is_empty());
+    assert_eq!(store.stream_version(&stream).await?, 4);
+    Ok(())
+}
