@@ -220,7 +220,8 @@ pub enum Error {
         version: u64,
         /// The projections (stored names, with a shard's suffix) that have not applied them.
         projections: Vec<String>,
-        /// How many events, over every stream, the run would have removed unapplied.
+        /// How many events, over every stream, the run would have removed from the first
+        /// unapplied one of each stream on.
         events: u64,
     },
     /// The server or driver failed.

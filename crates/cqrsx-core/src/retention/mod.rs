@@ -28,7 +28,7 @@ mod report;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::archive::Archive;
 use crate::checkpoint::Checkpoint;
@@ -196,6 +196,11 @@ impl RetentionJob {
     /// checkpoints or a planning read fail; an error while carrying out one stream's plan is
     /// reported on that stream and the run goes on.
     pub async fn run(&self) -> Result<RetentionReport> {
+        let span = tracing::info_span!("cqrsx.retention.run", policies = self.policies.len());
+        self.run_inner().instrument(span).await
+    }
+
+    async fn run_inner(&self) -> Result<RetentionReport> {
         self.check_config()?;
         let now = Timestamp::now();
         let guard = self.guard().await?;
