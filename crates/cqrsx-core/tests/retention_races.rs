@@ -134,3 +134,78 @@ async fn a_crash_between_archive_and_truncate_leaves_both_and_the_next_run_finis
     assert_eq!(store.stream_version(&stream).await?, 4);
     Ok(())
 }
+
+/// A shard's checkpoint holds back only the streams that shard owns.
+#[tokio::test]
+async fn a_shard_holds_back_only_its_own_streams() -> Result<()> {
+    use cqrsx_core::memory::{InMemoryProjectionStore, InMemorySnapshotStore};
+    use cqrsx_core::projection::{Shard, ViewKey};
+    use cqrsx_core::raw::Commit;
+    use cqrsx_core::snapshot::SnapshotRecord;
+    use cqrsx_core::{ProjectionStore, SnapshotStore};
+
+    let events = Arc::new(InMemoryEventStore::new());
+    let snapshots = Arc::new(InMemorySnapshotStore::new());
+    let projections = Arc::new(InMemoryProjectionStore::new());
+    let mut streams = Vec::new();
+    for i in 0..8 {
+        let stream = StreamId::new("Order", format!("o{i}"))?;
+        let batch = (1..=6)
+            .map(|n| NewEvent::json("Added", &serde_json::json!({ "n": n })))
+            .collect::<Result<Vec<_>>>()?;
+        events.append(&stream, ExpectedVersion::NoStream, batch).await?;
+        snapshots
+            .save(SnapshotRecord {
+                stream: stream.clone(),
+                version: 4,
+                content_type: "application/json".into(),
+                schema_version: 1,
+                payload: b"{}".to_vec(),
+                created_at: Timestamp::now(),
+            })
+            .await?;
+        streams.push(stream);
+    }
+    // Shard 0 of 2 has applied nothing; shard 1 everything.
+    let head = events.head().await?;
+    for (index, checkpoint) in [(0, Checkpoint::start(1)), (1, head)] {
+        let key = ViewKey::sharded("orders", 1, Shard::new(index, 2)?)?;
+        let lease = projections
+            .acquire(&key, "test", Duration::from_secs(10))
+            .await?
+            .expect("lease");
+        projections
+            .commit(
+                &lease,
+                Commit {
+                    checkpoint: Some(checkpoint),
+                    ..Commit::default()
+                },
+            )
+            .await?;
+    }
+    let report = RetentionJob::new(events.clone())
+        .with_snapshots(snapshots)
+        .with_projections(projections)
+        .with_policy(RetentionPolicy::new("Order")?.keep_before_snapshot(1))?
+        .run()
+        .await?;
+    let (mut held, mut removed) = (0, 0);
+    for stream in &streams {
+        let entry = report.stream(stream).expect("reported");
+        if Shard::of_stream(stream.key(), 2) == 0 {
+            held += 1;
+            assert_eq!(entry.removed, 0, "{stream}");
+            assert!(
+                matches!(&entry.held_back[..], [h] if h.reason == HoldReason::Unapplied { projections: vec!["orders.s0of2".into()] } && (h.from_version, h.to_version) == (1, 3)),
+                "{entry:?}"
+            );
+        } else {
+            removed += 1;
+            assert_eq!((entry.removed, entry.removed_below), (3, 4), "{stream}");
+            assert!(entry.held_back.is_empty());
+        }
+    }
+    assert!(held > 0 && removed > 0, "both shards own streams: {held} {removed}");
+    Ok(())
+}
