@@ -98,6 +98,17 @@ impl Keys {
         self.key(partition, &["cat"])
     }
 
+    /// What the meta hash key of every stream of the partition starts with (the stream key
+    /// follows).
+    pub(crate) fn meta_prefix(&self, partition: u32) -> String {
+        self.key(partition, &["m:"])
+    }
+
+    /// The partition's tiny streams' bucket `b` (`b < BUCKETS`).
+    pub(crate) fn bucket(&self, partition: u32, b: u32) -> String {
+        self.key(partition, &["b:", &b.to_string()])
+    }
+
     /// The partition's partially truncated commits: first position -> events removed.
     pub(crate) fn trim(&self, partition: u32) -> String {
         self.key(partition, &["trim"])
@@ -116,7 +127,7 @@ impl Keys {
             partition,
             index: self.key(partition, &["s:", stream_key]),
             meta: self.key(partition, &["m:", stream_key]),
-            bucket: self.key(partition, &["b:", &bucket.to_string()]),
+            bucket: self.bucket(partition, bucket),
         }
     }
 
