@@ -19,6 +19,8 @@ use cqrsx_core::{
     AppendResult, Error, ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId, StreamInfo,
 };
 use futures::{StreamExt, TryStreamExt};
+use std::future::IntoFuture;
+
 use mongodb::bson::{doc, DateTime};
 
 use super::append::{retry_or_reused, Plan};
@@ -150,6 +152,43 @@ impl MongoEventStore {
             return Err(Error::conflict(stream, ExpectedVersion::Exact(after), head.version));
         }
         Ok(())
+    }
+
+    /// Enters every stream of the store in the stream catalogue
+    /// ([`cqrsx_core::EventStore::list_streams`]): needed once for a store written before the
+    /// catalogue existed on a server whose heads are not hinted (MongoDB, DocumentDB: there a
+    /// stream got its head hint only from this version on); harmless otherwise. One pass over
+    /// the commits (grouped by stream), then one upsert per stream. Safe beside writers: a
+    /// hint is only ever created at version 0 or raised. Returns how many streams it found.
+    pub async fn fill_catalogue(&self) -> Result<u64> {
+        let cursor = self
+            .client
+            .track(
+                self.commits
+                    .aggregate(vec![
+                        doc! { "$match": { "stream": { "$exists": true } } },
+                        doc! { "$group": { "_id": "$stream" } },
+                    ])
+                    .into_future(),
+            )
+            .await?;
+        let groups: Vec<mongodb::bson::Document> = cursor.try_collect().await.map_err(crate::error::backend)?;
+        let streams = groups
+            .iter()
+            .map(|g| {
+                let key = g
+                    .get_str("_id")
+                    .map_err(|_| crate::error::corrupt("a commit whose stream is not text"))?;
+                StreamId::parse(key).map_err(|e| Error::Integrity(format!("a commit of stream {key:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let found = streams.len() as u64;
+        futures::stream::iter(streams)
+            .map(|stream| async move { self.heads.enter(&stream).await })
+            .buffer_unordered(PARALLEL_HEADS)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(found)
     }
 
     /// [`cqrsx_core::EventStore::list_streams`]: catalogue pages, each listed stream's head
