@@ -19,6 +19,11 @@
 -- ordered when its ids only increase, from version 1 or from an ordered stream; else indexed
 -- (every id a field of the meta hash) — also a stream that starts truncated, whose commit
 -- index lacks the entries an ordered stream's binary search needs.
+-- Each commit's type index entries get the server's clock as their ids, as an append's do: by_type.lua
+-- starts at `since` there, and the commit's own recorded-at filters. A recorded-at ahead of this
+-- server's clock (a source whose clock ran ahead) is the one case that misses: such an event is
+-- not found from a time between the import and its recorded-at. Its index entry cannot carry
+-- that time instead: appends take their recorded-at from those ids, which never go back.
 local fmt, sub = string.format, string.sub
 local after = tonumber(ARGV[1])
 local ids = ARGV[2]
