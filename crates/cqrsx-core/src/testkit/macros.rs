@@ -24,6 +24,8 @@ macro_rules! __conformance_cases {
             truncate_and_delete_behave_as_documented,
             stream_catalogue_lists_every_stream,
             import_keeps_ids_versions_times_and_metadata,
+            import_continues_every_stream_shape,
+            import_racing_an_append_lets_exactly_one_win,
             retention_archives_only_what_policies_and_projections_allow,
             bad_input_is_rejected_and_writes_nothing,
             events_by_type_since_a_time,
