@@ -80,7 +80,6 @@ pub use codec::{Codec, EventCodec};
 pub use error::{ConnectFailure, Error, Result};
 pub use event::{AppendResult, ContentType, EventFilter, Metadata, NewEvent, Position, RecordedEvent, Timestamp};
 pub use event_store::EventStore;
-pub use import::StreamInfo;
 pub use projection::{Projection, ProjectionHandle, ProjectionRunner, ProjectionStore, View};
 pub use read_store::{Document, Filter, Query, ReadStore, ReadStoreExt};
 pub use registry::EventRegistry;

@@ -146,7 +146,11 @@ impl EventStore for BrokenEvents {
         self.inner.events_by_type(event_type, since, max).await
     }
 
-    async fn list_streams(&self, after: Option<&StreamId>, max_count: usize) -> Result<Vec<cqrsx_core::StreamInfo>> {
+    async fn list_streams(
+        &self,
+        after: Option<&StreamId>,
+        max_count: usize,
+    ) -> Result<Vec<cqrsx_core::raw::StreamInfo>> {
         self.inner.list_streams(after, max_count).await
     }
 

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use cqrsx_core::archive::{Archive, StoreArchive};
 use cqrsx_core::memory::InMemoryEventStore;
-use cqrsx_core::raw::{AllPage, EventStoreCapabilities};
+use cqrsx_core::raw::{AllPage, EventStoreCapabilities, StreamInfo};
 use cqrsx_core::retention::{HoldReason, RetentionJob, RetentionPolicy, StreamAction};
 use cqrsx_core::{
     async_trait, AppendResult, Checkpoint, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
-    Result, StreamId, StreamInfo, Timestamp,
+    Result, StreamId, Timestamp,
 };
 
 /// A store where a writer appends to the stream just before each delete, once; or whose

@@ -4,7 +4,8 @@
 
 mod common;
 
-use cqrsx_core::{EventStore, ExpectedVersion, NewEvent, StreamId, StreamInfo};
+use cqrsx_core::raw::StreamInfo;
+use cqrsx_core::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use cqrsx_mongo::MongoEventStore;
 use mongodb::bson::{doc, Document, Regex};
 

@@ -15,9 +15,8 @@
 //! The catalogue is the head hints' documents (see `heads.rs`), written before a stream's first
 //! commit; a listing reads each listed stream's head.
 
-use cqrsx_core::{
-    AppendResult, Error, ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId, StreamInfo,
-};
+use cqrsx_core::raw::StreamInfo;
+use cqrsx_core::{AppendResult, Error, ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamId};
 use futures::{StreamExt, TryStreamExt};
 use std::future::IntoFuture;
 

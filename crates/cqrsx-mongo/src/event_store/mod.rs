@@ -171,7 +171,11 @@ impl EventBackend for MongoEventStore {
         self.by_type(event_type, since, max_count).await
     }
 
-    async fn list_streams(&self, after: Option<&StreamId>, max_count: usize) -> Result<Vec<cqrsx_core::StreamInfo>> {
+    async fn list_streams(
+        &self,
+        after: Option<&StreamId>,
+        max_count: usize,
+    ) -> Result<Vec<cqrsx_core::raw::StreamInfo>> {
         self.catalogue_page(after, max_count).await
     }
 

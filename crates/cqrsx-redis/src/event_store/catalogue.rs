@@ -8,7 +8,8 @@
 //! existing stream does not add it; its first write does):
 //! [`RedisEventStore::fill_catalogue`] enters them, once.
 
-use cqrsx_core::{Error, Result, StreamId, StreamInfo};
+use cqrsx_core::raw::StreamInfo;
+use cqrsx_core::{Error, Result, StreamId};
 use fred::prelude::*;
 use futures::TryStreamExt;
 

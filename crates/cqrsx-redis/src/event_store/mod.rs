@@ -393,7 +393,11 @@ impl EventBackend for RedisEventStore {
         Ok(all.into_iter().take(max_count).map(|(_, e)| e).collect())
     }
 
-    async fn list_streams(&self, after: Option<&StreamId>, max_count: usize) -> Result<Vec<cqrsx_core::StreamInfo>> {
+    async fn list_streams(
+        &self,
+        after: Option<&StreamId>,
+        max_count: usize,
+    ) -> Result<Vec<cqrsx_core::raw::StreamInfo>> {
         self.catalogue_page(after, max_count).await
     }
 
