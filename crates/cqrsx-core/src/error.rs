@@ -232,6 +232,23 @@ pub enum Error {
     /// nothing.
     #[error("subject {0:?} is forgotten: nothing new can be sealed for it")]
     SubjectForgotten(String),
+    /// A retention run in strict mode (`refuse_unapplied`) found that its policies would remove
+    /// events a projection has not applied yet; the run wrote nothing. Run it again once the
+    /// projections caught up, or without strict mode to hold those events back and report them.
+    #[error(
+        "retention would remove {events} event(s) not yet applied by projection(s) {projections:?}, first {stream} at version {version}; nothing was written"
+    )]
+    Unapplied {
+        /// The first stream found with such events.
+        stream: StreamId,
+        /// The first such version of that stream.
+        version: u64,
+        /// The projections (stored names, with a shard's suffix) that have not applied them.
+        projections: Vec<String>,
+        /// How many events, over every stream, the run would have removed from the first
+        /// unapplied one of each stream on.
+        events: u64,
+    },
     /// The server or driver failed.
     #[error("backend error{}: {source}", if *.retryable { " (retryable)" } else { "" })]
     Backend {
@@ -277,6 +294,7 @@ impl Error {
             Error::Tampered { .. } => "tampered",
             Error::UnknownSubject(_) => "unknown_subject",
             Error::SubjectForgotten(_) => "subject_forgotten",
+            Error::Unapplied { .. } => "unapplied",
             Error::Backend { .. } => "backend",
         }
     }
@@ -304,7 +322,8 @@ impl Error {
             | Error::WrongMasterKey { .. }
             | Error::Tampered { .. }
             | Error::UnknownSubject(_)
-            | Error::SubjectForgotten(_) => false,
+            | Error::SubjectForgotten(_)
+            | Error::Unapplied { .. } => false,
         }
     }
 

@@ -38,6 +38,7 @@
 //! ```
 
 pub mod aggregate;
+pub mod archive;
 mod checked;
 mod checkpoint;
 pub mod codec;
@@ -50,6 +51,7 @@ mod import;
 mod read_store;
 pub mod registry;
 mod repository;
+pub mod retention;
 mod snapshot_store;
 mod stats;
 mod stream;
@@ -80,7 +82,6 @@ pub use codec::{Codec, EventCodec};
 pub use error::{ConnectFailure, Error, Result};
 pub use event::{AppendResult, ContentType, EventFilter, Metadata, NewEvent, Position, RecordedEvent, Timestamp};
 pub use event_store::EventStore;
-pub use import::StreamInfo;
 pub use projection::{Projection, ProjectionHandle, ProjectionRunner, ProjectionStore, View};
 pub use read_store::{Document, Filter, Query, ReadStore, ReadStoreExt};
 pub use registry::EventRegistry;

@@ -12,7 +12,7 @@ pub use crate::event_store::{
     validate_append, validate_expected, validate_filter, validate_number, validate_position, DEFAULT_PAGE_SIZE,
 };
 pub use crate::event_store::{EventStoreCapabilities, MAX_NUMBER};
-pub use crate::import::validate_import;
+pub use crate::import::{validate_import, StreamInfo};
 pub use crate::projection::store::{Commit, Lease, ViewChange, ViewWrite};
 pub use crate::read_store::ReadStoreCapabilities;
 pub use crate::read_store::{

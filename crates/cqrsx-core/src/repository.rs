@@ -93,6 +93,15 @@ impl<A: Aggregate> Repository<A> {
         self
     }
 
+    /// Loads through `archive` as well: stream reads return the versions a retention run moved
+    /// to the archive from there and the rest from the event store (an
+    /// [`crate::archive::ArchivedEventStore`] over both), so a load gives the same state as
+    /// before archiving, with or without snapshots. Saves go to the event store as before.
+    pub fn with_archive(mut self, archive: Arc<dyn crate::archive::Archive>) -> Self {
+        self.events = Arc::new(crate::archive::ArchivedEventStore::new(self.events, archive));
+        self
+    }
+
     /// Events fetched per round trip while replaying.
     pub fn with_page_size(mut self, page_size: usize) -> Self {
         self.page_size = page_size.max(1);

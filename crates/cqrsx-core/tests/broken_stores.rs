@@ -149,7 +149,11 @@ impl EventStore for BrokenEvents {
         self.inner.events_by_type(event_type, since, max).await
     }
 
-    async fn list_streams(&self, after: Option<&StreamId>, max_count: usize) -> Result<Vec<cqrsx_core::StreamInfo>> {
+    async fn list_streams(
+        &self,
+        after: Option<&StreamId>,
+        max_count: usize,
+    ) -> Result<Vec<cqrsx_core::raw::StreamInfo>> {
         self.inner.list_streams(after, max_count).await
     }
 
@@ -352,6 +356,10 @@ async fn each_case_catches_the_fault_it_guards_against() {
         ("bad_input_is_rejected_and_writes_nothing", Fault::AcceptsEmptyBatches),
         ("events_by_type_since_a_time", Fault::EventsByTypeIgnoresTime),
         ("long_stream_reads_in_pages", Fault::PagesLoseEvents),
+        (
+            "retention_archives_only_what_policies_and_projections_allow",
+            Fault::PagesLoseEvents,
+        ),
         ("read_all_pages_inside_batches", Fault::PagesInsideBatchesSkip),
         (
             "subscription_catches_up_from_zero_and_from_a_checkpoint",

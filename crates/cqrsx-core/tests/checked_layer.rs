@@ -52,7 +52,7 @@ impl EventBackend for Unreachable {
     async fn events_by_type(&self, _: &str, _: Timestamp, _: usize) -> Result<Vec<RecordedEvent>> {
         reached("events_by_type")
     }
-    async fn list_streams(&self, _: Option<&StreamId>, _: usize) -> Result<Vec<cqrsx_core::StreamInfo>> {
+    async fn list_streams(&self, _: Option<&StreamId>, _: usize) -> Result<Vec<cqrsx_core::raw::StreamInfo>> {
         reached("list_streams")
     }
     async fn import(&self, _: &StreamId, _: u64, _: Vec<RecordedEvent>) -> Result<cqrsx_core::AppendResult> {

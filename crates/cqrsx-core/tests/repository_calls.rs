@@ -63,7 +63,11 @@ impl EventStore for Counting {
         self.inner.events_by_type(event_type, since, max_count).await
     }
 
-    async fn list_streams(&self, after: Option<&StreamId>, max_count: usize) -> Result<Vec<cqrsx_core::StreamInfo>> {
+    async fn list_streams(
+        &self,
+        after: Option<&StreamId>,
+        max_count: usize,
+    ) -> Result<Vec<cqrsx_core::raw::StreamInfo>> {
         self.inner.list_streams(after, max_count).await
     }
 

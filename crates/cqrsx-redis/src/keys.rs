@@ -91,6 +91,24 @@ impl Keys {
         self.key(partition, &["seq"])
     }
 
+    /// The partition's stream catalogue: a sorted set of the stream keys (`Type/id`) of every
+    /// stream appended to, imported or deleted in the partition, all with score 0, so
+    /// `ZRANGEBYLEX` pages it in key byte order.
+    pub(crate) fn catalogue(&self, partition: u32) -> String {
+        self.key(partition, &["cat"])
+    }
+
+    /// What the meta hash key of every stream of the partition starts with (the stream key
+    /// follows).
+    pub(crate) fn meta_prefix(&self, partition: u32) -> String {
+        self.key(partition, &["m:"])
+    }
+
+    /// The partition's tiny streams' bucket `b` (`b < BUCKETS`).
+    pub(crate) fn bucket(&self, partition: u32, b: u32) -> String {
+        self.key(partition, &["b:", &b.to_string()])
+    }
+
     /// The partition's partially truncated commits: first position -> events removed.
     pub(crate) fn trim(&self, partition: u32) -> String {
         self.key(partition, &["trim"])
@@ -109,7 +127,7 @@ impl Keys {
             partition,
             index: self.key(partition, &["s:", stream_key]),
             meta: self.key(partition, &["m:", stream_key]),
-            bucket: self.key(partition, &["b:", &bucket.to_string()]),
+            bucket: self.bucket(partition, bucket),
         }
     }
 
@@ -257,9 +275,11 @@ mod script_keys {
     const SCRIPTS: &[(&str, &str)] = &[
         ("append.lua", include_str!("lua/append.lua")),
         ("by_type.lua", include_str!("lua/by_type.lua")),
+        ("checks.lua", include_str!("lua/checks.lua")),
         ("delete.lua", include_str!("lua/delete.lua")),
         ("docs.lua", include_str!("lua/docs.lua")),
         ("docs_write.lua", include_str!("lua/docs_write.lua")),
+        ("import.lua", include_str!("lua/import.lua")),
         ("projection.lua", include_str!("lua/projection.lua")),
         ("query.lua", include_str!("lua/query.lua")),
         ("read_model.lua", include_str!("lua/read_model.lua")),

@@ -14,7 +14,7 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::event::{AllPage, AppendResult, EventFilter, NewEvent, Position, RecordedEvent, Timestamp};
 use crate::event_store::{EventStore, EventStoreCapabilities};
-use crate::import::StreamInfo;
+use crate::raw::StreamInfo;
 use crate::stream::{ExpectedVersion, StreamId};
 
 use super::keys::Keys;

@@ -57,8 +57,8 @@ enum Inserted {
     IdsTaken(Document),
 }
 
-/// What an append will write, worked out before any round trip.
-struct Plan {
+/// What an append (or an import) will write, worked out before any round trip.
+pub(crate) struct Plan {
     ids: Vec<String>,
     commit: Document,
     expected: ExpectedVersion,
@@ -89,6 +89,18 @@ impl Plan {
             "ts": DateTime::now(),
             "events": docs,
         };
+        Self::from_commit(commit, ids, expected, n, unique_ids)
+    }
+
+    /// The plan of a commit document built by the caller (the fields of [`Plan::new`]'s; its
+    /// `_id`, `v0`, `v1` and `pos` are set when it lands), holding `n` versions.
+    pub(crate) fn from_commit(
+        commit: Document,
+        ids: Vec<String>,
+        expected: ExpectedVersion,
+        n: u64,
+        unique_ids: bool,
+    ) -> Result<Self> {
         let size = mongodb::bson::to_vec(&commit)
             .map_err(|e| Error::serialization("commit", e))?
             .len();
@@ -171,7 +183,12 @@ fn repeat(commit: &Document, n: u64) -> Result<AppendResult> {
 
 /// The batch's ids are in an earlier commit: its result when this is a retry of it, else the
 /// first id it reuses.
-fn retry_or_reused(stream: &StreamId, events: &[NewEvent], ids: &[String], earlier: &Document) -> Result<AppendResult> {
+pub(crate) fn retry_or_reused(
+    stream: &StreamId,
+    events: &[NewEvent],
+    ids: &[String],
+    earlier: &Document,
+) -> Result<AppendResult> {
     if same_ids(earlier, ids) {
         return repeat(earlier, ids.len() as u64);
     }
@@ -183,7 +200,9 @@ fn retry_or_reused(stream: &StreamId, events: &[NewEvent], ids: &[String], earli
         .iter()
         .zip(ids)
         .find(|(_, id)| held.contains(&id.as_str()))
-        .map_or(events[0].event_id, |(e, _)| e.event_id);
+        .map_or(events.first().map(|e| e.event_id).unwrap_or_default(), |(e, _)| {
+            e.event_id
+        });
     Err(Error::EventIdReused {
         stream: stream.clone(),
         event_id: reused,
@@ -193,7 +212,7 @@ fn retry_or_reused(stream: &StreamId, events: &[NewEvent], ids: &[String], earli
 impl MongoEventStore {
     /// The commit of the stream that holds any of `ids`, by the unique index over them (where
     /// the server has one: the insert that meets it asks this).
-    async fn ids_holder(&self, stream: &StreamId, ids: &[String]) -> Result<Option<Document>> {
+    pub(crate) async fn ids_holder(&self, stream: &StreamId, ids: &[String]) -> Result<Option<Document>> {
         let mut found: Vec<Document> = self
             .client
             .track(
@@ -325,6 +344,24 @@ impl MongoEventStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
         let plan = Plan::new(stream, expected, &events, self.unique_ids)?;
+        self.append_planned(stream, &events, plan).await
+    }
+
+    /// Lands a planned commit of `events` (see [`MongoEventStore::append_commit`]). A commit
+    /// that starts a stream enters it in the catalogue first (see `Heads::enter`): with the
+    /// head and the position where the append expects no stream, else just before its insert.
+    pub(crate) async fn append_planned(
+        &self,
+        stream: &StreamId,
+        events: &[NewEvent],
+        plan: Plan,
+    ) -> Result<AppendResult> {
+        let listing = async {
+            match plan.exact {
+                Some(0) => self.heads.enter(stream).await.map(|()| true),
+                _ => Ok(false),
+            }
+        };
         let head_lookup = async {
             match plan.exact {
                 // A first commit goes into slot 1 whatever the head: the insert tells.
@@ -338,12 +375,13 @@ impl MongoEventStore {
                 false => Ok(None),
             }
         };
-        let (head, earlier, position) = tokio::join!(head_lookup, ids_lookup, self.positions.reserve(1));
+        let (head, earlier, position, listed) =
+            tokio::join!(head_lookup, ids_lookup, self.positions.reserve(1), listing);
         let mut reservation = self.reservation(position?);
-        let answer = match (head, earlier) {
-            (Ok(head), Ok(None)) => self.land(stream, &events, plan, head, &mut reservation).await,
-            (Ok(_), Ok(Some(earlier))) => retry_or_reused(stream, &events, &plan.ids, &earlier),
-            (Err(e), _) | (_, Err(e)) => Err(e),
+        let answer = match (head, earlier, listed) {
+            (Ok(head), Ok(None), Ok(listed)) => self.land(stream, events, plan, head, listed, &mut reservation).await,
+            (Ok(_), Ok(Some(earlier)), Ok(_)) => retry_or_reused(stream, events, &plan.ids, &earlier),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
         };
         reservation.release().await;
         answer
@@ -357,6 +395,7 @@ impl MongoEventStore {
         events: &[NewEvent],
         plan: Plan,
         mut head: Head,
+        mut listed: bool,
         reservation: &mut Reservation,
     ) -> Result<AppendResult> {
         let Plan {
@@ -408,6 +447,10 @@ impl MongoEventStore {
                     return retry_or_reused(stream, events, &ids, &earlier);
                 }
                 expected.check(stream, head.version, head.deleted)?;
+            }
+            if head.version == 0 && !listed {
+                self.heads.enter(stream).await?;
+                listed = true;
             }
             let v0 = head.version + 1;
             commit.insert("_id", slot_id(stream, v0));

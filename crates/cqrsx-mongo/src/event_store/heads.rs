@@ -24,6 +24,7 @@ use std::future::IntoFuture;
 
 use cqrsx_core::{Result, StreamId};
 use futures::future::join_all;
+use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Collection;
 
@@ -48,9 +49,14 @@ impl Head {
     }
 }
 
-/// The `_id` of a stream's head hint in the counters collection.
+/// What every head hint's `_id` starts with: the stream key follows.
+const HINT_PREFIX: &str = "head\u{1f}";
+
+/// The `_id` of a stream's head hint in the counters collection. It is the stream catalogue
+/// too: every server gets one for each stream (see [`Heads::enter`]), and the ids sort as the
+/// stream keys do (byte order, the servers' default for strings).
 fn hint_id(stream: &StreamId) -> String {
-    format!("head\u{1f}{}", stream.key())
+    format!("{HINT_PREFIX}{}", stream.key())
 }
 
 /// The `_id` of an event id's document in the counters collection.
@@ -215,6 +221,65 @@ impl Heads {
             Some(v0) => self.slot(stream, v0).await,
             None => Ok(None),
         }
+    }
+
+    /// Enters the stream in the catalogue before its first commit (or tombstone) is written:
+    /// creates its head hint at version 0 unless it has one (a lower bound still; where heads
+    /// are not hinted, nothing reads it as one). Written before the commit, so a stream that
+    /// has commits is never missing from the catalogue; one whose first writer failed is listed
+    /// at version 0 until it is written, and [`Heads::catalogue`] leaves such streams out.
+    pub(crate) async fn enter(&self, stream: &StreamId) -> Result<()> {
+        let result = self
+            .client
+            .track_raw(
+                self.counters
+                    .update_one(doc! { "_id": hint_id(stream) }, doc! { "$max": { "v": 0_i64 } })
+                    .upsert(true)
+                    .into_future(),
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // A racing first writer created it.
+            Err(Tracked::Driver(e)) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(e.into_error()),
+        }
+    }
+
+    /// Up to `max_count` stream keys of the catalogue after `after` (exclusive), in key order:
+    /// the head hints' ids, by a range over `_id` sorted by `_id`.
+    pub(crate) async fn catalogue(&self, after: Option<&StreamId>, max_count: usize) -> Result<Vec<String>> {
+        let from = match after {
+            Some(a) => doc! { "$gt": format!("{HINT_PREFIX}{}", a.key()) },
+            None => doc! { "$gte": HINT_PREFIX },
+        };
+        let mut range = from;
+        // The next character after the separator ends the hints' range.
+        range.insert("$lt", "head\u{20}");
+        let found: Vec<Document> = self
+            .client
+            .track(
+                self.counters
+                    .find(doc! { "_id": range })
+                    .projection(doc! { "_id": 1 })
+                    .sort(doc! { "_id": 1 })
+                    .limit(i64::try_from(max_count).unwrap_or(i64::MAX))
+                    .into_future(),
+            )
+            .await?
+            .try_collect()
+            .await
+            .map_err(crate::error::backend)?;
+        found
+            .iter()
+            .map(|d| {
+                d.get_str("_id")
+                    .ok()
+                    .and_then(|id| id.strip_prefix(HINT_PREFIX))
+                    .map(str::to_string)
+                    .ok_or_else(|| crate::error::corrupt(format!("a head hint with the id {:?}", d.get("_id"))))
+            })
+            .collect()
     }
 
     /// The stream's hint: a lower bound of its head, read by `_id`.

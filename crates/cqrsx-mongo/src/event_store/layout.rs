@@ -229,7 +229,13 @@ pub(crate) fn commit_events(commit: &Document, from_version: u64) -> Result<Vec<
             partition: 0,
             offset: offset_of(first_pos, k),
         };
-        out.push(recorded(&stream, version, position, ts, d)?);
+        // An imported event keeps its own recorded-at where it differs from its commit's.
+        let at = match d.get("ts") {
+            None => ts,
+            Some(Bson::DateTime(t)) => Timestamp(u64::try_from(t.timestamp_millis()).unwrap_or(0)),
+            Some(_) => return Err(corrupt(format!("event {version} of {stream} has no valid time"))),
+        };
+        out.push(recorded(&stream, version, position, at, d)?);
     }
     Ok(out)
 }

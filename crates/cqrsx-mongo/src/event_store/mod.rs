@@ -3,6 +3,7 @@
 
 mod append;
 mod heads;
+mod import;
 pub(crate) mod layout;
 mod positions;
 mod read;
@@ -170,23 +171,16 @@ impl EventBackend for MongoEventStore {
         self.by_type(event_type, since, max_count).await
     }
 
-    async fn list_streams(&self, _after: Option<&StreamId>, _max_count: usize) -> Result<Vec<cqrsx_core::StreamInfo>> {
-        // TODO(#33): the stream catalogue on this backend (in progress on branch `imports`).
-        Err(cqrsx_core::Error::Config(
-            "list_streams is not built on this backend yet".into(),
-        ))
+    async fn list_streams(
+        &self,
+        after: Option<&StreamId>,
+        max_count: usize,
+    ) -> Result<Vec<cqrsx_core::raw::StreamInfo>> {
+        self.catalogue_page(after, max_count).await
     }
 
-    async fn import(
-        &self,
-        _stream: &StreamId,
-        _after: u64,
-        _events: Vec<cqrsx_core::RecordedEvent>,
-    ) -> Result<cqrsx_core::AppendResult> {
-        // TODO(#33): imports on this backend (in progress on branch `imports`).
-        Err(cqrsx_core::Error::Config(
-            "import is not built on this backend yet".into(),
-        ))
+    async fn import(&self, stream: &StreamId, after: u64, events: Vec<RecordedEvent>) -> Result<AppendResult> {
+        self.import_commit(stream, after, events).await
     }
 
     async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {
@@ -243,6 +237,10 @@ impl EventBackend for MongoEventStore {
     async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<()> {
         let head = self.heads.head(stream).await?;
         expected.check(stream, head.version, head.deleted)?;
+        if head.version == 0 && !head.deleted {
+            // A stream deleted before its first write is in the catalogue too.
+            self.heads.enter(stream).await?;
+        }
         // The tombstone takes the next version slot, so it races appends like a commit would.
         let v0 = head.version + 1;
         let tombstone = doc! {

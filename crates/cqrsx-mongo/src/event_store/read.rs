@@ -287,6 +287,7 @@ impl MongoEventStore {
         since: Timestamp,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>> {
+        let since_ms = since;
         let since = DateTime::from_millis(as_i64(since.as_millis()));
         let mut cursor = self
             .client
@@ -300,8 +301,9 @@ impl MongoEventStore {
             .await?;
         let mut out = Vec::new();
         while let Some(commit) = self.client.track(cursor.try_next()).await? {
+            // (A commit's time is its latest event's: imported events keep times of their own.)
             for event in commit_events(&commit, 0)? {
-                if event.event_type == event_type {
+                if event.event_type == event_type && event.recorded_at >= since_ms {
                     out.push(event);
                     if out.len() >= max_count {
                         return Ok(out);

@@ -15,12 +15,13 @@ use crate::keys::Keys;
 pub(crate) const SCRIPT: &str = concat!(
     include_str!("../lua/append_header.lua"),
     include_str!("../lua/small.lua"),
+    include_str!("../lua/checks.lua"),
     include_str!("../lua/append.lua")
 );
 
 /// The event types of a batch, each with its offsets as runs `from-to,...`; the offsets are
 /// left empty when the batch holds one type (the type index then needs none).
-fn type_runs(events: &[NewEvent]) -> Vec<(&str, String)> {
+pub(crate) fn type_runs(events: &[NewEvent]) -> Vec<(&str, String)> {
     let first = events.first().map_or("", |e| e.event_type.as_str());
     if events.iter().all(|e| e.event_type == first) {
         return vec![(first, String::new())];

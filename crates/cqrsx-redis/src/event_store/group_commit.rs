@@ -88,16 +88,16 @@ struct Lane {
 pub(crate) struct Committer {
     client: RedisClientManager,
     script: Script,
-    /// Per partition: the log key and the position counter key (made once; a call clones
-    /// them by reference count).
-    partition_keys: Vec<[Key; 2]>,
+    /// Per partition: the log key, the position counter key and the stream catalogue key
+    /// (made once; a call clones them by reference count).
+    partition_keys: Vec<[Key; 3]>,
     /// Calls of one partition in flight before appends wait to be grouped.
     concurrency: usize,
     lanes: Vec<Mutex<Lane>>,
 }
 
 impl Committer {
-    pub(crate) fn new(client: RedisClientManager, script: Script, partition_keys: Vec<[Key; 2]>) -> Self {
+    pub(crate) fn new(client: RedisClientManager, script: Script, partition_keys: Vec<[Key; 3]>) -> Self {
         let lanes = partition_keys.iter().map(|_| Mutex::default()).collect();
         Self {
             concurrency: client.config().append_concurrency.max(1),
@@ -203,10 +203,11 @@ impl Committer {
         parts: Vec<Part>,
     ) -> std::result::Result<Value, ScriptCall> {
         telemetry::record_group_commit("redis", parts.len());
-        let [log, seq] = &self.partition_keys[partition];
-        let mut keys = Vec::with_capacity(2 + parts.iter().map(|p| p.keys.len()).sum::<usize>());
+        let [log, seq, catalogue] = &self.partition_keys[partition];
+        let mut keys = Vec::with_capacity(3 + parts.iter().map(|p| p.keys.len()).sum::<usize>());
         keys.push(log.clone());
         keys.push(seq.clone());
+        keys.push(catalogue.clone());
         let mut args = Vec::with_capacity(parts.iter().map(|p| p.args.len()).sum::<usize>());
         for part in parts {
             keys.extend(part.keys.into_iter().map(Key::from));

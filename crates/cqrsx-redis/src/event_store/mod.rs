@@ -3,7 +3,9 @@
 //! hash slot.
 
 mod append;
+mod catalogue;
 mod group_commit;
+mod import;
 mod layout;
 mod read_all;
 mod tail;
@@ -28,7 +30,7 @@ use crate::reply::{array, corrupt, int, status, text, u64_at};
 use group_commit::Committer;
 
 use crate::durability::AppendDurability;
-use layout::{meta_version, Commit, MetaVersion};
+use layout::Commit;
 use tail::Tails;
 
 /// The largest batch: a bound that keeps one script's run (which blocks the server) short.
@@ -40,6 +42,7 @@ pub(crate) struct Scripts {
     by_type: Script,
     truncate: Script,
     delete: Script,
+    import: Script,
 }
 
 impl Scripts {
@@ -64,6 +67,7 @@ impl Scripts {
                 include_str!("../lua/small.lua"),
                 include_str!("../lua/delete.lua")
             )),
+            import: Script::from_lua(import::SCRIPT),
         }
     }
 }
@@ -145,7 +149,7 @@ impl RedisEventStore {
             ..EventStoreCapabilities::default()
         };
         let partition_keys = (0..keys.partitions())
-            .map(|p| [keys.log(p).into(), keys.seq(p).into()])
+            .map(|p| [keys.log(p).into(), keys.seq(p).into(), keys.catalogue(p).into()])
             .collect();
         let append = Script::from_lua(append::SCRIPT);
         Self {
@@ -187,13 +191,20 @@ impl RedisEventStore {
     }
 
     /// The keys stream-level scripts take: commit index, meta hash, log, trimmed commits, the
-    /// tiny streams' bucket.
+    /// tiny streams' bucket, the partition's stream catalogue.
     fn stream_script_keys(&self, stream: &StreamId) -> (u32, Vec<String>) {
         let keys = self.keys.stream(stream.key());
         let p = keys.partition;
         (
             p,
-            vec![keys.index, keys.meta, self.keys.log(p), self.keys.trim(p), keys.bucket],
+            vec![
+                keys.index,
+                keys.meta,
+                self.keys.log(p),
+                self.keys.trim(p),
+                keys.bucket,
+                self.keys.catalogue(p),
+            ],
         )
     }
 }
@@ -319,28 +330,9 @@ impl EventBackend for RedisEventStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
-        let keys = self.keys.stream(stream.key());
-        let client = self.client.client();
-        // Its bucket first: a tiny stream's state only ever moves from there to its meta hash,
-        // so a meta hash read after it is never older.
-        let tiny: Option<Vec<u8>> = self.client.track(client.hget(keys.bucket, stream.key())).await?;
-        let meta: Option<Vec<u8>> = self.client.track(client.hget(keys.meta, "v")).await?;
-        if let (None, Some(tiny)) = (&meta, tiny) {
-            return layout::tiny_version(&tiny).ok_or_else(|| {
-                Error::Integrity(format!(
-                    "stream {stream} has the tiny state {:?}",
-                    String::from_utf8_lossy(&tiny)
-                ))
-            });
-        }
-        match meta.as_deref().map(meta_version) {
-            None => Ok(0),
-            Some(Some(MetaVersion::Live(version))) => Ok(version),
-            Some(Some(MetaVersion::Deleted(_))) => Err(Error::StreamDeleted { stream: stream.clone() }),
-            Some(None) => Err(Error::Integrity(format!(
-                "stream {stream} has version {:?}",
-                String::from_utf8_lossy(meta.as_deref().unwrap_or_default())
-            ))),
+        match self.stream_state(stream).await? {
+            (_, true) => Err(Error::StreamDeleted { stream: stream.clone() }),
+            (version, false) => Ok(version),
         }
     }
 
@@ -401,23 +393,16 @@ impl EventBackend for RedisEventStore {
         Ok(all.into_iter().take(max_count).map(|(_, e)| e).collect())
     }
 
-    async fn list_streams(&self, _after: Option<&StreamId>, _max_count: usize) -> Result<Vec<cqrsx_core::StreamInfo>> {
-        // TODO(#33): the stream catalogue on this backend (in progress on branch `imports`).
-        Err(cqrsx_core::Error::Config(
-            "list_streams is not built on this backend yet".into(),
-        ))
+    async fn list_streams(
+        &self,
+        after: Option<&StreamId>,
+        max_count: usize,
+    ) -> Result<Vec<cqrsx_core::raw::StreamInfo>> {
+        self.catalogue_page(after, max_count).await
     }
 
-    async fn import(
-        &self,
-        _stream: &StreamId,
-        _after: u64,
-        _events: Vec<cqrsx_core::RecordedEvent>,
-    ) -> Result<cqrsx_core::AppendResult> {
-        // TODO(#33): imports on this backend (in progress on branch `imports`).
-        Err(cqrsx_core::Error::Config(
-            "import is not built on this backend yet".into(),
-        ))
+    async fn import(&self, stream: &StreamId, after: u64, events: Vec<RecordedEvent>) -> Result<AppendResult> {
+        self.import_batch(stream, after, events).await
     }
 
     async fn truncate_before(&self, stream: &StreamId, before: u64) -> Result<u64> {

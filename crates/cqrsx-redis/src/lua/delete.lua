@@ -1,6 +1,7 @@
 -- Deletes a stream, leaving a tombstone that refuses later appends.
 -- KEYS: 1 commit index, 2 meta hash, 3 partition log, 4 partially truncated commits, 5 the
--- tiny streams' bucket.
+-- tiny streams' bucket, 6 the partition's stream catalogue (a stream never written enters it
+-- with its tombstone).
 -- ARGV: 1 expected version (as append).
 -- Reply: {'deleted'} | {'conflict', actual} | {'ok'} | {'corrupt', what}
 -- The stream's commits leave the log, so readers of the log and of type indexes skip them.
@@ -36,6 +37,7 @@ while true do
   end
   if #commits < 256 then break end
 end
+if ver == 0 then redis.call('ZADD', KEYS[6], 0, string.sub(KEYS[2], #KEYS[3])) end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[2], 'v', string.format('d%d', ver))
 return {'ok'}

@@ -6,6 +6,7 @@
 mod crypto;
 mod read_side;
 mod reads;
+mod retention;
 mod writes;
 
 use std::fmt::Debug;
@@ -49,6 +50,8 @@ enum Expect {
     SubjectForgotten,
     UnknownSubject,
     Tampered,
+    Config,
+    Unapplied,
     /// An edge that is valid: it succeeds (and what it returns is checked by the kind).
     Valid,
 }
@@ -66,6 +69,8 @@ fn matches<T: Debug>(expect: Expect, outcome: &Result<T>) -> bool {
             | (Expect::SubjectForgotten, Err(Error::SubjectForgotten(_)))
             | (Expect::UnknownSubject, Err(Error::UnknownSubject(_)))
             | (Expect::Tampered, Err(Error::Tampered { .. }))
+            | (Expect::Config, Err(Error::Config(_)))
+            | (Expect::Unapplied, Err(Error::Unapplied { .. }))
             | (Expect::Valid, Ok(_))
     )
 }
@@ -264,6 +269,7 @@ pub async fn bad_input_catalogue(f: Fixture) {
     reads::check(&mut c, &seeded).await;
     read_side::check(&mut c, &seeded).await;
     crypto::check(&mut c, &seeded).await;
+    retention::check(&mut c, &seeded).await;
 
     let checkpoints = &f.checkpoints;
     report(f.label, &format!("bad-input catalogue: {} kinds", c.kinds.len()));
