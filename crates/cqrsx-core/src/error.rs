@@ -207,6 +207,16 @@ pub enum Error {
         /// What was asked for and what was reached.
         reason: String,
     },
+    /// A migration's target already holds data the migration would write (a stream of the
+    /// source, with events of its own); nothing was written. Migrate into an empty target, or
+    /// resume the migration that wrote it (from its state).
+    #[error("migration target is not empty: {reason}")]
+    TargetNotEmpty {
+        /// The first conflicting stream found.
+        stream: StreamId,
+        /// What the target holds there.
+        reason: String,
+    },
     /// The server or driver failed.
     #[error("backend error{}: {source}", if *.retryable { " (retryable)" } else { "" })]
     Backend {
@@ -248,6 +258,7 @@ impl Error {
             Error::Handler { .. } => "handler",
             Error::InSeveralShards { .. } => "in_several_shards",
             Error::NotDurable { .. } => "not_durable",
+            Error::TargetNotEmpty { .. } => "target_not_empty",
             Error::Backend { .. } => "backend",
         }
     }
@@ -271,7 +282,8 @@ impl Error {
             | Error::Config(_)
             | Error::LeaseLost { .. }
             | Error::Handler { .. }
-            | Error::InSeveralShards { .. } => false,
+            | Error::InSeveralShards { .. }
+            | Error::TargetNotEmpty { .. } => false,
         }
     }
 
