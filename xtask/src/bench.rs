@@ -6,6 +6,7 @@
 //! every event).
 
 mod codec;
+mod migrate;
 mod mongo;
 mod projection;
 mod projection_typed;
@@ -44,6 +45,10 @@ pub struct Scale {
     pub read_models: usize,
     /// Events of the Redis memory row.
     pub memory_events: usize,
+    /// Events of the migration rows.
+    pub migration_events: usize,
+    /// Streams they are spread over.
+    pub migration_streams: usize,
 }
 
 impl Scale {
@@ -59,6 +64,8 @@ impl Scale {
                 latency_appends: 10,
                 read_models: 20_000,
                 memory_events: 20_000,
+                migration_events: 20_000,
+                migration_streams: 200,
             }
         } else {
             Self {
@@ -73,6 +80,8 @@ impl Scale {
                 latency_appends: 40,
                 read_models: 100_000,
                 memory_events: 100_000,
+                migration_events: 100_000,
+                migration_streams: 1_000,
             }
         }
     }

@@ -78,9 +78,11 @@ impl PositionMap {
                 let applied = source.covers(*from);
                 match first_unapplied {
                     None if !applied => first_unapplied = Some(*at),
-                    Some(gap) if applied => return Err(format!(
+                    Some(gap) if applied => {
+                        return Err(format!(
                         "in target partition {p}, the event at {at} was applied but the one at {gap} before it was not"
-                    )),
+                    ))
+                    }
                     _ => {}
                 }
             }

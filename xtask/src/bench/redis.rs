@@ -439,6 +439,17 @@ pub async fn rows(url: &str, scale: Scale) -> Result<Section> {
         );
     }
     read_model_rows(&client, scale, &mut rows).await?;
+    let target = |name: &'static str| {
+        let config = RedisConfig::default()
+            .with_url(url)
+            .with_key_prefix(format!("bench-{run_id}-migrate-{name}"))
+            .with_pool_size(16);
+        async move {
+            let client = RedisClientManager::connect(config).await.map_err(error)?;
+            Ok(Arc::new(RedisEventStore::new(client)) as Arc<dyn cqrsx_core::EventStore>)
+        }
+    };
+    super::migrate::rows("redis", scale, target, &mut rows).await?;
     let mut facts = Vec::new();
     memory_facts(&client, &run_id, scale, &mut facts).await?;
     // In a task of its own, as every writer of the append rows is: a future polled by the
