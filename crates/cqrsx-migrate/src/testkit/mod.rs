@@ -49,7 +49,7 @@ async fn under_writes(source: Fixture, target: Fixture, label: &str, way: &str) 
                 tokio::task::yield_now().await;
             }
         });
-        tokio::time::sleep(Duration::from_millis(5 + rng.below(60))).await;
+        tokio::time::sleep(Duration::from_millis(20 + rng.below(100))).await;
         task.abort();
         match task.await {
             Err(e) if e.is_cancelled() => kills += 1,
@@ -117,8 +117,8 @@ async fn under_writes(source: Fixture, target: Fixture, label: &str, way: &str) 
     report(
         label,
         &format!(
-            "migration {way}: {appended} events appended during it, {kills} kills ({copied_before} events copied by the killed runs), last catch-up lag {}, cut-over {:?} (copy {:?}), {compared} events checked raw",
-            caught.lag, done.elapsed, done.copy_time
+            "migration {way}: {appended} events appended during it, {kills} kills ({copied_before} events copied by the killed runs), last catch-up lag {}, cut-over {:?} (copy {:?}), {compared} events checked raw, {} projections copied, {} left for a rebuild",
+            caught.lag, done.elapsed, done.copy_time, done.projections.len(), done.needs_rebuild.len()
         ),
     );
     std::fs::remove_file(&opts.state_path).ok();

@@ -219,7 +219,10 @@ impl Writers {
                         let count = 1 + rng.below(3);
                         append(store.as_ref(), i, count).await.expect("writer append");
                         appended.fetch_add(count, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(rng.below(3))).await;
+                        // About 150 events/s per writer: a pace a migration into any backend
+                        // outruns, so the catch-up converges (one slower than the writers never
+                        // would).
+                        tokio::time::sleep(Duration::from_millis(5 + rng.below(10))).await;
                     }
                 })
             })
