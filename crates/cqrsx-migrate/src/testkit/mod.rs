@@ -23,19 +23,31 @@ fn memory() -> Fixture {
 /// Migrates from the fixture's in-memory stores into the backend under test while writers
 /// append, with the migration aborted and resumed several times.
 pub async fn migrates_into_the_backend_under_writes(fixture: Fixture) {
-    under_writes(memory(), fixture.clone(), fixture.label, "into").await;
+    let pause = pause(&fixture);
+    under_writes(memory(), fixture.clone(), fixture.label, "into", pause).await;
 }
 
 /// Migrates out of the backend under test into in-memory stores while writers append, with
 /// the migration aborted and resumed several times.
 pub async fn migrates_out_of_the_backend_under_writes(fixture: Fixture) {
-    under_writes(fixture.clone(), memory(), fixture.label, "out of").await;
+    let pause = pause(&fixture);
+    under_writes(fixture.clone(), memory(), fixture.label, "out of", pause).await;
 }
 
-async fn under_writes(source: Fixture, target: Fixture, label: &str, way: &str) {
+/// The writers' pause between appends (ms; about 150 events/s per writer, 10 on servers that
+/// scan, as FerretDB does, where imports are slow), and how long a killed run copies at least.
+fn pause(fixture: &Fixture) -> u64 {
+    if fixture.stress == cqrsx_core::testkit::Stress::FULL {
+        5
+    } else {
+        100
+    }
+}
+
+async fn under_writes(source: Fixture, target: Fixture, label: &str, way: &str, pause: u64) {
     let seeded = seed(&source, 30).await;
     let opts = options().with_page_size(50);
-    let writers = Writers::start(source.events.clone(), 3, &seeded);
+    let writers = Writers::start(source.events.clone(), 3, &seeded, pause);
     let mut rng = Rng::new();
     let mut kills = 0;
     for _ in 0..5 {
@@ -49,7 +61,7 @@ async fn under_writes(source: Fixture, target: Fixture, label: &str, way: &str) 
                 tokio::task::yield_now().await;
             }
         });
-        tokio::time::sleep(Duration::from_millis(20 + rng.below(100))).await;
+        tokio::time::sleep(Duration::from_millis(20 + 2 * pause + rng.below(100 + 4 * pause))).await;
         task.abort();
         match task.await {
             Err(e) if e.is_cancelled() => kills += 1,
@@ -65,7 +77,7 @@ async fn under_writes(source: Fixture, target: Fixture, label: &str, way: &str) 
         .expect("state")
         .map_or(0, |s| s.events_copied);
     assert!(copied_before > 0, "the killed runs saved no progress");
-    let caught = migration.catch_up_until(20, 50).await.expect("catch up");
+    let caught = migration.catch_up_until(20, 5).await.expect("catch up");
     let appended = writers.stop().await;
     assert!(appended > 0, "the writers appended nothing");
     // The late projection catches up with the writers stopped: its checkpoint is the head.

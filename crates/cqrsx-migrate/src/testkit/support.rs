@@ -195,8 +195,8 @@ pub struct Writers {
 }
 
 impl Writers {
-    /// Starts `n` writers.
-    pub fn start(store: Arc<dyn EventStore>, n: u64, seeded: &Seeded) -> Self {
+    /// Starts `n` writers, each pausing `pause` ms (and up to 2× that) between appends.
+    pub fn start(store: Arc<dyn EventStore>, n: u64, seeded: &Seeded, pause: u64) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let appended = Arc::new(AtomicU64::new(0));
         let tasks = (0..n)
@@ -219,10 +219,9 @@ impl Writers {
                         let count = 1 + rng.below(3);
                         append(store.as_ref(), i, count).await.expect("writer append");
                         appended.fetch_add(count, Ordering::Relaxed);
-                        // About 150 events/s per writer: a pace a migration into any backend
-                        // outruns, so the catch-up converges (one slower than the writers never
-                        // would).
-                        tokio::time::sleep(Duration::from_millis(5 + rng.below(10))).await;
+                        // A pace the migration outruns, so the catch-up converges (one slower
+                        // than the writers never would).
+                        tokio::time::sleep(Duration::from_millis(pause + rng.below(pause))).await;
                     }
                 })
             })
