@@ -7,6 +7,7 @@
 
 mod codec;
 mod crypto;
+mod migrate;
 mod mongo;
 mod projection;
 mod projection_typed;
@@ -45,6 +46,10 @@ pub struct Scale {
     pub read_models: usize,
     /// Events of the Redis memory row.
     pub memory_events: usize,
+    /// Events of the migration rows.
+    pub migration_events: usize,
+    /// Streams they are spread over.
+    pub migration_streams: usize,
 }
 
 impl Scale {
@@ -60,6 +65,8 @@ impl Scale {
                 latency_appends: 10,
                 read_models: 20_000,
                 memory_events: 20_000,
+                migration_events: 20_000,
+                migration_streams: 200,
             }
         } else {
             Self {
@@ -74,6 +81,8 @@ impl Scale {
                 latency_appends: 40,
                 read_models: 100_000,
                 memory_events: 100_000,
+                migration_events: 100_000,
+                migration_streams: 1_000,
             }
         }
     }

@@ -249,6 +249,16 @@ pub enum Error {
         /// unapplied one of each stream on.
         events: u64,
     },
+    /// A migration's target already holds data the migration would write (a stream of the
+    /// source, with events of its own); nothing was written. Migrate into an empty target, or
+    /// resume the migration that wrote it (from its state).
+    #[error("migration target is not empty: {reason}")]
+    TargetNotEmpty {
+        /// The first conflicting stream found.
+        stream: StreamId,
+        /// What the target holds there.
+        reason: String,
+    },
     /// The server or driver failed.
     #[error("backend error{}: {source}", if *.retryable { " (retryable)" } else { "" })]
     Backend {
@@ -295,6 +305,7 @@ impl Error {
             Error::UnknownSubject(_) => "unknown_subject",
             Error::SubjectForgotten(_) => "subject_forgotten",
             Error::Unapplied { .. } => "unapplied",
+            Error::TargetNotEmpty { .. } => "target_not_empty",
             Error::Backend { .. } => "backend",
         }
     }
@@ -324,6 +335,7 @@ impl Error {
             | Error::UnknownSubject(_)
             | Error::SubjectForgotten(_)
             | Error::Unapplied { .. } => false,
+            Error::TargetNotEmpty { .. } => false,
         }
     }
 

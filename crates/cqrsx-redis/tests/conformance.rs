@@ -1,4 +1,4 @@
-//! The core conformance suite and the snapshot manager's suite on a standalone Redis and on a
+//! The core conformance suite, the snapshot manager's suite and the migration suite on a standalone Redis and on a
 //! 3-node Redis Cluster.
 
 mod common;
@@ -9,6 +9,7 @@ mod standalone {
     }
     cqrsx_core::conformance_tests!(fixture);
     cqrsx_snapshot::snapshot_manager_tests!(fixture);
+    cqrsx_migrate::migration_tests!(fixture);
 }
 
 mod cluster {
@@ -17,4 +18,5 @@ mod cluster {
     }
     cqrsx_core::conformance_tests!(fixture);
     cqrsx_snapshot::snapshot_manager_tests!(fixture);
+    cqrsx_migrate::migration_tests!(fixture);
 }

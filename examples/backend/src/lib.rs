@@ -10,6 +10,7 @@ use std::sync::Arc;
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
+use cqrsx_core::crypto::KeyStore;
 use cqrsx_core::{ContentType, Error, EventStore, ProjectionStore, ReadStore, Result, SnapshotStore};
 
 /// The stores of one backend.
@@ -24,6 +25,8 @@ pub struct Stores {
     pub reads: Arc<dyn ReadStore>,
     /// Projection state: checkpoints, leases, views.
     pub checkpoints: Arc<dyn ProjectionStore>,
+    /// Per-subject data keys (crypto-shredding, `cqrsx_core::crypto`).
+    pub keys: Arc<dyn KeyStore>,
     /// The payload encoding the backend's config asks for.
     pub content_type: ContentType,
     /// The `cqrsx` command line's options that reach these stores (`None` in memory, which
@@ -75,6 +78,7 @@ async fn open(collection: &str, fresh: Option<&str>) -> Result<Stores> {
             snapshots: Arc::new(cqrsx_core::memory::InMemorySnapshotStore::new()),
             reads: Arc::new(cqrsx_core::memory::InMemoryReadStore::new()),
             checkpoints: Arc::new(cqrsx_core::memory::InMemoryProjectionStore::new()),
+            keys: Arc::new(cqrsx_core::crypto::InMemoryKeyStore::new()),
             content_type: ContentType::Json,
             cli: None,
         }),
@@ -118,6 +122,7 @@ async fn redis(collection: &str, fresh: Option<&str>) -> Result<Stores> {
         snapshots: Arc::new(RedisSnapshotStore::new(client.clone())),
         reads: Arc::new(RedisReadStore::new(client.clone(), collection)?),
         checkpoints: Arc::new(RedisProjectionStore::new(client.clone())),
+        keys: Arc::new(cqrsx_redis::RedisKeyStore::new(client.clone())),
         content_type: client.config().content_type,
     })
 }
@@ -153,6 +158,7 @@ async fn mongo(collection: &str, fresh: Option<&str>) -> Result<Stores> {
         snapshots: Arc::new(MongoSnapshotStore::new(client.clone())),
         reads: Arc::new(MongoReadStore::new(client.clone(), collection)?),
         checkpoints: Arc::new(checkpoints),
+        keys: Arc::new(cqrsx_mongo::MongoKeyStore::new(client.clone())),
         content_type: client.config().content_type,
     })
 }

@@ -442,6 +442,24 @@ pub async fn rows(url: &str, scale: Scale) -> Result<Section> {
         ],
         run_id: run_id.clone(),
     };
+    let target = |name: &'static str| {
+        let config = RedisConfig::default()
+            .with_url(url)
+            .with_key_prefix(format!("bench-{run_id}-migrate-{name}"))
+            .with_pool_size(16);
+        async move {
+            let client = RedisClientManager::connect(config).await.map_err(error)?;
+            Ok(Arc::new(RedisEventStore::new(client)) as Arc<dyn cqrsx_core::EventStore>)
+        }
+    };
+    if std::env::var("CQRSX_BENCH_ONLY").as_deref() == Ok("migration") {
+        let mut rows = Vec::new();
+        super::migrate::rows("redis", scale, target, &mut rows).await?;
+        return Ok(Section {
+            rows,
+            facts: Vec::new(),
+        });
+    }
     let before = client.metrics();
     let started = Instant::now();
     let mut rows = super::subject_rows(&subject, scale).await?;
@@ -456,6 +474,7 @@ pub async fn rows(url: &str, scale: Scale) -> Result<Section> {
         );
     }
     read_model_rows(&client, scale, &mut rows).await?;
+    super::migrate::rows("redis", scale, target, &mut rows).await?;
     let mut facts = Vec::new();
     memory_facts(&client, &run_id, scale, &mut facts).await?;
     // In a task of its own, as every writer of the append rows is: a future polled by the
