@@ -18,8 +18,9 @@ use crate::raw::StreamInfo;
 use crate::stream::{ExpectedVersion, StreamId};
 
 use super::keys::Keys;
+use super::master::DataKey;
 use super::policy::{Policies, Protection, Subject};
-use super::seal::{aad, decrypt, encrypt, restore_fields, take_fields, Sealed};
+use super::seal::{aad, decrypt_in_place, encrypt, restore_fields, take_fields, SealedRef};
 use super::{ERASED_KEY, SEALED_KEY};
 
 /// An event store that seals the personal fields of the event types its [`Policies`] protect.
@@ -92,69 +93,142 @@ impl EncryptedEventStore {
     }
 
     /// Opens one stored event: puts its sealed fields back, or marks it erased.
-    pub async fn open(&self, mut event: RecordedEvent) -> Result<RecordedEvent> {
+    pub async fn open(&self, event: RecordedEvent) -> Result<RecordedEvent> {
+        self.open_with(&mut PageKeys::default(), event).await
+    }
+
+    /// [`EncryptedEventStore::open`], with the data keys already looked up for this page.
+    async fn open_with(&self, page_keys: &mut PageKeys, mut event: RecordedEvent) -> Result<RecordedEvent> {
         let Some(entry) = event.metadata.user.remove(SEALED_KEY) else {
             return Ok(event);
         };
-        let sealed = Sealed::from_value(&entry, &|| format!("event {} of {}", event.event_id, event.stream))?;
-        let Some(key) = self.keys.opening_key(&sealed.subject, sealed.version).await? else {
+        let (id, stream) = (event.event_id, &event.stream);
+        let what = || format!("event {id} of {stream}");
+        let sealed = SealedRef::from_value(&entry, &what)?;
+        let Some(key) = page_keys.get(&self.keys, sealed.subject, sealed.version).await? else {
             event.metadata.user.insert(ERASED_KEY.into(), Value::Bool(true));
             return Ok(event);
         };
-        let bound = event_aad(
-            &event.stream,
-            event.event_id,
-            &event.event_type,
-            &sealed.subject,
-            sealed.version,
-        );
-        let (id, stream) = (event.event_id, &event.stream);
-        let what = || format!("event {id} of {stream}");
-        let plain = decrypt(&key, &sealed, &bound, &what)?;
-        let mut plain: Value = serde_json::from_slice(&plain).map_err(|_| Error::Tampered {
+        let bound = event_aad(stream, id, &event.event_type, sealed.subject, sealed.version);
+        let plain = decrypt_in_place(&key, sealed, &bound, &what)?;
+        let plain: SealedFields = serde_json::from_slice(&plain).map_err(|_| Error::Tampered {
             what: format!("{}: sealed fields are not JSON", what()),
         })?;
         let mut payload = None;
-        if let Some(Value::Object(mut taken)) = plain.get_mut("p").map(Value::take) {
-            if taken.len() == 1 && taken.contains_key("") {
-                // The whole payload: no need to read what is stored in its place.
-                if let Some(whole) = taken.remove("") {
-                    payload = Some(event.content_type.encode(&whole)?);
-                }
-            } else if !taken.is_empty() {
-                let mut stored: Value = event.content_type.decode(&event.payload)?;
-                restore_fields(&mut stored, taken, &what)?;
-                payload = Some(event.content_type.encode(&stored)?);
+        let mut taken = plain.p.0;
+        if taken.len() == 1 && taken[0].0.is_empty() {
+            // The whole payload: no need to read what is stored in its place.
+            if let Some((_, whole)) = taken.pop() {
+                payload = Some(event.content_type.encode(&whole)?);
             }
+        } else if !taken.is_empty() {
+            let mut stored: Value = event.content_type.decode(&event.payload)?;
+            restore_fields(&mut stored, taken, &what)?;
+            payload = Some(event.content_type.encode(&stored)?);
         }
         if let Some(payload) = payload {
             event.payload = payload;
         }
-        if let Some(Value::Object(taken)) = plain.get_mut("m").map(Value::take) {
-            event.metadata.user.extend(taken);
-        }
+        event.metadata.user.extend(plain.m.0);
         Ok(event)
     }
 
     async fn open_all(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+        let mut page_keys = PageKeys::default();
         let mut out = Vec::with_capacity(events.len());
         for event in events {
-            out.push(self.open(event).await?);
+            out.push(self.open_with(&mut page_keys, event).await?);
         }
         Ok(out)
     }
 }
 
+/// The plaintext of a sealed event, `{"p": {pointer: value}, "m": {key: value}}`: the taken
+/// payload fields by pointer and metadata entries by key, read as plain lists (no map to build
+/// and hash: they are only put back, in order).
+#[derive(serde::Deserialize)]
+struct SealedFields {
+    #[serde(default)]
+    p: Entries,
+    #[serde(default)]
+    m: Entries,
+}
+
+/// A JSON object's entries, in order.
+#[derive(Default)]
+struct Entries(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Entries, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(1));
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// How many distinct (subject, version) keys one page remembers (then it starts over).
+const PAGE_KEYS: usize = 32;
+
+/// The data keys of one page of events, each (subject, version) looked up in [`Keys`] once:
+/// the page opens as of one moment, and the rest of its events skip the shared cache (its
+/// lock, hash and clock). Dropped with the page, so a forget is seen by the next page.
+#[derive(Default)]
+struct PageKeys {
+    keys: Vec<(String, u32, Option<DataKey>)>,
+}
+
+impl PageKeys {
+    async fn get(&mut self, keys: &Keys, subject: &str, version: u32) -> Result<Option<DataKey>> {
+        if let Some((_, _, key)) = self.keys.iter().find(|(s, v, _)| *v == version && s == subject) {
+            return Ok(key.clone());
+        }
+        let key = keys.opening_key(subject, version).await?;
+        if self.keys.len() >= PAGE_KEYS {
+            self.keys.clear();
+        }
+        self.keys.push((subject.to_string(), version, key.clone()));
+        Ok(key)
+    }
+}
+
 /// The associated data of a sealed event.
 fn event_aad(stream: &StreamId, event_id: Uuid, event_type: &str, subject: &str, version: u32) -> Vec<u8> {
+    let mut id = Uuid::encode_buffer();
+    let mut digits = [0u8; 10];
     aad(&[
         "cqrsx-event/1",
         stream.key(),
-        &event_id.to_string(),
+        event_id.hyphenated().encode_lower(&mut id),
         event_type,
         subject,
-        &version.to_string(),
+        decimal(version, &mut digits),
     ])
+}
+
+/// `n` in decimal, written into `buffer` (what `n.to_string()` gives, without allocating).
+fn decimal(mut n: u32, buffer: &mut [u8; 10]) -> &str {
+    let mut at = buffer.len();
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buffer[at..]).unwrap_or_default()
 }
 
 #[async_trait]
@@ -241,18 +315,53 @@ impl EventStore for EncryptedEventStore {
         from_version: u64,
         batch: usize,
     ) -> BoxStream<'a, Result<RecordedEvent>> {
-        self.inner
-            .stream_events(stream, from_version, batch)
-            .then(move |event| async move {
-                match event {
-                    Ok(event) => self.open(event).await,
+        // The keys are looked up once per `batch` events, as a page read through read_stream.
+        let batch = batch.max(1);
+        let events = self.inner.stream_events(stream, from_version, batch);
+        futures::stream::unfold(
+            (events, PageKeys::default(), 0usize),
+            move |(mut events, mut page_keys, mut seen)| async move {
+                let next = match events.next().await? {
+                    Ok(event) => {
+                        if seen == batch {
+                            page_keys = PageKeys::default();
+                            seen = 0;
+                        }
+                        seen += 1;
+                        self.open_with(&mut page_keys, event).await
+                    }
                     Err(e) => Err(e),
-                }
-            })
-            .boxed()
+                };
+                Some((next, (events, page_keys, seen)))
+            },
+        )
+        .boxed()
     }
 
     fn distance(&self, from: Position, to: Position) -> u64 {
         self.inner.distance(from, to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_aad_is_the_stored_format() -> Result<()> {
+        let stream = StreamId::new("Person", "p-1")?;
+        let id = Uuid::now_v7();
+        for version in [0, 1, 9, 10, 12_345, u32::MAX] {
+            let former = aad(&[
+                "cqrsx-event/1",
+                stream.key(),
+                &id.to_string(),
+                "Registered",
+                "subject-1",
+                &version.to_string(),
+            ]);
+            assert_eq!(event_aad(&stream, id, "Registered", "subject-1", version), former);
+        }
+        Ok(())
     }
 }

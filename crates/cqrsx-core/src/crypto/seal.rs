@@ -1,7 +1,7 @@
 //! Sealing and opening: personal fields taken out of a JSON value, encrypted with AES-256-GCM
 //! under the subject's data key, and put back.
 
-use aes_gcm::aead::{Aead, AeadCore, OsRng, Payload};
+use aes_gcm::aead::{Aead, AeadCore, AeadInPlace, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use base64::Engine;
@@ -34,26 +34,51 @@ impl Sealed {
 
     /// Parses [`Sealed::to_value`]; anything else is [`Error::Tampered`].
     pub fn from_value(value: &Value, what: &dyn Fn() -> String) -> Result<Self> {
+        let sealed = SealedRef::from_value(value, what)?;
+        Ok(Self {
+            subject: sealed.subject.to_string(),
+            version: sealed.version,
+            nonce: sealed.nonce,
+            ciphertext: sealed.ciphertext,
+        })
+    }
+}
+
+/// A sealed entry parsed where it lies: the subject borrowed from the stored entry, nonce and
+/// ciphertext decoded once (the ciphertext into the buffer [`decrypt_in_place`] then opens).
+pub(crate) struct SealedRef<'a> {
+    pub subject: &'a str,
+    pub version: u32,
+    pub nonce: [u8; NONCE_LEN],
+    pub ciphertext: Vec<u8>,
+}
+
+impl<'a> SealedRef<'a> {
+    /// Parses [`Sealed::to_value`]; anything else is [`Error::Tampered`].
+    pub fn from_value(value: &'a Value, what: &dyn Fn() -> String) -> Result<Self> {
         let bad = || Error::Tampered {
             what: format!("{}: malformed sealed entry", what()),
         };
-        let subject = value.get("s").and_then(Value::as_str).ok_or_else(bad)?.to_string();
-        let version = value
+        let Value::Object(entry) = value else {
+            return Err(bad());
+        };
+        let subject = entry.get("s").and_then(Value::as_str).ok_or_else(bad)?;
+        let version = entry
             .get("v")
             .and_then(Value::as_u64)
             .and_then(|v| u32::try_from(v).ok())
             .ok_or_else(bad)?;
-        let nonce_bytes = value
-            .get("n")
-            .and_then(Value::as_str)
-            .and_then(|n| B64.decode(n).ok())
+        let encoded_nonce = entry.get("n").and_then(Value::as_str).ok_or_else(bad)?;
+        // Room for more than a nonce, so that a longer one is refused by its length.
+        let mut nonce_bytes = [0u8; NONCE_LEN + 6];
+        let nonce_len = B64.decode_slice(encoded_nonce, &mut nonce_bytes).map_err(|_| bad())?;
+        let nonce: [u8; NONCE_LEN] = nonce_bytes
+            .get(..nonce_len)
+            .and_then(|n| n.try_into().ok())
             .ok_or_else(bad)?;
-        let nonce: [u8; NONCE_LEN] = nonce_bytes.try_into().map_err(|_| bad())?;
-        let ciphertext = value
-            .get("c")
-            .and_then(Value::as_str)
-            .and_then(|c| B64.decode(c).ok())
-            .ok_or_else(bad)?;
+        let encoded = entry.get("c").and_then(Value::as_str).ok_or_else(bad)?;
+        let mut ciphertext = Vec::with_capacity(encoded.len() / 4 * 3 + 3);
+        B64.decode_vec(encoded, &mut ciphertext).map_err(|_| bad())?;
         Ok(Self {
             subject,
             version,
@@ -95,6 +120,23 @@ pub(crate) fn decrypt(key: &DataKey, sealed: &Sealed, aad: &[u8], what: &dyn Fn(
         })
 }
 
+/// Decrypts a sealed entry in its own buffer (no copy of the plaintext); a wrong key, altered
+/// bytes or another `aad` is [`Error::Tampered`].
+pub(crate) fn decrypt_in_place(
+    key: &DataKey,
+    sealed: SealedRef<'_>,
+    aad: &[u8],
+    what: &dyn Fn() -> String,
+) -> Result<Vec<u8>> {
+    let mut buffer = sealed.ciphertext;
+    key.cipher()
+        .decrypt_in_place(Nonce::from_slice(&sealed.nonce), aad, &mut buffer)
+        .map_err(|_| Error::Tampered {
+            what: format!("{}: the ciphertext does not authenticate", what()),
+        })?;
+    Ok(buffer)
+}
+
 /// Takes the personal fields out of `value`, leaving each one's erased value in its place;
 /// returns the taken values by pointer (fields the value lacks are skipped).
 pub(crate) fn take_fields(value: &mut Value, fields: &[Field]) -> Map<String, Value> {
@@ -109,7 +151,11 @@ pub(crate) fn take_fields(value: &mut Value, fields: &[Field]) -> Map<String, Va
 }
 
 /// Puts taken fields back; a pointer the value lacks is [`Error::Tampered`].
-pub(crate) fn restore_fields(value: &mut Value, taken: Map<String, Value>, what: &dyn Fn() -> String) -> Result<()> {
+pub(crate) fn restore_fields(
+    value: &mut Value,
+    taken: impl IntoIterator<Item = (String, Value)>,
+    what: &dyn Fn() -> String,
+) -> Result<()> {
     for (pointer, original) in taken {
         let target = value.pointer_mut(&pointer).ok_or_else(|| Error::Tampered {
             what: format!("{}: sealed field {pointer} has no place in the stored data", what()),
