@@ -91,7 +91,8 @@ pub(crate) async fn catalogue(store: &dyn EventStore) -> Result<Vec<StreamInfo>>
     }
 }
 
-/// After the events are copied: streams whose events are all truncated get their version in
+/// After the events are copied: versions the source truncated after they were copied are
+/// truncated in the target too, streams whose events are all truncated get their version in
 /// the target, and deleted streams are deleted there too (at the version the source deleted
 /// them, when the target never had their events). Returns the source catalogue.
 pub(crate) async fn finish_catalogue(
@@ -113,6 +114,21 @@ pub(crate) async fn finish_catalogue(
             None => s.version > 0,
         })
         .collect();
+    // Truncations the source made after its events were copied (a retention run during the
+    // migration): the target drops the same versions.
+    let live: Vec<&StreamInfo> = streams
+        .iter()
+        .filter(|s| !s.deleted && held.get(s.stream.key()).is_some_and(|t| !t.deleted))
+        .collect();
+    stream::iter(live.into_iter().map(Ok))
+        .try_for_each_concurrent(concurrency, |s| async move {
+            let (kept, copied) = (first_version(source, s).await?, first_version(target, s).await?);
+            if kept > copied {
+                target.truncate_before(&s.stream, kept).await?;
+            }
+            Ok::<(), Error>(())
+        })
+        .await?;
     stream::iter(todo.into_iter().map(Ok))
         .try_for_each_concurrent(concurrency, |(s, t)| async move {
             let mut version = t.map_or(0, |t| t.version);
@@ -127,6 +143,12 @@ pub(crate) async fn finish_catalogue(
         })
         .await?;
     Ok(streams)
+}
+
+/// The version of a stream's first readable event in `store` (its version + 1 when none is).
+async fn first_version(store: &dyn EventStore, info: &StreamInfo) -> Result<u64> {
+    let head = store.read_stream(&info.stream, 1, 1).await?;
+    Ok(head.first().map_or(info.version + 1, |e| e.version))
 }
 
 /// Refuses a target that holds a stream of the source (before a migration starts).

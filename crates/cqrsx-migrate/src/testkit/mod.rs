@@ -336,6 +336,63 @@ pub async fn migration_refuses_a_conflicting_target(fixture: Fixture) {
     assert_eq!(fixture.events.stream_version(&stream(1)).await.expect("version"), 0);
 }
 
+/// A retention run (truncations) and deletes on the source between catch-up and cut-over
+/// reach the target: a stream deleted, one truncated whole, one truncated in part and written
+/// again; verification is equal and the target reads as the source does.
+pub async fn truncations_and_deletes_during_the_migration_reach_the_target(fixture: Fixture) {
+    for into_backend in [true, false] {
+        let other = memory();
+        let (source, target) = if into_backend {
+            (&other, &fixture)
+        } else {
+            (&fixture, &other)
+        };
+        // Fresh streams per direction (the fixture is shared by both).
+        let base = if into_backend { 100 } else { 200 };
+        for i in base..base + 4 {
+            support::append(source.events.as_ref(), i, 6).await.expect("append");
+        }
+        let migration = Migration::open(stores(source), stores(target), options())
+            .await
+            .expect("open");
+        migration.catch_up().await.expect("catch up");
+        let events = source.events.as_ref();
+        events
+            .delete_stream(&stream(base), ExpectedVersion::Exact(6))
+            .await
+            .expect("delete");
+        events
+            .truncate_before(&stream(base + 1), 7)
+            .await
+            .expect("truncate all");
+        events
+            .truncate_before(&stream(base + 2), 3)
+            .await
+            .expect("truncate part");
+        support::append(events, base + 2, 1)
+            .await
+            .expect("append after truncation");
+        let done = migration.cut_over().await.expect("cut over");
+        assert!(done.verification.is_equal(), "{:#?}", done.verification.differences);
+        let t = target.events.as_ref();
+        assert!(matches!(
+            t.stream_version(&stream(base)).await,
+            Err(Error::StreamDeleted { .. })
+        ));
+        assert!(t.read_stream(&stream(base + 1), 1, 100).await.expect("read").is_empty());
+        assert_eq!(t.stream_version(&stream(base + 1)).await.expect("version"), 6);
+        let part: Vec<u64> = t
+            .read_stream(&stream(base + 2), 1, 100)
+            .await
+            .expect("read")
+            .iter()
+            .map(|e| e.version)
+            .collect();
+        assert_eq!(part, (3..=7).collect::<Vec<_>>());
+        assert_eq!(t.read_stream(&stream(base + 3), 1, 100).await.expect("read").len(), 6);
+    }
+}
+
 /// Lists the cases for a callback macro (what [`crate::migration_tests!`] expands).
 #[doc(hidden)]
 #[macro_export]
@@ -347,6 +404,7 @@ macro_rules! __migration_cases {
             migrates_in_grouped_order,
             verification_reports_planted_differences,
             migration_refuses_a_conflicting_target,
+            truncations_and_deletes_during_the_migration_reach_the_target,
         }
     };
 }

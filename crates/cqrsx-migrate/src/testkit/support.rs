@@ -185,8 +185,11 @@ pub async fn project(f: &Fixture, name: &str, checkpoint: Option<Checkpoint>, do
     f.checkpoints.release(&lease).await.expect("release");
 }
 
-/// Writers appending to the source until stopped: to seeded streams (but the deleted one) and
-/// to new ones.
+/// Events one writer appends at most.
+const WRITER_EVENTS: u64 = 200;
+
+/// Writers appending to the source until stopped (or [`WRITER_EVENTS`] each): to seeded
+/// streams (but the deleted one) and to new ones.
 pub struct Writers {
     stop: Arc<AtomicBool>,
     /// Events appended so far.
@@ -206,7 +209,11 @@ impl Writers {
                 tokio::spawn(async move {
                     let mut rng = Rng::new();
                     let mut k = 0;
-                    while !stop.load(Ordering::Relaxed) {
+                    // At most WRITER_EVENTS each: on a server where imports are slower than
+                    // these appends (DocumentDB, FerretDB), each catch-up round would otherwise
+                    // take longer than the last, and the copy would never converge.
+                    let mut mine = 0;
+                    while !stop.load(Ordering::Relaxed) && mine < WRITER_EVENTS {
                         let i = if rng.below(4) == 0 {
                             1000 + w * 10_000 + k
                         } else {
@@ -219,6 +226,7 @@ impl Writers {
                         let count = 1 + rng.below(3);
                         append(store.as_ref(), i, count).await.expect("writer append");
                         appended.fetch_add(count, Ordering::Relaxed);
+                        mine += count;
                         // A pace the migration outruns, so the catch-up converges (one slower
                         // than the writers never would).
                         tokio::time::sleep(Duration::from_millis(pause + rng.below(pause))).await;
