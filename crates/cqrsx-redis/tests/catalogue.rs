@@ -112,7 +112,10 @@ async fn fill_catalogue_finds_every_stream_standalone() {
     fill_finds_what_the_catalogue_lost(common::standalone_config().with_partitions(4)).await;
 }
 
-#[tokio::test]
-async fn fill_catalogue_finds_every_stream_on_a_cluster() {
-    fill_finds_what_the_catalogue_lost(common::cluster_config()).await;
+/// In `cluster::`, the Cluster group's tests (the standalone group has no Cluster).
+mod cluster {
+    #[tokio::test]
+    async fn fill_catalogue_finds_every_stream_on_a_cluster() {
+        super::fill_finds_what_the_catalogue_lost(super::common::cluster_config()).await;
+    }
 }

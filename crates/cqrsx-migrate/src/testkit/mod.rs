@@ -50,7 +50,7 @@ async fn under_writes(source: Fixture, target: Fixture, label: &str, way: &str, 
     let writers = Writers::start(source.events.clone(), 3, &seeded, pause);
     let mut rng = Rng::new();
     let mut kills = 0;
-    for _ in 0..5 {
+    for k in 0..5 {
         let migration = Migration::open(stores(&source), stores(&target), opts.clone())
             .await
             .expect("open");
@@ -61,7 +61,10 @@ async fn under_writes(source: Fixture, target: Fixture, label: &str, way: &str, 
                 tokio::task::yield_now().await;
             }
         });
-        tokio::time::sleep(Duration::from_millis(20 + 2 * pause + rng.below(100 + 4 * pause))).await;
+        // Later kills come later, so that a slow server (or a loaded machine) still copies
+        // something before the last one.
+        let at = 20 + 2 * pause + rng.below(100 + 4 * pause) + 250 * k;
+        tokio::time::sleep(Duration::from_millis(at)).await;
         task.abort();
         match task.await {
             Err(e) if e.is_cancelled() => kills += 1,
