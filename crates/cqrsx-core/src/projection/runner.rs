@@ -223,11 +223,10 @@ impl Run {
                 self.set_state(RunnerState::Stopped);
                 return Ok(());
             };
-            if self.newer_is_active().await? {
-                info!("a newer version became active while this runner waited; stepping down");
-                self.release(&lease).await;
-                self.set_state(RunnerState::Superseded);
-                return Ok(());
+            match self.after_acquire(&lease).await? {
+                Some(false) => {}
+                Some(true) => return Ok(()),
+                None => continue,
             }
             info!(token = lease.token, owner = %lease.owner, "lease taken");
             self.metrics.acquisitions.increment(1);

@@ -64,6 +64,29 @@ impl Run {
         Ok(false)
     }
 
+    /// After the lease is taken: `Some(true)` when a newer version became active meanwhile
+    /// (the lease released, the state `Superseded`: step down), `Some(false)` to go on, `None` after a store outage
+    /// (the lease released and the pause waited: take it again), like any other outage.
+    pub(super) async fn after_acquire(&self, lease: &crate::raw::Lease) -> Result<Option<bool>> {
+        match self.newer_is_active().await {
+            Ok(false) => Ok(Some(false)),
+            Ok(true) => {
+                tracing::info!("a newer version became active while this runner waited; stepping down");
+                self.release(lease).await;
+                self.set_state(super::RunnerState::Superseded);
+                Ok(Some(true))
+            }
+            Err(e) => {
+                self.release(lease).await;
+                if !super::transient(&e) {
+                    return Err(e);
+                }
+                self.retry_after("reading the active version", &e).await;
+                Ok(None)
+            }
+        }
+    }
+
     /// The newest older version of this key whose view was never dropped (it still has a
     /// checkpoint): left by a rebuild whose runner stopped, moved or crashed after activating
     /// and before dropping it.
